@@ -227,10 +227,10 @@ def convert_gguf(
             bar.update(1)
 
         spec.register_vocabulary(tokens)
-        special = _special_tokens(model, tokens)
-        spec.config.bos_token = special["bos"] or special["eos"]
-        spec.config.eos_token = special["eos"]
-        spec.config.unk_token = special["unk"] or ""
+        bos, eos, unk = _special_tokens(model, tokens)
+        spec.config.bos_token = bos or eos
+        spec.config.eos_token = eos
+        spec.config.unk_token = unk or ""
         spec.config.layer_norm_epsilon = rms_eps
         spec.validate()
         spec.optimize(quantization=quantization)
@@ -251,9 +251,9 @@ def convert_gguf(
 
     chat_format = ChatFormat(
         chat_template=str(model.field("tokenizer.chat_template")),
-        bos_token=special["bos"],
-        eos_token=special["eos"],
-        stop_tokens=_stop_tokens(tokens, special["eos"]),
+        bos_token=bos,
+        eos_token=eos,
+        stop_tokens=_stop_tokens(tokens, eos),
         context_length=context_length,
         architecture=model.arch,
         add_bos_token=bool(model.field("tokenizer.ggml.add_bos_token", False)),
@@ -287,7 +287,9 @@ def _set_layer(model: _GGUFModel, layer: Any, index: int, num_heads: int,
     layer.ffn.linear_1.weight = weight("ffn_down.weight")
 
 
-def _special_tokens(model: _GGUFModel, tokens: list[str]) -> dict[str, str | None]:
+def _special_tokens(model: _GGUFModel, tokens: list[str]) -> tuple[str | None, str, str | None]:
+    """(bos, eos, unk) token strings; only eos is required."""
+
     def token(key: str) -> str | None:
         field = model.reader.fields.get(f"tokenizer.ggml.{key}_token_id")
         return tokens[int(field.contents())] if field is not None else None
@@ -295,7 +297,7 @@ def _special_tokens(model: _GGUFModel, tokens: list[str]) -> dict[str, str | Non
     eos = token("eos")
     if eos is None:
         raise GGUFConversionError("GGUF metadata lacks tokenizer.ggml.eos_token_id")
-    return {"bos": token("bos"), "eos": eos, "unk": token("unknown")}
+    return token("bos"), eos, token("unknown")
 
 
 def _stop_tokens(tokens: list[str], eos: str) -> tuple[str, ...]:

@@ -40,21 +40,21 @@ def serve_hub(files: dict[str, bytes]) -> Iterator[tuple[str, list[str]]]:
                 return
             self.send_response(200)
             self.send_header("X-Repo-Commit", COMMIT)
-            self.send_header("ETag", '"%s"' % hashlib.sha256(body).hexdigest())
+            self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Content-Type", "application/octet-stream")
             self.end_headers()
 
-        def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_HEAD(self) -> None:
             self._headers(self._lookup())
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             body = self._lookup()
             self._headers(body)
             if body is not None:
                 self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)

