@@ -1,0 +1,204 @@
+"""Speech to text with faster-whisper: one utterance in, one :class:`Transcript` out.
+
+Input is float32 mono 16 kHz audio. The model is loaded once; :meth:`Transcriber.transcribe`
+may be called from several worker threads at once (``num_workers`` replicas run in parallel).
+All decoding happens inside the call: faster-whisper's lazy segment generator is consumed
+there, so callers on an event loop only need to run the call itself in a thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+# Below this RMS level (about -66 dBFS) the audio is treated as silence without decoding.
+_SILENCE_RMS = 5e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class TranscriberConfig:
+    """Load-time settings of the ASR engine."""
+
+    model_path: str
+    device: str = "auto"  # "auto": CUDA when CTranslate2 sees a GPU, else CPU
+    compute_type: str = "auto"  # "auto": float16 on CUDA, int8 on CPU
+    cpu_threads: int = 0  # 0: CTranslate2's default
+    num_workers: int = 1  # model replicas that can decode in parallel
+
+
+@dataclasses.dataclass(frozen=True)
+class TranscribeOptions:
+    """Per-call settings. ``language`` pins the language; ``allowed_languages`` restricts
+    detection to a set (the most probable language within the set wins)."""
+
+    language: str | None = None
+    allowed_languages: tuple[str, ...] | None = None
+    beam_size: int = 1
+    # Hallucination guards, applied per segment (Whisper's own rules plus a silence gate).
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4
+    max_new_tokens: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Transcript:
+    """What was said. ``text`` is empty when nothing trustworthy was heard; ``rejected`` then
+    says why (``"silence"``, ``"no_speech"``, ``"low_confidence"``, ``"repetitive"``)."""
+
+    text: str
+    language: str
+    language_probability: float
+    no_speech_probability: float
+    avg_log_probability: float
+    compression_ratio: float
+    duration_s: float
+    decode_s: float
+    rejected: str | None = None
+
+
+def resolve_device(device: str, compute_type: str) -> tuple[str, str]:
+    """Turn ``auto`` settings into a concrete CTranslate2 device and compute type."""
+    if device == "auto":
+        import ctranslate2
+
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    if compute_type == "auto":
+        compute_type = "float16" if device == "cuda" else "int8"
+    return device, compute_type
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / max(1, len(zlib.compress(data)))
+
+
+def _whisper_model_class() -> Any:
+    """faster-whisper's WhisperModel with the encoder output of the last input memoized.
+
+    ``transcribe(language=None)`` encodes the first 30 s window once to detect the language and
+    again to decode it; on a CPU the encoder is most of the cost of a short utterance. Keeping the
+    last result (per thread, keyed by the features' bytes) makes the second pass free, and also a
+    re-decode with another language.
+    """
+    from faster_whisper import WhisperModel
+
+    class _MemoizingWhisperModel(WhisperModel):  # type: ignore[misc]
+        _memo = threading.local()
+
+        def encode(self, features: np.ndarray) -> Any:
+            key = hash(np.ascontiguousarray(features).tobytes())
+            memo = self._memo
+            if getattr(memo, "key", None) == key:
+                return memo.value
+            value = super().encode(features)
+            memo.key, memo.value = key, value
+            return value
+
+        def forget(self) -> None:
+            self._memo.__dict__.clear()
+
+    return _MemoizingWhisperModel
+
+
+class Transcriber:
+    """The ASR engine. Thread-safe; each call blocks until the transcript is complete."""
+
+    def __init__(self, config: TranscriberConfig) -> None:
+        self.config = config
+        self.device, self.compute_type = resolve_device(config.device, config.compute_type)
+        started = time.monotonic()
+        self._model = _whisper_model_class()(
+            config.model_path, device=self.device, compute_type=self.compute_type,
+            cpu_threads=config.cpu_threads, num_workers=config.num_workers,
+        )
+        logger.info("loaded whisper model %s on %s (%s) in %.1f s", config.model_path,
+                    self.device, self.compute_type, time.monotonic() - started)
+
+    @property
+    def is_multilingual(self) -> bool:
+        return bool(self._model.model.is_multilingual)
+
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions | None = None) -> Transcript:
+        """Transcribe one utterance (float32 mono 16 kHz). Blocks; call it from a worker thread."""
+        options = options or TranscribeOptions()
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        duration = audio.size / SAMPLE_RATE
+        started = time.perf_counter()
+        fallback_language = options.language or (options.allowed_languages or ("en",))[0]
+        if audio.size < SAMPLE_RATE // 10 or float(np.sqrt(np.mean(audio**2))) < _SILENCE_RMS:
+            return Transcript("", fallback_language, 0.0, 1.0, 0.0, 0.0, duration,
+                              time.perf_counter() - started, rejected="silence")
+        try:
+            language = options.language
+            segments, info = self._decode(audio, language, options)
+            allowed = options.allowed_languages
+            if language is None and allowed and info.language not in allowed:
+                probabilities = dict(info.all_language_probs or [])
+                best = max(allowed, key=lambda code: probabilities.get(code, 0.0))
+                logger.debug("detected %s outside %s; decoding as %s", info.language,
+                             allowed, best)
+                segments, _ = self._decode(audio, best, options)
+                total = sum(probabilities.get(code, 0.0) for code in allowed) or 1.0
+                detected, probability = best, probabilities.get(best, 0.0) / total
+            else:
+                detected, probability = info.language, float(info.language_probability)
+        finally:
+            self._model.forget()
+        return self._judge(segments, detected, probability, duration,
+                           time.perf_counter() - started, options)
+
+    def _decode(self, audio: np.ndarray, language: str | None,
+                options: TranscribeOptions) -> tuple[list[Any], Any]:
+        segments, info = self._model.transcribe(
+            audio, language=language, beam_size=options.beam_size, temperature=0.0,
+            condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
+            no_speech_threshold=None, log_prob_threshold=None,
+            compression_ratio_threshold=None, max_new_tokens=options.max_new_tokens,
+        )
+        return list(segments), info  # decoding happens here, in the caller's thread
+
+    @staticmethod
+    def _judge(segments: Sequence[Any], language: str, probability: float, duration: float,
+               decode_s: float, options: TranscribeOptions) -> Transcript:
+        kept: list[str] = []
+        reasons: list[str] = []
+        for segment in segments:
+            text = segment.text.strip()
+            if not text:
+                continue
+            if (segment.no_speech_prob > options.no_speech_threshold
+                    and segment.avg_logprob < options.log_prob_threshold):
+                reasons.append("no_speech")
+            elif segment.compression_ratio > options.compression_ratio_threshold:
+                reasons.append("repetitive")
+            elif segment.avg_logprob < options.log_prob_threshold - 0.5:
+                reasons.append("low_confidence")
+            else:
+                kept.append(text)
+        text = " ".join(kept).strip()
+        no_speech = max((s.no_speech_prob for s in segments), default=1.0)
+        log_prob = (float(np.mean([s.avg_logprob for s in segments])) if segments else 0.0)
+        if reasons:
+            logger.info("dropped %d whisper segment(s) as %s", len(reasons), ",".join(reasons))
+        return Transcript(
+            text=text,
+            language=language,
+            language_probability=probability,
+            no_speech_probability=float(no_speech),
+            avg_log_probability=log_prob,
+            compression_ratio=compression_ratio(text) if text else 0.0,
+            duration_s=duration,
+            decode_s=decode_s,
+            rejected=None if text else (reasons[0] if reasons else "no_speech"),
+        )

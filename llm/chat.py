@@ -1,0 +1,182 @@
+"""Streaming chat replies from a CTranslate2 decoder.
+
+A model folder is what :func:`llm.gguf.convert_gguf` writes (CTranslate2 files, ``tokenizer.json``
+and ``chat.json``). :meth:`ChatModel.stream` renders the conversation with the model's own chat
+template, trims old turns to fit the context budget, and yields text deltas as tokens arrive.
+
+Threading: the model is loaded once and may be shared. ``stream`` returns a lazy iterator whose
+every ``next()`` runs the model for one token: call ``next()`` in a worker thread, never on an
+event loop. Closing the iterator (``break``, ``.close()``) or setting the ``cancel`` event stops
+generation before the next token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import jinja2
+import jinja2.sandbox
+
+from llm.gguf import TOKENIZER_FILE, ChatFormat
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatConfig:
+    """Load-time settings of the language model."""
+
+    model_path: str
+    device: str = "auto"  # "auto": CUDA when CTranslate2 sees a GPU, else CPU
+    compute_type: str = "auto"  # "auto": float16 on CUDA, int8 on CPU
+    cpu_threads: int = 0
+    # Prompt + reply must fit here; defaults to min(model context, 4096) tokens.
+    context_tokens: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingOptions:
+    """Per-reply settings. The defaults are greedy decoding (deterministic, used by tests)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_k: int = 1
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+
+
+class ChatModelError(Exception):
+    pass
+
+
+class ChatModel:
+    """A chat model. Thread-safe: several ``stream`` iterators may run in different threads."""
+
+    def __init__(self, config: ChatConfig) -> None:
+        import ctranslate2
+        import tokenizers
+
+        folder = Path(config.model_path)
+        if not (folder / "model.bin").is_file():
+            raise ChatModelError(f"{folder} is not a CTranslate2 model folder (no model.bin)")
+        self.config = config
+        self.format = ChatFormat.load(folder)
+        self.device = config.device
+        if self.device == "auto":
+            self.device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        self.compute_type = config.compute_type
+        if self.compute_type == "auto":
+            self.compute_type = "float16" if self.device == "cuda" else "int8"
+        started = time.monotonic()
+        self._tokenizer = tokenizers.Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        self._generator = ctranslate2.Generator(
+            str(folder), device=self.device, compute_type=self.compute_type,
+            intra_threads=config.cpu_threads,
+        )
+        environment = jinja2.sandbox.ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True)
+        environment.globals["raise_exception"] = _raise_template_error
+        self._template = environment.from_string(self.format.chat_template)
+        self.context_tokens = min(config.context_tokens or 4096, self.format.context_length)
+        logger.info("loaded chat model %s on %s (%s) in %.1f s, context %d tokens", folder,
+                    self.device, self.compute_type, time.monotonic() - started,
+                    self.context_tokens)
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """The prompt text for ``messages``, ending with the assistant's turn header."""
+        return str(self._template.render(
+            messages=[{"role": m.role, "content": m.content} for m in messages],
+            add_generation_prompt=True,
+            bos_token=self.format.bos_token or "",
+            eos_token=self.format.eos_token,
+        ))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def fit_to_context(self, messages: Sequence[Message], reserve: int) -> list[Message]:
+        """Drop the oldest turns until the prompt leaves ``reserve`` tokens for the reply.
+
+        System messages and the last message are always kept. Raises if even that is too long.
+        """
+        kept = list(messages)
+        budget = self.context_tokens - reserve
+        while self.count_tokens(self.render(kept)) > budget:
+            droppable = [i for i, m in enumerate(kept[:-1]) if m.role != "system"]
+            if not droppable:
+                raise ChatModelError(
+                    f"the prompt does not fit in {budget} tokens even without history")
+            del kept[droppable[0]]
+            # Never start the history with an assistant turn: drop its orphan too.
+            while (len(kept) > 1 and kept[0].role != "system" and kept[0].role == "assistant"):
+                del kept[0]
+        if len(kept) < len(messages):
+            logger.info("trimmed %d old message(s) to fit the context",
+                        len(messages) - len(kept))
+        return kept
+
+    def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
+               cancel: threading.Event | None = None) -> Iterator[str]:
+        """Yield the reply as text deltas. Each ``next()`` blocks for about one token.
+
+        Deltas are whole characters: bytes of a character split across tokens are held until
+        the character is complete. Stops at the model's end-of-turn tokens, at
+        ``max_new_tokens``, when ``cancel`` is set, or when the iterator is closed.
+        """
+        options = options or SamplingOptions()
+        fitted = self.fit_to_context(messages, reserve=options.max_new_tokens)
+        prompt = self._tokenizer.encode(self.render(fitted), add_special_tokens=False).tokens
+        if self.format.add_bos_token and self.format.bos_token:
+            prompt = [self.format.bos_token, *prompt]
+        steps = self._generator.generate_tokens(
+            prompt,
+            max_length=options.max_new_tokens,
+            sampling_temperature=options.temperature,
+            sampling_topk=options.top_k,
+            sampling_topp=options.top_p,
+            repetition_penalty=options.repetition_penalty,
+            end_token=list(self.format.stop_tokens),
+        )
+        return self._deltas(steps, cancel)
+
+    def _deltas(self, steps: Iterator[object], cancel: threading.Event | None) -> Iterator[str]:
+        ids: list[int] = []
+        emitted = 0  # characters of decode(ids) already yielded
+        try:
+            for step in steps:
+                if cancel is not None and cancel.is_set():
+                    return
+                if step.token in self.format.stop_tokens:  # type: ignore[attr-defined]
+                    break
+                ids.append(step.token_id)  # type: ignore[attr-defined]
+                text = self._tokenizer.decode(ids)
+                if text.endswith("\ufffd"):
+                    continue  # an incomplete UTF-8 sequence: wait for the next token
+                if len(text) > emitted:
+                    yield text[emitted:]
+                    emitted = len(text)
+            text = self._tokenizer.decode(ids)
+            if len(text) > emitted and not text.endswith("\ufffd"):
+                yield text[emitted:]
+        finally:
+            close = getattr(steps, "close", None)
+            if close is not None:
+                close()  # stops the generation inside CTranslate2
+
+
+def _raise_template_error(message: str) -> None:
+    raise ChatModelError(f"chat template error: {message}")

@@ -1,0 +1,84 @@
+"""Text to speech with Piper: one piece of text in, ``(int16 samples, sample_rate)`` chunks out.
+
+A :class:`PiperSynthesizer` loads its voice once (ONNX model + ``.onnx.json``) and may be used
+from several threads at once: onnxruntime sessions are thread-safe and piper-tts guards its
+espeak-ng phonemizer with a lock. So one piece can be synthesized while the language model is
+still writing the next. Each call blocks until the piece's audio exists; iterate the returned
+chunks in a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class SpeechChunk(NamedTuple):
+    """Mono PCM16 audio and its sample rate."""
+
+    samples: np.ndarray  # int16
+    sample_rate: int
+
+
+class PiperSynthesizer:
+    """A loaded Piper voice."""
+
+    kind = "piper"
+
+    def __init__(self, model_path: Path, *, threads: int = 1, use_cuda: bool = False,
+                 length_scale: float | None = None) -> None:
+        import onnxruntime
+        from piper import PiperVoice
+        from piper.config import PiperConfig
+
+        model_path = Path(model_path)
+        config_path = model_path.with_name(model_path.name + ".json")
+        if not model_path.is_file() or not config_path.is_file():
+            raise FileNotFoundError(
+                f"a Piper voice needs {model_path.name} and {config_path.name} in "
+                f"{model_path.parent}")
+        started = time.monotonic()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda
+                     else ["CPUExecutionProvider"])
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        self._voice = PiperVoice(
+            config=PiperConfig.from_dict(config),
+            session=onnxruntime.InferenceSession(str(model_path), sess_options=options,
+                                                 providers=providers),
+        )
+        self.name = model_path.name.removesuffix(".onnx")
+        self.sample_rate = int(self._voice.config.sample_rate)
+        self.language = language_of_piper_config(config)
+        self._length_scale = length_scale
+        logger.info("loaded Piper voice %s (%s, %d Hz) in %.2f s", self.name, self.language,
+                    self.sample_rate, time.monotonic() - started)
+
+    def synthesize(self, text: str) -> Iterator[SpeechChunk]:
+        """Speak ``text``: one chunk per sentence piper-tts finds in it. Blocks per chunk."""
+        from piper import SynthesisConfig
+
+        config = SynthesisConfig(length_scale=self._length_scale)
+        for chunk in self._voice.synthesize(text, syn_config=config):
+            yield SpeechChunk(chunk.audio_int16_array, chunk.sample_rate)
+
+
+def language_of_piper_config(config: dict[str, object]) -> str:
+    """The language family ("de") of a Piper voice config, from ``language.code`` or espeak."""
+    language = config.get("language")
+    if isinstance(language, dict) and isinstance(language.get("code"), str):
+        return str(language["code"]).split("_")[0].lower()
+    espeak = config.get("espeak")
+    if isinstance(espeak, dict) and isinstance(espeak.get("voice"), str):
+        return str(espeak["voice"]).split("-")[0].lower()
+    return "und"

@@ -1,0 +1,158 @@
+"""Turn a stream of text deltas into speakable pieces, as early as it is safe to.
+
+The first piece of a reply is allowed to be short: it ends at a clause boundary (comma,
+semicolon, colon, dash) once it has ``first_piece_min_words`` words, so speech can start before
+the first sentence is finished. Later pieces end at sentence boundaries. A boundary is only
+taken once the character after it has arrived, so "3." followed by "5" stays "3.5", and
+abbreviations ("z. B.", "Dr.", "etc.", ...) of the European languages we serve, initials and
+ordinal numbers do not end a sentence.
+
+Pure and synchronous: :class:`Segmenter` keeps only the text not yet returned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+# Abbreviations that end with a period and rarely end a sentence, lower-cased, without their
+# final period. Multi-part ones ("z. B.") are matched by their last part and the text before.
+_ABBREVIATIONS: dict[str, frozenset[str]] = {
+    "en": frozenset({"dr", "mr", "mrs", "ms", "prof", "st", "vs", "jr", "sr", "e.g",
+                     "i.e", "approx", "dept", "fig", "inc", "ltd", "mt", "a.m", "p.m",
+                     "u.s", "u.k", "co", "corp", "gen", "gov", "sgt", "capt", "lt", "col"}),
+    "de": frozenset({"z", "b", "z.b", "u", "a", "u.a", "d", "h", "d.h", "usw", "bzw", "ca",
+                     "nr", "dr", "hr", "fr", "evtl", "ggf", "inkl", "vgl", "bspw", "sog",
+                     "str", "tel", "abs", "allg", "zb", "s", "o", "u.ä", "ä", "jh", "mio",
+                     "mrd", "prof", "dipl", "ing", "geb", "gest", "bzgl", "zzgl", "max",
+                     "min", "std", "uvm", "v", "chr", "n"}),
+    "fr": frozenset({"m", "mm", "mme", "mlle", "dr", "pr", "st", "ste", "cf", "p", "ex",
+                     "p.ex", "env", "av", "apr", "j.-c", "c.-à-d", "bd", "no", "vol", "éd"}),
+    "es": frozenset({"sr", "sra", "srta", "dr", "dra", "ud", "uds", "p", "ej", "p.ej", "núm",
+                     "pág", "av", "avda", "d", "dña", "lic", "ing", "aprox", "tel", "prof",
+                     "sres", "vd", "vds", "a.c", "d.c", "ee.uu", "cía"}),
+    "it": frozenset({"sig", "sigg", "sig.ra", "sig.na", "dott", "dott.ssa", "prof", "ing",
+                     "avv", "es", "pag", "p", "ecc", "n", "tel", "geom", "rag", "arch",
+                     "a.c", "d.c", "s.p.a", "c.so", "v.le", "p.za"}),
+    "nl": frozenset({"bijv", "d.w.z", "enz", "o.a", "dhr", "mevr", "mr", "dr", "drs", "ir",
+                     "ing", "prof", "nr", "blz", "ca", "evt", "m.b.t", "t.o.v", "z.g.a.n",
+                     "jl", "mw", "vs", "a.s", "i.p.v", "n.a.v", "resp", "incl", "excl"}),
+    "pt": frozenset({"sr", "sra", "srta", "dr", "dra", "prof", "profa", "eng", "av", "p",
+                     "ex", "p.ex", "pág", "n", "nº", "tel", "a.c", "d.c", "v.exa", "exmo",
+                     "exma", "lda", "cia", "aprox", "obs", "etc"}),
+    "pl": frozenset({"np", "itd", "itp", "tzn", "tj", "dr", "prof", "ul", "al", "m.in",
+                     "mgr", "inż", "hab", "nr", "tel", "ok", "godz", "wg", "ww", "zob",
+                     "jw", "r", "w", "p", "pl", "św", "gen", "płk", "ks", "tys",
+                     "mln", "mld", "ds", "min"}),
+}
+# "etc." and its kin end sentences often enough only when a capital letter follows.
+_OFTEN_FINAL = frozenset({"etc", "usw", "ecc", "enz", "itd", "itp", "uvm"})
+# Languages that write ordinal numbers as "3." ("am 3. Oktober", "3. maja").
+_ORDINAL_PERIOD_LANGUAGES = frozenset({"de", "pl", "da", "no", "nb", "fi", "cs", "sk", "sl",
+                                       "hr", "sr", "hu", "et", "lv", "is", "tr"})
+
+_SENTENCE_END = ".!?…"
+_CLAUSE_END = ",;:"
+_CLOSERS = "\"'”’»)]}"
+_WORD_BEFORE_PERIOD = re.compile(r"([\w.\-]+)\.$", re.UNICODE)
+_WORDS = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmenterConfig:
+    language: str = "en"
+    first_piece_min_words: int = 4
+    # Without any boundary, a piece is cut at a space once it is this long.
+    max_piece_chars: int = 250
+
+
+class Segmenter:
+    """Feed text deltas with :meth:`feed`; call :meth:`flush` at the end of the reply."""
+
+    def __init__(self, config: SegmenterConfig | None = None) -> None:
+        self.config = config or SegmenterConfig()
+        language = self.config.language.split("-")[0].split("_")[0].lower()
+        self._language = language
+        self._abbreviations = _ABBREVIATIONS.get(language, frozenset()) | _ABBREVIATIONS["en"]
+        self._buffer = ""
+        self._pieces_out = 0
+
+    def feed(self, delta: str) -> list[str]:
+        """Add text; return the pieces that became complete (possibly none)."""
+        self._buffer += delta
+        pieces: list[str] = []
+        while True:
+            cut = self._find_cut()
+            if cut is None:
+                break
+            piece, self._buffer = self._buffer[:cut].strip(), self._buffer[cut:].lstrip()
+            if _WORDS.search(piece):
+                pieces.append(piece)
+                self._pieces_out += 1
+            elif piece and pieces:
+                pieces[-1] += piece  # stray punctuation belongs to the piece before
+        return pieces
+
+    def flush(self) -> list[str]:
+        """Return whatever is left as a last piece (if it has any word in it)."""
+        piece, self._buffer = self._buffer.strip(), ""
+        if _WORDS.search(piece):
+            self._pieces_out += 1
+            return [piece]
+        return []
+
+    def _find_cut(self) -> int | None:
+        text = self._buffer
+        first = self._pieces_out == 0
+        for index, char in enumerate(text):
+            if char == "\n" and _WORDS.search(text[:index]):
+                return index + 1
+            if index + 1 >= len(text):
+                break  # we need to see the next character to decide
+            nxt = text[index + 1]
+            if char in _SENTENCE_END:
+                end = self._extend_over_closers(text, index + 1)
+                if end >= len(text):
+                    return None  # closers may continue: wait
+                if text[end].isspace() and self._is_sentence_end(text, index, end):
+                    return end
+            elif (first and char in _CLAUSE_END and nxt.isspace()
+                  and len(_WORDS.findall(text[:index])) >= self.config.first_piece_min_words):
+                return index + 1
+            elif (first and char in "–—" and text[index - 1:index].isspace()
+                  and len(_WORDS.findall(text[:index])) >= self.config.first_piece_min_words):
+                return index
+        if len(text) > self.config.max_piece_chars:
+            space = text.rfind(" ", 0, self.config.max_piece_chars)
+            return space + 1 if space > 0 else self.config.max_piece_chars
+        return None
+
+    @staticmethod
+    def _extend_over_closers(text: str, index: int) -> int:
+        while index < len(text) and (text[index] in _CLOSERS or text[index] in _SENTENCE_END):
+            index += 1
+        return index
+
+    def _is_sentence_end(self, text: str, index: int, end: int) -> bool:
+        if text[index] != ".":
+            return True  # "!", "?" and "…" always end a sentence
+        match = _WORD_BEFORE_PERIOD.search(text[: index + 1])
+        if match is None:
+            return True
+        word = match.group(1).lower().lstrip("-")
+        following = text[end:].lstrip()
+        if not following:
+            return False  # cannot tell yet
+        next_is_capital = following[0].isupper()
+        last_part = word.rsplit(".", 1)[-1]
+        if word.isdigit() or last_part.isdigit():
+            # "am 3. Oktober": in languages with ordinal periods, a number never ends here
+            # unless nothing but a capitalised sentence start can follow; we stay safe.
+            return self._language not in _ORDINAL_PERIOD_LANGUAGES
+        if len(last_part) == 1 and last_part.isalpha():
+            return False  # an initial ("J. R. R. Tolkien") or a part of "z. B."
+        if word in _OFTEN_FINAL or last_part in _OFTEN_FINAL:
+            return next_is_capital
+        if word in self._abbreviations or last_part in self._abbreviations:
+            return False
+        return True
