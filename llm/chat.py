@@ -121,9 +121,12 @@ class ChatModel:
                 raise ChatModelError(
                     f"the prompt does not fit in {budget} tokens even without history")
             del kept[droppable[0]]
-            # Never start the history with an assistant turn: drop its orphan too.
-            while (len(kept) > 1 and kept[0].role != "system" and kept[0].role == "assistant"):
-                del kept[0]
+            # Never let the history start with an assistant turn: drop its orphans too.
+            while True:
+                first = next((i for i, m in enumerate(kept[:-1]) if m.role != "system"), None)
+                if first is None or kept[first].role != "assistant":
+                    break
+                del kept[first]
         if len(kept) < len(messages):
             logger.info("trimmed %d old message(s) to fit the context",
                         len(messages) - len(kept))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.artifacts import build_random_decoder, build_tiny_piper_voice
@@ -47,3 +48,34 @@ def prepared_model(real_model_store: ModelStore):  # type: ignore[no-untyped-def
         return status.path
 
     return get
+
+
+@pytest.fixture(scope="session")
+def whisper_base(prepared_model):  # type: ignore[no-untyped-def]
+    from asr.whisper import Transcriber, TranscriberConfig
+
+    return Transcriber(TranscriberConfig(str(prepared_model("whisper-base"))))
+
+
+@pytest.fixture(scope="session")
+def joe_voice(prepared_model):  # type: ignore[no-untyped-def]
+    from tts.piper import PiperSynthesizer
+
+    return PiperSynthesizer(prepared_model("en_US-joe-medium") / "en_US-joe-medium.onnx")
+
+
+@pytest.fixture(scope="session")
+def english_question(joe_voice) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """tests.speech.ENGLISH_SENTENCE spoken by the Piper joe voice, float32 16 kHz."""
+    from tests.speech import ENGLISH_SENTENCE, to_16k, with_silence
+
+    chunks = list(joe_voice.synthesize(ENGLISH_SENTENCE))
+    return with_silence(to_16k(np.concatenate([c.samples for c in chunks]),
+                               chunks[0].sample_rate))
+
+
+@pytest.fixture(scope="session")
+def silero_vad_model():  # type: ignore[no-untyped-def]
+    from asr.vad import SileroVadModel
+
+    return SileroVadModel()

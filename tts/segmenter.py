@@ -153,6 +153,4 @@ class Segmenter:
             return False  # an initial ("J. R. R. Tolkien") or a part of "z. B."
         if word in _OFTEN_FINAL or last_part in _OFTEN_FINAL:
             return next_is_capital
-        if word in self._abbreviations or last_part in self._abbreviations:
-            return False
-        return True
+        return not (word in self._abbreviations or last_part in self._abbreviations)

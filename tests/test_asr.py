@@ -1,0 +1,138 @@
+"""faster-whisper transcription and partial transcripts."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from asr.streaming import PartialTranscriber, agreed_prefix
+from asr.whisper import SAMPLE_RATE, TranscribeOptions, Transcript
+from tests.speech import (
+    ALLOWED_LANGUAGES,
+    ENGLISH_SENTENCE,
+    ESPEAK_SENTENCES,
+    SHARED_TESTDATA,
+    SpokenSentence,
+    espeak_audio,
+    read_audio_file,
+    word_error_rate,
+)
+
+pytestmark = pytest.mark.real_models
+
+
+def test_piper_english_is_transcribed_in_english(whisper_base, english_question) -> None:
+    transcript = whisper_base.transcribe(english_question)
+    assert transcript.language == "en" and transcript.language_probability > 0.8
+    # Whisper hears "Berlin" and the rest; one word of slack for the synthetic voice.
+    assert word_error_rate(ENGLISH_SENTENCE, transcript.text) <= 0.15, transcript.text
+    assert transcript.rejected is None and transcript.duration_s > 2
+
+
+@pytest.mark.parametrize("sentence", ESPEAK_SENTENCES, ids=lambda s: s.language)
+def test_espeak_speech_is_transcribed_in_its_language(whisper_base,
+                                                      sentence: SpokenSentence) -> None:
+    audio = espeak_audio(sentence.language, sentence.text, sentence.espeak_speed)
+    transcript = whisper_base.transcribe(
+        audio, TranscribeOptions(allowed_languages=ALLOWED_LANGUAGES))
+    assert transcript.language == sentence.language, transcript
+    assert word_error_rate(sentence.text, transcript.text) <= sentence.max_wer, transcript.text
+
+
+def test_detection_is_limited_to_the_allowed_languages(whisper_base, english_question) -> None:
+    transcript = whisper_base.transcribe(
+        english_question, TranscribeOptions(allowed_languages=("de", "fr")))
+    assert transcript.language in ("de", "fr")
+    assert 0.0 <= transcript.language_probability <= 1.0
+
+
+def test_a_pinned_language_is_used_as_is(whisper_base) -> None:
+    sentence = ESPEAK_SENTENCES[0]
+    transcript = whisper_base.transcribe(
+        espeak_audio(sentence.language, sentence.text, sentence.espeak_speed),
+        TranscribeOptions(language="de"))
+    assert transcript.language == "de"
+    assert word_error_rate(sentence.text, transcript.text) <= sentence.max_wer
+
+
+def test_pure_silence_gives_an_empty_transcript(whisper_base) -> None:
+    transcript = whisper_base.transcribe(np.zeros(2 * SAMPLE_RATE, np.float32))
+    assert transcript.text == "" and transcript.rejected == "silence"
+
+
+@pytest.mark.parametrize("level", [0.02, 0.1, 0.3])
+def test_white_noise_gives_an_empty_transcript(whisper_base, level: float) -> None:
+    noise = (np.random.default_rng(7).standard_normal(3 * SAMPLE_RATE) * level).astype(np.float32)
+    transcript = whisper_base.transcribe(
+        noise, TranscribeOptions(allowed_languages=ALLOWED_LANGUAGES))
+    assert transcript.text == "", transcript
+    assert transcript.rejected is not None
+
+
+@pytest.mark.parametrize(("name", "language", "words"), [
+    ("en_one_two_three.wav", "en", ("1", "2", "3")),
+    ("fr_dictee_numero_un.aiff", "fr", ("dictée", "numéro")),
+])
+def test_real_human_recordings_are_understood(whisper_base, name: str, language: str,
+                                              words: tuple[str, ...]) -> None:
+    path = SHARED_TESTDATA / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared test recordings live beside the checkout)")
+    transcript = whisper_base.transcribe(read_audio_file(path))
+    assert transcript.language == language
+    for word in words:
+        assert word in transcript.text.lower(), transcript.text
+
+
+def test_partials_grow_a_stable_prefix_and_the_final_is_a_full_decode(whisper_base,
+                                                                     english_question) -> None:
+    partials = PartialTranscriber(whisper_base, interval_s=0.5, min_audio_s=0.5)
+    seen = []
+    for end in range(SAMPLE_RATE // 2, english_question.size + 1, SAMPLE_RATE // 2):
+        if partials.due(end):
+            partial = partials.update(english_question[:end])
+            if partial is not None:
+                seen.append(partial)
+    assert seen, "no partial transcript at all"
+    confirmed = [p.confirmed for p in seen]
+    for before, after in itertools.pairwise(confirmed):
+        assert after.startswith(before), confirmed  # confirmed text never changes
+    assert "weather" in seen[-1].text.lower()
+    final = partials.finish(english_question)
+    assert word_error_rate(ENGLISH_SENTENCE, final.text) <= 0.15
+
+
+class _ScriptedTranscriber:
+    """Returns the given hypotheses in order, like successive whisper decodes."""
+
+    def __init__(self, hypotheses: list[str]) -> None:
+        self.hypotheses = hypotheses
+        self.options: list[TranscribeOptions] = []
+
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions | None = None) -> Transcript:
+        self.options.append(options or TranscribeOptions())
+        return Transcript(self.hypotheses.pop(0), "de", 0.9, 0.0, -0.2, 1.0,
+                          audio.size / SAMPLE_RATE, 0.1)
+
+
+def test_local_agreement_confirms_only_words_two_decodes_share() -> None:
+    scripted = _ScriptedTranscriber([
+        "Wie wird", "Wie wird das Wetter", "Wie wird das Wetter morgen",
+        "Wie war das Wetter morgen in", "Hallo"])
+    partials = PartialTranscriber(scripted)
+    audio = np.zeros(SAMPLE_RATE, np.float32)
+    results = [partials.update(audio) for _ in range(5)]
+    assert [r.confirmed for r in results if r] == [
+        "", "Wie wird", "Wie wird das Wetter", "Wie wird das Wetter", "Wie wird das Wetter"]
+    assert results[2] is not None and results[2].delta == "das Wetter"
+    # A later decode that disagrees does not take back confirmed words.
+    assert results[3] is not None and results[3].tentative == "morgen in"
+    # Later partials reuse the language of the first one.
+    assert scripted.options[0].language is None and scripted.options[1].language == "de"
+
+
+def test_agreed_prefix_ignores_case_and_punctuation() -> None:
+    assert agreed_prefix(["Hello,", "world"], ["hello", "World!", "again"]) == 2
+    assert agreed_prefix([], ["a"]) == 0

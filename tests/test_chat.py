@@ -1,0 +1,184 @@
+"""Streaming chat replies: deltas, UTF-8, stopping, history trimming, reply language."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llm.chat import ChatConfig, ChatModel, ChatModelError, Message, SamplingOptions
+from llm.prompts import system_prompt
+
+
+@pytest.fixture(scope="module")
+def tiny_chat(random_decoder_dir: Path) -> ChatModel:
+    return ChatModel(ChatConfig(str(random_decoder_dir), device="cpu"))
+
+
+@dataclasses.dataclass
+class _Step:
+    token_id: int
+    token: str
+
+
+class _CountingSteps:
+    """Stands in for CTranslate2's token iterator and records how far it was pulled."""
+
+    def __init__(self, steps: list[_Step]) -> None:
+        self._steps = iter(steps)
+        self.pulled = 0
+        self.closed = False
+
+    def __iter__(self) -> Iterator[_Step]:
+        return self
+
+    def __next__(self) -> _Step:
+        step = next(self._steps)
+        self.pulled += 1
+        return step
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _byte_steps(model: ChatModel, text: str) -> list[_Step]:
+    """One token per UTF-8 byte (the random decoder's vocabulary is byte-level)."""
+    tokenizer = model._tokenizer
+    tokens = tokenizer.encode(text, add_special_tokens=False).tokens
+    return [_Step(tokenizer.token_to_id(t), t) for t in tokens]
+
+
+def test_multibyte_characters_split_across_tokens_arrive_whole(tiny_chat: ChatModel) -> None:
+    text = "Grüße aus Łódź 👋 – ça va?"
+    steps = _CountingSteps(_byte_steps(tiny_chat, text))
+    deltas = list(tiny_chat._deltas(steps, None))
+
+    assert "".join(deltas) == text
+    assert all("\ufffd" not in delta for delta in deltas)
+    assert "👋" in deltas  # four tokens, one delta
+    assert steps.closed
+
+
+def test_generation_stops_at_the_end_of_turn_token(tiny_chat: ChatModel) -> None:
+    steps = _CountingSteps([*_byte_steps(tiny_chat, "Hi."), _Step(0, "<|im_end|>"),
+                            *_byte_steps(tiny_chat, "never said")])
+    assert "".join(tiny_chat._deltas(steps, None)) == "Hi."
+    assert steps.pulled == 4
+
+
+def test_cancel_stops_generation_within_one_token(tiny_chat: ChatModel) -> None:
+    steps = _CountingSteps(_byte_steps(tiny_chat, "abcdefghijklmnop"))
+    cancel = threading.Event()
+    received = []
+    for delta in tiny_chat._deltas(steps, cancel):
+        received.append(delta)
+        if len(received) == 3:
+            cancel.set()
+    assert "".join(received) == "abc"
+    assert steps.pulled == 4 and steps.closed
+
+
+def test_breaking_out_of_the_real_stream_closes_the_generator(tiny_chat: ChatModel) -> None:
+    stream = tiny_chat.stream([Message("user", "hello")], SamplingOptions(max_new_tokens=50))
+    first = next(stream)
+    assert isinstance(first, str)
+    stream.close()
+    with pytest.raises(StopIteration):
+        next(stream)
+
+
+def test_stream_yields_what_greedy_generation_produces(tiny_chat: ChatModel,
+                                                       random_decoder_dir: Path) -> None:
+    import ctranslate2
+
+    messages = [Message("system", "Be brief."), Message("user", "Say something.")]
+    streamed = "".join(tiny_chat.stream(messages, SamplingOptions(max_new_tokens=20)))
+    prompt = tiny_chat._tokenizer.encode(tiny_chat.render(messages),
+                                         add_special_tokens=False).tokens
+    reference = ctranslate2.Generator(str(random_decoder_dir)).generate_batch(
+        [prompt], max_length=20, include_prompt_in_result=False, end_token=["<|im_end|>"])
+    expected = tiny_chat._tokenizer.decode(reference[0].sequences_ids[0])
+    assert streamed == expected.rstrip("\ufffd")
+
+
+def test_the_models_own_chat_template_is_applied(tiny_chat: ChatModel) -> None:
+    prompt = tiny_chat.render([Message("system", "S"), Message("user", "U")])
+    assert prompt == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n" \
+                     "<|im_start|>assistant\n"
+
+
+def test_old_turns_are_dropped_first_and_the_system_prompt_is_kept(
+    random_decoder_dir: Path,
+) -> None:
+    model = ChatModel(ChatConfig(str(random_decoder_dir), context_tokens=300))
+    history = [Message("system", "You are terse.")]
+    for turn in range(10):
+        history += [Message("user", f"question {turn} " + "x" * 20),
+                    Message("assistant", f"answer {turn} " + "y" * 20)]
+    history.append(Message("user", "last question"))
+
+    kept = model.fit_to_context(history, reserve=100)
+
+    assert kept[0] == history[0] and kept[-1] == history[-1]
+    assert len(kept) < len(history)
+    assert kept[1].role == "user"  # never starts with an orphaned assistant turn
+    assert kept[1:] == history[len(history) - len(kept) + 1:]  # the newest turns survive
+    assert model.count_tokens(model.render(kept)) <= 200
+
+
+def test_a_prompt_that_cannot_fit_is_an_error(random_decoder_dir: Path) -> None:
+    model = ChatModel(ChatConfig(str(random_decoder_dir), context_tokens=64))
+    with pytest.raises(ChatModelError, match="does not fit"):
+        model.fit_to_context([Message("system", "s"), Message("user", "z" * 500)], reserve=10)
+
+
+def test_a_folder_without_a_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ChatModelError, match="not a CTranslate2 model folder"):
+        ChatModel(ChatConfig(str(tmp_path)))
+
+
+def test_system_prompt_names_the_language_and_keeps_instructions() -> None:
+    prompt = system_prompt("de", "Du bist Hans.")
+    assert prompt.startswith("Du bist Hans.")
+    assert "Always reply in German" in prompt and "markdown" in prompt
+    assert "reply in" not in system_prompt(None)
+
+
+# -- the real default model ------------------------------------------------------------------
+
+_STOPWORDS = {
+    "de": {"der", "die", "das", "ist", "und", "nicht", "ein", "eine", "ich", "sie", "es", "in",
+           "zu", "mit", "von", "den", "auf", "für", "wir", "hauptstadt"},
+    "fr": {"le", "la", "les", "est", "et", "un", "une", "de", "des", "je", "vous", "il", "en",
+           "pour", "que", "qui", "du", "au", "capitale"},
+    "es": {"el", "la", "los", "las", "es", "y", "un", "una", "de", "que", "en", "por", "para",
+           "con", "del", "se", "capital"},
+    "en": {"the", "is", "and", "a", "an", "of", "to", "in", "it", "you", "for", "that"},
+}
+
+
+def _language_votes(text: str) -> dict[str, int]:
+    words = [w.strip(".,!?¡¿«»\"'").lower() for w in text.split()]
+    return {lang: sum(w in stop for w in words) for lang, stop in _STOPWORDS.items()}
+
+
+@pytest.mark.real_models
+@pytest.mark.parametrize(("language", "question"), [
+    ("de", "Was ist die Hauptstadt von Frankreich?"),
+    ("fr", "Quelle est la capitale de l'Allemagne ?"),
+    ("es", "¿Cuál es la capital de Italia?"),
+])
+def test_qwen_streams_a_reply_in_the_language_asked(prepared_model, language: str,
+                                                    question: str) -> None:
+    model = ChatModel(ChatConfig(str(prepared_model("qwen2.5-coder-0.5b-instruct"))))
+    deltas = list(model.stream(
+        [Message("system", system_prompt(language)), Message("user", question)],
+        SamplingOptions(max_new_tokens=60)))
+    reply = "".join(deltas)
+    assert len(deltas) > 3, "the reply arrives in pieces, not at once"
+    votes = _language_votes(reply)
+    assert votes[language] == max(votes.values()) and votes[language] >= 2, (reply, votes)
+    assert "*" not in reply and "#" not in reply, reply

@@ -1,0 +1,106 @@
+"""The segmenter as a pure function: tables of replies and the pieces they must become."""
+
+from __future__ import annotations
+
+import pytest
+
+from tts.segmenter import Segmenter, SegmenterConfig
+
+
+def segment(text: str, language: str, step: int = 1) -> list[str]:
+    """Feed ``text`` in deltas of ``step`` characters, as a model streams it."""
+    segmenter = Segmenter(SegmenterConfig(language=language))
+    pieces: list[str] = []
+    for start in range(0, len(text), step):
+        pieces += segmenter.feed(text[start:start + step])
+    return pieces + segmenter.flush()
+
+
+CASES = [
+    # (language, reply, expected pieces)
+    ("en", "Sure. The capital of France is Paris, a city of museums. It has 2.1 million people.",
+     ["Sure.", "The capital of France is Paris, a city of museums.",
+      "It has 2.1 million people."]),
+    ("en", "Dr. Smith said it costs $3.50, e.g. for one ticket. Mr. J. R. Tolkien agreed!",
+     ["Dr. Smith said it costs $3.50,", "e.g. for one ticket.", "Mr. J. R. Tolkien agreed!"]),
+    ("en", "I like fruit, vegetables, etc. and more. Then I sleep.",
+     ["I like fruit, vegetables,", "etc. and more.", "Then I sleep."]),
+    ("en", "It is version 3.5. Released in 2023. Good?",
+     ["It is version 3.5.", "Released in 2023.", "Good?"]),
+    ("de", "Das ist z. B. ein Test. Dr. Müller kommt am 3. Oktober um 14.30 Uhr.",
+     ["Das ist z. B. ein Test.", "Dr. Müller kommt am 3. Oktober um 14.30 Uhr."]),
+    ("de", "Berlin ist die Hauptstadt von Deutschland, mit ca. 3,7 Mio. Einwohnern. Schön!",
+     ["Berlin ist die Hauptstadt von Deutschland,", "mit ca. 3,7 Mio. Einwohnern.", "Schön!"]),
+    ("de", "Wir haben Äpfel, Birnen usw. gekauft. Danach gingen wir heim.",
+     ["Wir haben Äpfel, Birnen usw. gekauft.", "Danach gingen wir heim."]),
+    ("fr", "Bonjour, je suis M. Dupont. Il fait 3,5 degrés, c.-à-d. froid. Voilà !",
+     ["Bonjour, je suis M. Dupont.", "Il fait 3,5 degrés, c.-à-d. froid.", "Voilà !"]),
+    ("fr", "La capitale de la France est Paris, une très belle ville. Elle est grande.",
+     ["La capitale de la France est Paris,", "une très belle ville.", "Elle est grande."]),
+    ("es", "Hola, soy la Sra. García. Vivo en la Avda. de Mayo, núm. 5. ¿Y tú?",
+     ["Hola, soy la Sra. García.", "Vivo en la Avda. de Mayo, núm. 5.", "¿Y tú?"]),
+    ("es", "La capital de España es Madrid, p. ej. para turistas. Tiene 3,3 millones.",
+     ["La capital de España es Madrid,", "p. ej. para turistas.", "Tiene 3,3 millones."]),
+    ("it", "Il Sig. Rossi e il Dott. Bianchi arrivano alle 9.15. Benvenuti!",
+     ["Il Sig. Rossi e il Dott. Bianchi arrivano alle 9.15.", "Benvenuti!"]),
+    ("it", "Mi piacciono mele, pere, ecc. ma non le banane. Ciao.",
+     ["Mi piacciono mele, pere,", "ecc. ma non le banane.", "Ciao."]),
+    ("nl", "Ik heb bijv. appels gekocht. Dhr. Jansen komt om 3.30 uur. Tot ziens!",
+     ["Ik heb bijv. appels gekocht.", "Dhr. Jansen komt om 3.30 uur.", "Tot ziens!"]),
+    ("pt", "O Sr. Silva mora em Lisboa, p. ex. no centro. A Dra. Costa também.",
+     ["O Sr. Silva mora em Lisboa,", "p. ex. no centro.", "A Dra. Costa também."]),
+    ("pt", "Custa 2,5 euros. Obrigado!",
+     ["Custa 2,5 euros.", "Obrigado!"]),
+    ("pl", "Mam np. jabłka, gruszki itd. w domu. Spotkamy się 3. maja u dr. Nowaka.",
+     ["Mam np. jabłka, gruszki itd. w domu.", "Spotkamy się 3. maja u dr. Nowaka."]),
+    ("pl", "Warszawa to stolica Polski, ma ok. 1,8 mln mieszkańców. Dziękuję!",
+     ["Warszawa to stolica Polski,", "ma ok. 1,8 mln mieszkańców.", "Dziękuję!"]),
+]
+
+
+@pytest.mark.parametrize(("language", "reply", "expected"), CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_replies_are_cut_into_speakable_pieces(language: str, reply: str,
+                                               expected: list[str]) -> None:
+    assert segment(reply, language) == expected
+
+
+@pytest.mark.parametrize(("language", "reply", "expected"), CASES[:6],
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES[:6])])
+@pytest.mark.parametrize("step", [3, 7, 1000])
+def test_pieces_do_not_depend_on_how_the_text_was_streamed(language: str, reply: str,
+                                                           expected: list[str],
+                                                           step: int) -> None:
+    assert segment(reply, language, step) == expected
+
+
+def test_only_the_first_piece_may_end_at_a_comma() -> None:
+    pieces = segment("Yes, of course I can, and I will do it now, gladly. "
+                     "Later, I will call you, if you want.", "en")
+    assert pieces == ["Yes, of course I can,", "and I will do it now, gladly.",
+                      "Later, I will call you, if you want."]
+
+
+def test_a_short_first_clause_waits_for_more_words() -> None:
+    assert segment("Well, that depends on the weather. Ok.", "en") == [
+        "Well, that depends on the weather.", "Ok."]
+
+
+def test_a_piece_is_emitted_as_soon_as_its_boundary_is_certain() -> None:
+    segmenter = Segmenter(SegmenterConfig(language="en"))
+    assert segmenter.feed("The answer is four") == []
+    assert segmenter.feed(".") == []  # could still be "four.5" or an abbreviation
+    assert segmenter.feed(" And") == ["The answer is four."]
+    assert segmenter.flush() == ["And"]
+
+
+def test_newlines_end_pieces_and_markup_only_pieces_are_dropped() -> None:
+    assert segment("First line\n\n- second line\n", "en") == ["First line", "- second line"]
+    assert segment("...", "en") == []
+
+
+def test_a_run_on_text_is_cut_at_a_space() -> None:
+    pieces = segment("word " * 120, "en")
+    assert len(pieces) >= 2
+    assert all(len(p) <= 250 for p in pieces)
+    assert " ".join(pieces).split() == ["word"] * 120

@@ -1,0 +1,95 @@
+"""Streaming Silero VAD: speech start/stop on real speech, frame-size independence, limits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asr.vad import SAMPLE_RATE, StreamingVad, VadConfig, VadEventType
+from tests.speech import espeak_audio
+
+
+@pytest.fixture(scope="module")
+def utterance() -> np.ndarray:
+    """0.3 s silence, about 2 s of speech, 0.3 s silence, then 1.5 s more silence."""
+    speech = espeak_audio("en", "Hello, this is a short test of the detector.", 160)
+    return np.concatenate([speech, np.zeros(int(1.5 * SAMPLE_RATE), np.float32)])
+
+
+def _speech_bounds(audio: np.ndarray) -> tuple[int, int]:
+    loud = np.flatnonzero(np.abs(audio) > 0.01)
+    return int(loud[0]), int(loud[-1])
+
+
+def _feed_in_frames(vad: StreamingVad, audio: np.ndarray, frame: int) -> list:
+    events = []
+    for start in range(0, audio.size, frame):
+        events.extend(vad.feed(audio[start:start + frame]))
+    return events
+
+
+def test_speech_start_and_stop_bracket_the_spoken_words(silero_vad_model, utterance) -> None:
+    vad = StreamingVad(silero_vad_model, VadConfig())
+    events = _feed_in_frames(vad, utterance, 480)  # 30 ms frames, as a microphone sends
+
+    assert [e.type for e in events] == [VadEventType.SPEECH_STARTED, VadEventType.SPEECH_STOPPED]
+    first, last = _speech_bounds(utterance)
+    started, stopped = events
+    # The utterance starts up to prefix_padding_ms (300 ms, rounded up to windows) early.
+    assert first - int(0.35 * SAMPLE_RATE) <= started.start_sample <= first + int(0.1 * SAMPLE_RATE)
+    assert stopped.reason == "silence"
+    assert abs(stopped.end_sample - last) <= int(0.25 * SAMPLE_RATE)
+    assert stopped.audio is not None
+    assert stopped.audio.size == stopped.end_sample - stopped.start_sample
+    # speech_stopped is reported once silence_duration_ms of silence has been seen.
+    assert vad.position >= stopped.end_sample + int(0.5 * SAMPLE_RATE)
+    assert not vad.in_speech
+
+
+@pytest.mark.parametrize("frame", [1, 333, 512, 4096, 16000])
+def test_events_do_not_depend_on_the_frame_size(silero_vad_model, utterance, frame: int) -> None:
+    reference = _feed_in_frames(StreamingVad(silero_vad_model), utterance, 480)
+    events = _feed_in_frames(StreamingVad(silero_vad_model), utterance[: 3 * SAMPLE_RATE]
+                             if frame == 1 else utterance, frame)
+    if frame == 1:  # sample by sample is slow in Python; compare the start only
+        assert events[0].start_sample == reference[0].start_sample
+        return
+    assert [(e.type, e.start_sample, e.end_sample) for e in events] == [
+        (e.type, e.start_sample, e.end_sample) for e in reference]
+
+
+def test_silence_and_quiet_noise_raise_no_events(silero_vad_model) -> None:
+    vad = StreamingVad(silero_vad_model)
+    rng = np.random.default_rng(0)
+    assert vad.feed(np.zeros(3 * SAMPLE_RATE, np.float32)) == []
+    assert vad.feed((rng.standard_normal(3 * SAMPLE_RATE) * 0.003).astype(np.float32)) == []
+
+
+def test_an_utterance_is_cut_at_the_maximum_length(silero_vad_model) -> None:
+    long_speech = np.concatenate([
+        espeak_audio("en", "one two three four five six seven eight nine ten", 175)[:-2000]
+        for _ in range(3)])
+    vad = StreamingVad(silero_vad_model, VadConfig(max_utterance_s=2.0, silence_duration_ms=2000))
+    events = _feed_in_frames(vad, long_speech, 1600)
+
+    stops = [e for e in events if e.type is VadEventType.SPEECH_STOPPED]
+    assert stops and stops[0].reason == "max_length"
+    assert stops[0].audio is not None
+    assert stops[0].audio.size <= 2 * SAMPLE_RATE + 512
+
+
+def test_the_utterance_in_progress_is_available_for_partials(silero_vad_model, utterance) -> None:
+    vad = StreamingVad(silero_vad_model)
+    first, _ = _speech_bounds(utterance)
+    vad.feed(utterance[: first + SAMPLE_RATE])
+    assert vad.in_speech
+    assert SAMPLE_RATE * 0.9 <= vad.current_utterance().size <= SAMPLE_RATE * 1.4
+    vad.reset()
+    assert not vad.in_speech and vad.current_utterance().size == 0 and vad.position == 0
+
+
+@pytest.mark.parametrize("kwargs", [{"threshold": 1.5}, {"silence_duration_ms": -1},
+                                    {"max_utterance_s": 0}])
+def test_invalid_settings_are_refused(kwargs) -> None:
+    with pytest.raises(ValueError):
+        VadConfig(**kwargs)
