@@ -82,7 +82,9 @@ def test_joe_voice_round_trips_through_whisper(joe_voice, whisper_base) -> None:
     audio = to_16k(np.concatenate([c.samples for c in chunks]), chunks[0].sample_rate)
     transcript = whisper_base.transcribe(audio)
     assert transcript.language == "en"
-    assert word_error_rate(text, transcript.text) <= 0.1, transcript.text
+    # Piper samples noise on every call (noise_scale 0.667), so the audio differs run to run:
+    # 8 runs gave 0 or 1 wrong words of 12, one CI run 2 ("quit-brown", "jumped").
+    assert word_error_rate(text, transcript.text) <= 0.2, transcript.text
 
 
 @pytest.mark.real_models

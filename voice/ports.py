@@ -1,0 +1,68 @@
+"""What the session needs from the engines, as small protocols it owns (tests inject fakes).
+
+All methods here are blocking: the session calls them from worker threads only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from typing import Protocol
+
+import numpy as np
+
+from asr.vad import VadConfig, VadEvent
+from asr.whisper import TranscribeOptions, Transcript
+from llm.chat import Message, SamplingOptions
+from tts.piper import SpeechChunk
+
+
+class SpeechDetector(Protocol):
+    """One stream's VAD (see :class:`asr.vad.StreamingVad`)."""
+
+    in_speech: bool
+
+    def feed(self, samples: np.ndarray) -> list[VadEvent]: ...
+
+    def reset(self) -> None: ...
+
+    def current_utterance(self) -> np.ndarray: ...
+
+
+class Transcribes(Protocol):
+    def transcribe(self, audio: np.ndarray,
+                   options: TranscribeOptions | None = None) -> Transcript: ...
+
+
+class StreamsReplies(Protocol):
+    def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
+               cancel: threading.Event | None = None) -> Iterator[str]: ...
+
+
+class Speaks(Protocol):
+    kind: str
+    name: str
+    language: str
+
+    def synthesize(self, text: str) -> Iterator[SpeechChunk]: ...
+
+
+class Voices(Protocol):
+    def for_language(self, language: str) -> Speaks: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Engines:
+    """The shared, process-wide engines and the worker pools their blocking calls run on."""
+
+    new_detector: Callable[[VadConfig], SpeechDetector]
+    transcriber: Transcribes
+    chat: StreamsReplies
+    voices: Voices
+    vad_pool: Executor
+    asr_pool: Executor
+    partial_pool: Executor
+    llm_pool: Executor
+    tts_pool: Executor
