@@ -1,0 +1,181 @@
+"""Fake engines for session tests: fast, scripted, and observable.
+
+They implement the protocols in ``voice/ports.py``. Speech is simulated with loud audio: the
+fake detector treats any 32 ms window with an RMS above 0.05 as speech.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from asr.vad import VadConfig, VadEvent, VadEventType
+from asr.whisper import TranscribeOptions, Transcript
+from llm.chat import Message, SamplingOptions
+from tts.piper import SpeechChunk
+from voice.ports import Engines
+
+WINDOW = 512
+RATE = 16_000
+
+
+class FakeDetector:
+    """An energy VAD with the same event contract as :class:`asr.vad.StreamingVad`."""
+
+    def __init__(self, config: VadConfig) -> None:
+        self.config = config
+        self.reset()
+
+    def reset(self) -> None:
+        self.in_speech = False
+        self._pending = np.zeros(0, np.float32)
+        self._position = 0
+        self._start = 0
+        self._last_speech = 0
+        self._utterance: list[np.ndarray] = []
+
+    def current_utterance(self) -> np.ndarray:
+        return np.concatenate(self._utterance) if self._utterance else np.zeros(0, np.float32)
+
+    def feed(self, samples: np.ndarray) -> list[VadEvent]:
+        data = np.concatenate([self._pending, samples])
+        events = []
+        count = data.size // WINDOW
+        for index in range(count):
+            window = data[index * WINDOW:(index + 1) * WINDOW]
+            loud = float(np.sqrt(np.mean(window**2))) > 0.05
+            start = self._position
+            self._position += WINDOW
+            if not self.in_speech:
+                if loud:
+                    self.in_speech = True
+                    self._start, self._last_speech = start, self._position
+                    self._utterance = [window]
+                    events.append(VadEvent(VadEventType.SPEECH_STARTED, start))
+                continue
+            self._utterance.append(window)
+            if loud:
+                self._last_speech = self._position
+            if self._position - self._last_speech >= self.config.silence_duration_ms * 16:
+                audio = np.concatenate(self._utterance)[: self._last_speech - self._start]
+                events.append(VadEvent(VadEventType.SPEECH_STOPPED, self._start,
+                                       self._last_speech, audio, "silence"))
+                self.in_speech = False
+                self._utterance = []
+        self._pending = data[count * WINDOW:]
+        return events
+
+
+class FakeTranscriber:
+    """Returns scripted (text, language) pairs for final decodes, in order.
+
+    Partial decodes (``max_new_tokens`` set) return the first words of the next final text.
+    """
+
+    def __init__(self, script: Sequence[tuple[str, str]], delay_s: float = 0.02) -> None:
+        self.script = list(script)
+        self.delay_s = delay_s
+        self.calls: list[TranscribeOptions] = []
+        self.partial_calls = 0
+
+    def transcribe(self, audio: np.ndarray,
+                   options: TranscribeOptions | None = None) -> Transcript:
+        options = options or TranscribeOptions()
+        self.calls.append(options)
+        time.sleep(self.delay_s)
+        text, language = self.script[0] if self.script else ("", "en")
+        if options.max_new_tokens is not None:
+            self.partial_calls += 1
+            words = text.split()
+            text = " ".join(words[: 1 + self.partial_calls])
+        elif self.script:
+            self.script.pop(0)
+        if options.language:
+            language = options.language
+        return Transcript(text, language, 0.9, 0.01, -0.2, 1.2, audio.size / RATE, self.delay_s,
+                          None if text else "no_speech")
+
+
+class FakeChat:
+    """Streams the words of scripted replies, one word per token, ``delay_s`` apart."""
+
+    def __init__(self, replies: Sequence[str], delay_s: float = 0.01) -> None:
+        self.replies = list(replies)
+        self.delay_s = delay_s
+        self.requests: list[list[Message]] = []
+        self.tokens_after_cancel = 0
+        self.active = 0
+        self.closed = 0
+        self._lock = threading.Lock()
+
+    def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
+               cancel: threading.Event | None = None) -> Iterator[str]:
+        self.requests.append(list(messages))
+        reply = self.replies.pop(0) if self.replies else "Okay."
+        return self._tokens(reply, cancel)
+
+    def _tokens(self, reply: str, cancel: threading.Event | None) -> Iterator[str]:
+        with self._lock:
+            self.active += 1
+        try:
+            for index, word in enumerate(reply.split(" ")):
+                time.sleep(self.delay_s)
+                if cancel is not None and cancel.is_set():
+                    self.tokens_after_cancel += 1
+                    return
+                yield word if index == 0 else " " + word
+        finally:
+            with self._lock:
+                self.active -= 1
+                self.closed += 1
+
+
+class FakeVoice:
+    """10 ms of a tone per character, at 16 kHz, after ``delay_s``."""
+
+    kind = "fake"
+
+    def __init__(self, language: str, delay_s: float = 0.01) -> None:
+        self.language = language
+        self.name = f"fake-{language}"
+        self.delay_s = delay_s
+        self.spoken: list[str] = []
+
+    def synthesize(self, text: str) -> Iterator[SpeechChunk]:
+        time.sleep(self.delay_s)
+        self.spoken.append(text)
+        samples = (np.sin(np.arange(len(text) * 160) * 0.2) * 8000).astype(np.int16)
+        yield SpeechChunk(samples, RATE)
+
+
+class FakeVoices:
+    def __init__(self, delay_s: float = 0.01) -> None:
+        self.voices: dict[str, FakeVoice] = {}
+        self.requested: list[str] = []
+        self.delay_s = delay_s
+
+    def for_language(self, language: str) -> FakeVoice:
+        self.requested.append(language)
+        return self.voices.setdefault(language, FakeVoice(language, self.delay_s))
+
+
+def fake_engines(transcriber: FakeTranscriber, chat: FakeChat,
+                 voices: FakeVoices | None = None) -> Engines:
+    pool = ThreadPoolExecutor(8, thread_name_prefix="fake-engine")
+    return Engines(new_detector=FakeDetector, transcriber=transcriber, chat=chat,
+                   voices=voices or FakeVoices(), vad_pool=pool, asr_pool=pool,
+                   partial_pool=pool, llm_pool=pool, tts_pool=pool)
+
+
+def tone(seconds: float, rate: int = 24_000, amplitude: float = 0.5) -> np.ndarray:
+    """Loud int16 audio that the fake detector hears as speech."""
+    t = np.arange(int(seconds * rate)) / rate
+    return (np.sin(2 * np.pi * 220 * t) * amplitude * 32767).astype(np.int16)
+
+
+def silence(seconds: float, rate: int = 24_000) -> np.ndarray:
+    return np.zeros(int(seconds * rate), np.int16)
