@@ -7,11 +7,15 @@ engines. Everything past it receives plain values and frozen dataclasses.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from voice.config import ServiceConfig
 from voice.models import (
     CATALOG,
     ModelError,
@@ -22,6 +26,10 @@ from voice.models import (
     default_model_names,
     lookup,
 )
+
+if TYPE_CHECKING:
+    from voice.ports import Engines
+    from voice.session import SessionDefaults
 
 logger = logging.getLogger("voice")
 
@@ -82,16 +90,142 @@ def _cmd_models_pull(args: argparse.Namespace, store: ModelStore) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace, store: ModelStore) -> int:
-    names = default_model_names()
-    chosen = {ModelKind.ASR: args.asr or names[ModelKind.ASR],
-              ModelKind.LLM: args.llm or names[ModelKind.LLM],
-              ModelKind.TTS: args.voice or names[ModelKind.TTS]}
-    for kind, name in chosen.items():
-        path = store.resolve(name, kind)
-        print(f"{kind.value}: {name} -> {path}")
-    print("The websocket server is not part of this build yet; the models above are ready.",
-          file=sys.stderr)
+    from voice.config import ConfigError, build_config, load_toml
+
+    try:
+        file_values = load_toml(Path(args.config)) if args.config else {}
+        config = build_config(file_values, {
+            "host": args.host, "port": args.port,
+            "api_keys": tuple(args.api_key) if args.api_key else _keys_from_environment(),
+            "insecure": True if args.insecure else None,
+            "asr_model": args.asr, "llm_model": args.llm, "voice": args.voice,
+            "device": args.device, "compute_type": args.compute_type,
+            "voices": dict(_pair(v) for v in args.voice_for) if args.voice_for else None,
+            "languages": tuple(args.languages.split(",")) if args.languages else None,
+            "partial_interval_s": args.partials_interval,
+            "vad_threshold": args.vad_threshold,
+            "vad_silence_duration_ms": args.vad_silence_ms,
+            "vad_prefix_padding_ms": args.vad_prefix_ms,
+            "max_sessions": args.max_sessions,
+            "max_output_tokens": args.max_output_tokens,
+        })
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return run_service(config, store)
+
+
+def _keys_from_environment() -> tuple[str, ...] | None:
+    keys = tuple(k.strip() for k in os.environ.get("VOICE_API_KEYS", "").split(",") if k.strip())
+    return keys or None
+
+
+def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, dict[str, str]]:
+    """Load every model once for the whole process, with the worker pools they run on."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asr.vad import SileroVadModel, StreamingVad
+    from asr.whisper import Transcriber, TranscriberConfig
+    from llm.chat import ChatConfig, ChatModel
+    from tts.voices import VoiceBook
+    from voice.ports import Engines
+
+    defaults = default_model_names()
+    names = {"asr": config.asr_model or defaults[ModelKind.ASR],
+             "llm": config.llm_model or defaults[ModelKind.LLM],
+             "voice": config.voice or defaults[ModelKind.TTS]}
+    transcriber = Transcriber(TranscriberConfig(
+        str(store.resolve(names["asr"], ModelKind.ASR)), device=config.device,
+        compute_type=config.compute_type, num_workers=2))
+    chat = ChatModel(ChatConfig(str(store.resolve(names["llm"], ModelKind.LLM)),
+                                device=config.device, compute_type=config.compute_type))
+    voices = VoiceBook(piper_voices(config, store, names["voice"]))
+    vad_model = SileroVadModel()
+    sessions = config.limits.max_sessions
+    engines = Engines(
+        new_detector=lambda vad_config: StreamingVad(vad_model, vad_config),
+        transcriber=transcriber, chat=chat, voices=voices,
+        vad_pool=ThreadPoolExecutor(2, thread_name_prefix="vad"),
+        asr_pool=ThreadPoolExecutor(2, thread_name_prefix="asr"),
+        partial_pool=ThreadPoolExecutor(1, thread_name_prefix="asr-partial"),
+        llm_pool=ThreadPoolExecutor(min(32, sessions + 2), thread_name_prefix="llm"),
+        tts_pool=ThreadPoolExecutor(2, thread_name_prefix="tts"))
+    return engines, names
+
+
+def piper_voices(config: ServiceConfig, store: ModelStore, default_voice: str) -> dict[str, Path]:
+    """Language -> Piper .onnx: the default voice, every prepared catalog voice, then the
+    configured ones (which win)."""
+    from tts.piper import language_of_piper_config
+
+    def onnx_of(name_or_path: str) -> Path:
+        path = store.resolve(name_or_path, ModelKind.TTS)
+        if path.is_dir():
+            found = sorted(path.glob("*.onnx"))
+            if not found:
+                raise ModelError(f"no .onnx voice in {path}")
+            return found[0]
+        return path
+
+    def language_of(onnx: Path) -> str:
+        config_json = onnx.with_name(onnx.name + ".json")
+        return language_of_piper_config(json.loads(config_json.read_text(encoding="utf-8")))
+
+    voices: dict[str, Path] = {}
+    for spec in CATALOG.values():
+        if spec.kind is ModelKind.TTS and store.status(spec).ready:
+            onnx = onnx_of(spec.name)
+            voices.setdefault(language_of(onnx), onnx)
+    default = onnx_of(default_voice)
+    voices[language_of(default)] = default
+    for language, voice in config.voices.items():
+        voices[language] = onnx_of(voice)
+    return voices
+
+
+def run_service(config: ServiceConfig, store: ModelStore) -> int:
+    """Load the models, serve until SIGTERM/SIGINT, shut down gracefully."""
+    import asyncio
+
+    from voice.server import VoiceServer
+
+    engines, names = build_engines(config, store)
+    defaults = session_defaults(config, names)
+    server = VoiceServer(config, engines, defaults, names)
+
+    async def main() -> None:
+        await server.start()
+        print(f"voice service ready on ws://{config.host}:{server.port}/v1/realtime "
+              f"(health: http://{config.host}:{server.port}/healthz)", flush=True)
+        await server.serve_until_stopped()
+
+    asyncio.run(main())
     return 0
+
+
+def session_defaults(config: ServiceConfig, names: dict[str, str]) -> SessionDefaults:
+    from voice.protocol import SessionConfig, TurnDetection
+    from voice.session import SessionDefaults
+
+    return SessionDefaults(
+        config=SessionConfig(
+            turn_detection=TurnDetection(threshold=config.vad_threshold,
+                                         prefix_padding_ms=config.vad_prefix_padding_ms,
+                                         silence_duration_ms=config.vad_silence_duration_ms),
+            languages=config.languages),
+        model_name=names["llm"],
+        max_vad_utterance_s=config.limits.max_utterance_s,
+        max_buffer_s=config.limits.max_buffer_s,
+        partial_interval_s=config.partial_interval_s,
+        beam_size=config.beam_size,
+        max_output_tokens=config.max_output_tokens)
+
+
+def _pair(text: str) -> tuple[str, str]:
+    language, separator, voice = text.partition("=")
+    if not separator or not language or not voice:
+        raise argparse.ArgumentTypeError(f"expected LANG=VOICE, got {text!r}")
+    return language, voice
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,10 +254,31 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("names", nargs="+", metavar="NAME")
     pull.set_defaults(handler=_cmd_models_pull)
 
-    serve = commands.add_parser("serve", help="run the voice service")
+    serve = commands.add_parser(
+        "serve", help="run the voice service (flags override the config file)")
+    serve.add_argument("--config", help="TOML config file (see voice/config.py)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8765; 0 picks a free one)")
+    serve.add_argument("--api-key", action="append",
+                       help="accept this API key (repeatable); default: $VOICE_API_KEYS")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow a non-loopback address without API keys")
     serve.add_argument("--asr", help="ASR model name or path")
     serve.add_argument("--llm", help="language model name or path")
     serve.add_argument("--voice", help="default Piper voice name or path")
+    serve.add_argument("--voice-for", action="append", metavar="LANG=VOICE",
+                       help="Piper voice for a language, e.g. de=de_DE-thorsten-medium")
+    serve.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    serve.add_argument("--compute-type", choices=["auto", "int8", "float16", "int8_float16"])
+    serve.add_argument("--languages", help="allowed languages, comma-separated "
+                       "(default en,de,fr,es,it,nl,pt,pl)")
+    serve.add_argument("--partials-interval", type=float,
+                       help="seconds between partial transcripts; 0 turns them off")
+    serve.add_argument("--vad-threshold", type=float)
+    serve.add_argument("--vad-silence-ms", type=int)
+    serve.add_argument("--vad-prefix-ms", type=int)
+    serve.add_argument("--max-sessions", type=int)
+    serve.add_argument("--max-output-tokens", type=int)
     serve.set_defaults(handler=_cmd_serve)
     return parser
 

@@ -121,6 +121,10 @@ def _field(obj: Mapping[str, Any], key: str, kinds: type | tuple[type, ...], eve
     return value
 
 
+def _is_modalities(value: list[Any]) -> bool:
+    return bool(value) and all(isinstance(v, str) and v in ("text", "audio") for v in value)
+
+
 def _audio_format_rate(value: Any, event_id: str | None, path: str) -> int:
     """GA ``{"type": "audio/pcm", "rate": N}`` or beta ``"pcm16"``."""
     if isinstance(value, str):
@@ -158,7 +162,8 @@ def _turn_detection(value: Any, current: TurnDetection | None, event_id: str | N
     kind = value.get("type", "server_vad")
     if kind not in ("server_vad", "semantic_vad"):
         raise ProtocolError("unsupported_turn_detection",
-                            f"{path}.type {kind!r} is not supported (server_vad)",
+                            f"{path}.type {kind!r} is not supported (server_vad; semantic_vad "
+                            "is treated as server_vad)",
                             event_id=event_id, param=f"{path}.type")
     base = current or TurnDetection()
     changes: dict[str, Any] = {}
@@ -221,7 +226,7 @@ def apply_session_update(config: SessionConfig, session: Any,
         modalities = _field(session, key, list, event_id, f"session.{key}")
         if modalities is _UNSET:
             continue
-        if not modalities or not set(modalities) <= {"text", "audio"}:
+        if not _is_modalities(modalities):
             raise ProtocolError("invalid_value", f"session.{key} must be ['audio'] or ['text']",
                                 event_id=event_id, param=f"session.{key}")
         changes["output_modalities"] = ("audio",) if "audio" in modalities else ("text",)
@@ -356,7 +361,7 @@ def parse_client_event(text: str | bytes) -> ClientEvent:
     """One text frame -> a client event, or :class:`ProtocolError`."""
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, huge ints, deep nesting
         raise ProtocolError("invalid_json", f"the message is not valid JSON: {error}") from error
     if not isinstance(data, dict):
         raise ProtocolError("invalid_event", "an event must be a JSON object")
@@ -434,7 +439,9 @@ def _parse_item_create(data: JsonObject, event_id: str | None) -> ItemCreate:
 
 
 def _parse_response_create(data: JsonObject, event_id: str | None) -> ResponseCreate:
-    response = data.get("response") or {}
+    response = data.get("response")
+    if response is None:
+        response = {}
     if not isinstance(response, dict):
         raise ProtocolError("invalid_type", "response must be an object", event_id=event_id,
                             param="response")
@@ -443,7 +450,7 @@ def _parse_response_create(data: JsonObject, event_id: str | None) -> ResponseCr
     for key in ("output_modalities", "modalities"):
         value = _field(response, key, list, event_id, f"response.{key}")
         if value is not _UNSET:
-            if not value or not set(value) <= {"text", "audio"}:
+            if not _is_modalities(value):
                 raise ProtocolError("invalid_value", f"response.{key} must be audio or text",
                                     event_id=event_id, param=f"response.{key}")
             modalities = ("audio",) if "audio" in value else ("text",)

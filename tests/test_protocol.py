@@ -1,0 +1,765 @@
+"""The sans-I/O Realtime protocol: literal client JSON -> typed events or ProtocolError,
+session.update (GA nested and beta flat fields) and the server events' wire shape."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from voice.protocol import (
+    AudioAppend,
+    AudioClear,
+    AudioCommit,
+    ItemCreate,
+    ItemTruncate,
+    ProtocolError,
+    ResponseCancel,
+    ResponseCreate,
+    ServerEvent,
+    SessionConfig,
+    SessionUpdate,
+    TurnDetection,
+    apply_session_update,
+    encode_server_event,
+    error_event,
+    parse_binary_audio,
+    parse_client_event,
+    response_object,
+)
+
+# PCM16 LE samples [0, 1, -1, 32767, -32768, 256] in base64.
+PCM_B64 = "AAABAP///38AgAAB"
+PCM_SAMPLES = [0, 1, -1, 32767, -32768, 256]
+
+
+def _error(text: str | bytes) -> ProtocolError:
+    with pytest.raises(ProtocolError) as caught:
+        parse_client_event(text)
+    return caught.value
+
+
+def _update(text: str, config: SessionConfig | None = None) -> SessionConfig:
+    """Parse a literal session.update event and apply it, as the session does."""
+    event = parse_client_event(text)
+    assert isinstance(event, SessionUpdate)
+    return apply_session_update(config or SessionConfig(), event.session, event.event_id)
+
+
+def _update_error(text: str, config: SessionConfig | None = None) -> ProtocolError:
+    with pytest.raises(ProtocolError) as caught:
+        _update(text, config)
+    return caught.value
+
+
+# -- client events parse from literal GA JSON ----------------------------------------------
+
+
+def test_session_update_carries_the_session_object_and_event_id() -> None:
+    event = parse_client_event(
+        '{"type": "session.update", "event_id": "evt_1",'
+        ' "session": {"type": "realtime", "instructions": "Be brief."}}')
+    assert event == SessionUpdate("evt_1", {"type": "realtime", "instructions": "Be brief."})
+
+
+def test_audio_append_decodes_base64_pcm16_into_int16_samples() -> None:
+    event = parse_client_event(
+        f'{{"type": "input_audio_buffer.append", "event_id": "evt_2", "audio": "{PCM_B64}"}}')
+    assert isinstance(event, AudioAppend)
+    assert event.event_id == "evt_2"
+    assert event.samples.dtype == np.int16
+    assert event.samples.tolist() == PCM_SAMPLES
+
+
+def test_audio_append_with_empty_audio_gives_no_samples() -> None:
+    event = parse_client_event('{"type": "input_audio_buffer.append", "audio": ""}')
+    assert isinstance(event, AudioAppend)
+    assert event.samples.size == 0
+
+
+def test_audio_commit_parses_with_its_event_id() -> None:
+    event = parse_client_event('{"type": "input_audio_buffer.commit", "event_id": "evt_3"}')
+    assert event == AudioCommit("evt_3")
+
+
+def test_audio_clear_parses_and_event_id_is_optional() -> None:
+    assert parse_client_event('{"type": "input_audio_buffer.clear"}') == AudioClear(None)
+
+
+def test_item_create_of_a_user_text_message_gives_role_and_text() -> None:
+    event = parse_client_event(
+        '{"type": "conversation.item.create", "event_id": "evt_4", "item": {'
+        '"type": "message", "role": "user", "id": "item_1",'
+        ' "content": [{"type": "input_text", "text": "Hello, "},'
+        ' {"type": "input_text", "text": "world"}]}}')
+    assert event == ItemCreate("evt_4", "item_1", "user", "Hello, world")
+
+
+@pytest.mark.parametrize(("role", "part_type"), [
+    ("system", "input_text"), ("assistant", "output_text"), ("assistant", "text")])
+def test_item_create_accepts_system_and_assistant_text_messages(role: str,
+                                                                part_type: str) -> None:
+    event = parse_client_event(
+        f'{{"type": "conversation.item.create", "item": {{"role": "{role}",'
+        f' "content": [{{"type": "{part_type}", "text": "Hi"}}]}}}}')
+    assert event == ItemCreate(None, None, role, "Hi")  # type: ignore[arg-type]
+
+
+def test_response_create_without_a_response_object_uses_the_session_defaults() -> None:
+    event = parse_client_event('{"type": "response.create", "event_id": "evt_5"}')
+    assert event == ResponseCreate("evt_5", None, None)
+
+
+def test_response_create_with_text_output_modalities_and_instructions() -> None:
+    event = parse_client_event(
+        '{"type": "response.create", "response": {"output_modalities": ["text"],'
+        ' "instructions": "Answer in French."}}')
+    assert event == ResponseCreate(None, "Answer in French.", ("text",))
+
+
+def test_response_create_with_beta_modalities_including_audio_means_audio() -> None:
+    event = parse_client_event(
+        '{"type": "response.create", "response": {"modalities": ["text", "audio"]}}')
+    assert event == ResponseCreate(None, None, ("audio",))
+
+
+def test_response_create_with_a_null_response_is_the_same_as_none() -> None:
+    event = parse_client_event('{"type": "response.create", "response": null}')
+    assert event == ResponseCreate(None, None, None)
+
+
+def test_response_cancel_without_a_response_id_cancels_the_active_response() -> None:
+    event = parse_client_event('{"type": "response.cancel", "event_id": "evt_6"}')
+    assert event == ResponseCancel("evt_6", None)
+
+
+def test_response_cancel_with_a_response_id_carries_it() -> None:
+    event = parse_client_event('{"type": "response.cancel", "response_id": "resp_1"}')
+    assert event == ResponseCancel(None, "resp_1")
+
+
+def test_item_truncate_parses_item_id_content_index_and_audio_end_ms() -> None:
+    event = parse_client_event(
+        '{"type": "conversation.item.truncate", "event_id": "evt_7", "item_id": "item_9",'
+        ' "content_index": 0, "audio_end_ms": 1500}')
+    assert event == ItemTruncate("evt_7", "item_9", 0, 1500)
+
+
+def test_item_truncate_without_content_index_defaults_to_zero() -> None:
+    event = parse_client_event(
+        '{"type": "conversation.item.truncate", "item_id": "item_9", "audio_end_ms": 0}')
+    assert event == ItemTruncate(None, "item_9", 0, 0)
+
+
+def test_a_text_frame_may_arrive_as_utf8_bytes() -> None:
+    assert parse_client_event(b'{"type": "input_audio_buffer.commit"}') == AudioCommit(None)
+
+
+# -- bad input is a ProtocolError with a specific code ---------------------------------------
+
+
+@pytest.mark.parametrize(("text", "code", "param"), [
+    ('{"type": "input_audio_buffer.commit"', "invalid_json", None),
+    ("", "invalid_json", None),
+    ("not json at all", "invalid_json", None),
+    (b"\xff\xfe\x00", "invalid_json", None),
+    ('[{"type": "input_audio_buffer.commit"}]', "invalid_event", None),
+    ('"input_audio_buffer.commit"', "invalid_event", None),
+    ("null", "invalid_event", None),
+    ('{"type": "input_audio_buffer.commit", "event_id": 7}', "invalid_type", "event_id"),
+])
+def test_a_frame_that_is_not_an_event_object_is_an_error_not_a_disconnect(
+        text: str | bytes, code: str, param: str | None) -> None:
+    error = _error(text)
+    assert (error.code, error.param, error.event_id) == (code, param, None)
+    assert error.error_type == "invalid_request_error"
+    assert error.message
+
+
+@pytest.mark.parametrize(("text", "code"), [
+    ('{"event_id": "evt_1"}', "missing_type"),
+    ('{"event_id": "evt_1", "type": null}', "missing_type"),
+    ('{"event_id": "evt_1", "type": 5}', "missing_type"),
+    ('{"event_id": "evt_1", "type": "response.function_call_arguments.delta"}',
+     "unknown_event_type"),
+    ('{"event_id": "evt_1", "type": "session.created"}', "unknown_event_type"),
+    ('{"event_id": "evt_1", "type": "Input_Audio_Buffer.Commit"}', "unknown_event_type"),
+])
+def test_a_missing_or_unknown_type_is_an_error_that_names_the_event(text: str,
+                                                                     code: str) -> None:
+    error = _error(text)
+    assert (error.code, error.param, error.event_id) == (code, "type", "evt_1")
+
+
+@pytest.mark.parametrize(("text", "code", "param"), [
+    # wrong field types
+    ('{"type": "session.update", "session": "realtime"}', "invalid_type", "session"),
+    ('{"type": "session.update"}', "invalid_type", "session"),
+    ('{"type": "input_audio_buffer.append", "audio": 12345}', "invalid_type", "audio"),
+    ('{"type": "input_audio_buffer.append"}', "invalid_type", "audio"),
+    ('{"type": "input_audio_buffer.append", "audio": null}', "invalid_type", "audio"),
+    ('{"type": "conversation.item.create", "item": "hello"}', "invalid_type", "item"),
+    ('{"type": "conversation.item.create", "item": {"role": "user", "content": "hi"}}',
+     "invalid_type", "item.content"),
+    ('{"type": "conversation.item.create", "item": {"role": "user", "content": []}}',
+     "invalid_type", "item.content"),
+    ('{"type": "conversation.item.create", "item": {"role": "user", "content": ["hi"]}}',
+     "invalid_type", "item.content[0]"),
+    ('{"type": "conversation.item.create", "item": {"role": "user",'
+     ' "content": [{"type": "input_text", "text": 3}]}}', "invalid_type", "item.content[0].text"),
+    ('{"type": "conversation.item.create", "item": {"role": "user", "id": 4,'
+     ' "content": [{"type": "input_text", "text": "hi"}]}}', "invalid_type", "item.id"),
+    ('{"type": "response.create", "response": "now"}', "invalid_type", "response"),
+    ('{"type": "response.create", "response": {"instructions": 1}}',
+     "invalid_type", "response.instructions"),
+    ('{"type": "response.create", "response": {"output_modalities": "text"}}',
+     "invalid_type", "response.output_modalities"),
+    ('{"type": "response.cancel", "response_id": 1}', "invalid_type", "response_id"),
+    ('{"type": "conversation.item.truncate", "item_id": "i", "audio_end_ms": "1500"}',
+     "invalid_type", "audio_end_ms"),
+    ('{"type": "conversation.item.truncate", "item_id": "i", "audio_end_ms": 1.5}',
+     "invalid_type", "audio_end_ms"),
+    ('{"type": "conversation.item.truncate", "item_id": "i", "audio_end_ms": true}',
+     "invalid_type", "audio_end_ms"),
+    ('{"type": "conversation.item.truncate", "item_id": 9, "audio_end_ms": 10}',
+     "invalid_type", "item_id"),
+    ('{"type": "conversation.item.truncate", "item_id": null, "audio_end_ms": 10}',
+     "invalid_type", "item_id"),
+    ('{"type": "conversation.item.truncate", "item_id": "i", "content_index": "0",'
+     ' "audio_end_ms": 10}', "invalid_type", "content_index"),
+    # missing required fields
+    ('{"type": "conversation.item.truncate", "audio_end_ms": 10}', "missing_field", "item_id"),
+    ('{"type": "conversation.item.truncate", "item_id": "i"}', "missing_field", "audio_end_ms"),
+    # bad audio
+    ('{"type": "input_audio_buffer.append", "audio": "not base64!"}', "invalid_audio", "audio"),
+    ('{"type": "input_audio_buffer.append", "audio": "AAA"}', "invalid_audio", "audio"),
+    ('{"type": "input_audio_buffer.append", "audio": "AAAA"}', "invalid_audio", "audio"),
+    ('{"type": "input_audio_buffer.append", "audio": "AA\\nAA=="}', "invalid_audio", "audio"),
+    ('{"type": "input_audio_buffer.append", "audio": "ÀÀÀÀ"}', "invalid_audio", "audio"),
+    # bad values
+    ('{"type": "conversation.item.truncate", "item_id": "i", "audio_end_ms": -1}',
+     "invalid_value", "audio_end_ms"),
+    ('{"type": "conversation.item.create", "item": {"role": "tool",'
+     ' "content": [{"type": "input_text", "text": "hi"}]}}', "invalid_value", "item.role"),
+    ('{"type": "conversation.item.create", "item": {'
+     ' "content": [{"type": "input_text", "text": "hi"}]}}', "invalid_value", "item.role"),
+    ('{"type": "response.create", "response": {"output_modalities": []}}',
+     "invalid_value", "response.output_modalities"),
+    ('{"type": "response.create", "response": {"modalities": ["video"]}}',
+     "invalid_value", "response.modalities"),
+    # unsupported features
+    ('{"type": "conversation.item.create", "item": {"type": "message", "role": "user",'
+     ' "content": [{"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}}',
+     "unsupported_content_type", "item.content[0].type"),
+    ('{"type": "conversation.item.create", "item": {"type": "message", "role": "user",'
+     ' "content": [{"type": "input_audio", "audio": "AAAA"}]}}',
+     "unsupported_content_type", "item.content[0].type"),
+    ('{"type": "conversation.item.create", "item": {"type": "function_call",'
+     ' "name": "get_weather", "call_id": "c1", "arguments": "{}"}}',
+     "unsupported_item_type", "item.type"),
+    ('{"type": "conversation.item.create", "item": {"type": "function_call_output",'
+     ' "call_id": "c1", "output": "{}"}}', "unsupported_item_type", "item.type"),
+])
+def test_a_malformed_event_is_an_error_with_a_specific_code_and_param(
+        text: str, code: str, param: str) -> None:
+    event = json.loads(text)
+    event["event_id"] = "evt_bad"
+    error = _error(json.dumps(event))
+    assert (error.code, error.param, error.event_id) == (code, param, "evt_bad")
+    assert error.message
+
+
+def test_odd_length_pcm_says_how_many_bytes_arrived() -> None:
+    error = _error('{"type": "input_audio_buffer.append", "audio": "AAAA"}')
+    assert error.code == "invalid_audio"
+    assert "3" in error.message
+
+
+# Bugs: these inputs escape as non-ProtocolError exceptions or are silently accepted.
+
+
+def test_deeply_nested_json_is_an_invalid_json_error() -> None:
+    assert _error("[" * 100_000).code == "invalid_json"
+
+
+def test_an_integer_too_long_to_convert_is_an_invalid_json_error() -> None:
+    text = ('{"type": "conversation.item.truncate", "item_id": "i", "audio_end_ms": 1'
+            + "0" * 5000 + "}")
+    assert _error(text).code == "invalid_json"
+
+
+@pytest.mark.parametrize("modalities", ['[{}]', '[["audio"]]'])
+def test_response_create_with_object_modalities_is_an_invalid_value(modalities: str) -> None:
+    error = _error(f'{{"type": "response.create", "response": '
+                   f'{{"output_modalities": {modalities}}}}}')
+    assert (error.code, error.param) == ("invalid_value", "response.output_modalities")
+
+
+@pytest.mark.parametrize("response", ["false", "0", '""', "[]"])
+def test_response_create_with_a_falsy_non_object_response_is_an_invalid_type(
+        response: str) -> None:
+    error = _error(f'{{"type": "response.create", "response": {response}}}')
+    assert (error.code, error.param) == ("invalid_type", "response")
+
+
+# -- binary frames ---------------------------------------------------------------------------
+
+
+def test_a_binary_frame_of_even_length_is_raw_pcm16_samples() -> None:
+    event = parse_binary_audio(b"\x01\x00\xff\x7f\x00\x80\xff\xff")
+    assert event.event_id is None
+    assert event.samples.dtype == np.int16
+    assert event.samples.tolist() == [1, 32767, -32768, -1]
+
+
+def test_an_empty_binary_frame_is_no_samples() -> None:
+    assert parse_binary_audio(b"").samples.size == 0
+
+
+@pytest.mark.parametrize("frame", [b"\x00", b"\x01\x00\x02"])
+def test_a_binary_frame_of_odd_length_is_an_invalid_audio_error(frame: bytes) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_binary_audio(frame)
+    assert caught.value.code == "invalid_audio"
+    assert caught.value.event_id is None
+
+
+# -- session.update: GA nested fields -------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [16000, 24000, 48000])
+def test_ga_audio_formats_set_the_input_and_output_rates(rate: int) -> None:
+    config = _update(
+        '{"type": "session.update", "session": {"type": "realtime", "audio": {'
+        f'"input": {{"format": {{"type": "audio/pcm", "rate": {rate}}}}},'
+        f'"output": {{"format": {{"type": "audio/pcm", "rate": {rate}}}}}}}}}}}')
+    assert (config.input_rate, config.output_rate) == (rate, rate)
+
+
+def test_input_and_output_rates_are_independent() -> None:
+    config = _update(
+        '{"type": "session.update", "session": {"audio": {'
+        '"input": {"format": {"type": "audio/pcm", "rate": 16000}},'
+        '"output": {"format": {"type": "audio/pcm", "rate": 48000}}}}}')
+    assert (config.input_rate, config.output_rate) == (16000, 48000)
+
+
+def test_a_ga_format_without_a_rate_means_24_khz() -> None:
+    before = SessionConfig(input_rate=16000)
+    config = _update('{"type": "session.update", "session": {"audio": {"input": '
+                     '{"format": {"type": "audio/pcm"}}}}}', before)
+    assert config.input_rate == 24000
+
+
+def test_ga_server_vad_settings_are_applied() -> None:
+    config = _update(
+        '{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {'
+        '"type": "server_vad", "threshold": 0.7, "silence_duration_ms": 800,'
+        ' "prefix_padding_ms": 200, "create_response": false, "interrupt_response": false'
+        '}}}}}')
+    assert config.turn_detection == TurnDetection(0.7, 200, 800, False, False)
+
+
+def test_null_turn_detection_turns_server_vad_off() -> None:
+    config = _update('{"type": "session.update", "session": {"audio": {"input": '
+                     '{"turn_detection": null}}}}')
+    assert config.turn_detection is None
+
+
+def test_turn_detection_after_null_starts_again_from_the_defaults() -> None:
+    off = SessionConfig(turn_detection=None)
+    config = _update('{"type": "session.update", "session": {"audio": {"input": '
+                     '{"turn_detection": {"type": "server_vad", "threshold": 0.6}}}}}', off)
+    assert config.turn_detection == TurnDetection(threshold=0.6)
+
+
+def test_updating_only_the_threshold_keeps_the_other_vad_settings() -> None:
+    first = _update('{"type": "session.update", "session": {"audio": {"input": '
+                    '{"turn_detection": {"type": "server_vad", "silence_duration_ms": 900,'
+                    ' "prefix_padding_ms": 100}}}}}')
+    second = _update('{"type": "session.update", "session": {"audio": {"input": '
+                     '{"turn_detection": {"threshold": 0.3}}}}}', first)
+    assert second.turn_detection == TurnDetection(threshold=0.3, prefix_padding_ms=100,
+                                                  silence_duration_ms=900)
+
+
+def test_a_partial_update_keeps_every_other_setting() -> None:
+    before = SessionConfig(instructions="Be kind.", input_rate=16000, output_rate=48000,
+                           language="de", voice="thorsten", output_modalities=("text",),
+                           max_output_tokens=100, temperature=0.8)
+    after = _update('{"type": "session.update", "session": {"audio": {"input": '
+                    '{"turn_detection": {"threshold": 0.9}}}}}', before)
+    assert after == SessionConfig(instructions="Be kind.", input_rate=16000, output_rate=48000,
+                                  language="de", voice="thorsten", output_modalities=("text",),
+                                  max_output_tokens=100, temperature=0.8,
+                                  turn_detection=TurnDetection(threshold=0.9))
+
+
+def test_an_empty_session_update_changes_nothing() -> None:
+    before = SessionConfig(instructions="x", input_rate=48000)
+    assert _update('{"type": "session.update", "session": {}}', before) == before
+
+
+def test_transcription_language_is_pinned_and_lowercased() -> None:
+    config = _update('{"type": "session.update", "session": {"audio": {"input": '
+                     '{"transcription": {"model": "whisper-1", "language": "FR"}}}}}')
+    assert (config.transcription, config.language) == (True, "fr")
+
+
+def test_transcription_languages_extension_sets_the_allowed_set() -> None:
+    config = _update('{"type": "session.update", "session": {"audio": {"input": '
+                     '{"transcription": {"languages": ["EN", "de", "uk"]}}}}}')
+    assert config.languages == ("en", "de", "uk")
+    assert config.language is None
+
+
+def test_null_language_and_languages_unpin_the_language() -> None:
+    before = SessionConfig(language="en", languages=("en", "de"))
+    config = _update('{"type": "session.update", "session": {"audio": {"input": '
+                     '{"transcription": {"language": null, "languages": null}}}}}', before)
+    assert (config.language, config.languages) == (None, None)
+
+
+def test_null_transcription_turns_transcription_events_off() -> None:
+    config = _update('{"type": "session.update", "session": {"audio": {"input": '
+                     '{"transcription": null}}}}')
+    assert config.transcription is False
+
+
+def test_output_voice_instructions_modalities_and_token_limit_are_applied() -> None:
+    config = _update(
+        '{"type": "session.update", "session": {"type": "realtime",'
+        ' "instructions": "Speak slowly.", "output_modalities": ["text"],'
+        ' "max_output_tokens": 256, "audio": {"output": {"voice": "alloy"}}}}')
+    assert config.instructions == "Speak slowly."
+    assert config.output_modalities == ("text",)
+    assert config.max_output_tokens == 256
+    assert config.voice == "alloy"
+
+
+def test_a_null_voice_goes_back_to_the_per_language_voices() -> None:
+    config = _update('{"type": "session.update", "session": {"audio": {"output": '
+                     '{"voice": null}}}}', SessionConfig(voice="alloy"))
+    assert config.voice is None
+
+
+def test_max_output_tokens_inf_means_no_limit() -> None:
+    config = _update('{"type": "session.update", "session": {"max_output_tokens": "inf"}}',
+                     SessionConfig(max_output_tokens=50))
+    assert config.max_output_tokens is None
+
+
+def test_output_modalities_with_audio_means_audio_with_its_transcript() -> None:
+    config = _update('{"type": "session.update", "session": '
+                     '{"output_modalities": ["audio", "text"]}}', SessionConfig(
+                         output_modalities=("text",)))
+    assert config.output_modalities == ("audio",)
+
+
+# -- session.update: the older beta flat names ----------------------------------------------
+
+
+def test_beta_flat_fields_are_applied() -> None:
+    config = _update(
+        '{"type": "session.update", "session": {'
+        '"modalities": ["text"], "instructions": "Hi.", "voice": "verse",'
+        ' "input_audio_format": "pcm16", "output_audio_format": "pcm16",'
+        ' "input_audio_transcription": {"model": "whisper-1", "language": "es"},'
+        ' "turn_detection": {"type": "server_vad", "threshold": 0.4,'
+        ' "prefix_padding_ms": 250, "silence_duration_ms": 600},'
+        ' "temperature": 0.8, "max_response_output_tokens": 1024}}',
+        SessionConfig(input_rate=16000, output_rate=48000))
+    assert config == SessionConfig(
+        instructions="Hi.", input_rate=24000, output_rate=24000,
+        turn_detection=TurnDetection(0.4, 250, 600), transcription=True, language="es",
+        voice="verse", output_modalities=("text",), max_output_tokens=1024, temperature=0.8)
+
+
+def test_beta_null_turn_detection_and_transcription_turn_them_off() -> None:
+    config = _update('{"type": "session.update", "session": {"turn_detection": null,'
+                     ' "input_audio_transcription": null}}')
+    assert (config.turn_detection, config.transcription) == (None, False)
+
+
+def test_beta_max_response_output_tokens_inf_means_no_limit() -> None:
+    config = _update('{"type": "session.update", "session": '
+                     '{"max_response_output_tokens": "inf"}}', SessionConfig(max_output_tokens=9))
+    assert config.max_output_tokens is None
+
+
+def test_an_integer_temperature_is_stored_as_a_float() -> None:
+    config = _update('{"type": "session.update", "session": {"temperature": 1}}')
+    assert config.temperature == 1.0
+    assert isinstance(config.temperature, float)
+
+
+# -- session.update: errors -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("session", "code", "param"), [
+    # formats and rates
+    ('{"audio": {"input": {"format": {"type": "audio/pcm", "rate": 8000}}}}',
+     "unsupported_sample_rate", "session.audio.input.format.rate"),
+    ('{"audio": {"output": {"format": {"type": "audio/pcm", "rate": 44100}}}}',
+     "unsupported_sample_rate", "session.audio.output.format.rate"),
+    ('{"audio": {"input": {"format": {"type": "audio/pcm", "rate": "24000"}}}}',
+     "invalid_type", "session.audio.input.format.rate"),
+    ('{"audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000.0}}}}',
+     "invalid_type", "session.audio.input.format.rate"),
+    ('{"audio": {"input": {"format": {"type": "audio/pcmu"}}}}',
+     "unsupported_audio_format", "session.audio.input.format.type"),
+    ('{"audio": {"output": {"format": {"type": "audio/pcma"}}}}',
+     "unsupported_audio_format", "session.audio.output.format.type"),
+    ('{"audio": {"input": {"format": "g711_ulaw"}}}',
+     "unsupported_audio_format", "session.audio.input.format"),
+    ('{"audio": {"input": {"format": 16000}}}', "invalid_type", "session.audio.input.format"),
+    ('{"input_audio_format": "g711_ulaw"}',
+     "unsupported_audio_format", "session.input_audio_format"),
+    ('{"output_audio_format": "g711_alaw"}',
+     "unsupported_audio_format", "session.output_audio_format"),
+    # turn detection
+    ('{"audio": {"input": {"turn_detection": {"type": "server_vad", "threshold": 1.5}}}}',
+     "invalid_value", "session.audio.input.turn_detection.threshold"),
+    ('{"audio": {"input": {"turn_detection": {"threshold": 0}}}}',
+     "invalid_value", "session.audio.input.turn_detection.threshold"),
+    ('{"audio": {"input": {"turn_detection": {"threshold": 1}}}}',
+     "invalid_value", "session.audio.input.turn_detection.threshold"),
+    ('{"audio": {"input": {"turn_detection": {"threshold": -0.2}}}}',
+     "invalid_value", "session.audio.input.turn_detection.threshold"),
+    ('{"turn_detection": {"threshold": NaN}}',
+     "invalid_value", "session.turn_detection.threshold"),
+    ('{"audio": {"input": {"turn_detection": {"threshold": true}}}}',
+     "invalid_type", "session.audio.input.turn_detection.threshold"),
+    ('{"audio": {"input": {"turn_detection": {"threshold": "0.5"}}}}',
+     "invalid_type", "session.audio.input.turn_detection.threshold"),
+    ('{"audio": {"input": {"turn_detection": {"silence_duration_ms": 500.5}}}}',
+     "invalid_type", "session.audio.input.turn_detection.silence_duration_ms"),
+    ('{"audio": {"input": {"turn_detection": {"silence_duration_ms": -1}}}}',
+     "invalid_value", "session.audio.input.turn_detection.silence_duration_ms"),
+    ('{"audio": {"input": {"turn_detection": {"prefix_padding_ms": 10001}}}}',
+     "invalid_value", "session.audio.input.turn_detection.prefix_padding_ms"),
+    ('{"audio": {"input": {"turn_detection": {"create_response": 1}}}}',
+     "invalid_type", "session.audio.input.turn_detection.create_response"),
+    ('{"audio": {"input": {"turn_detection": {"type": "push_to_talk"}}}}',
+     "unsupported_turn_detection", "session.audio.input.turn_detection.type"),
+    ('{"audio": {"input": {"turn_detection": "server_vad"}}}',
+     "invalid_type", "session.audio.input.turn_detection"),
+    ('{"turn_detection": {"prefix_padding_ms": true}}',
+     "invalid_type", "session.turn_detection.prefix_padding_ms"),
+    # transcription
+    ('{"audio": {"input": {"transcription": "whisper"}}}',
+     "invalid_type", "session.audio.input.transcription"),
+    ('{"audio": {"input": {"transcription": {"language": 1}}}}',
+     "invalid_type", "session.audio.input.transcription.language"),
+    ('{"audio": {"input": {"transcription": {"languages": "en"}}}}',
+     "invalid_type", "session.audio.input.transcription.languages"),
+    ('{"audio": {"input": {"transcription": {"languages": ["en", ""]}}}}',
+     "invalid_type", "session.audio.input.transcription.languages"),
+    ('{"input_audio_transcription": {"languages": ["en", 2]}}',
+     "invalid_type", "session.input_audio_transcription.languages"),
+    # structure
+    ('{"audio": "pcm16"}', "invalid_type", "session.audio"),
+    ('{"audio": {"input": []}}', "invalid_type", "session.audio.input"),
+    ('{"audio": {"output": {"voice": 3}}}', "invalid_type", "session.audio.output.voice"),
+    ('{"voice": false}', "invalid_type", "session.voice"),
+    ('{"instructions": ["Be brief."]}', "invalid_type", "session.instructions"),
+    ('{"instructions": null}', "invalid_type", "session.instructions"),
+    # modalities, token limit, temperature
+    ('{"output_modalities": []}', "invalid_value", "session.output_modalities"),
+    ('{"output_modalities": ["video"]}', "invalid_value", "session.output_modalities"),
+    ('{"modalities": "text"}', "invalid_type", "session.modalities"),
+    ('{"max_output_tokens": 0}', "invalid_value", "session.max_output_tokens"),
+    ('{"max_output_tokens": 4097}', "invalid_value", "session.max_output_tokens"),
+    ('{"max_output_tokens": "infinite"}', "invalid_value", "session.max_output_tokens"),
+    ('{"max_output_tokens": true}', "invalid_type", "session.max_output_tokens"),
+    ('{"max_output_tokens": 100.0}', "invalid_type", "session.max_output_tokens"),
+    ('{"max_response_output_tokens": -5}',
+     "invalid_value", "session.max_response_output_tokens"),
+    ('{"temperature": 2.5}', "invalid_value", "session.temperature"),
+    ('{"temperature": -0.1}', "invalid_value", "session.temperature"),
+    ('{"temperature": NaN}', "invalid_value", "session.temperature"),
+    ('{"temperature": Infinity}', "invalid_value", "session.temperature"),
+    ('{"temperature": false}', "invalid_type", "session.temperature"),
+    ('{"temperature": "0.8"}', "invalid_type", "session.temperature"),
+    # unsupported features
+    ('{"tools": [{"type": "function", "name": "get_weather", "parameters": {}}]}',
+     "unsupported_feature", "session.tools"),
+    ('{"type": "transcription"}', "unsupported_session_type", "session.type"),
+])
+def test_a_bad_session_update_is_an_error_with_a_specific_code_and_param(
+        session: str, code: str, param: str) -> None:
+    error = _update_error(
+        f'{{"type": "session.update", "event_id": "evt_s", "session": {session}}}')
+    assert (error.code, error.param, error.event_id) == (code, param, "evt_s")
+    assert error.message
+
+
+def test_an_unsupported_rate_names_the_supported_ones() -> None:
+    error = _update_error('{"type": "session.update", "session": {"audio": {"input": '
+                          '{"format": {"type": "audio/pcm", "rate": 8000}}}}}')
+    assert "8000" in error.message
+    assert "16000" in error.message and "24000" in error.message and "48000" in error.message
+
+
+def test_a_session_that_is_not_an_object_is_rejected_by_apply_session_update() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        apply_session_update(SessionConfig(), ["realtime"], "evt_x")
+    assert (caught.value.code, caught.value.param, caught.value.event_id) == (
+        "invalid_type", "session", "evt_x")
+
+
+def test_an_empty_tools_list_is_accepted() -> None:
+    assert _update('{"type": "session.update", "session": {"tools": []}}') == SessionConfig()
+
+
+def test_a_rejected_update_leaves_the_config_unchanged() -> None:
+    before = SessionConfig(instructions="keep")
+    _update_error('{"type": "session.update", "session": {"instructions": "new",'
+                  ' "audio": {"input": {"format": {"type": "audio/pcm", "rate": 8000}}}}}',
+                  before)
+    assert before == SessionConfig(instructions="keep")
+
+
+@pytest.mark.parametrize("key", ["output_modalities", "modalities"])
+def test_session_modalities_with_object_entries_are_an_invalid_value(key: str) -> None:
+    error = _update_error(f'{{"type": "session.update", "session": {{"{key}": [{{}}]}}}}')
+    assert (error.code, error.param) == ("invalid_value", f"session.{key}")
+
+
+# -- server events ---------------------------------------------------------------------------
+
+
+def test_a_server_event_is_json_with_its_type_and_a_fresh_event_id() -> None:
+    event = ServerEvent("input_audio_buffer.committed", {"item_id": "item_1"})
+    first = json.loads(encode_server_event(event))
+    second = json.loads(encode_server_event(event))
+    assert first["type"] == "input_audio_buffer.committed"
+    assert first["item_id"] == "item_1"
+    assert isinstance(first["event_id"], str) and first["event_id"]
+    assert first["event_id"] != second["event_id"]
+
+
+def test_server_events_keep_non_ascii_text_readable() -> None:
+    text = encode_server_event(ServerEvent("response.output_text.delta", {"delta": "Grüß dich"}))
+    assert "Grüß dich" in text
+
+
+@pytest.mark.parametrize(("ga", "beta"), [
+    ("response.output_audio.delta", "response.audio.delta"),
+    ("response.output_audio.done", "response.audio.done"),
+    ("response.output_audio_transcript.delta", "response.audio_transcript.delta"),
+    ("response.output_audio_transcript.done", "response.audio_transcript.done"),
+    ("response.output_text.delta", "response.text.delta"),
+    ("response.output_text.done", "response.text.done"),
+    ("conversation.item.added", "conversation.item.created"),
+])
+def test_beta_clients_get_the_beta_event_names(ga: str, beta: str) -> None:
+    event = ServerEvent(ga, {"delta": "x"})
+    assert json.loads(encode_server_event(event, beta=True))["type"] == beta
+    assert json.loads(encode_server_event(event))["type"] == ga
+
+
+@pytest.mark.parametrize("kind", [
+    "session.created", "session.updated", "input_audio_buffer.speech_started",
+    "response.created", "response.done", "error"])
+def test_other_event_names_are_the_same_for_beta_clients(kind: str) -> None:
+    assert json.loads(encode_server_event(ServerEvent(kind), beta=True))["type"] == kind
+
+
+def test_a_protocol_error_serialises_as_an_error_event() -> None:
+    error = ProtocolError("unsupported_sample_rate", "unsupported sample rate 8000",
+                          event_id="evt_9", param="session.audio.input.format.rate")
+    wire = json.loads(encode_server_event(error_event(error)))
+    assert wire.pop("event_id")
+    assert wire == {"type": "error", "error": {
+        "type": "invalid_request_error", "code": "unsupported_sample_rate",
+        "message": "unsupported sample rate 8000", "param": "session.audio.input.format.rate",
+        "event_id": "evt_9"}}
+
+
+def test_an_error_from_parsing_round_trips_into_an_error_event() -> None:
+    error = _error('{"type": "nope", "event_id": "evt_n"}')
+    wire = json.loads(encode_server_event(error_event(error)))
+    assert wire["error"]["code"] == "unknown_event_type"
+    assert wire["error"]["param"] == "type"
+    assert wire["error"]["event_id"] == "evt_n"
+
+
+def test_an_error_without_param_or_event_id_has_nulls() -> None:
+    wire = json.loads(encode_server_event(error_event(_error("{"))))
+    assert wire["error"]["code"] == "invalid_json"
+    assert wire["error"]["param"] is None
+    assert wire["error"]["event_id"] is None
+
+
+def test_the_default_session_has_the_ga_shape() -> None:
+    session = SessionConfig().to_json("sess_1", "local-model")
+    assert session["type"] == "realtime"
+    assert session["object"] == "realtime.session"
+    assert (session["id"], session["model"]) == ("sess_1", "local-model")
+    assert session["output_modalities"] == ["audio"]
+    assert session["max_output_tokens"] == "inf"
+    audio_in = session["audio"]["input"]
+    assert audio_in["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert audio_in["turn_detection"] == {
+        "type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
+        "silence_duration_ms": 500, "create_response": True, "interrupt_response": True}
+    assert audio_in["transcription"]["language"] is None
+    assert session["audio"]["output"] == {"format": {"type": "audio/pcm", "rate": 24000},
+                                          "voice": None}
+    json.dumps(session)  # serialisable as is
+
+
+def test_the_session_json_reflects_an_update() -> None:
+    config = _update(
+        '{"type": "session.update", "session": {"max_output_tokens": 64, "audio": {'
+        '"input": {"format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": null,'
+        ' "transcription": {"language": "de", "languages": ["de", "en"]}},'
+        '"output": {"format": {"type": "audio/pcm", "rate": 48000}, "voice": "eva"}}}}')
+    session = config.to_json("sess_2", "m")
+    assert session["max_output_tokens"] == 64
+    assert session["audio"]["input"]["format"]["rate"] == 16000
+    assert session["audio"]["input"]["turn_detection"] is None
+    assert session["audio"]["input"]["transcription"]["language"] == "de"
+    assert session["audio"]["input"]["transcription"]["languages"] == ["de", "en"]
+    assert session["audio"]["output"] == {"format": {"type": "audio/pcm", "rate": 48000},
+                                          "voice": "eva"}
+
+
+def test_a_session_without_transcription_has_null_transcription() -> None:
+    session = SessionConfig(transcription=False).to_json("s", "m")
+    assert session["audio"]["input"]["transcription"] is None
+
+
+def test_a_cancelled_response_has_cancelled_status_details_and_rounded_latency() -> None:
+    body = response_object("resp_1", "cancelled", reason="turn_detected",
+                           modalities=("text",), language="en",
+                           latency={"first_audio_ms": 412.3456, "first_text_ms": 99.96})
+    assert body["id"] == "resp_1"
+    assert body["object"] == "realtime.response"
+    assert body["status"] == "cancelled"
+    assert body["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
+    assert body["output_modalities"] == ["text"]
+    assert body["output"] == []
+    assert body["language"] == "en"
+    assert body["latency"] == {"first_audio_ms": 412.3, "first_text_ms": 100.0}
+
+
+def test_a_cancelled_response_without_a_reason_was_cancelled_by_the_client() -> None:
+    body = response_object("resp_1", "cancelled")
+    assert body["status_details"] == {"type": "cancelled", "reason": "client_cancelled"}
+
+
+def test_a_completed_response_has_no_status_details_and_no_latency_unless_given() -> None:
+    body = response_object("resp_2", "completed", usage={"total_tokens": 12})
+    assert body["status_details"] is None
+    assert body["usage"] == {"total_tokens": 12}
+    assert "latency" not in body
+
+
+@pytest.mark.parametrize("status", ["failed", "incomplete"])
+def test_failed_and_incomplete_responses_carry_their_reason(status: str) -> None:
+    body = response_object("resp_3", status, reason="max_output_tokens")
+    assert body["status_details"] == {"type": status, "reason": "max_output_tokens",
+                                      "error": None}

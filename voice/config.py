@@ -1,0 +1,172 @@
+"""Service configuration: defaults, then an optional TOML file, then command-line flags.
+
+Example ``voice.toml`` (every key optional)::
+
+    host = "127.0.0.1"
+    port = 8765
+    api_keys = ["change-me"]
+    insecure = false
+
+    [models]
+    asr = "whisper-base"
+    llm = "qwen2.5-coder-0.5b-instruct"
+    voice = "en_US-joe-medium"
+    device = "auto"            # auto | cpu | cuda
+    compute_type = "auto"      # auto | int8 | float16 | int8_float16
+
+    [voices]                   # language -> Piper voice name (catalog) or .onnx path
+    de = "de_DE-thorsten-medium"
+
+    [vad]
+    threshold = 0.5
+    prefix_padding_ms = 300
+    silence_duration_ms = 500
+
+    [asr]
+    languages = ["en", "de", "fr", "es", "it", "nl", "pt", "pl"]
+    partial_interval_s = 1.0   # 0 turns partial transcripts off
+    beam_size = 1
+
+    [llm]
+    max_output_tokens = 200
+
+    [limits]
+    max_sessions = 16
+    max_message_bytes = 1048576
+    max_session_s = 3600
+    max_buffer_s = 120
+    max_utterance_s = 30
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "pt", "pl")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    max_sessions: int = 16
+    max_message_bytes: int = 1 << 20
+    max_session_s: float = 3600.0
+    max_buffer_s: float = 120.0
+    max_utterance_s: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    api_keys: tuple[str, ...] = ()
+    insecure: bool = False
+    asr_model: str | None = None  # None: the catalog default
+    llm_model: str | None = None
+    voice: str | None = None
+    device: str = "auto"
+    compute_type: str = "auto"
+    voices: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    vad_threshold: float = 0.5
+    vad_prefix_padding_ms: int = 300
+    vad_silence_duration_ms: int = 500
+    languages: tuple[str, ...] | None = DEFAULT_LANGUAGES
+    partial_interval_s: float = 1.0
+    beam_size: int = 1
+    max_output_tokens: int = 200
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    shutdown_grace_s: float = 10.0
+
+    def check(self) -> None:
+        """Refuse unsafe or impossible settings with a message that says what to do."""
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range")
+        if not is_loopback(self.host) and not self.api_keys and not self.insecure:
+            raise ConfigError(
+                f"refusing to listen on {self.host} without API keys: anyone who can reach it "
+                "could use the service. Set --api-key (or api_keys in the config file), or "
+                "pass --insecure if another layer authenticates clients.")
+        if not 0 < self.vad_threshold < 1:
+            raise ConfigError("vad threshold must be between 0 and 1")
+        if self.limits.max_sessions < 1:
+            raise ConfigError("max_sessions must be at least 1")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_SECTIONS: dict[str, dict[str, str]] = {
+    "": {"host": "host", "port": "port", "api_keys": "api_keys", "insecure": "insecure"},
+    "models": {"asr": "asr_model", "llm": "llm_model", "voice": "voice", "device": "device",
+               "compute_type": "compute_type"},
+    "vad": {"threshold": "vad_threshold", "prefix_padding_ms": "vad_prefix_padding_ms",
+            "silence_duration_ms": "vad_silence_duration_ms"},
+    "asr": {"languages": "languages", "partial_interval_s": "partial_interval_s",
+            "beam_size": "beam_size"},
+    "llm": {"max_output_tokens": "max_output_tokens"},
+}
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a config file into ServiceConfig field values (unknown keys are errors)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from error
+    values: dict[str, Any] = {}
+    for section, keys in _SECTIONS.items():
+        table = data if section == "" else data.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] in {path} must be a table")
+        for key, value in table.items():
+            if isinstance(value, dict) and section == "":
+                continue
+            if key not in keys:
+                raise ConfigError(f"unknown setting {section + '.' if section else ''}{key} "
+                                  f"in {path}")
+            values[keys[key]] = tuple(value) if isinstance(value, list) else value
+    if "voices" in data:
+        if not isinstance(data["voices"], dict):
+            raise ConfigError(f"[voices] in {path} must map languages to voices")
+        values["voices"] = {str(k): str(v) for k, v in data["voices"].items()}
+    if "limits" in data:
+        limits = data["limits"]
+        known = {f.name for f in dataclasses.fields(Limits)}
+        unknown = set(limits) - known
+        if unknown:
+            raise ConfigError(f"unknown setting limits.{sorted(unknown)[0]} in {path}")
+        values["limits"] = Limits(**limits)
+    return values
+
+
+def build_config(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) -> ServiceConfig:
+    """Defaults < config file < flags (flags that were not given are None and ignored)."""
+    merged = dict(file_values)
+    limits = merged.pop("limits", Limits())
+    for key, value in flag_values.items():
+        if value is None:
+            continue
+        if key in {f.name for f in dataclasses.fields(Limits)}:
+            limits = dataclasses.replace(limits, **{key: value})
+        else:
+            merged[key] = value
+    try:
+        config = ServiceConfig(**merged, limits=limits)
+    except TypeError as error:
+        raise ConfigError(str(error)) from error
+    config.check()
+    return config
