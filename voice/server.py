@@ -117,9 +117,10 @@ class VoiceServer:
         if path == "/healthz":
             return self._json(connection, HTTPStatus.OK, self.health())
         if path == "/metrics":
+            metrics = self.metrics.render()
             return Response(200, "OK", Headers({
-                "Content-Type": "text/plain; version=0.0.4; charset=utf-8"}),
-                self.metrics.render())
+                "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
+                "Content-Length": str(len(metrics)), "Connection": "close"}), metrics)
         if path not in WEBSOCKET_PATHS or not upgrade:
             if path == "/" and not upgrade:
                 return connection.respond(HTTPStatus.OK, "voice service: connect a websocket "
@@ -144,11 +145,10 @@ class VoiceServer:
 
     @staticmethod
     def _json(connection: ServerConnection, status: HTTPStatus, body: object) -> Response:
-        response = connection.respond(status, "")
-        response.headers["Content-Type"] = "application/json"
-        response.body = (json.dumps(body) + "\n").encode()
-        response.headers["Content-Length"] = str(len(response.body))
-        return response
+        data = (json.dumps(body) + "\n").encode()
+        return Response(status.value, status.phrase, Headers({
+            "Content-Type": "application/json", "Content-Length": str(len(data)),
+            "Connection": "close"}), data)
 
     def _authorized(self, request: Request) -> bool:
         keys = self.config.api_keys
