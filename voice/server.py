@@ -70,7 +70,7 @@ class VoiceServer:
     @property
     def port(self) -> int:
         assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(next(iter(self._server.sockets)).getsockname()[1])
 
     async def start(self) -> None:
         self._server = await serve(
