@@ -32,6 +32,7 @@ class FakeDetector:
 
     def reset(self) -> None:
         self.in_speech = False
+        self.last_probability = 0.0
         self._pending = np.zeros(0, np.float32)
         self._position = 0
         self._start = 0
@@ -48,6 +49,7 @@ class FakeDetector:
         for index in range(count):
             window = data[index * WINDOW:(index + 1) * WINDOW]
             loud = float(np.sqrt(np.mean(window**2))) > 0.05
+            self.last_probability = 1.0 if loud else 0.0
             start = self._position
             self._position += WINDOW
             if not self.in_speech:

@@ -235,3 +235,42 @@ def test_two_concurrent_sessions_each_get_their_own_turn(real_server, english_qu
         assert word_error_rate(reference, completed[0]["transcript"]) <= max_wer
         assert events[-1]["response"]["status"] == "completed"
         assert events[-1]["response"]["language"] == language
+
+
+def test_sigterm_closes_sessions_with_going_away_and_exits_cleanly(prepared_model) -> None:
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from websockets.exceptions import ConnectionClosed
+
+    prepared_model("smollm2-135m-instruct")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voice", "--no-progress", "serve", "--port", "0",
+         "--llm", "smollm2-135m-instruct"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    try:
+        assert process.stdout is not None
+        port = None
+        for line in process.stdout:
+            found = re.search(r"ready on ws://127\.0\.0\.1:(\d+)/v1/realtime", line)
+            if found:
+                port = int(found.group(1))
+                break
+        assert port is not None, "the service never said it was ready"
+
+        async def scenario() -> None:
+            ws = await open_session(f"ws://127.0.0.1:{port}/v1/realtime")
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(30):
+                    while True:
+                        await ws.recv()
+            assert ws.close_code == 1001
+        asyncio.run(scenario())
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

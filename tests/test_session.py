@@ -337,3 +337,17 @@ def test_illegal_transitions_raise() -> None:
     h = Harness(FakeTranscriber([]), FakeChat([]))
     with pytest.raises(IllegalTransitionError):
         h.session.transition(SessionState.SPEAKING)
+
+
+def test_a_quick_interruption_is_answered_even_while_the_old_reply_winds_down() -> None:
+    async def scenario() -> None:
+        chat = FakeChat([" ".join(["word"] * 300), "Sure."], delay_s=0.2)  # slow tokens
+        h = Harness(FakeTranscriber([("Talk", "en"), ("Stop", "en")]), chat)
+        await h.speak()
+        await h.wait_for(lambda: bool(h.of("response.output_audio_transcript.delta")))
+        await h.speak(seconds=0.3, pause=0.6)  # over in a moment, before the old token ends
+        await h.wait_done(2)
+        statuses = [d.fields["response"]["status"] for d in h.of("response.done")]
+        assert sorted(statuses) == ["cancelled", "completed"]
+        assert h.session.state is SessionState.IDLE
+    run(scenario)

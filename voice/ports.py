@@ -23,6 +23,7 @@ class SpeechDetector(Protocol):
     """One stream's VAD (see :class:`asr.vad.StreamingVad`)."""
 
     in_speech: bool
+    last_probability: float  # speech probability of the latest window
 
     def feed(self, samples: np.ndarray) -> list[VadEvent]: ...
 

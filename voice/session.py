@@ -384,14 +384,15 @@ class Session:
                           "item_id": item.item_id})
         await self._commit_user_audio(item, audio, times)
         turn = self.config.turn_detection
-        if turn is not None and turn.create_response and self.response is None:
+        busy = self.response is not None and not self.response.cancelled
+        if turn is not None and turn.create_response and not busy:
+            # A cancelled reply may still be winding down; the new one does not wait for it.
             self._start_response(None, None)
         else:
             # No automatic reply (disabled, or a reply the user did not interrupt is still
             # running): the turn waits for response.create.
             if self.state is SessionState.LISTENING:
-                self.transition(SessionState.IDLE if self.response is None
-                                else SessionState.THINKING)
+                self.transition(SessionState.THINKING if busy else SessionState.IDLE)
 
     async def _on_commit(self, event: AudioCommit) -> None:
         if self._detector is not None and not self._buffer:
@@ -450,6 +451,11 @@ class Session:
             return
         if self._partial_task is not None and not self._partial_task.done():
             return  # at most one partial decode in flight
+        turn = self.config.turn_detection
+        if turn is not None and detector.last_probability < turn.threshold:
+            # The user has paused, maybe finished: a decode started now would compete with
+            # the final one for the CPU (docs/benchmarks.md), so wait for more speech.
+            return
         audio = detector.current_utterance()
         if not partials.due(audio.size):
             return
@@ -484,7 +490,7 @@ class Session:
         await self._emit("conversation.item.done", fields)
 
     async def _on_response_create(self, event: ResponseCreate) -> None:
-        if self.response is not None:
+        if self.response is not None and not self.response.cancelled:
             raise ProtocolError("conversation_already_has_active_response",
                                 f"response {self.response.response_id} is still in progress",
                                 event_id=event.event_id)
@@ -687,15 +693,13 @@ class Session:
         while (piece := await pieces.get()) is not None:
             if response.cancelled:
                 return
-            chunks = await self._run(self.engines.tts_pool, _synthesize_all, voice, piece)
+            audio = await self._run(self.engines.tts_pool, _synthesize, voice, piece, out_rate)
             if response.cancelled:
                 return
             if response.times.first_audio_ready is None:
                 response.times.first_audio_ready = time.monotonic()
             if self.state is SessionState.THINKING:
                 self.transition(SessionState.SPEAKING)
-            audio = np.concatenate([to_output(c.samples, c.sample_rate, out_rate)
-                                    for c in chunks]) if chunks else np.zeros(0, np.int16)
             for start in range(0, audio.size, step):
                 await self._emit("response.output_audio.delta", {
                     **common, "delta": encode_base64_pcm16(audio[start:start + step])}, response)
@@ -755,6 +759,7 @@ class Session:
                 self.transition(SessionState.IDLE)
 
 
-def _synthesize_all(voice: Any, text: str) -> list[Any]:
-    """All chunks of one piece (runs in a TTS worker thread)."""
-    return list(voice.synthesize(text))
+def _synthesize(voice: Any, text: str, out_rate: int) -> np.ndarray:
+    """One piece as int16 at the client's rate (runs in a TTS worker thread)."""
+    chunks = [to_output(c.samples, c.sample_rate, out_rate) for c in voice.synthesize(text)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)

@@ -1,0 +1,78 @@
+"""Configuration: defaults < TOML file < command-line flags, and refusals with reasons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from voice.__main__ import main, session_defaults
+from voice.config import ConfigError, build_config, load_toml
+
+TOML = """
+port = 9000
+api_keys = ["from-file"]
+
+[models]
+llm = "smollm2-135m-instruct"
+device = "cpu"
+
+[voices]
+de = "de_DE-thorsten-medium"
+
+[vad]
+silence_duration_ms = 700
+
+[asr]
+languages = ["de", "fr"]
+partial_interval_s = 0
+
+[limits]
+max_sessions = 3
+"""
+
+
+def test_the_file_overrides_defaults_and_flags_override_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "voice.toml"
+    path.write_text(TOML)
+    config = build_config(load_toml(path), {"port": 9100, "max_sessions": None,
+                                            "vad_silence_duration_ms": None})
+    assert config.port == 9100  # flag wins
+    assert config.api_keys == ("from-file",) and config.llm_model == "smollm2-135m-instruct"
+    assert config.voices == {"de": "de_DE-thorsten-medium"}
+    assert config.vad_silence_duration_ms == 700 and config.languages == ("de", "fr")
+    assert config.limits.max_sessions == 3 and config.limits.max_message_bytes == 1 << 20
+    assert config.host == "127.0.0.1" and config.vad_threshold == 0.5  # defaults
+    defaults = session_defaults(config, {"llm": "x"})
+    assert defaults.partial_interval_s == 0
+    assert defaults.config.turn_detection is not None
+    assert defaults.config.turn_detection.silence_duration_ms == 700
+    assert defaults.config.languages == ("de", "fr")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[vad]\nthreshhold = 0.4\n", "unknown setting vad.threshhold"),
+    ("[limits]\nmax_users = 3\n", "unknown setting limits.max_users"),
+    ("port = [", "cannot read config file"),
+    ('host = "10.0.0.5"\n', "without API keys"),
+])
+def test_bad_config_files_are_refused_with_the_reason(tmp_path: Path, text: str,
+                                                      message: str) -> None:
+    path = tmp_path / "voice.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        build_config(load_toml(path), {})
+
+
+def test_serve_reports_config_errors_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--home", str(tmp_path), "serve", "--host", "0.0.0.0"]) == 2
+    assert "refusing to listen on 0.0.0.0 without API keys" in capsys.readouterr().err
+
+
+def test_serve_refuses_models_that_are_not_prepared(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--home", str(tmp_path), "serve", "--port", "0"]) == 2
+    assert "voice models prepare whisper-base" in capsys.readouterr().err
