@@ -10,6 +10,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := espeak-ng libportaudio2 sox
+# Only the tests need a browser (the web page is tested in headless Chromium).
+TEST_DEBIAN_PACKAGES := chromium
 # Models the test suite uses: the defaults plus the small SmolLM2 for conversion tests.
 TEST_MODELS := whisper-base qwen2.5-coder-0.5b-instruct en_US-joe-medium smollm2-135m-instruct
 
@@ -20,6 +22,7 @@ serve: setup
 	$(BIN)/voice serve
 
 test: setup
+	@$(MAKE) --no-print-directory system-packages DEBIAN_PACKAGES="$(TEST_DEBIAN_PACKAGES)"
 	$(BIN)/voice --no-progress models prepare $(TEST_MODELS)
 	$(MAKE) lint
 	@# pytest exits 5 when it collects nothing; an empty run must not pass as green.

@@ -16,10 +16,12 @@ import contextlib
 import hmac
 import json
 import logging
+import mimetypes
 import signal
 import time
 from collections.abc import Sequence
 from http import HTTPStatus
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -43,6 +45,7 @@ from voice.session import Session, SessionDefaults, SessionLimitError
 logger = logging.getLogger(__name__)
 
 WEBSOCKET_PATHS = ("/v1/realtime", "/realtime", "/")
+WEB_ROOT = Path(__file__).resolve().parents[1] / "clients" / "web"
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
 BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
 CLOSE_POLICY = 1008
@@ -122,10 +125,7 @@ class VoiceServer:
                 "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
                 "Content-Length": str(len(metrics)), "Connection": "close"}), metrics)
         if path not in WEBSOCKET_PATHS or not upgrade:
-            if path == "/" and not upgrade:
-                return connection.respond(HTTPStatus.OK, "voice service: connect a websocket "
-                                          "to /v1/realtime (see docs/protocol.md)\n")
-            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+            return self._static(connection, "/index.html" if path == "/" else path)
         if self._stopping:
             self.metrics.sessions_refused.labels(reason="shutting_down").inc()
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
@@ -142,6 +142,20 @@ class VoiceServer:
                 "message": f"the server is at its limit of {self.config.limits.max_sessions} "
                            "sessions; try again later"}})
         return None
+
+    @staticmethod
+    def _static(connection: ServerConnection, path: str) -> Response:
+        """The browser page and its assets from clients/web (GET / is index.html)."""
+        name = path.removeprefix("/web").lstrip("/")
+        target = (WEB_ROOT / name).resolve()
+        if not name or WEB_ROOT.resolve() not in target.parents or not target.is_file():
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        data = target.read_bytes()
+        kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        if kind.startswith("text/") or kind.endswith("javascript"):
+            kind += "; charset=utf-8"
+        return Response(200, "OK", Headers({"Content-Type": kind, "Content-Length": str(len(data)),
+                                            "Cache-Control": "no-cache"}), data)
 
     @staticmethod
     def _json(connection: ServerConnection, status: HTTPStatus, body: object) -> Response:
