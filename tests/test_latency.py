@@ -1,0 +1,133 @@
+"""voice-latency against a real server: table, JSON, plot, load ramp, limits."""
+
+from __future__ import annotations
+
+import json
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clients import latency
+from tests.fakes import FakeChat, FakeTranscriber, fake_engines
+from tests.live import running_server, url_of
+from voice.config import ServiceConfig
+from voice.server import VoiceServer
+from voice.session import SessionDefaults
+
+
+@pytest.fixture(scope="module")
+def fake_server() -> Iterator[VoiceServer]:
+    engines = fake_engines(FakeTranscriber([("What is the time?", "en")] * 100, delay_s=0.02),
+                           FakeChat(["It is noon. Enjoy your lunch."] * 100, delay_s=0.01))
+    with running_server(ServiceConfig(port=0), engines,
+                        SessionDefaults(partial_interval_s=0)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def tone_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("wav") / "tone.wav"
+    t = np.arange(int(0.8 * 16000)) / 16000
+    samples = (np.sin(2 * np.pi * 220 * t) * 0.5 * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(16000)
+        writer.writeframes(samples.tobytes())
+    return path
+
+
+def test_turns_are_measured_and_reported_as_table_json_and_plot(
+    fake_server: VoiceServer, tone_wav: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    report, figure = tmp_path / "report.json", tmp_path / "latency.png"
+    code = latency.main(["--url", url_of(fake_server), "--sessions", "2", "--turns", "2",
+                         "--json", str(report), "--plot", str(figure), str(tone_wav)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "voice_to_voice_ms" in out and "server_first_audio_sent_ms" in out
+    assert "turns 4, completed 4" in out and "no reply 0" in out
+    data = json.loads(report.read_text())
+    stages = data["levels"]["2"]["stages"]
+    assert stages["voice_to_voice_ms"]["n"] == 4
+    # The fake VAD needs 500 ms of silence, so no reply can come sooner than that.
+    assert 450 < stages["voice_to_voice_ms"]["p50"] < 5000
+    assert set(stages["voice_to_voice_ms"]) == {"p50", "p90", "p99", "max", "n"}
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_load_mode_ramps_sessions_and_counts_lost_turns(
+    fake_server: VoiceServer, tone_wav: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    report = tmp_path / "load.json"
+    code = latency.main(["--url", url_of(fake_server), "--load", "--sessions", "4",
+                         "--turns", "1", "--p90-limit-ms", "100", "--json", str(report),
+                         str(tone_wav)])
+    assert code == 0
+    data = json.loads(report.read_text())
+    assert list(data["levels"]) == ["1", "2", "4"]
+    assert data["turns_lost"] == 0
+    assert data["p90_crosses_limit_at_sessions"] == 1  # every turn is slower than 100 ms
+    assert "crosses 100 ms at 1 sessions" in capsys.readouterr().out
+
+
+def test_only_loopback_is_targeted_unless_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert latency.main(["--url", "ws://192.0.2.10:8765/v1/realtime"]) == 2
+    assert "not a loopback address" in capsys.readouterr().err
+
+
+def test_a_turn_without_a_reply_is_reported_and_fails_the_run(
+    tone_wav: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    engines = fake_engines(FakeTranscriber([("", "en")] * 10), FakeChat([]))
+    with running_server(ServiceConfig(port=0), engines,
+                        SessionDefaults(partial_interval_s=0)) as server:
+        code = latency.main(["--url", url_of(server), "--turns", "1", "--timeout-s", "5",
+                             str(tone_wav)])
+    assert code == 1
+    assert "no reply: session 0 turn 0 (tone.wav)" in capsys.readouterr().out
+
+
+def test_reply_language_is_read_from_the_words() -> None:
+    assert latency.reply_language("Die Hauptstadt ist Berlin und sie ist schön.") == "de"
+    assert latency.reply_language("La capitale est Paris et elle est belle.") == "fr"
+    assert latency.reply_language("12345") is None
+
+
+def test_generated_questions_cover_every_suite_language() -> None:
+    assert set(latency.QUESTIONS) == {"en", "de", "fr", "es", "it", "nl", "pt", "pl"}
+    assert all(len(q) >= 5 for q in latency.QUESTIONS.values())
+    espeak = latency.generate_utterances(["pl"], 1, None)
+    assert espeak[0].language == "pl" and espeak[0].samples.dtype == np.int16
+    assert espeak[0].samples.size > latency.RATE  # over a second of speech
+
+
+@pytest.mark.real_models
+def test_the_language_suite_runs_end_to_end_on_the_real_models(
+    prepared_model, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One question per language through the real service (about a minute on 2 cores)."""
+    from voice.__main__ import build_engines, session_defaults
+    from voice.models import ModelStore
+
+    for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium"):
+        prepared_model(name)
+    config = ServiceConfig(port=0, max_output_tokens=40, partial_interval_s=0)
+    engines, names = build_engines(config, ModelStore(progress=False))
+    report = tmp_path / "languages.json"
+    with running_server(config, engines, session_defaults(config, names), names) as server:
+        code = latency.main(["--url", url_of(server), "--suite", "languages",
+                             "--per-language", "1", "--json", str(report)])
+    out = capsys.readouterr().out
+    assert "language  turns  ASR WER" in out
+    rows = {row["language"]: row for row in json.loads(report.read_text())["languages"]}
+    assert set(rows) == set(latency.QUESTIONS)
+    assert rows["en"]["language_detected"] == 1.0 and rows["en"]["asr_wer_mean"] <= 0.2
+    assert rows["en"]["reply_language_text"] == 1.0
+    assert rows["en"]["reply_language_audio"] == 1.0
+    assert code in (0, 1)  # a language whose speech is not understood gets no reply
