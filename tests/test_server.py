@@ -256,3 +256,11 @@ def test_listening_beyond_loopback_needs_keys_or_insecure() -> None:
     assert build_config({}, {"host": "0.0.0.0", "api_keys": ("k",)}).host == "0.0.0.0"
     assert build_config({}, {"host": "0.0.0.0", "insecure": True}).insecure
     assert build_config({}, {}).host == "127.0.0.1"
+
+
+def test_the_browser_page_is_served_and_nothing_outside_it(server: VoiceServer) -> None:
+    status, kind, body = _http(f"http://127.0.0.1:{server.port}/")
+    assert status == 200 and kind.startswith("text/html") and "<" in body
+    for path in ("/web/../../voice/server.py", "/web/%2e%2e/%2e%2e/README.md", "/web/",
+                 "/etc/passwd"):
+        assert _http(f"http://127.0.0.1:{server.port}{path}")[0] == 404, path
