@@ -351,3 +351,19 @@ def test_a_quick_interruption_is_answered_even_while_the_old_reply_winds_down() 
         assert sorted(statuses) == ["cancelled", "completed"]
         assert h.session.state is SessionState.IDLE
     run(scenario)
+
+
+def test_truncating_a_reply_cut_off_before_its_first_word_is_accepted() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([]), FakeChat(["word " * 200], delay_s=0.01))
+        await h.session.handle(ItemCreate("i1", None, "user", "Talk."))
+        await h.session.handle(ResponseCreate("r1", None, None))
+        await h.wait_for(lambda: bool(h.of("response.output_item.added")))
+        item_id = h.of("response.output_item.added")[0].fields["item"]["id"]
+        await h.session.handle(ResponseCancel("c1", None))  # nothing played yet
+        await h.wait_done()
+        assert all(i.item_id != item_id for i in h.session.history)
+        await h.session.handle(ItemTruncate("t1", item_id, 0, 0))
+        assert h.of("conversation.item.truncated")[-1].fields["item_id"] == item_id
+        assert not h.of("error")
+    run(scenario)

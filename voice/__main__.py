@@ -287,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # websockets logs every plain HTTP request (health checks, the page) as a "rejected"
+    # connection at INFO; our own log says what matters.
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
     store = ModelStore(
         None if args.home is None else Path(args.home),
         progress=not args.no_progress,

@@ -215,6 +215,7 @@ class Session:
         self._speech_item: HistoryItem | None = None
         self._partials: PartialTranscriber | None = None
         self._partial_task: asyncio.Task[None] | None = None
+        self._unheard_items: deque[str] = deque(maxlen=16)  # replies cut off before a word
         self._closed = False
         self._reset_detector()
 
@@ -507,6 +508,12 @@ class Session:
 
     async def _on_truncate(self, event: ItemTruncate) -> None:
         item = next((i for i in self.history if i.item_id == event.item_id), None)
+        if item is None and event.item_id in self._unheard_items:
+            # Cut off before a word was heard, so it never entered the history: nothing to cut.
+            await self._emit("conversation.item.truncated", {
+                "item_id": event.item_id, "content_index": 0,
+                "audio_end_ms": event.audio_end_ms})
+            return
         if item is None:
             raise ProtocolError("item_not_found", f"no item with id {event.item_id}",
                                 event_id=event.event_id, param="item_id")
@@ -739,6 +746,7 @@ class Session:
             await self._emit("conversation.item.done", {"item": done_item}, response)
         if not item.text:
             self.history = [h for h in self.history if h is not item]
+            self._unheard_items.append(item.item_id)
         latency = response.times.report()
         if response.cancel_reason != "no_speech":
             output = [message_item(item.item_id, "assistant", audio=audio_out,
