@@ -218,6 +218,16 @@ class VoiceClient:
     def closed(self) -> bool:
         return self._ws.close_code is not None
 
+    @property
+    def close_code(self) -> int | None:
+        """The websocket close code once the connection is closed (1001: server shutting
+        down, 1008: a limit, 1009: message too large, 1011: server error)."""
+        return self._ws.close_code
+
+    @property
+    def close_reason(self) -> str:
+        return self._ws.close_reason or ""
+
     async def send_event(self, event: dict[str, Any]) -> None:
         await self._ws.send(json.dumps(event))
 

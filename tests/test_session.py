@@ -367,3 +367,21 @@ def test_truncating_a_reply_cut_off_before_its_first_word_is_accepted() -> None:
         assert h.of("conversation.item.truncated")[-1].fields["item_id"] == item_id
         assert not h.of("error")
     run(scenario)
+
+
+def test_a_client_truncate_followed_by_cancel_keeps_the_clients_figure() -> None:
+    async def scenario() -> None:
+        reply = " ".join(f"Sentence {n} is here." for n in range(60))
+        h = Harness(FakeTranscriber([]), FakeChat([reply], delay_s=0.01))
+        await h.session.handle(ItemCreate("i1", None, "user", "Talk."))
+        await h.session.handle(ResponseCreate("r1", None, None))
+        await h.wait_for(lambda: len(h.of("response.output_audio.delta")) >= 3)
+        item_id = h.of("response.output_item.added")[0].fields["item"]["id"]
+        # "Sentence 0 is here." is 19 characters: 190 ms with the fake voice.
+        await h.session.handle(ItemTruncate("t1", item_id, 0, 190))
+        await h.session.handle(ResponseCancel("c1", None))
+        await h.wait_done()
+        assistant = next(i for i in h.session.history if i.item_id == item_id)
+        assert assistant.text == "Sentence 0 is here."
+        assert assistant.status == "incomplete"
+    run(scenario)

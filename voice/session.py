@@ -119,6 +119,7 @@ class HistoryItem:
     # For assistant audio: (text, milliseconds of audio) of each piece sent, in order.
     pieces: list[tuple[str, float]] = dataclasses.field(default_factory=list)
     status: str = "completed"
+    truncated_by_client: bool = False  # the client said how much it played: trust that
 
 
 @dataclasses.dataclass
@@ -530,8 +531,8 @@ class Session:
                                 f"{spoken_ms:.0f} ms of audio sent", event_id=event.event_id,
                                 param="audio_end_ms")
         item.text = heard_text(item.pieces, event.audio_end_ms)
-        item.pieces = []
         item.status = "incomplete"
+        item.truncated_by_client = True
         await self._emit("conversation.item.truncated", {
             "item_id": item.item_id, "content_index": 0, "audio_end_ms": event.audio_end_ms})
 
@@ -575,7 +576,7 @@ class Session:
     def _truncate_to_heard(self, response: Response) -> None:
         item = response.item
         times = response.times
-        if not item.audio:
+        if not item.audio or item.truncated_by_client:
             return
         heard_ms = 0.0
         if times.first_audio_sent is not None:
@@ -716,14 +717,15 @@ class Session:
             if not response.cancelled:
                 response.audio_sent_ms += duration_ms
                 response.item.pieces.append((piece, duration_ms))
-                response.item.text = " ".join(text for text, _ in response.item.pieces)
+                if not response.item.truncated_by_client:
+                    response.item.text = " ".join(text for text, _ in response.item.pieces)
 
     async def _finish(self, response: Response, status: str) -> None:
         if response.cancelled:
             status = "cancelled"
         audio_out = "audio" in response.modalities
         item = response.item
-        if not response.cancelled:
+        if not response.cancelled and not item.truncated_by_client:
             item.text = response.text.strip()
             item.status = "completed"
             common = {"response_id": response.response_id, "item_id": item.item_id,
