@@ -145,6 +145,7 @@ class TurnResult:
 
 
 def _loopback(url: str) -> bool:
+    # Same rule as voice.config.is_loopback; clients may not import the service's config.
     host = urlsplit(url).hostname or ""
     if host == "localhost":
         return True
@@ -503,8 +504,7 @@ async def _main(args: argparse.Namespace) -> int:
     if args.suite == "languages":
         utterances = generate_utterances(list(QUESTIONS), min(5, args.per_language),
                                          args.piper_voice)
-        turns = len(utterances)
-        sessions = 1
+        turns, sessions = 1, 1
     elif args.wavs:
         utterances = [load_wav(path) for path in args.wavs]
         turns, sessions = args.turns, args.sessions
@@ -517,12 +517,24 @@ async def _main(args: argparse.Namespace) -> int:
     ramp = ([n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n < sessions] + [sessions]
             if args.load else [sessions])
     for level in ramp:
-        results, elapsed = await run_level(args.url, args.key, level, turns, utterances,
-                                           args.timeout_s, args.suite == "languages", deadline)
+        if args.suite == "languages":
+            # Each question in a fresh session, so no turn carries another's history (a long
+            # history slows the first token) or another language's conversation.
+            started = time.monotonic()
+            results = []
+            for index, utterance in enumerate(utterances):
+                results += await run_session(args.url, args.key, index, [utterance], 1,
+                                             args.timeout_s, True, deadline)
+            elapsed = time.monotonic() - started
+        else:
+            results, elapsed = await run_level(args.url, args.key, level, turns, utterances,
+                                               args.timeout_s, False, deadline)
         summary = summarize(results, elapsed)
         levels[level] = summary
         all_results += results
-        print_summary(f"{level} session(s) x {turns} turn(s)", summary)
+        print_summary(f"{len(utterances)} questions, one session each"
+                      if args.suite == "languages"
+                      else f"{level} session(s) x {turns} turn(s)", summary)
         if time.monotonic() > deadline:
             print("stopping: --max-minutes reached")
             break

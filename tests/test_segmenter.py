@@ -104,3 +104,16 @@ def test_a_run_on_text_is_cut_at_a_space() -> None:
     assert len(pieces) >= 2
     assert all(len(p) <= 250 for p in pieces)
     assert " ".join(pieces).split() == ["word"] * 120
+
+
+@pytest.mark.parametrize(("piece", "spoken"), [
+    ("1. **Choose a cup** that you like.", "1. Choose a cup that you like."),
+    ("## Steps", "Steps"),
+    ("- Use `hot` water", "Use hot water"),
+    ("See [the guide](https://example.org) for more.", "See the guide for more."),
+    ("Plain text stays, 3 * 4 = 12.", "Plain text stays, 3 4 = 12."),
+])
+def test_markdown_is_not_read_aloud(piece: str, spoken: str) -> None:
+    from tts.segmenter import speakable
+
+    assert speakable(piece) == spoken

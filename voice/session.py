@@ -35,7 +35,7 @@ from asr.vad import VadConfig, VadEventType
 from asr.whisper import TranscribeOptions, Transcript
 from llm.chat import Message, SamplingOptions
 from llm.prompts import system_prompt
-from tts.segmenter import Segmenter, SegmenterConfig
+from tts.segmenter import Segmenter, SegmenterConfig, speakable
 from voice.audio import ASR_RATE, InputAudio, encode_base64_pcm16, to_output
 from voice.ports import Engines, SpeechDetector
 from voice.protocol import (
@@ -701,7 +701,10 @@ class Session:
         while (piece := await pieces.get()) is not None:
             if response.cancelled:
                 return
-            audio = await self._run(self.engines.tts_pool, _synthesize, voice, piece, out_rate)
+            text = speakable(piece)
+            if not text:
+                continue
+            audio = await self._run(self.engines.tts_pool, _synthesize, voice, text, out_rate)
             if response.cancelled:
                 return
             if response.times.first_audio_ready is None:
