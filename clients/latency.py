@@ -501,15 +501,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _main(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.max_minutes * 60
+    # Synthesis and file reading block: keep them off the event loop.
     if args.suite == "languages":
-        utterances = generate_utterances(list(QUESTIONS), min(5, args.per_language),
-                                         args.piper_voice)
+        utterances = await asyncio.to_thread(generate_utterances, list(QUESTIONS),
+                                             min(5, args.per_language), args.piper_voice)
         turns, sessions = 1, 1
     elif args.wavs:
-        utterances = [load_wav(path) for path in args.wavs]
+        utterances = await asyncio.to_thread(lambda: [load_wav(path) for path in args.wavs])
         turns, sessions = args.turns, args.sessions
     else:
-        utterances = generate_utterances(["en"], 5, args.piper_voice)
+        utterances = await asyncio.to_thread(generate_utterances, ["en"], 5, args.piper_voice)
         turns, sessions = args.turns, args.sessions
     report: dict[str, Any] = {"url": args.url, "sessions": sessions, "turns": turns}
     levels: dict[int, dict[str, Any]] = {}
