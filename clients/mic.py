@@ -241,7 +241,27 @@ def list_devices(out: TextIO, sd: Any = None) -> None:
           "name.", file=out)
 
 
-class SoundDeviceAudio:
+class _BufferedOutput:
+    """Playback through a :class:`PlaybackBuffer` that an output callback drains."""
+
+    _buffer: PlaybackBuffer
+
+    def play(self, samples: np.ndarray) -> int:
+        return self._buffer.push(samples)
+
+    def stop_playback(self) -> int:
+        return self._buffer.clear()
+
+    @property
+    def played_samples(self) -> int:
+        return self._buffer.played
+
+    @property
+    def pending_samples(self) -> int:
+        return self._buffer.pending
+
+
+class SoundDeviceAudio(_BufferedOutput):
     """The real sound card through sounddevice (PortAudio) streams.
 
     Streams run at the session rate when the device supports it, else at the device's own
@@ -301,20 +321,6 @@ class SoundDeviceAudio:
             self.close()
             raise DeviceError(f"cannot open the sound devices: {error}") from error
 
-    def play(self, samples: np.ndarray) -> int:
-        return self._buffer.push(samples)
-
-    def stop_playback(self) -> int:
-        return self._buffer.clear()
-
-    @property
-    def played_samples(self) -> int:
-        return self._buffer.played
-
-    @property
-    def pending_samples(self) -> int:
-        return self._buffer.pending
-
     def close(self) -> None:
         streams, self._streams = self._streams, []
         for stream in streams:
@@ -324,7 +330,7 @@ class SoundDeviceAudio:
                 stream.close()
 
 
-class FakeAudio:
+class FakeAudio(_BufferedOutput):
     """A sound card for tests and demos: the "microphone" plays back given audio at real-time
     pace (silence when there is none left), the "speaker" consumes played audio at real-time
     pace and keeps it.
@@ -422,20 +428,9 @@ class FakeAudio:
                 if filled:
                     self._played.append(block[:filled].copy())
 
-    def play(self, samples: np.ndarray) -> int:
-        return self._buffer.push(samples)
-
     def stop_playback(self) -> int:
-        with self._lock:
-            return self._buffer.clear()
-
-    @property
-    def played_samples(self) -> int:
-        return self._buffer.played
-
-    @property
-    def pending_samples(self) -> int:
-        return self._buffer.pending
+        with self._lock:  # keeps played_audio() consistent with played_samples
+            return super().stop_playback()
 
     def played_audio(self) -> np.ndarray:
         """Everything the speaker has played so far (int16 at ``output_rate``)."""
