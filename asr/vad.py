@@ -131,6 +131,11 @@ class StreamingVad:
         """How many samples have been scored since the last reset."""
         return self._position
 
+    @property
+    def utterance_samples(self) -> int:
+        """Length of the utterance in progress, without copying it (cheap per frame)."""
+        return len(self._utterance) * WINDOW
+
     def current_utterance(self) -> np.ndarray:
         """The audio of the utterance in progress (empty when not in speech)."""
         if not self._utterance:

@@ -39,6 +39,10 @@ class FakeDetector:
         self._last_speech = 0
         self._utterance: list[np.ndarray] = []
 
+    @property
+    def utterance_samples(self) -> int:
+        return len(self._utterance) * WINDOW
+
     def current_utterance(self) -> np.ndarray:
         return np.concatenate(self._utterance) if self._utterance else np.zeros(0, np.float32)
 

@@ -192,8 +192,10 @@ def test_two_sessions_do_not_see_each_others_events(server: VoiceServer) -> None
         assert updated["session"]["instructions"] == "A only"
         await b.send(json.dumps({"type": "input_audio_buffer.clear"}))
         assert json.loads(await b.recv())["type"] == "input_audio_buffer.cleared"
-        assert updated["session"]["id"] != json.loads(
-            json.dumps({"id": "other"}))["id"]
+        await b.send(json.dumps({"type": "session.update", "session": {"type": "realtime"}}))
+        b_session = json.loads(await b.recv())["session"]
+        assert b_session["id"] != updated["session"]["id"]
+        assert b_session["instructions"] == ""  # a's instructions did not leak into b
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.3):
                 await a.recv()  # a got nothing of b's

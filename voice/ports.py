@@ -29,6 +29,9 @@ class SpeechDetector(Protocol):
 
     def reset(self) -> None: ...
 
+    @property
+    def utterance_samples(self) -> int: ...
+
     def current_utterance(self) -> np.ndarray: ...
 
 

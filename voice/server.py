@@ -118,7 +118,7 @@ class VoiceServer:
         path = urlsplit(request.path).path
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if path == "/healthz":
-            return self._json(connection, HTTPStatus.OK, self.health())
+            return self._json(HTTPStatus.OK, self.health())
         if path == "/metrics":
             metrics = self.metrics.render()
             return Response(200, "OK", Headers({
@@ -131,13 +131,13 @@ class VoiceServer:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
         if not self._authorized(request):
             self.metrics.sessions_refused.labels(reason="unauthorized").inc()
-            return self._json(connection, HTTPStatus.UNAUTHORIZED, {"error": {
+            return self._json(HTTPStatus.UNAUTHORIZED, {"error": {
                 "type": "invalid_request_error", "code": "invalid_api_key",
                 "message": "missing or wrong API key (Authorization: Bearer <key>, the "
                            "openai-insecure-api-key.<key> subprotocol, or ?api_key=<key>)"}})
         if len(self.sessions) >= self.config.limits.max_sessions:
             self.metrics.sessions_refused.labels(reason="capacity").inc()
-            return self._json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": {
+            return self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": {
                 "type": "server_error", "code": "too_many_sessions",
                 "message": f"the server is at its limit of {self.config.limits.max_sessions} "
                            "sessions; try again later"}})
@@ -158,7 +158,7 @@ class VoiceServer:
                                             "Cache-Control": "no-cache"}), data)
 
     @staticmethod
-    def _json(connection: ServerConnection, status: HTTPStatus, body: object) -> Response:
+    def _json(status: HTTPStatus, body: object) -> Response:
         data = (json.dumps(body) + "\n").encode()
         return Response(status.value, status.phrase, Headers({
             "Content-Type": "application/json", "Content-Length": str(len(data)),

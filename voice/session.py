@@ -458,9 +458,9 @@ class Session:
             # The user has paused, maybe finished: a decode started now would compete with
             # the final one for the CPU (docs/benchmarks.md), so wait for more speech.
             return
+        if not partials.due(detector.utterance_samples):
+            return  # checked on every frame: no copy of the utterance until a decode is due
         audio = detector.current_utterance()
-        if not partials.due(audio.size):
-            return
         item = self._speech_item
         self._partial_task = asyncio.ensure_future(self._partial(partials, audio, item))
 
