@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.artifacts import build_random_decoder, build_tiny_piper_voice
+from tests.prerequisites import missing
 from voice.models import ModelStore, lookup
 
 
@@ -40,11 +40,8 @@ def prepared_model(real_model_store: ModelStore):  # type: ignore[no-untyped-def
     def get(name: str) -> Path:
         status = real_model_store.status(lookup(name))
         if not status.ready:
-            message = (f"model {name} is not prepared in {real_model_store.home}; "
-                       f"run `voice models prepare {name}` (make test does)")
-            if os.environ.get("VOICE_REQUIRE_MODELS") == "1":
-                pytest.fail(message)
-            pytest.skip(message)
+            missing(f"model {name} is not prepared in {real_model_store.home}; "
+                    f"run `voice models prepare {name}` (make test does)")
         return status.path
 
     return get

