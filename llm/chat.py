@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -43,7 +44,10 @@ class ChatConfig:
     model_path: str
     device: str = "auto"  # "auto": CUDA when CTranslate2 sees a GPU, else CPU
     compute_type: str = "auto"  # "auto": float16 on CUDA, int8 on CPU
-    cpu_threads: int = 0
+    cpu_threads: int = 0  # 0: the machine's cores, shared among the replicas
+    # Copies of the model that generate at once (CTranslate2 ``inter_threads``; the weights are
+    # shared). With one, a short reply waits for a long one of another session to finish.
+    replicas: int = 1
     # Prompt + reply must fit here; defaults to min(model context, 4096) tokens.
     context_tokens: int | None = None
 
@@ -83,18 +87,19 @@ class ChatModel:
             self.compute_type = "float16" if self.device == "cuda" else "int8"
         started = time.monotonic()
         self._tokenizer = tokenizers.Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        threads = config.cpu_threads or max(1, (os.cpu_count() or 1) // config.replicas)
         self._generator = ctranslate2.Generator(
             str(folder), device=self.device, compute_type=self.compute_type,
-            intra_threads=config.cpu_threads,
+            inter_threads=config.replicas, intra_threads=threads,
         )
         environment = jinja2.sandbox.ImmutableSandboxedEnvironment(
             trim_blocks=True, lstrip_blocks=True)
         environment.globals["raise_exception"] = _raise_template_error
         self._template = environment.from_string(self.format.chat_template)
         self.context_tokens = min(config.context_tokens or 4096, self.format.context_length)
-        logger.info("loaded chat model %s on %s (%s) in %.1f s, context %d tokens", folder,
-                    self.device, self.compute_type, time.monotonic() - started,
-                    self.context_tokens)
+        logger.info("loaded chat model %s on %s (%s, %d replica(s)) in %.1f s, context %d "
+                    "tokens", folder, self.device, self.compute_type, config.replicas,
+                    time.monotonic() - started, self.context_tokens)
 
     def render(self, messages: Sequence[Message]) -> str:
         """The prompt text for ``messages``, ending with the assistant's turn header."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -18,6 +17,7 @@ from asr.whisper import TranscribeOptions, Transcript
 from llm.chat import Message, SamplingOptions
 from tts.piper import SpeechChunk
 from voice.ports import Engines
+from voice.schedulers import Scheduler
 
 WINDOW = 512
 RATE = 16_000
@@ -171,10 +171,10 @@ class FakeVoices:
 
 def fake_engines(transcriber: FakeTranscriber, chat: FakeChat,
                  voices: FakeVoices | None = None) -> Engines:
-    pool = ThreadPoolExecutor(8, thread_name_prefix="fake-engine")
     return Engines(new_detector=FakeDetector, transcriber=transcriber, chat=chat,
-                   voices=voices or FakeVoices(), vad_pool=pool, asr_pool=pool,
-                   partial_pool=pool, llm_pool=pool, tts_pool=pool)
+                   voices=voices or FakeVoices(), vad=Scheduler("fake-vad", 2),
+                   asr=Scheduler("fake-asr", 4), llm=Scheduler("fake-llm", 8),
+                   tts=Scheduler("fake-tts", 4))
 
 
 def tone(seconds: float, rate: int = 24_000, amplitude: float = 0.5) -> np.ndarray:

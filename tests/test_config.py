@@ -27,6 +27,9 @@ silence_duration_ms = 700
 languages = ["de", "fr"]
 partial_interval_s = 0
 
+[llm]
+replicas = 3
+
 [limits]
 max_sessions = 3
 """
@@ -43,6 +46,7 @@ def test_the_file_overrides_defaults_and_flags_override_the_file(tmp_path: Path)
     assert config.vad_silence_duration_ms == 700 and config.languages == ("de", "fr")
     assert config.limits.max_sessions == 3 and config.limits.max_message_bytes == 1 << 20
     assert config.host == "127.0.0.1" and config.vad_threshold == 0.5  # defaults
+    assert config.llm_replicas == 3
     defaults = session_defaults(config, {"llm": "x"})
     assert defaults.partial_interval_s == 0
     assert defaults.config.turn_detection is not None
@@ -55,6 +59,7 @@ def test_the_file_overrides_defaults_and_flags_override_the_file(tmp_path: Path)
     ("[limits]\nmax_users = 3\n", "unknown setting limits.max_users"),
     ("port = [", "cannot read config file"),
     ('host = "10.0.0.5"\n', "without API keys"),
+    ("[llm]\nreplicas = 0\n", "replicas must be at least 1"),
 ])
 def test_bad_config_files_are_refused_with_the_reason(tmp_path: Path, text: str,
                                                       message: str) -> None:

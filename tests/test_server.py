@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
@@ -116,6 +117,11 @@ def test_a_turn_is_counted_in_the_metrics(server: VoiceServer) -> None:
     run(scenario)
     body = _http(f"http://127.0.0.1:{server.port}/metrics")[2]
     assert 'voice_turns_total{status="completed"}' in body
+    # Per-engine queue depth, calls running, and how long calls waited and ran.
+    assert 'voice_engine_queue_depth{engine="fake-llm"} 0.0' in body
+    assert 'voice_engine_running{engine="fake-asr"}' in body
+    waits = re.search(r'voice_engine_wait_seconds_count\{engine="fake-llm"\} (\d+)', body)
+    assert waits is not None and int(waits.group(1)) > 0, body
 
 
 def test_keys_are_required_and_accepted_three_ways(keyed_server: VoiceServer) -> None:

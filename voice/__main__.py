@@ -108,6 +108,7 @@ def _cmd_serve(args: argparse.Namespace, store: ModelStore) -> int:
             "vad_prefix_padding_ms": args.vad_prefix_ms,
             "max_sessions": args.max_sessions,
             "max_output_tokens": args.max_output_tokens,
+            "llm_replicas": args.llm_replicas,
         })
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -122,13 +123,12 @@ def _keys_from_environment() -> tuple[str, ...] | None:
 
 def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, dict[str, str]]:
     """Load every model once for the whole process, with the worker pools they run on."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from asr.vad import SileroVadModel, StreamingVad
     from asr.whisper import Transcriber, TranscriberConfig
     from llm.chat import ChatConfig, ChatModel
     from tts.voices import VoiceBook
     from voice.ports import Engines
+    from voice.schedulers import Scheduler
 
     defaults = default_model_names()
     names = {"asr": config.asr_model or defaults[ModelKind.ASR],
@@ -138,18 +138,17 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
         str(store.resolve(names["asr"], ModelKind.ASR)), device=config.device,
         compute_type=config.compute_type, num_workers=2))
     chat = ChatModel(ChatConfig(str(store.resolve(names["llm"], ModelKind.LLM)),
-                                device=config.device, compute_type=config.compute_type))
+                                device=config.device, compute_type=config.compute_type,
+                                replicas=config.llm_replicas))
     voices = VoiceBook(piper_voices(config, store, names["voice"]))
     vad_model = SileroVadModel()
     sessions = config.limits.max_sessions
     engines = Engines(
         new_detector=lambda vad_config: StreamingVad(vad_model, vad_config),
         transcriber=transcriber, chat=chat, voices=voices,
-        vad_pool=ThreadPoolExecutor(2, thread_name_prefix="vad"),
-        asr_pool=ThreadPoolExecutor(2, thread_name_prefix="asr"),
-        partial_pool=ThreadPoolExecutor(1, thread_name_prefix="asr-partial"),
-        llm_pool=ThreadPoolExecutor(min(32, sessions + 2), thread_name_prefix="llm"),
-        tts_pool=ThreadPoolExecutor(2, thread_name_prefix="tts"))
+        vad=Scheduler("vad", 2), asr=Scheduler("asr", 2),
+        # Each reply's next() waits on CTranslate2's own generation thread: one worker each.
+        llm=Scheduler("llm", min(32, sessions + 2)), tts=Scheduler("tts", 2))
     return engines, names
 
 
@@ -279,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--vad-prefix-ms", type=int)
     serve.add_argument("--max-sessions", type=int)
     serve.add_argument("--max-output-tokens", type=int)
+    serve.add_argument("--llm-replicas", type=int,
+                       help="language model copies generating at once (default 2)")
     serve.set_defaults(handler=_cmd_serve)
     return parser
 

@@ -97,3 +97,30 @@ def to_output(samples: np.ndarray, rate: int, out_rate: int) -> np.ndarray:
         return np.asarray(samples, dtype=np.int16)
     resampled = soxr.resample(int16_to_float(samples), rate, out_rate, quality="HQ")
     return float_to_int16(resampled)
+
+
+class InputPacer:
+    """Holds a client's audio to real time, with a burst allowance (a token bucket).
+
+    Sans-I/O: :meth:`delay` takes the duration of the audio just received and the time now,
+    and returns how many seconds to wait before taking it. The bucket holds at most
+    ``burst_s`` seconds of audio and refills at ``speed`` seconds per second, so a client may
+    catch up after a network stall but cannot feed the engines faster than real time for long.
+    Waiting (rather than dropping) pushes back on the client through its socket: nothing it
+    sent is lost.
+    """
+
+    def __init__(self, burst_s: float = 4.0, speed: float = 1.0) -> None:
+        if burst_s <= 0 or speed <= 0:
+            raise ValueError("burst_s and speed must be positive")
+        self.burst_s = burst_s
+        self.speed = speed
+        self._tokens = burst_s
+        self._last: float | None = None
+
+    def delay(self, duration_s: float, now: float) -> float:
+        if self._last is not None:
+            self._tokens = min(self.burst_s, self._tokens + (now - self._last) * self.speed)
+        self._last = now
+        self._tokens -= duration_s
+        return max(0.0, -self._tokens / self.speed)

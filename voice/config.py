@@ -29,6 +29,7 @@ Example ``voice.toml`` (every key optional)::
 
     [llm]
     max_output_tokens = 200
+    replicas = 2               # model copies generating at once (share the weights)
 
     [limits]
     max_sessions = 16
@@ -82,6 +83,7 @@ class ServiceConfig:
     partial_interval_s: float = 1.0
     beam_size: int = 1
     max_output_tokens: int = 200
+    llm_replicas: int = 2
     limits: Limits = dataclasses.field(default_factory=Limits)
     shutdown_grace_s: float = 10.0
 
@@ -98,6 +100,8 @@ class ServiceConfig:
             raise ConfigError("vad threshold must be between 0 and 1")
         if self.limits.max_sessions < 1:
             raise ConfigError("max_sessions must be at least 1")
+        if self.llm_replicas < 1:
+            raise ConfigError("llm replicas must be at least 1")
 
 
 def is_loopback(host: str) -> bool:
@@ -117,7 +121,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "silence_duration_ms": "vad_silence_duration_ms"},
     "asr": {"languages": "languages", "partial_interval_s": "partial_interval_s",
             "beam_size": "beam_size"},
-    "llm": {"max_output_tokens": "max_output_tokens"},
+    "llm": {"max_output_tokens": "max_output_tokens", "replicas": "llm_replicas"},
 }
 
 

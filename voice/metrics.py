@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from voice.schedulers import Scheduler
 from voice.session import LATENCY_STAGES
 
+_ENGINE_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 _LATENCY_BUCKETS_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 8000,
                        13000, 20000)
 
@@ -30,6 +35,33 @@ class Metrics:
         self.errors = Counter("voice_errors", "Error events sent to clients, by code", ["code"],
                               registry=self.registry)
 
+        self.engine_queue_depth = Gauge("voice_engine_queue_depth",
+                                        "Calls waiting in each engine's queue", ["engine"],
+                                        registry=self.registry)
+        self.engine_running = Gauge("voice_engine_running", "Calls running in each engine",
+                                    ["engine"], registry=self.registry)
+        self.engine_wait = Histogram("voice_engine_wait_seconds",
+                                     "Seconds a call waited in its engine's queue", ["engine"],
+                                     buckets=_ENGINE_BUCKETS_S, registry=self.registry)
+        self.engine_run = Histogram("voice_engine_run_seconds", "Seconds an engine call ran",
+                                    ["engine"], buckets=_ENGINE_BUCKETS_S,
+                                    registry=self.registry)
+
+    def watch(self, schedulers: Iterable[Scheduler]) -> None:
+        """Report these engine schedulers' queues (this object becomes their observer)."""
+        for scheduler in schedulers:
+            scheduler.observer = self
+            self.engine_queue_depth.labels(engine=scheduler.name).set_function(
+                functools.partial(_depth, scheduler))
+            self.engine_running.labels(engine=scheduler.name).set_function(
+                functools.partial(_running, scheduler))
+
+    def observe_wait(self, engine: str, seconds: float) -> None:
+        self.engine_wait.labels(engine=engine).observe(seconds)
+
+    def observe_run(self, engine: str, seconds: float) -> None:
+        self.engine_run.labels(engine=engine).observe(seconds)
+
     def observe_turn(self, latency: dict[str, float], status: str) -> None:
         self.turns.labels(status=status).inc()
         if status == "completed":
@@ -42,3 +74,11 @@ class Metrics:
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
+
+
+def _depth(scheduler: Scheduler) -> float:
+    return scheduler.depth
+
+
+def _running(scheduler: Scheduler) -> float:
+    return scheduler.running

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor
 from typing import Protocol
 
 import numpy as np
@@ -17,6 +16,7 @@ from asr.vad import VadConfig, VadEvent
 from asr.whisper import TranscribeOptions, Transcript
 from llm.chat import Message, SamplingOptions
 from tts.piper import SpeechChunk
+from voice.schedulers import Scheduler
 
 
 class SpeechDetector(Protocol):
@@ -59,14 +59,18 @@ class Voices(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Engines:
-    """The shared, process-wide engines and the worker pools their blocking calls run on."""
+    """The shared, process-wide engines and the schedulers their blocking calls run on
+    (final and partial transcripts share ``asr``, partials at background priority)."""
 
     new_detector: Callable[[VadConfig], SpeechDetector]
     transcriber: Transcribes
     chat: StreamsReplies
     voices: Voices
-    vad_pool: Executor
-    asr_pool: Executor
-    partial_pool: Executor
-    llm_pool: Executor
-    tts_pool: Executor
+    vad: Scheduler
+    asr: Scheduler
+    llm: Scheduler
+    tts: Scheduler
+
+    @property
+    def schedulers(self) -> tuple[Scheduler, ...]:
+        return (self.vad, self.asr, self.llm, self.tts)

@@ -64,6 +64,7 @@ class VoiceServer:
         self.defaults = defaults
         self.model_names = model_names
         self.metrics = Metrics()
+        self.metrics.watch(engines.schedulers)
         self.sessions: dict[ServerConnection, Session] = {}
         self._server: Server | None = None
         self._stopping = False

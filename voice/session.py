@@ -25,7 +25,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 import numpy as np
@@ -36,7 +35,7 @@ from asr.whisper import TranscribeOptions, Transcript
 from llm.chat import Message, SamplingOptions
 from llm.prompts import system_prompt
 from tts.segmenter import Segmenter, SegmenterConfig, speakable
-from voice.audio import ASR_RATE, InputAudio, encode_base64_pcm16, to_output
+from voice.audio import ASR_RATE, InputAudio, InputPacer, encode_base64_pcm16, to_output
 from voice.ports import Engines, SpeechDetector
 from voice.protocol import (
     AudioAppend,
@@ -58,6 +57,7 @@ from voice.protocol import (
     new_id,
     response_object,
 )
+from voice.schedulers import Priority, Scheduler, StaleJobError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -107,6 +107,7 @@ class SessionDefaults:
     max_output_tokens: int = 200
     sampling: SamplingOptions = dataclasses.field(default_factory=SamplingOptions)
     max_history_items: int = 200
+    input_burst_s: float = 4.0  # audio may run this far ahead of real time, then is paced
 
 
 @dataclasses.dataclass
@@ -212,6 +213,7 @@ class Session:
         self._received_samples = 0  # 16 kHz samples received since the last reset
         self._arrivals: deque[tuple[int, float]] = deque(maxlen=2000)
         self._input = InputAudio(self.config.input_rate)
+        self._pacer = InputPacer(defaults.input_burst_s)
         self._detector: SpeechDetector | None = None
         self._speech_item: HistoryItem | None = None
         self._partials: PartialTranscriber | None = None
@@ -237,8 +239,10 @@ class Session:
             return
         await self._send(ServerEvent(kind, fields or {}))
 
-    async def _run(self, pool: Executor, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
+    async def _run(self, scheduler: Scheduler, function: Callable[..., T], *args: Any,
+                   priority: Priority = Priority.NORMAL, max_wait_s: float | None = None) -> T:
+        return await scheduler.run(self.id, function, *args, priority=priority,
+                                   max_wait_s=max_wait_s)
 
     async def error(self, error: ProtocolError) -> None:
         if self._on_error is not None:
@@ -256,6 +260,8 @@ class Session:
             if task is not None:
                 task.cancel()
         self._closed = True
+        for scheduler in self.engines.schedulers:  # queued work of a leaver is never run
+            scheduler.drop(self.id)
         response = self.response
         if response is not None and response.task is not None:
             await asyncio.gather(response.task, return_exceptions=True)
@@ -336,6 +342,9 @@ class Session:
 
     async def _on_audio(self, event: AudioAppend) -> None:
         samples = self._input.convert(event.samples)
+        wait = self._pacer.delay(samples.size / ASR_RATE, time.monotonic())
+        if wait > 0:
+            await asyncio.sleep(wait)  # faster than real time: the client waits, not the others
         self._received_samples += samples.size
         self._arrivals.append((self._received_samples, time.monotonic()))
         if self._detector is None:
@@ -349,7 +358,7 @@ class Session:
             self._buffer_samples += samples.size
             return
         detector = self._detector
-        for vad_event in await self._run(self.engines.vad_pool, detector.feed, samples):
+        for vad_event in await self._run(self.engines.vad, detector.feed, samples):
             if detector is not self._detector:
                 return  # the session was reconfigured meanwhile
             if vad_event.type is VadEventType.SPEECH_STARTED:
@@ -432,8 +441,9 @@ class Session:
         self._pending = pending
 
     async def _transcribe(self, pending: PendingTurn) -> Transcript:
-        transcript = await self._run(self.engines.asr_pool, self.engines.transcriber.transcribe,
-                                     pending.audio, self._transcribe_options())
+        transcript = await self._run(self.engines.asr, self.engines.transcriber.transcribe,
+                                     pending.audio, self._transcribe_options(),
+                                     priority=Priority.URGENT)
         pending.times.transcript = time.monotonic()
         pending.item.text = transcript.text
         pending.item.language = transcript.language if transcript.text else None
@@ -467,7 +477,12 @@ class Session:
     async def _partial(self, partials: PartialTranscriber, audio: np.ndarray,
                        item: HistoryItem | None) -> None:
         try:
-            result = await self._run(self.engines.partial_pool, partials.update, audio)
+            # Behind every final transcript; dropped rather than run late under load.
+            result = await self._run(self.engines.asr, partials.update, audio,
+                                     priority=Priority.BACKGROUND,
+                                     max_wait_s=self.defaults.partial_interval_s)
+        except StaleJobError:
+            return
         except Exception:
             logger.exception("partial transcription failed (ignored)")
             return
@@ -661,7 +676,7 @@ class Session:
                      audio_out: bool) -> None:
         """Pull LLM deltas in a worker thread; stream them as text and as speakable pieces."""
         stream: Iterator[str] = await self._run(
-            self.engines.llm_pool, self.engines.chat.stream, messages, sampling, response.cancel)
+            self.engines.llm, self.engines.chat.stream, messages, sampling, response.cancel)
         segmenter = Segmenter(SegmenterConfig(language=response.language))
         delta_type = ("response.output_audio_transcript.delta" if audio_out
                       else "response.output_text.delta")
@@ -669,7 +684,7 @@ class Session:
                   "output_index": 0, "content_index": 0}
         try:
             while True:
-                delta = await self._run(self.engines.llm_pool, next, stream, None)
+                delta = await self._run(self.engines.llm, next, stream, None)
                 if delta is None or response.cancelled:
                     break
                 if response.times.llm_first_token is None:
@@ -688,11 +703,11 @@ class Session:
             close = getattr(stream, "close", None)
             if close is not None:
                 # Stops generation in the engine; after a cancel, next() has returned already.
-                await self._run(self.engines.llm_pool, close)
+                await self._run(self.engines.llm, close)
 
     async def _speak(self, response: Response, pieces: asyncio.Queue[str | None]) -> None:
         """Synthesize pieces as they come and send their audio at once, in small deltas."""
-        voice = await self._run(self.engines.tts_pool, self.engines.voices.for_language,
+        voice = await self._run(self.engines.tts, self.engines.voices.for_language,
                                 response.language)
         common = {"response_id": response.response_id, "item_id": response.item.item_id,
                   "output_index": 0, "content_index": 0}
@@ -704,7 +719,7 @@ class Session:
             text = speakable(piece)
             if not text:
                 continue
-            audio = await self._run(self.engines.tts_pool, _synthesize, voice, text, out_rate)
+            audio = await self._run(self.engines.tts, _synthesize, voice, text, out_rate)
             if response.cancelled:
                 return
             if response.times.first_audio_ready is None:
