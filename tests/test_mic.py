@@ -1,4 +1,4 @@
-"""voice-mic (clients/mic.py) with a fake sound card against a real server.
+"""voice-mic (clients/mic/) with a fake sound card (tests/fake_audio.py) against a real server.
 
 The fake card "records" audio at real-time pace and "plays" at real-time pace, from its own
 threads like PortAudio callbacks, so barge-in, muting and push-to-talk run as they would with a
@@ -20,20 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-import clients.mic as mic
 from clients.client import Event, ResponseDone
-from clients.mic import (
-    Console,
-    DeviceError,
-    FakeAudio,
-    MicApp,
-    Options,
-    PlaybackBuffer,
-    SoundDeviceAudio,
-    format_latency,
-    main,
-    resolve_device,
-)
+from clients.mic import devices, main
+from clients.mic.app import MicApp, Options
+from clients.mic.console import Console, format_latency
+from clients.mic.devices import DeviceError, PlaybackBuffer, SoundDeviceAudio, resolve_device
+from tests.fake_audio import FakeAudio
 from tests.fakes import FakeChat, FakeTranscriber, fake_engines, tone
 from tests.live import running_server, url_of
 from voice.config import Limits, ServiceConfig
@@ -388,7 +380,7 @@ LAPTOP = [_device("HDA Intel PCH: ALC257 Analog (hw:0,0)", 2, 2),
 @pytest.fixture
 def laptop(monkeypatch: pytest.MonkeyPatch) -> FakeSoundDevice:
     sd = FakeSoundDevice(LAPTOP, (0, 0))
-    monkeypatch.setattr(mic, "_sounddevice", lambda: sd)
+    monkeypatch.setattr(devices, "_sounddevice", lambda: sd)
     return sd
 
 
