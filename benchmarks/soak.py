@@ -193,14 +193,15 @@ def progress_line(ledgers: Sequence[SessionLedger], samples: Sequence[ResourceSa
 
 
 @contextlib.asynccontextmanager
-async def started_server(serve_args: Sequence[str], log_path: Path,
-                         start_timeout_s: float) -> AsyncIterator[tuple[str, int]]:
-    """``voice serve --port 0`` as a child process; yields its URL and PID once /healthz
-    answers, stops it (SIGTERM, then SIGKILL) on the way out."""
+async def started_server(serve_args: Sequence[str], log_path: Path, start_timeout_s: float,
+                         cwd: Path | None = None) -> AsyncIterator[tuple[str, int]]:
+    """``voice serve --port 0`` as a child process (the code of checkout ``cwd``, default this
+    one); yields its URL and PID once /healthz answers, stops it (SIGTERM, then SIGKILL) on the
+    way out."""
     command = [sys.executable, "-m", "voice", "--no-progress", "serve", "--host", "127.0.0.1",
                "--port", "0", *serve_args]
     process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.STDOUT)
+                                                   stderr=asyncio.subprocess.STDOUT, cwd=cwd)
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def copy_log() -> None:

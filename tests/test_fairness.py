@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -10,22 +11,26 @@ import pytest
 from tests.fakes import FakeChat, FakeTranscriber, tone
 from tests.test_session import Harness, run
 from voice.audio import InputPacer
-from voice.protocol import AudioCommit, SessionUpdate
+from voice.protocol import AudioAppend, AudioCommit, SessionUpdate
 
 
 @pytest.mark.parametrize(("arrivals", "expected_waits"), [
-    # (time received, seconds of audio) -> seconds the session waits before taking it
+    # (time received, seconds of audio) -> seconds the session waits before taking it, or
+    # None: refused (more than 1 s ahead of the burst allowance)
     ([(0.0, 1.0), (0.0, 1.0), (0.0, 1.0)], [0.0, 0.0, 1.0]),  # 2 s burst, then real time
     ([(0.0, 2.0), (1.0, 0.5), (1.5, 0.5), (2.0, 0.5)], [0.0, 0.0, 0.0, 0.0]),  # real time
-    ([(0.0, 2.0), (10.0, 4.0)], [0.0, 2.0]),  # a long pause refills the burst, no more
     ([(0.0, 3.0), (1.0, 0.02)], [1.0, 0.02]),  # a wait that was served counts as refill
+    ([(0.0, 2.0), (10.0, 4.0)], [0.0, None]),  # a long pause refills the burst, no more
+    ([(0.0, 2.0), (0.0, 5.0), (0.0, 0.5)], [0.0, None, 0.5]),  # refused audio costs nothing
 ])
 def test_the_input_pacer_allows_a_burst_then_holds_audio_to_real_time(
-    arrivals: list[tuple[float, float]], expected_waits: list[float]
+    arrivals: list[tuple[float, float]], expected_waits: list[float | None]
 ) -> None:
-    pacer = InputPacer(burst_s=2.0)
-    waits = [pacer.delay(duration, now) for now, duration in arrivals]
-    assert waits == pytest.approx(expected_waits)
+    pacer = InputPacer(burst_s=2.0, max_wait_s=1.0)
+    waits = [pacer.admit(duration, now) for now, duration in arrivals]
+    assert [w is None for w in waits] == [e is None for e in expected_waits]
+    assert [w for w in waits if w is not None] == pytest.approx(
+        [e for e in expected_waits if e is not None])
 
 
 def test_a_client_sending_faster_than_real_time_is_slowed_to_real_time() -> None:
@@ -40,6 +45,27 @@ def test_a_client_sending_faster_than_real_time_is_slowed_to_real_time() -> None
     elapsed = asyncio.run(asyncio.wait_for(scenario(), 30))
     # 1 s of audio with a 0.2 s burst: at least 0.8 s of waiting (a lower bound only).
     assert elapsed >= 0.75, elapsed
+
+
+def test_audio_far_ahead_of_real_time_is_refused_with_one_error_and_the_session_goes_on(
+) -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Hello there", "en")]), FakeChat(["Hi!"]),
+                    input_burst_s=0.5)
+        await h.session.handle(SessionUpdate("e1", {"type": "realtime", "audio": {"input": {
+            "turn_detection": None}}}))
+        for _ in range(3):  # three 2 s messages at once: each is more than 1 s ahead
+            await h.session.handle(AudioAppend("a", tone(2.0)))
+        errors = [e.fields["error"] for e in h.of("error")]
+        assert [e["code"] for e in errors] == ["input_audio_too_fast"], errors
+        dropped = re.search(r"(\d+) ms of it was dropped", errors[0]["message"])
+        assert dropped is not None and int(dropped.group(1)) >= 1900, errors  # the first 2 s
+        await h.send_audio(tone(0.3))  # within the allowance again: taken
+        await h.session.handle(AudioCommit("c1"))
+        await h.wait_for(lambda: bool(
+            h.of("conversation.item.input_audio_transcription.completed")))
+
+    run(scenario)
 
 
 def test_work_queued_by_a_session_that_leaves_is_never_run() -> None:

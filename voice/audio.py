@@ -102,25 +102,31 @@ def to_output(samples: np.ndarray, rate: int, out_rate: int) -> np.ndarray:
 class InputPacer:
     """Holds a client's audio to real time, with a burst allowance (a token bucket).
 
-    Sans-I/O: :meth:`delay` takes the duration of the audio just received and the time now,
-    and returns how many seconds to wait before taking it. The bucket holds at most
-    ``burst_s`` seconds of audio and refills at ``speed`` seconds per second, so a client may
-    catch up after a network stall but cannot feed the engines faster than real time for long.
-    Waiting (rather than dropping) pushes back on the client through its socket: nothing it
-    sent is lost.
+    Sans-I/O: :meth:`admit` takes the duration of the audio just received and the time now.
+    The bucket holds at most ``burst_s`` seconds of audio and refills at ``speed`` seconds per
+    second, so a client may catch up after a network stall. Audio a little ahead of that is
+    admitted after a wait (the returned seconds), which pushes back on the client through its
+    socket; audio that would have to wait more than ``max_wait_s`` is refused (``None``) and
+    must be reported to the client: a session cannot be kept from reading its socket for long
+    (its keepalive would time out), nor feed the engines faster than real time.
     """
 
-    def __init__(self, burst_s: float = 4.0, speed: float = 1.0) -> None:
-        if burst_s <= 0 or speed <= 0:
-            raise ValueError("burst_s and speed must be positive")
+    def __init__(self, burst_s: float = 4.0, speed: float = 1.0, max_wait_s: float = 1.0) -> None:
+        if burst_s <= 0 or speed <= 0 or max_wait_s < 0:
+            raise ValueError("burst_s and speed must be positive, max_wait_s not negative")
         self.burst_s = burst_s
         self.speed = speed
+        self.max_wait_s = max_wait_s
         self._tokens = burst_s
         self._last: float | None = None
 
-    def delay(self, duration_s: float, now: float) -> float:
+    def admit(self, duration_s: float, now: float) -> float | None:
+        """Seconds to wait before taking this audio, or None if it is refused."""
         if self._last is not None:
             self._tokens = min(self.burst_s, self._tokens + (now - self._last) * self.speed)
         self._last = now
+        wait = max(0.0, (duration_s - self._tokens) / self.speed)
+        if wait > self.max_wait_s:
+            return None
         self._tokens -= duration_s
-        return max(0.0, -self._tokens / self.speed)
+        return wait

@@ -21,6 +21,7 @@ import bisect
 import dataclasses
 import enum
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -214,6 +215,8 @@ class Session:
         self._arrivals: deque[tuple[int, float]] = deque(maxlen=2000)
         self._input = InputAudio(self.config.input_rate)
         self._pacer = InputPacer(defaults.input_burst_s)
+        self._refused_samples = 0  # fast audio dropped since the last report
+        self._refused_reported = -math.inf
         self._detector: SpeechDetector | None = None
         self._speech_item: HistoryItem | None = None
         self._partials: PartialTranscriber | None = None
@@ -342,9 +345,12 @@ class Session:
 
     async def _on_audio(self, event: AudioAppend) -> None:
         samples = self._input.convert(event.samples)
-        wait = self._pacer.delay(samples.size / ASR_RATE, time.monotonic())
+        wait = self._pacer.admit(samples.size / ASR_RATE, time.monotonic())
+        if wait is None:
+            await self._refuse_fast_audio(samples.size)
+            return
         if wait > 0:
-            await asyncio.sleep(wait)  # faster than real time: the client waits, not the others
+            await asyncio.sleep(wait)  # a little ahead of real time: the client waits
         self._received_samples += samples.size
         self._arrivals.append((self._received_samples, time.monotonic()))
         if self._detector is None:
@@ -368,6 +374,19 @@ class Session:
                 await self._on_speech_stopped(vad_event.end_sample, vad_event.audio)
         if self.state is SessionState.LISTENING:
             self._maybe_start_partial()
+
+    async def _refuse_fast_audio(self, samples: int) -> None:
+        """Audio far ahead of real time is dropped; the client hears of it once a second."""
+        self._refused_samples += samples
+        now = time.monotonic()
+        if now - self._refused_reported < 1.0:
+            return
+        self._refused_reported = now
+        refused_ms, self._refused_samples = self._refused_samples * 1000 // ASR_RATE, 0
+        await self.error(ProtocolError(
+            "input_audio_too_fast",
+            f"audio is arriving faster than real time; {refused_ms} ms of it was dropped "
+            f"(at most {self.defaults.input_burst_s:g} s may run ahead)"))
 
     async def _on_speech_started(self, start_sample: int) -> None:
         turn = self.config.turn_detection
