@@ -9,6 +9,7 @@ there, so callers on an event loop only need to run the call itself in a thread.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -34,6 +35,15 @@ class TranscriberConfig:
     compute_type: str = "auto"  # "auto": float16 on CUDA, int8 on CPU
     cpu_threads: int = 0  # 0: CTranslate2's default
     num_workers: int = 1  # model replicas that can decode in parallel
+
+
+@functools.cache
+def whisper_languages() -> frozenset[str]:
+    """The language codes Whisper recognises (faster-whisper's list: ISO 639-1 plus a few
+    longer codes such as ``haw`` and ``yue``). Imports faster-whisper on the first call."""
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    return frozenset(_LANGUAGE_CODES)
 
 
 @dataclasses.dataclass(frozen=True)

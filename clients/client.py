@@ -268,6 +268,8 @@ class VoiceClient:
     async def send_audio(self, samples: np.ndarray | bytes, rate: int | None = None) -> None:
         """Append microphone audio (any rate; resampled to the session's input rate)."""
         pcm = to_pcm16(samples, rate or self.input_rate, self.input_rate)
+        if not pcm:
+            return  # the server refuses an empty append (a resampler may yield nothing yet)
         await self.send_event({"type": "input_audio_buffer.append",
                                "audio": base64.b64encode(pcm).decode("ascii")})
 

@@ -4,16 +4,18 @@ A model folder is what :func:`llm.gguf.convert_gguf` writes (CTranslate2 files, 
 and ``chat.json``). :meth:`ChatModel.stream` renders the conversation with the model's own chat
 template, trims old turns to fit the context budget, and yields text deltas as tokens arrive.
 
-Threading: the model is loaded once and may be shared. ``stream`` returns a lazy iterator whose
-every ``next()`` runs the model for one token: call ``next()`` in a worker thread, never on an
-event loop. Closing the iterator (``break``, ``.close()``) or setting the ``cancel`` event stops
-generation before the next token.
+Threading: the model is loaded once and may be shared. ``stream`` itself renders and tokenizes
+the prompt (time linear in the conversation's length; the tokenizer releases the GIL) and
+returns a lazy iterator whose every ``next()`` runs the model for one token: call both in a
+worker thread, never on an event loop. Closing the iterator (``break``, ``.close()``) or
+setting the ``cancel`` event stops generation before the next token.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import threading
 import time
@@ -97,6 +99,7 @@ class ChatModel:
         environment.globals["raise_exception"] = _raise_template_error
         self._template = environment.from_string(self.format.chat_template)
         self.context_tokens = min(config.context_tokens or 4096, self.format.context_length)
+        self._message_overhead = self._measure_message_overhead()
         logger.info("loaded chat model %s on %s (%s, %d replica(s)) in %.1f s, context %d "
                     "tokens", folder, self.device, self.compute_type, config.replicas,
                     time.monotonic() - started, self.context_tokens)
@@ -110,32 +113,67 @@ class ChatModel:
             eos_token=self.format.eos_token,
         ))
 
+    def _tokens(self, texts: Sequence[str]) -> list[list[str]]:
+        """Tokenize texts in one call. ``encode_batch`` releases the GIL (``encode`` holds it
+        for the whole text), so a long prompt does not stall the other threads."""
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [encoding.tokens for encoding in encodings]
+
     def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        return len(self._tokens([text])[0])
+
+    def _measure_message_overhead(self) -> int:
+        """Tokens the chat template adds around one message's content (role headers, end
+        markers), measured on a probe conversation; an estimate used to trim quickly."""
+        probe = [Message("system", "a"), Message("user", "b"), Message("assistant", "c"),
+                 Message("user", "d")]
+        try:
+            with_turns, system_only = self._tokens([self.render(probe),
+                                                    self.render(probe[:1])])
+        except Exception:  # a template that refuses the probe: a generous guess
+            return 8
+        return max(0, math.ceil((len(with_turns) - len(system_only)) / 3) - 1)
 
     def fit_to_context(self, messages: Sequence[Message], reserve: int) -> list[Message]:
         """Drop the oldest turns until the prompt leaves ``reserve`` tokens for the reply.
 
-        System messages and the last message are always kept. Raises if even that is too long.
+        The first message if it is a system prompt, and the last message, are always kept;
+        the history never starts with an orphaned assistant turn. Raises if even that is too
+        long. Each message is tokenized once (the cost is linear in the conversation's
+        length), then the kept prompt is rendered and checked.
         """
-        kept = list(messages)
+        return self._fit(messages, reserve)[0]
+
+    def _fit(self, messages: Sequence[Message], reserve: int) -> tuple[list[Message], list[str]]:
+        """``fit_to_context`` plus the tokens of the kept prompt."""
         budget = self.context_tokens - reserve
-        while self.count_tokens(self.render(kept)) > budget:
-            droppable = [i for i, m in enumerate(kept[:-1]) if m.role != "system"]
-            if not droppable:
-                raise ChatModelError(
-                    f"the prompt does not fit in {budget} tokens even without history")
-            del kept[droppable[0]]
-            # Never let the history start with an assistant turn: drop its orphans too.
-            while True:
-                first = next((i for i, m in enumerate(kept[:-1]) if m.role != "system"), None)
-                if first is None or kept[first].role != "assistant":
-                    break
-                del kept[first]
+        if not messages:
+            raise ChatModelError("there is nothing to answer")
+        first = 1 if messages[0].role == "system" else 0
+        last = len(messages) - 1
+        costs = [len(tokens) + self._message_overhead
+                 for tokens in self._tokens([m.content for m in messages])]
+        # Estimate: drop the oldest turns until the summed lengths fit.
+        total = sum(costs)
+        start = first  # messages[first:start] are dropped
+        while total > budget and start < last:
+            total -= costs[start]
+            start += 1
+        while True:
+            while start < last and messages[start].role == "assistant":
+                start += 1  # an assistant turn whose question was dropped
+            kept = [*messages[:first], *messages[start:]]
+            prompt = self._tokens([self.render(kept)])[0]
+            if len(prompt) <= budget:
+                break
+            if start >= last:
+                raise ChatModelError(f"the prompt does not fit in {budget} tokens even "
+                                     "without history")
+            start += 1  # the estimate was short by a few template tokens: one more
         if len(kept) < len(messages):
             logger.info("trimmed %d old message(s) to fit the context",
                         len(messages) - len(kept))
-        return kept
+        return kept, prompt
 
     def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
                cancel: threading.Event | None = None) -> Iterator[str]:
@@ -146,8 +184,7 @@ class ChatModel:
         ``max_new_tokens``, when ``cancel`` is set, or when the iterator is closed.
         """
         options = options or SamplingOptions()
-        fitted = self.fit_to_context(messages, reserve=options.max_new_tokens)
-        prompt = self._tokenizer.encode(self.render(fitted), add_special_tokens=False).tokens
+        _, prompt = self._fit(messages, reserve=options.max_new_tokens)
         if self.format.add_bos_token and self.format.bos_token:
             prompt = [self.format.bos_token, *prompt]
         steps = self._generator.generate_tokens(

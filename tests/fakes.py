@@ -1,7 +1,8 @@
 """Fake engines for session tests: fast, scripted, and observable.
 
 They implement the protocols in ``voice/ports.py``. Speech is simulated with loud audio: the
-fake detector treats any 32 ms window with an RMS above 0.05 as speech.
+fake detector treats any 32 ms window with an RMS above 0.05 as speech. Faults are scripted
+too: put exceptions in ``failures`` and the next calls raise them, in order.
 """
 
 from __future__ import annotations
@@ -87,12 +88,15 @@ class FakeTranscriber:
         self.delay_s = delay_s
         self.calls: list[TranscribeOptions] = []
         self.partial_calls = 0
+        self.failures: list[Exception] = []  # raised by the next final decodes
 
     def transcribe(self, audio: np.ndarray,
                    options: TranscribeOptions | None = None) -> Transcript:
         options = options or TranscribeOptions()
         self.calls.append(options)
         time.sleep(self.delay_s)
+        if options.max_new_tokens is None and self.failures:
+            raise self.failures.pop(0)
         text, language = self.script[0] if self.script else ("", "en")
         if options.max_new_tokens is not None:
             self.partial_calls += 1
@@ -113,6 +117,10 @@ class FakeChat:
         self.replies = list(replies)
         self.delay_s = delay_s
         self.requests: list[list[Message]] = []
+        self.options: list[SamplingOptions | None] = []
+        self.threads: list[threading.Thread] = []  # where each stream() was called
+        # (words streamed first, exception): the next replies fail like this, in order.
+        self.failures: list[tuple[int, Exception]] = []
         self.tokens_after_cancel = 0
         self.active = 0
         self.closed = 0
@@ -121,10 +129,16 @@ class FakeChat:
     def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
                cancel: threading.Event | None = None) -> Iterator[str]:
         self.requests.append(list(messages))
+        self.options.append(options)
+        self.threads.append(threading.current_thread())
         reply = self.replies.pop(0) if self.replies else "Okay."
-        return self._tokens(reply, cancel)
+        failure = self.failures.pop(0) if self.failures else None
+        if failure is not None and failure[0] == 0:
+            raise failure[1]
+        return self._tokens(reply, cancel, failure)
 
-    def _tokens(self, reply: str, cancel: threading.Event | None) -> Iterator[str]:
+    def _tokens(self, reply: str, cancel: threading.Event | None,
+                failure: tuple[int, Exception] | None = None) -> Iterator[str]:
         with self._lock:
             self.active += 1
         try:
@@ -133,6 +147,8 @@ class FakeChat:
                 if cancel is not None and cancel.is_set():
                     self.tokens_after_cancel += 1
                     return
+                if failure is not None and index == failure[0]:
+                    raise failure[1]
                 yield word if index == 0 else " " + word
         finally:
             with self._lock:
@@ -145,14 +161,18 @@ class FakeVoice:
 
     kind = "fake"
 
-    def __init__(self, language: str, delay_s: float = 0.01) -> None:
+    def __init__(self, language: str, delay_s: float = 0.01,
+                 failures: list[Exception] | None = None) -> None:
         self.language = language
         self.name = f"fake-{language}"
         self.delay_s = delay_s
         self.spoken: list[str] = []
+        self.failures = failures if failures is not None else []
 
     def synthesize(self, text: str) -> Iterator[SpeechChunk]:
         time.sleep(self.delay_s)
+        if self.failures:
+            raise self.failures.pop(0)
         self.spoken.append(text)
         samples = (np.sin(np.arange(len(text) * 160) * 0.2) * 8000).astype(np.int16)
         yield SpeechChunk(samples, RATE)
@@ -163,10 +183,12 @@ class FakeVoices:
         self.voices: dict[str, FakeVoice] = {}
         self.requested: list[str] = []
         self.delay_s = delay_s
+        self.failures: list[Exception] = []  # shared by every voice: the next pieces fail
 
     def for_language(self, language: str) -> FakeVoice:
         self.requested.append(language)
-        return self.voices.setdefault(language, FakeVoice(language, self.delay_s))
+        return self.voices.setdefault(language,
+                                      FakeVoice(language, self.delay_s, self.failures))
 
 
 def fake_engines(transcriber: FakeTranscriber, chat: FakeChat,

@@ -129,6 +129,57 @@ def test_old_turns_are_dropped_first_and_the_system_prompt_is_kept(
     assert model.count_tokens(model.render(kept)) <= 200
 
 
+class _TokenizerSpy:
+    """Wraps a ``tokenizers.Tokenizer``: how much text it was given, and by which call."""
+
+    def __init__(self, tokenizer: object) -> None:
+        self._tokenizer = tokenizer
+        self.characters = 0
+        self.gil_holding_calls = 0  # Tokenizer.encode keeps the GIL for the whole text
+
+    def encode(self, text: str, **kwargs: object) -> object:
+        self.characters += len(text)
+        self.gil_holding_calls += 1
+        return self._tokenizer.encode(text, **kwargs)  # type: ignore[attr-defined]
+
+    def encode_batch(self, texts: list[str], **kwargs: object) -> object:
+        self.characters += sum(len(t) for t in texts)
+        return self._tokenizer.encode_batch(texts, **kwargs)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._tokenizer, name)
+
+
+def test_trimming_a_long_history_tokenizes_each_message_once_without_holding_the_gil(
+    random_decoder_dir: Path,
+) -> None:
+    model = ChatModel(ChatConfig(str(random_decoder_dir), context_tokens=300))
+    history = [Message("system", "You are terse.")]
+    for turn in range(100):
+        history += [Message("user", f"question {turn} " + "x" * 200),
+                    Message("assistant", f"answer {turn} " + "y" * 200)]
+    history.append(Message("user", "last question"))
+    spy = _TokenizerSpy(model._tokenizer)
+    model._tokenizer = spy  # type: ignore[assignment]
+    renders = 0
+    render = model.render
+
+    def counting_render(messages: list[Message]) -> str:
+        nonlocal renders
+        renders += 1
+        return render(messages)
+
+    model.render = counting_render  # type: ignore[method-assign]
+
+    kept = model.fit_to_context(history, reserve=100)
+
+    assert kept[0] == history[0] and kept[-1] == history[-1] and len(kept) < 10
+    assert renders <= 3  # the kept prompt, checked once or twice: not once per dropped turn
+    assert spy.characters <= 2 * sum(len(m.content) for m in history)
+    assert spy.gil_holding_calls == 0
+    assert render(kept) and model.count_tokens(render(kept)) <= 200
+
+
 def test_a_prompt_that_cannot_fit_is_an_error(random_decoder_dir: Path) -> None:
     model = ChatModel(ChatConfig(str(random_decoder_dir), context_tokens=64))
     with pytest.raises(ChatModelError, match="does not fit"):

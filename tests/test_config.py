@@ -60,6 +60,9 @@ def test_the_file_overrides_defaults_and_flags_override_the_file(tmp_path: Path)
     ("port = [", "cannot read config file"),
     ('host = "10.0.0.5"\n', "without API keys"),
     ("[llm]\nreplicas = 0\n", "replicas must be at least 1"),
+    ('[asr]\nlanguages = ["en", "xx"]\n', "unknown language code.s. xx in languages"),
+    ('[llm]\nmax_output_tokens = 2000\n', "must be between 1 and max_output_tokens_limit"),
+    ('[limits]\nmax_item_chars = 100000\n', "must be between 1 and max_history_chars"),
 ])
 def test_bad_config_files_are_refused_with_the_reason(tmp_path: Path, text: str,
                                                       message: str) -> None:
@@ -81,3 +84,26 @@ def test_serve_refuses_models_that_are_not_prepared(
 ) -> None:
     assert main(["--home", str(tmp_path), "serve", "--port", "0"]) == 2
     assert "voice models prepare whisper-base" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["prepared copy", "path"])
+def test_serve_reports_a_model_that_fails_to_load_in_one_line_with_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    folder = tmp_path / "models" / "asr" / "whisper-base"
+    folder.mkdir(parents=True)
+    (folder / "model.bin").write_bytes(b"not a model")
+    flags = ["--port", "0"]
+    if damage == "prepared copy":
+        (folder / "voice-model.json").write_text('{"name": "whisper-base"}')
+    else:
+        flags += ["--asr", str(folder)]
+    assert main(["--home", str(tmp_path), "serve", *flags]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("error: cannot load the speech recognition model")
+    if damage == "prepared copy":
+        assert f"remove {folder} and run `voice models prepare whisper-base`" in lines[0]
+    else:
+        assert f"check that {folder} is a speech recognition model" in lines[0]

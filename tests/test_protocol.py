@@ -72,10 +72,11 @@ def test_audio_append_decodes_base64_pcm16_into_int16_samples() -> None:
     assert event.samples.tolist() == PCM_SAMPLES
 
 
-def test_audio_append_with_empty_audio_gives_no_samples() -> None:
-    event = parse_client_event('{"type": "input_audio_buffer.append", "audio": ""}')
-    assert isinstance(event, AudioAppend)
-    assert event.samples.size == 0
+def test_audio_append_with_empty_audio_is_an_error_naming_the_event() -> None:
+    error = _error('{"type": "input_audio_buffer.append", "event_id": "a0", "audio": ""}')
+    assert (error.code, error.param, error.event_id) == (
+        "input_audio_buffer_append_empty", "audio", "a0")
+    assert "empty" in error.message
 
 
 def test_audio_commit_parses_with_its_event_id() -> None:
@@ -313,8 +314,10 @@ def test_a_binary_frame_of_even_length_is_raw_pcm16_samples() -> None:
     assert event.samples.tolist() == [1, 32767, -32768, -1]
 
 
-def test_an_empty_binary_frame_is_no_samples() -> None:
-    assert parse_binary_audio(b"").samples.size == 0
+def test_an_empty_binary_frame_is_an_error() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_binary_audio(b"")
+    assert caught.value.code == "input_audio_buffer_append_empty"
 
 
 @pytest.mark.parametrize("frame", [b"\x00", b"\x01\x00\x02"])
@@ -444,10 +447,16 @@ def test_a_null_voice_goes_back_to_the_per_language_voices() -> None:
     assert config.voice is None
 
 
-def test_max_output_tokens_inf_means_no_limit() -> None:
-    config = _update('{"type": "session.update", "session": {"max_output_tokens": "inf"}}',
+@pytest.mark.parametrize("value", ['"inf"', "null"])
+def test_max_output_tokens_inf_is_kept_for_the_session_to_cap(value: str) -> None:
+    config = _update(f'{{"type": "session.update", "session": {{"max_output_tokens": {value}}}}}',
                      SessionConfig(max_output_tokens=50))
-    assert config.max_output_tokens is None
+    assert config.max_output_tokens == "inf"
+
+
+def test_max_output_tokens_above_any_old_bound_is_not_an_error() -> None:
+    config = _update('{"type": "session.update", "session": {"max_output_tokens": 1000000}}')
+    assert config.max_output_tokens == 1_000_000  # the session caps it at its limit
 
 
 def test_output_modalities_with_audio_means_audio_with_its_transcript() -> None:
@@ -482,10 +491,10 @@ def test_beta_null_turn_detection_and_transcription_turn_them_off() -> None:
     assert (config.turn_detection, config.transcription) == (None, False)
 
 
-def test_beta_max_response_output_tokens_inf_means_no_limit() -> None:
+def test_beta_max_response_output_tokens_inf_is_kept_for_the_session_to_cap() -> None:
     config = _update('{"type": "session.update", "session": '
                      '{"max_response_output_tokens": "inf"}}', SessionConfig(max_output_tokens=9))
-    assert config.max_output_tokens is None
+    assert config.max_output_tokens == "inf"
 
 
 def test_an_integer_temperature_is_stored_as_a_float() -> None:
@@ -570,7 +579,6 @@ def test_an_integer_temperature_is_stored_as_a_float() -> None:
     ('{"output_modalities": ["video"]}', "invalid_value", "session.output_modalities"),
     ('{"modalities": "text"}', "invalid_type", "session.modalities"),
     ('{"max_output_tokens": 0}', "invalid_value", "session.max_output_tokens"),
-    ('{"max_output_tokens": 4097}', "invalid_value", "session.max_output_tokens"),
     ('{"max_output_tokens": "infinite"}', "invalid_value", "session.max_output_tokens"),
     ('{"max_output_tokens": true}', "invalid_type", "session.max_output_tokens"),
     ('{"max_output_tokens": 100.0}', "invalid_type", "session.max_output_tokens"),

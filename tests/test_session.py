@@ -38,9 +38,11 @@ class Harness:
         self.voices = voices or FakeVoices()
         self.events: list[ServerEvent] = []
         self.turns: list[tuple[dict[str, float], str]] = []
+        self.error_codes: list[str] = []  # what the server's metrics count
         self.session = Session(fake_engines(transcriber, chat, self.voices),
                                SessionDefaults(partial_interval_s=0, **defaults), self._send,
-                               on_turn=lambda latency, status: self.turns.append((latency, status)))
+                               on_turn=lambda latency, status: self.turns.append((latency, status)),
+                               on_error=self.error_codes.append)
 
     async def _send(self, event: ServerEvent) -> None:
         self.events.append(event)

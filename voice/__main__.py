@@ -11,9 +11,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from voice.config import ServiceConfig
 from voice.models import (
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from voice.session import SessionDefaults
 
 logger = logging.getLogger("voice")
+T = TypeVar("T")
 
 
 def _human_size(size: int) -> str:
@@ -134,13 +135,20 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
     names = {"asr": config.asr_model or defaults[ModelKind.ASR],
              "llm": config.llm_model or defaults[ModelKind.LLM],
              "voice": config.voice or defaults[ModelKind.TTS]}
-    transcriber = Transcriber(TranscriberConfig(
-        str(store.resolve(names["asr"], ModelKind.ASR)), device=config.device,
-        compute_type=config.compute_type, num_workers=2))
-    chat = ChatModel(ChatConfig(str(store.resolve(names["llm"], ModelKind.LLM)),
-                                device=config.device, compute_type=config.compute_type,
-                                replicas=config.llm_replicas))
-    voices = VoiceBook(piper_voices(config, store, names["voice"]))
+    transcriber = _load(store, "speech recognition", names["asr"], lambda: Transcriber(
+        TranscriberConfig(str(store.resolve(names["asr"], ModelKind.ASR)), device=config.device,
+                          compute_type=config.compute_type, num_workers=2)))
+    chat = _load(store, "language", names["llm"], lambda: ChatModel(
+        ChatConfig(str(store.resolve(names["llm"], ModelKind.LLM)), device=config.device,
+                   compute_type=config.compute_type, replicas=config.llm_replicas)))
+
+    def load_voices() -> VoiceBook:
+        paths = piper_voices(config, store, names["voice"])
+        book = VoiceBook(paths)
+        book.for_language(next(iter(paths)))  # a broken default voice fails now, not mid-reply
+        return book
+
+    voices = _load(store, "voice", names["voice"], load_voices)
     vad_model = SileroVadModel()
     sessions = config.limits.max_sessions
     engines = Engines(
@@ -152,9 +160,28 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
     return engines, names
 
 
+def _load(store: ModelStore, what: str, name: str, load: Callable[[], T]) -> T:
+    """Run a model loader; any failure becomes a one-line :class:`ModelError` that names the
+    model and what to do about it (``main`` prints it without a traceback)."""
+    try:
+        return load()
+    except ModelError:
+        raise
+    except Exception as error:
+        lines = str(error).strip().splitlines()
+        reason = lines[0] if lines else type(error).__name__
+        spec = CATALOG.get(name)
+        if spec is not None:
+            fix = (f"the prepared copy may be damaged: remove {store.path_of(spec)} and run "
+                   f"`voice models prepare {name}`")
+        else:
+            fix = f"check that {name} is a {what} model (catalog models: `voice models list`)"
+        raise ModelError(f"cannot load the {what} model {name}: {reason}; {fix}") from error
+
+
 def piper_voices(config: ServiceConfig, store: ModelStore, default_voice: str) -> dict[str, Path]:
     """Language -> Piper .onnx: the default voice, every prepared catalog voice, then the
-    configured ones (which win)."""
+    configured ones (which win). The default voice's language comes first."""
     from tts.piper import language_of_piper_config
 
     def onnx_of(name_or_path: str) -> Path:
@@ -176,10 +203,11 @@ def piper_voices(config: ServiceConfig, store: ModelStore, default_voice: str) -
             onnx = onnx_of(spec.name)
             voices.setdefault(language_of(onnx), onnx)
     default = onnx_of(default_voice)
-    voices[language_of(default)] = default
+    default_language = language_of(default)
+    voices[default_language] = default
     for language, voice in config.voices.items():
         voices[language] = onnx_of(voice)
-    return voices
+    return {default_language: voices.pop(default_language), **voices}
 
 
 def run_service(config: ServiceConfig, store: ModelStore) -> int:
@@ -217,7 +245,10 @@ def session_defaults(config: ServiceConfig, names: dict[str, str]) -> SessionDef
         max_buffer_s=config.limits.max_buffer_s,
         partial_interval_s=config.partial_interval_s,
         beam_size=config.beam_size,
-        max_output_tokens=config.max_output_tokens)
+        max_output_tokens=config.max_output_tokens,
+        max_output_tokens_limit=config.max_output_tokens_limit,
+        max_item_chars=config.limits.max_item_chars,
+        max_history_chars=config.limits.max_history_chars)
 
 
 def _pair(text: str) -> tuple[str, str]:

@@ -28,8 +28,9 @@ Example ``voice.toml`` (every key optional)::
     beam_size = 1
 
     [llm]
-    max_output_tokens = 200
-    replicas = 2               # model copies generating at once (share the weights)
+    max_output_tokens = 200         # a reply's length unless the client asks otherwise
+    max_output_tokens_limit = 1024  # the most a client may ask for ("inf" means this)
+    replicas = 2                    # model copies generating at once (share the weights)
 
     [limits]
     max_sessions = 16
@@ -37,6 +38,8 @@ Example ``voice.toml`` (every key optional)::
     max_session_s = 3600
     max_buffer_s = 120
     max_utterance_s = 30
+    max_item_chars = 16000     # text of one conversation item, and of instructions
+    max_history_chars = 64000  # a session's conversation; the oldest items go beyond it
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ class Limits:
     max_session_s: float = 3600.0
     max_buffer_s: float = 120.0
     max_utterance_s: float = 30.0
+    max_item_chars: int = 16_000
+    max_history_chars: int = 64_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +89,7 @@ class ServiceConfig:
     beam_size: int = 1
     max_output_tokens: int = 200
     llm_replicas: int = 2
+    max_output_tokens_limit: int = 1024
     limits: Limits = dataclasses.field(default_factory=Limits)
     shutdown_grace_s: float = 10.0
 
@@ -102,6 +108,19 @@ class ServiceConfig:
             raise ConfigError("max_sessions must be at least 1")
         if self.llm_replicas < 1:
             raise ConfigError("llm replicas must be at least 1")
+        if self.languages:
+            from asr.whisper import whisper_languages
+
+            unknown = [code for code in self.languages if code not in whisper_languages()]
+            if unknown:
+                raise ConfigError(f"unknown language code(s) {', '.join(unknown)} in languages; "
+                                  "use Whisper's codes such as en, de, fr")
+        if not 1 <= self.max_output_tokens <= self.max_output_tokens_limit:
+            raise ConfigError(f"max_output_tokens ({self.max_output_tokens}) must be between 1 "
+                              f"and max_output_tokens_limit ({self.max_output_tokens_limit})")
+        if not 1 <= self.limits.max_item_chars <= self.limits.max_history_chars:
+            raise ConfigError(f"max_item_chars ({self.limits.max_item_chars}) must be between "
+                              f"1 and max_history_chars ({self.limits.max_history_chars})")
 
 
 def is_loopback(host: str) -> bool:
@@ -121,7 +140,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "silence_duration_ms": "vad_silence_duration_ms"},
     "asr": {"languages": "languages", "partial_interval_s": "partial_interval_s",
             "beam_size": "beam_size"},
-    "llm": {"max_output_tokens": "max_output_tokens", "replicas": "llm_replicas"},
+    "llm": {"max_output_tokens": "max_output_tokens",
+            "max_output_tokens_limit": "max_output_tokens_limit", "replicas": "llm_replicas"},
 }
 
 

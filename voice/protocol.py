@@ -18,7 +18,7 @@ import dataclasses
 import json
 import math
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -26,6 +26,9 @@ import numpy as np
 from voice.audio import AudioFormatError, check_rate, decode_base64_pcm16, decode_pcm16
 
 JsonObject = dict[str, Any]
+# A reply-length setting as the client gave it: a number of tokens, or "inf" (the server caps
+# both at its own limit; see voice.session).
+TokenLimit = int | Literal["inf"]
 
 
 class ProtocolError(Exception):
@@ -72,7 +75,7 @@ class SessionConfig:
     languages: tuple[str, ...] | None = None  # allowed set for detection (extension)
     voice: str | None = None  # a voice name for every language (else per language)
     output_modalities: tuple[str, ...] = ("audio",)
-    max_output_tokens: int | None = None
+    max_output_tokens: TokenLimit | None = None  # None: the server's default
     temperature: float | None = None
 
     def to_json(self, session_id: str, model: str) -> JsonObject:
@@ -91,7 +94,7 @@ class SessionConfig:
             "model": model,
             "instructions": self.instructions,
             "output_modalities": list(self.output_modalities),
-            "max_output_tokens": self.max_output_tokens if self.max_output_tokens else "inf",
+            "max_output_tokens": self.max_output_tokens or "inf",
             "audio": {
                 "input": {"format": {"type": "audio/pcm", "rate": self.input_rate},
                           "turn_detection": turn, "transcription": transcription},
@@ -119,6 +122,30 @@ def _field(obj: Mapping[str, Any], key: str, kinds: type | tuple[type, ...], eve
         raise ProtocolError("invalid_type", f"{path} must be {names}, got "
                             f"{type(value).__name__}", event_id=event_id, param=path)
     return value
+
+
+def _token_limit(obj: Mapping[str, Any], key: str, event_id: str | None,
+                 path: str) -> Any:  # TokenLimit, or _UNSET when absent
+    """``max_output_tokens``: a positive integer or ``"inf"`` (``null`` means ``"inf"``).
+    Numbers above the server's limit are not errors: the session caps them."""
+    limit = _field(obj, key, (int, str), event_id, path, nullable=True)
+    if limit is _UNSET:
+        return _UNSET
+    if limit is None or limit == "inf":
+        return "inf"
+    if isinstance(limit, int) and limit >= 1:
+        return limit
+    raise ProtocolError("invalid_value", f"{path} must be a positive integer or 'inf'",
+                        event_id=event_id, param=path)
+
+
+def _check_language(code: str, known: Collection[str] | None, event_id: str | None,
+                    path: str) -> None:
+    if known is not None and code not in known:
+        raise ProtocolError("invalid_value",
+                            f"{path} {code!r} is not a language the speech recognizer knows; "
+                            "use an ISO 639-1 code such as 'en' or 'de'",
+                            event_id=event_id, param=path)
 
 
 def _is_modalities(value: list[Any]) -> bool:
@@ -184,7 +211,7 @@ def _turn_detection(value: Any, current: TurnDetection | None, event_id: str | N
     return dataclasses.replace(base, **changes)
 
 
-def _transcription(value: Any, config: SessionConfig, event_id: str | None,
+def _transcription(value: Any, known: Collection[str] | None, event_id: str | None,
                    path: str) -> dict[str, Any]:
     if value is None:
         return {"transcription": False}
@@ -195,18 +222,26 @@ def _transcription(value: Any, config: SessionConfig, event_id: str | None,
     language = _field(value, "language", str, event_id, f"{path}.language", nullable=True)
     if language is not _UNSET:
         changes["language"] = language.lower() if language else None
+        if language:
+            _check_language(language.lower(), known, event_id, f"{path}.language")
     languages = _field(value, "languages", list, event_id, f"{path}.languages", nullable=True)
     if languages is not _UNSET:
         if languages is not None and not all(isinstance(x, str) and x for x in languages):
             raise ProtocolError("invalid_type", f"{path}.languages must be a list of codes",
                                 event_id=event_id, param=f"{path}.languages")
         changes["languages"] = tuple(x.lower() for x in languages) if languages else None
+        for index, code in enumerate(changes["languages"] or ()):
+            _check_language(code, known, event_id, f"{path}.languages[{index}]")
     return changes
 
 
-def apply_session_update(config: SessionConfig, session: Any,
-                         event_id: str | None = None) -> SessionConfig:
-    """Apply a ``session.update`` payload (GA nested or beta flat fields) to ``config``."""
+def apply_session_update(config: SessionConfig, session: Any, event_id: str | None = None, *,
+                         known_languages: Collection[str] | None = None) -> SessionConfig:
+    """Apply a ``session.update`` payload (GA nested or beta flat fields) to ``config``.
+
+    ``known_languages``, when given, is the set of language codes the speech recognizer
+    knows: a transcription ``language`` or ``languages`` entry outside it is refused here, so
+    that a bad setting fails now rather than on every spoken turn."""
     if not isinstance(session, dict):
         raise ProtocolError("invalid_type", "session must be an object", event_id=event_id,
                             param="session")
@@ -231,16 +266,9 @@ def apply_session_update(config: SessionConfig, session: Any,
                                 event_id=event_id, param=f"session.{key}")
         changes["output_modalities"] = ("audio",) if "audio" in modalities else ("text",)
     for key in ("max_output_tokens", "max_response_output_tokens"):
-        limit = _field(session, key, (int, str), event_id, f"session.{key}", nullable=True)
-        if limit is _UNSET:
-            continue
-        if limit in (None, "inf"):
-            changes["max_output_tokens"] = None
-        elif isinstance(limit, int) and 1 <= limit <= 4096:
+        limit = _token_limit(session, key, event_id, f"session.{key}")
+        if limit is not _UNSET:
             changes["max_output_tokens"] = limit
-        else:
-            raise ProtocolError("invalid_value", f"session.{key} must be 1..4096 or 'inf'",
-                                event_id=event_id, param=f"session.{key}")
     temperature = _field(session, "temperature", (int, float), event_id, "session.temperature")
     if temperature is not _UNSET:
         if not 0.0 <= float(temperature) <= 2.0 or math.isnan(float(temperature)):
@@ -259,8 +287,8 @@ def apply_session_update(config: SessionConfig, session: Any,
                                                     config.turn_detection, event_id,
                                                     "session.turn_detection")
     if "input_audio_transcription" in session:
-        changes.update(_transcription(session["input_audio_transcription"], config, event_id,
-                                      "session.input_audio_transcription"))
+        changes.update(_transcription(session["input_audio_transcription"], known_languages,
+                                      event_id, "session.input_audio_transcription"))
     voice = _field(session, "voice", str, event_id, "session.voice", nullable=True)
     if voice is not _UNSET:
         changes["voice"] = voice
@@ -277,8 +305,8 @@ def apply_session_update(config: SessionConfig, session: Any,
                     audio_in["turn_detection"], config.turn_detection, event_id,
                     "session.audio.input.turn_detection")
             if "transcription" in audio_in:
-                changes.update(_transcription(audio_in["transcription"], config, event_id,
-                                              "session.audio.input.transcription"))
+                changes.update(_transcription(audio_in["transcription"], known_languages,
+                                              event_id, "session.audio.input.transcription"))
         audio_out = _field(audio, "output", dict, event_id, "session.audio.output")
         if audio_out is not _UNSET:
             if "format" in audio_out:
@@ -329,6 +357,7 @@ class ResponseCreate:
     event_id: str | None
     instructions: str | None
     output_modalities: tuple[str, ...] | None
+    max_output_tokens: TokenLimit | None = None  # None: the session's setting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,9 +381,38 @@ ClientEvent = (SessionUpdate | AudioAppend | AudioCommit | AudioClear | ItemCrea
 def parse_binary_audio(data: bytes) -> AudioAppend:
     """A binary websocket frame: raw PCM16 LE mono at the session's input rate (extension)."""
     try:
-        return AudioAppend(None, decode_pcm16(data))
+        samples = decode_pcm16(data)
     except AudioFormatError as error:
         raise ProtocolError("invalid_audio", str(error)) from error
+    if samples.size == 0:
+        raise ProtocolError("input_audio_buffer_append_empty",
+                            "the binary audio frame is empty; send at least one PCM16 sample")
+    return AudioAppend(None, samples)
+
+
+def _lone_surrogate_path(data: Any) -> str | None:
+    """Where in a parsed JSON value a string (or key) holds a lone UTF-16 surrogate.
+
+    JSON allows escapes such as ``"\\ud800"`` that are not Unicode text; such a string cannot be
+    encoded as UTF-8, so it can be neither used nor sent back. Iterative: the nesting depth
+    is whatever :func:`json.loads` accepted."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return path or "the event"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else str(key)
+                stack.append((child, key))
+                stack.append((child, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+    return None
 
 
 def parse_client_event(text: str | bytes) -> ClientEvent:
@@ -366,6 +424,14 @@ def parse_client_event(text: str | bytes) -> ClientEvent:
     if not isinstance(data, dict):
         raise ProtocolError("invalid_event", "an event must be a JSON object")
     event_id = data.get("event_id")
+    bad = _lone_surrogate_path(data)
+    if bad is not None:
+        clean_id = event_id if isinstance(event_id, str) and _lone_surrogate_path(
+            event_id) is None else None  # never echo what cannot be encoded
+        raise ProtocolError("invalid_value",
+                            f"{bad} holds a lone UTF-16 surrogate (an escape such as \\ud800 "
+                            "without its pair); strings must be valid Unicode",
+                            event_id=clean_id, param=bad.encode("utf-8", "replace").decode())
     if event_id is not None and not isinstance(event_id, str):
         raise ProtocolError("invalid_type", "event_id must be a string", param="event_id")
     kind = data.get("type")
@@ -393,10 +459,15 @@ def _parse_append(data: JsonObject, event_id: str | None) -> AudioAppend:
         raise ProtocolError("invalid_type", "audio must be a base64 string", event_id=event_id,
                             param="audio")
     try:
-        return AudioAppend(event_id, decode_base64_pcm16(audio))
+        samples = decode_base64_pcm16(audio)
     except AudioFormatError as error:
         raise ProtocolError("invalid_audio", str(error), event_id=event_id,
                             param="audio") from error
+    if samples.size == 0:
+        raise ProtocolError("input_audio_buffer_append_empty",
+                            "audio is empty; send at least one PCM16 sample", event_id=event_id,
+                            param="audio")
+    return AudioAppend(event_id, samples)
 
 
 def _parse_item_create(data: JsonObject, event_id: str | None) -> ItemCreate:
@@ -454,7 +525,13 @@ def _parse_response_create(data: JsonObject, event_id: str | None) -> ResponseCr
                 raise ProtocolError("invalid_value", f"response.{key} must be audio or text",
                                     event_id=event_id, param=f"response.{key}")
             modalities = ("audio",) if "audio" in value else ("text",)
-    return ResponseCreate(event_id, None if instructions is _UNSET else instructions, modalities)
+    limit = None
+    for key in ("max_output_tokens", "max_response_output_tokens"):
+        value = _token_limit(response, key, event_id, f"response.{key}")
+        if value is not _UNSET:
+            limit = value
+    return ResponseCreate(event_id, None if instructions is _UNSET else instructions, modalities,
+                          limit)
 
 
 def _parse_cancel(data: JsonObject, event_id: str | None) -> ResponseCancel:
@@ -511,9 +588,20 @@ BETA_NAMES = {
 
 
 def encode_server_event(event: ServerEvent, *, beta: bool = False) -> str:
+    """The JSON text of a server event; always encodable as UTF-8 (a websocket text frame).
+
+    Non-ASCII text stays readable; a string that is not valid Unicode (a lone surrogate, which
+    client input is checked for, but a bug could still pass on) is written as a JSON escape
+    instead of failing the send."""
     kind = BETA_NAMES.get(event.type, event.type) if beta else event.type
-    return json.dumps({"type": kind, "event_id": new_id("event"), **event.fields},
-                      ensure_ascii=False, separators=(",", ":"))
+    body = {"type": kind, "event_id": new_id("event"), **event.fields}
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(body, ensure_ascii=True, separators=(",", ":"))
+    return text
 
 
 def error_event(error: ProtocolError) -> ServerEvent:
@@ -540,18 +628,22 @@ def message_item(item_id: str, role: str, *, status: str = "completed", text: st
 def response_object(response_id: str, status: str, *, output: list[JsonObject] | None = None,
                     modalities: tuple[str, ...] = ("audio",), reason: str | None = None,
                     language: str | None = None, latency: Mapping[str, float] | None = None,
-                    usage: Mapping[str, int] | None = None) -> JsonObject:
+                    usage: Mapping[str, int] | None = None,
+                    max_output_tokens: int | None = None,
+                    error: Mapping[str, Any] | None = None) -> JsonObject:
     details: JsonObject | None = None
     if status == "cancelled":
         details = {"type": "cancelled", "reason": reason or "client_cancelled"}
     elif status in ("failed", "incomplete"):
-        details = {"type": status, "reason": reason, "error": None}
+        details = {"type": status, "reason": reason, "error": dict(error) if error else None}
     body: JsonObject = {
         "id": response_id, "object": "realtime.response", "status": status,
         "status_details": details, "output": output or [],
         "output_modalities": list(modalities), "conversation_id": None,
         "usage": dict(usage) if usage else None, "language": language,
     }
+    if max_output_tokens is not None:
+        body["max_output_tokens"] = max_output_tokens
     if latency is not None:
         body["latency"] = {key: round(value, 1) for key, value in latency.items()}
     return body

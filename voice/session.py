@@ -32,11 +32,12 @@ import numpy as np
 
 from asr.streaming import PartialTranscriber
 from asr.vad import VadConfig, VadEventType
-from asr.whisper import TranscribeOptions, Transcript
+from asr.whisper import TranscribeOptions, Transcript, whisper_languages
 from llm.chat import Message, SamplingOptions
 from llm.prompts import system_prompt
 from tts.segmenter import Segmenter, SegmenterConfig, speakable
 from voice.audio import ASR_RATE, InputAudio, InputPacer, encode_base64_pcm16, to_output
+from voice.faults import engine_failure
 from voice.ports import Engines, SpeechDetector
 from voice.protocol import (
     AudioAppend,
@@ -52,6 +53,7 @@ from voice.protocol import (
     ServerEvent,
     SessionConfig,
     SessionUpdate,
+    TokenLimit,
     apply_session_update,
     error_event,
     message_item,
@@ -105,10 +107,14 @@ class SessionDefaults:
     max_buffer_s: float = 120.0  # manual-commit input buffer
     partial_interval_s: float = 1.0  # 0 disables partial transcripts
     beam_size: int = 1
-    max_output_tokens: int = 200
+    max_output_tokens: int = 200  # a reply's length unless the client sets one
+    max_output_tokens_limit: int = 1024  # the most a client may ask for ("inf" means this)
     sampling: SamplingOptions = dataclasses.field(default_factory=SamplingOptions)
     max_history_items: int = 200
     input_burst_s: float = 4.0  # audio may run this far ahead of real time, then is paced
+    max_item_chars: int = 16_000  # text of one conversation item, and of instructions
+    max_history_chars: int = 64_000  # the oldest items are forgotten beyond this
+    known_languages: frozenset[str] = dataclasses.field(default_factory=whisper_languages)
 
 
 @dataclasses.dataclass
@@ -149,8 +155,10 @@ class Response:
     modalities: tuple[str, ...]
     language: str
     times: TurnTimes
+    max_output_tokens: int
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
     cancel_reason: str | None = None
+    failure: ProtocolError | None = None
     audio_sent_ms: float = 0.0
     text: str = ""
     tokens: int = 0
@@ -248,6 +256,7 @@ class Session:
                                    max_wait_s=max_wait_s)
 
     async def error(self, error: ProtocolError) -> None:
+        """Send an ``error`` event: the one path every error takes (it is counted)."""
         if self._on_error is not None:
             self._on_error(error.code)
         await self._emit("error", error_event(error).fields)
@@ -271,9 +280,22 @@ class Session:
 
     def _session_json(self) -> JsonObject:
         session = self.config.to_json(self.id, self.defaults.model_name)
-        session["max_output_tokens"] = (self.config.max_output_tokens
-                                        or self.defaults.max_output_tokens)
+        session["max_output_tokens"] = self._token_limit(self.config.max_output_tokens)
         return session
+
+    def _token_limit(self, requested: TokenLimit | None) -> int:
+        """The reply length in force: the client's number or "inf", capped by the server."""
+        cap = self.defaults.max_output_tokens_limit
+        if requested is None:
+            return min(self.defaults.max_output_tokens, cap)
+        return cap if requested == "inf" else min(requested, cap)
+
+    def _check_size(self, text: str, code: str, what: str, param: str,
+                    event_id: str | None) -> None:
+        limit = self.defaults.max_item_chars
+        if len(text) > limit:
+            raise ProtocolError(code, f"{what} has {len(text)} characters; the limit is "
+                                f"{limit}", event_id=event_id, param=param)
 
     def _reset_detector(self) -> None:
         turn = self.config.turn_detection
@@ -334,7 +356,15 @@ class Session:
 
     async def _on_session_update(self, event: SessionUpdate) -> None:
         before = self.config
-        self.config = apply_session_update(self.config, event.session, event.event_id)
+        config = apply_session_update(self.config, event.session, event.event_id,
+                                      known_languages=self.defaults.known_languages)
+        if config.instructions != before.instructions:
+            self._check_size(config.instructions, "instructions_too_large", "the instructions",
+                             "session.instructions", event.event_id)
+        if config.max_output_tokens is not None:
+            config = dataclasses.replace(
+                config, max_output_tokens=self._token_limit(config.max_output_tokens))
+        self.config = config
         if self.config.input_rate != before.input_rate:
             self._input = InputAudio(self.config.input_rate)
         if self.config.turn_detection != before.turn_detection:
@@ -460,9 +490,23 @@ class Session:
         self._pending = pending
 
     async def _transcribe(self, pending: PendingTurn) -> Transcript:
-        transcript = await self._run(self.engines.asr, self.engines.transcriber.transcribe,
-                                     pending.audio, self._transcribe_options(),
-                                     priority=Priority.URGENT)
+        """The final transcript; a failed decode is an error for the client and no reply."""
+        try:
+            transcript = await self._run(self.engines.asr,
+                                         self.engines.transcriber.transcribe,
+                                         pending.audio, self._transcribe_options(),
+                                         priority=Priority.URGENT)
+        except Exception as error:
+            logger.exception("session %s: transcription of %s failed", self.id,
+                             pending.item.item_id)
+            failure = engine_failure("transcription_failed", "transcription", error)
+            if self.config.transcription:
+                await self._emit("conversation.item.input_audio_transcription.failed", {
+                    "item_id": pending.item.item_id, "content_index": 0,
+                    "error": error_event(failure).fields["error"]})
+            await self.error(failure)
+            return Transcript("", self.config.language or "en", 0.0, 1.0, 0.0, 0.0,
+                              pending.audio.size / ASR_RATE, 0.0, "transcription_failed")
         pending.times.transcript = time.monotonic()
         pending.item.text = transcript.text
         pending.item.language = transcript.language if transcript.text else None
@@ -514,6 +558,8 @@ class Session:
                 "language": result.language})
 
     async def _on_item_create(self, event: ItemCreate) -> None:
+        self._check_size(event.text, "item_too_large", "the item's text", "item.content",
+                         event.event_id)
         previous = self.history[-1].item_id if self.history else None
         item = HistoryItem(event.item_id or new_id("item"), event.role, event.text)
         if any(existing.item_id == item.item_id for existing in self.history):
@@ -530,7 +576,11 @@ class Session:
             raise ProtocolError("conversation_already_has_active_response",
                                 f"response {self.response.response_id} is still in progress",
                                 event_id=event.event_id)
-        self._start_response(event.instructions, event.output_modalities)
+        if event.instructions is not None:
+            self._check_size(event.instructions, "instructions_too_large", "the instructions",
+                             "response.instructions", event.event_id)
+        self._start_response(event.instructions, event.output_modalities,
+                             event.max_output_tokens)
 
     async def _on_response_cancel(self, event: ResponseCancel) -> None:
         response = self.response
@@ -571,21 +621,30 @@ class Session:
             "item_id": item.item_id, "content_index": 0, "audio_end_ms": event.audio_end_ms})
 
     def _append_history(self, item: HistoryItem) -> None:
+        """Add an item; forget the oldest beyond the item count or the character budget
+        (the newest item always stays: one item is at most ``max_item_chars``)."""
         self.history.append(item)
         excess = len(self.history) - self.defaults.max_history_items
         if excess > 0:
             del self.history[:excess]
+        chars = sum(len(h.text) for h in self.history)
+        drop = 0
+        while chars > self.defaults.max_history_chars and drop < len(self.history) - 1:
+            chars -= len(self.history[drop].text)
+            drop += 1
+        del self.history[:drop]
 
     # -- responses -------------------------------------------------------------------------
 
-    def _start_response(self, instructions: str | None,
-                        modalities: tuple[str, ...] | None) -> None:
+    def _start_response(self, instructions: str | None, modalities: tuple[str, ...] | None,
+                        max_output_tokens: TokenLimit | None = None) -> None:
         pending, self._pending = self._pending, None
         times = pending.times if pending else TurnTimes(speech_end=time.monotonic())
         item = HistoryItem(new_id("item"), "assistant", "",
                            audio="audio" in (modalities or self.config.output_modalities))
         response = Response(new_id("resp"), item, modalities or self.config.output_modalities,
-                            self.config.language or self.last_language or "en", times)
+                            self.config.language or self.last_language or "en", times,
+                            self._token_limit(max_output_tokens or self.config.max_output_tokens))
         self.response = response
         if self.state is not SessionState.THINKING:
             self.transition(SessionState.THINKING)
@@ -641,13 +700,11 @@ class Session:
         except asyncio.CancelledError:
             response.cancel.set()
             raise
-        except Exception:
+        except Exception as error:
             logger.exception("session %s: response %s failed", self.id, response.response_id)
             status = "failed"
-            await self._emit("error", {"error": {
-                "type": "server_error", "code": "response_failed",
-                "message": "the response failed; see the server log", "param": None,
-                "event_id": None}})
+            response.failure = engine_failure("response_failed", "the reply", error)
+            await self.error(response.failure)
         finally:
             await self._finish(response, status)
 
@@ -656,7 +713,8 @@ class Session:
         audio_out = "audio" in response.modalities
         await self._emit("response.created", {"response": response_object(
             response.response_id, "in_progress", modalities=response.modalities,
-            language=response.language)}, response)
+            language=response.language, max_output_tokens=response.max_output_tokens)},
+            response)
         self._append_history(item)
         added = message_item(item.item_id, "assistant", status="in_progress", audio=audio_out)
         common = {"response_id": response.response_id, "item_id": item.item_id,
@@ -673,22 +731,29 @@ class Session:
         messages = [Message("system", system), *(
             Message(h.role, h.text) for h in self.history  # type: ignore[arg-type]
             if h.text and h.item_id != item.item_id)]
-        sampling = dataclasses.replace(
-            self.defaults.sampling,
-            max_new_tokens=self.config.max_output_tokens or self.defaults.max_output_tokens)
+        sampling = dataclasses.replace(self.defaults.sampling,
+                                       max_new_tokens=response.max_output_tokens)
         if self.config.temperature is not None and self.config.temperature > 0:
             sampling = dataclasses.replace(sampling, temperature=self.config.temperature,
                                            top_k=50, top_p=0.95)
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = (asyncio.ensure_future(self._speak(response, pieces)) if audio_out else None)
+        speech_error: BaseException | None = None
         try:
             await self._write(response, messages, sampling, pieces, audio_out)
+        except BaseException:
+            response.cancel.set()  # failed or cancelled: stop speaking at once
+            raise
         finally:
             await pieces.put(None)
             if speaker is not None:
                 if response.cancelled:
                     speaker.cancel()
-                await asyncio.gather(speaker, return_exceptions=True)
+                [outcome] = await asyncio.gather(speaker, return_exceptions=True)
+                if isinstance(outcome, Exception):
+                    speech_error = outcome
+        if speech_error is not None:
+            raise speech_error
 
     async def _write(self, response: Response, messages: list[Message],
                      sampling: SamplingOptions, pieces: asyncio.Queue[str | None],
@@ -725,7 +790,16 @@ class Session:
                 await self._run(self.engines.llm, close)
 
     async def _speak(self, response: Response, pieces: asyncio.Queue[str | None]) -> None:
-        """Synthesize pieces as they come and send their audio at once, in small deltas."""
+        """Synthesize pieces as they come and send their audio at once, in small deltas.
+        If synthesis fails, generation is stopped too and the error is raised."""
+        try:
+            await self._speak_pieces(response, pieces)
+        except Exception:
+            response.cancel.set()
+            raise
+
+    async def _speak_pieces(self, response: Response,
+                            pieces: asyncio.Queue[str | None]) -> None:
         voice = await self._run(self.engines.tts, self.engines.voices.for_language,
                                 response.language)
         common = {"response_id": response.response_id, "item_id": response.item.item_id,
@@ -758,11 +832,13 @@ class Session:
                     response.item.text = " ".join(text for text, _ in response.item.pieces)
 
     async def _finish(self, response: Response, status: str) -> None:
-        if response.cancelled:
+        if response.cancelled and status != "failed":
             status = "cancelled"
         audio_out = "audio" in response.modalities
         item = response.item
-        if not response.cancelled and not item.truncated_by_client:
+        if status == "failed":
+            item.status = "incomplete"  # it keeps what was written or spoken before the fault
+        elif not response.cancelled and not item.truncated_by_client:
             item.text = response.text.strip()
             item.status = "completed"
             common = {"response_id": response.response_id, "item_id": item.item_id,
@@ -790,11 +866,15 @@ class Session:
         if response.cancel_reason != "no_speech":
             output = [message_item(item.item_id, "assistant", audio=audio_out,
                                    status=item.status, transcript=item.text, text=item.text)]
+            failure = response.failure
             await self._emit("response.done", {"response": response_object(
                 response.response_id, status, output=output, modalities=response.modalities,
                 reason=response.cancel_reason, language=response.language, latency=latency,
                 usage={"output_tokens": response.tokens, "input_tokens": 0,
-                       "total_tokens": response.tokens})})
+                       "total_tokens": response.tokens},
+                max_output_tokens=response.max_output_tokens,
+                error=None if failure is None else {"type": failure.error_type,
+                                                    "code": failure.code})})
             logger.info("session %s: turn %s %s in %s, latency %s", self.id,
                         response.response_id, status, response.language,
                         ", ".join(f"{k}={v:.0f}" for k, v in latency.items()))

@@ -168,6 +168,7 @@ function floatsFromBase64Pcm16(b64) {
 }
 
 function sendAudio(pcm) {
+  if (!pcm.byteLength) return;  // the server refuses an empty append
   if (BINARY) ws.send(pcm);
   else send({type: "input_audio_buffer.append", audio: base64FromBytes(new Uint8Array(pcm))});
   voiceState.sentAudioMs += (pcm.byteLength / 2 / RATE) * 1000;
