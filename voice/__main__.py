@@ -99,6 +99,8 @@ def _cmd_serve(args: argparse.Namespace, store: ModelStore) -> int:
             "host": args.host, "port": args.port,
             "api_keys": tuple(args.api_key) if args.api_key else _keys_from_environment(),
             "insecure": True if args.insecure else None,
+            "allowed_origins": tuple(args.allowed_origin) if args.allowed_origin else None,
+            "allowed_hosts": tuple(args.allowed_host) if args.allowed_host else None,
             "asr_model": args.asr, "llm_model": args.llm, "voice": args.voice,
             "device": args.device, "compute_type": args.compute_type,
             "voices": dict(_pair(v) for v in args.voice_for) if args.voice_for else None,
@@ -108,6 +110,7 @@ def _cmd_serve(args: argparse.Namespace, store: ModelStore) -> int:
             "vad_silence_duration_ms": args.vad_silence_ms,
             "vad_prefix_padding_ms": args.vad_prefix_ms,
             "max_sessions": args.max_sessions,
+            "idle_timeout_s": args.idle_timeout,
             "max_output_tokens": args.max_output_tokens,
             "llm_replicas": args.llm_replicas,
         })
@@ -293,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="accept this API key (repeatable); default: $VOICE_API_KEYS")
     serve.add_argument("--insecure", action="store_true",
                        help="allow a non-loopback address without API keys")
+    serve.add_argument("--allowed-origin", action="append", metavar="ORIGIN",
+                       help="also accept websockets from web pages of this origin, e.g. "
+                       "https://app.example (repeatable; the server's own page always works)")
+    serve.add_argument("--allowed-host", action="append", metavar="NAME",
+                       help="when bound to loopback, also answer requests made to this host "
+                       "name, e.g. behind a proxy that keeps the Host (repeatable)")
     serve.add_argument("--asr", help="ASR model name or path")
     serve.add_argument("--llm", help="language model name or path")
     serve.add_argument("--voice", help="default Piper voice name or path")
@@ -308,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--vad-silence-ms", type=int)
     serve.add_argument("--vad-prefix-ms", type=int)
     serve.add_argument("--max-sessions", type=int)
+    serve.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                       help="close sessions that send nothing for this long (default 300; "
+                       "0: never)")
     serve.add_argument("--max-output-tokens", type=int)
     serve.add_argument("--llm-replicas", type=int,
                        help="language model copies generating at once (default 2)")

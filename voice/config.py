@@ -6,6 +6,8 @@ Example ``voice.toml`` (every key optional)::
     port = 8765
     api_keys = ["change-me"]
     insecure = false
+    allowed_origins = []       # browser origins besides the server's own, "https://app.example"
+    allowed_hosts = []         # Host names besides loopback ones when bound to loopback
 
     [models]
     asr = "whisper-base"
@@ -40,16 +42,19 @@ Example ``voice.toml`` (every key optional)::
     max_utterance_s = 30
     max_item_chars = 16000     # text of one conversation item, and of instructions
     max_history_chars = 64000  # a session's conversation; the oldest items go beyond it
+    idle_timeout_s = 300       # no client message for this long closes the session; 0: never
+    max_outbox_bytes = 8388608 # events queued for a client that does not read; then closed
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from voice.gate import is_loopback_name, normalize_host, normalize_origin
 
 DEFAULT_LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "pt", "pl")
 
@@ -67,6 +72,8 @@ class Limits:
     max_utterance_s: float = 30.0
     max_item_chars: int = 16_000
     max_history_chars: int = 64_000
+    idle_timeout_s: float = 300.0  # 0: sessions never time out
+    max_outbox_bytes: int = 8 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +82,8 @@ class ServiceConfig:
     port: int = 8765
     api_keys: tuple[str, ...] = ()
     insecure: bool = False
+    allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
     asr_model: str | None = None  # None: the catalog default
     llm_model: str | None = None
     voice: str | None = None
@@ -97,6 +106,23 @@ class ServiceConfig:
         """Refuse unsafe or impossible settings with a message that says what to do."""
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
+        for name in ("api_keys", "allowed_origins", "allowed_hosts"):
+            values = getattr(self, name)
+            if not isinstance(values, tuple | list) or not all(isinstance(v, str)
+                                                                for v in values):
+                raise ConfigError(f"{name} must be a list of strings")
+        if any(not key.strip() for key in self.api_keys):
+            raise ConfigError(
+                "an API key is empty; refusing to start (typical cause: --api-key \"$KEY\" "
+                "with KEY unset)")
+        for origin in self.allowed_origins:
+            if normalize_origin(origin) is None:
+                raise ConfigError(f"allowed origin {origin!r} is not of the form "
+                                  "http(s)://host[:port]")
+        for host in self.allowed_hosts:
+            if normalize_host(host) is None:
+                raise ConfigError(f"allowed host {host!r} is not a host name without a port "
+                                  "(e.g. voice.internal)")
         if not is_loopback(self.host) and not self.api_keys and not self.insecure:
             raise ConfigError(
                 f"refusing to listen on {self.host} without API keys: anyone who can reach it "
@@ -121,19 +147,20 @@ class ServiceConfig:
         if not 1 <= self.limits.max_item_chars <= self.limits.max_history_chars:
             raise ConfigError(f"max_item_chars ({self.limits.max_item_chars}) must be between "
                               f"1 and max_history_chars ({self.limits.max_history_chars})")
+        if self.limits.idle_timeout_s < 0:
+            raise ConfigError("idle_timeout_s must be 0 (never) or more")
+        if self.limits.max_outbox_bytes < 1024:
+            raise ConfigError("max_outbox_bytes must be at least 1024")
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """Whether the address to bind is a loopback one (``localhost``, 127.x, ::1)."""
+    return is_loopback_name(host)
 
 
 _SECTIONS: dict[str, dict[str, str]] = {
-    "": {"host": "host", "port": "port", "api_keys": "api_keys", "insecure": "insecure"},
+    "": {"host": "host", "port": "port", "api_keys": "api_keys", "insecure": "insecure",
+         "allowed_origins": "allowed_origins", "allowed_hosts": "allowed_hosts"},
     "models": {"asr": "asr_model", "llm": "llm_model", "voice": "voice", "device": "device",
                "compute_type": "compute_type"},
     "vad": {"threshold": "vad_threshold", "prefix_padding_ms": "vad_prefix_padding_ms",

@@ -27,6 +27,10 @@ class Metrics:
         self.sessions_refused = Counter("voice_sessions_refused",
                                         "Connections refused, by reason", ["reason"],
                                         registry=self.registry)
+        self.sessions_closed = Counter(
+            "voice_sessions_closed", "Sessions the server decided to close, by reason (counted "
+            "when decided; clients that leave are not counted)", ["reason"],
+            registry=self.registry)
         self.turns = Counter("voice_turns", "Responses finished, by status", ["status"],
                              registry=self.registry)
         self.latency = Histogram("voice_turn_stage_latency_ms",

@@ -1,57 +1,72 @@
-"""The websocket server: connections, authentication, limits, health and metrics.
+"""The websocket server: connections, admission, limits, health, readiness and metrics.
 
 Clients connect a websocket to ``/v1/realtime`` (also ``/realtime`` and ``/``) and speak the
-Realtime event protocol (``voice/protocol.py``). Plain HTTP on the same port serves
-``/healthz`` (JSON) and ``/metrics`` (Prometheus text).
+Realtime event protocol (``voice/protocol.py``). Plain HTTP on the same port serves the browser
+page at ``/``, ``/healthz`` and ``/readyz`` (JSON) and ``/metrics`` (Prometheus text).
 
 Each connection gets its own :class:`voice.session.Session`; engines are shared. Messages of
 one connection are handled in order; a problem with one message becomes an ``error`` event for
 that client only, and an unexpected exception closes that connection alone (code 1011).
+Whoever decides that a session must end (a limit, the idle timer, a full outbox, shutdown)
+records a close code with :meth:`VoiceServer._end`; the connection's handler then closes it
+with that code, in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
+import dataclasses
+import functools
 import json
 import logging
-import mimetypes
 import signal
 import time
 from collections.abc import Sequence
 from http import HTTPStatus
-from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
-from voice.config import ServiceConfig
+from voice import gate
+from voice.config import ServiceConfig, is_loopback
 from voice.metrics import Metrics
+from voice.outbox import Outbox
 from voice.ports import Engines
 from voice.protocol import (
     ProtocolError,
-    ServerEvent,
     encode_server_event,
     parse_binary_audio,
     parse_client_event,
 )
 from voice.session import Session, SessionDefaults, SessionLimitError
+from voice.webpage import page_file
 
 logger = logging.getLogger(__name__)
 
 WEBSOCKET_PATHS = ("/v1/realtime", "/realtime", "/")
-WEB_ROOT = Path(__file__).resolve().parents[1] / "clients" / "web"
-KEY_SUBPROTOCOL = "openai-insecure-api-key."
 BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
+CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_ERROR = 1011
-CLOSE_GOING_AWAY = 1001
+CLOSE_TIMEOUT_S = 10.0  # a close handshake that takes longer (client not reading) is cut
+FLUSH_TIMEOUT_S = 2.0  # time to send what is queued (the last error) before closing
+
+
+@dataclasses.dataclass
+class _Client:
+    """The server's side of one connection."""
+
+    session: Session
+    handler: asyncio.Task[object] | None  # the task that runs VoiceServer._handle
+    receiver: asyncio.Task[None] | None = None
+    verdict: tuple[int, str] | None = None  # close code and reason, once decided
 
 
 class VoiceServer:
@@ -65,11 +80,16 @@ class VoiceServer:
         self.model_names = model_names
         self.metrics = Metrics()
         self.metrics.watch(engines.schedulers)
-        self.sessions: dict[ServerConnection, Session] = {}
+        self._clients: dict[ServerConnection, _Client] = {}
         self._server: Server | None = None
         self._stopping = False
+        self._stopped: asyncio.Future[None] | None = None
         self._background: set[asyncio.Future[None]] = set()
         self.started_at = time.time()
+
+    @property
+    def sessions(self) -> dict[ServerConnection, Session]:
+        return {connection: client.session for connection, client in self._clients.items()}
 
     @property
     def port(self) -> int:
@@ -83,7 +103,8 @@ class VoiceServer:
             select_subprotocol=self._select_subprotocol,
             # Our own check sends an error event first; this is the hard stop after it.
             max_size=4 * self.config.limits.max_message_bytes,
-            ping_interval=20, ping_timeout=20, server_header="voice",
+            ping_interval=20, ping_timeout=20, close_timeout=CLOSE_TIMEOUT_S,
+            server_header="voice",
         )
         logger.info("listening on ws://%s:%d/v1/realtime (%d session(s) at most)",
                     self.config.host, self.port, self.config.limits.max_sessions)
@@ -95,66 +116,100 @@ class VoiceServer:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
-        logger.info("shutting down")
         await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop accepting, let running replies finish for a grace period, then close all."""
+        """Drain, then close: while replies are running (up to ``shutdown_grace_s``) the
+        listener stays open, answering new websocket handshakes with 503 and ``/readyz`` with
+        503; then every session is closed with 1001 and the listener with it. Idempotent."""
+        if self._stopped is None:
+            self._stopped = asyncio.ensure_future(self._drain_and_close())
+        await asyncio.shield(self._stopped)
+
+    async def _drain_and_close(self) -> None:
         self._stopping = True
-        if self._server is not None:
-            self._server.close(close_connections=False)
+        logger.info("shutting down: draining %d session(s), %d reply(ies) running",
+                    len(self._clients), self._responses_active())
         deadline = time.monotonic() + self.config.shutdown_grace_s
-        while (any(s.response is not None for s in self.sessions.values())
-               and time.monotonic() < deadline):
+        while self._responses_active() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        for connection in list(self.sessions):
-            await connection.close(CLOSE_GOING_AWAY, "server shutting down")
+        handlers = [c.handler for c in self._clients.values() if c.handler is not None]
+        for connection in list(self._clients):
+            self._end(connection, CLOSE_GOING_AWAY, "server shutting down", "shutdown")
+        if handlers:  # each closes its connection (bounded by the close timeout)
+            await asyncio.wait(handlers, timeout=FLUSH_TIMEOUT_S + CLOSE_TIMEOUT_S + 1)
         if self._server is not None:
+            self._server.close()  # also closes a connection that raced the loop above
             await self._server.wait_closed()
+
+    def _responses_active(self) -> int:
+        return sum(c.session.response is not None for c in self._clients.values())
 
     # -- HTTP and the handshake --------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection,
                          request: Request) -> Response | None:
+        headers = request.headers
         path = urlsplit(request.path).path
-        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        host = _single(headers, "Host")
+        if not gate.host_allowed(host, loopback_bound=is_loopback(self.config.host),
+                                 allowed_hosts=self.config.allowed_hosts):
+            return self._refuse("host", HTTPStatus.FORBIDDEN, "invalid_request_error",
+                                "host_not_allowed",
+                                "this server is bound to loopback and answers only requests "
+                                "made to localhost, 127.0.0.1 or [::1] (or a name in "
+                                "allowed_hosts)")
         if path == "/healthz":
             return self._json(HTTPStatus.OK, self.health())
+        if path == "/readyz":
+            status = self.readiness()
+            ready = status["status"] == "ready"
+            return self._json(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, status)
         if path == "/metrics":
             metrics = self.metrics.render()
             return Response(200, "OK", Headers({
                 "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
                 "Content-Length": str(len(metrics)), "Connection": "close"}), metrics)
+        upgrade = "websocket" in (v.lower() for v in gate.split_header(headers.get_all("Upgrade")))
         if path not in WEBSOCKET_PATHS or not upgrade:
-            return self._static(connection, "/index.html" if path == "/" else path)
+            return self._static(connection, path)
+        if not gate.origin_allowed(_single(headers, "Origin"), host, self.config.allowed_origins):
+            return self._refuse("origin", HTTPStatus.FORBIDDEN, "invalid_request_error",
+                                "origin_not_allowed",
+                                "web pages may connect only from this server's own origin or "
+                                "an allowed origin (--allowed-origin); this page's is not")
         if self._stopping:
-            self.metrics.sessions_refused.labels(reason="shutting_down").inc()
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
-        if not self._authorized(request):
-            self.metrics.sessions_refused.labels(reason="unauthorized").inc()
-            return self._json(HTTPStatus.UNAUTHORIZED, {"error": {
-                "type": "invalid_request_error", "code": "invalid_api_key",
-                "message": "missing or wrong API key (Authorization: Bearer <key>, the "
-                           "openai-insecure-api-key.<key> subprotocol, or ?api_key=<key>)"}})
-        if len(self.sessions) >= self.config.limits.max_sessions:
-            self.metrics.sessions_refused.labels(reason="capacity").inc()
-            return self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": {
-                "type": "server_error", "code": "too_many_sessions",
-                "message": f"the server is at its limit of {self.config.limits.max_sessions} "
-                           "sessions; try again later"}})
+            return self._refuse("shutting_down", HTTPStatus.SERVICE_UNAVAILABLE, "server_error",
+                                "server_shutting_down",
+                                "the server is shutting down; connect to another instance")
+        offered = gate.offered_keys(headers.get_all("Authorization"),
+                                    gate.split_header(headers.get_all("Sec-WebSocket-Protocol")),
+                                    request.path)
+        if self.config.api_keys and not gate.authorized(offered, self.config.api_keys):
+            return self._refuse("unauthorized", HTTPStatus.UNAUTHORIZED, "invalid_request_error",
+                                "invalid_api_key",
+                                "missing or wrong API key (Authorization: Bearer <key>, the "
+                                "openai-insecure-api-key.<key> subprotocol, or ?api_key=<key>)")
+        if len(self._clients) >= self.config.limits.max_sessions:
+            return self._refuse("capacity", HTTPStatus.SERVICE_UNAVAILABLE, "server_error",
+                                "too_many_sessions",
+                                f"the server is at its limit of "
+                                f"{self.config.limits.max_sessions} sessions; try again later")
         return None
+
+    def _refuse(self, reason: str, status: HTTPStatus, error_type: str, code: str,
+                message: str) -> Response:
+        self.metrics.sessions_refused.labels(reason=reason).inc()
+        return self._json(status, {"error": {"type": error_type, "code": code,
+                                             "message": message}})
 
     @staticmethod
     def _static(connection: ServerConnection, path: str) -> Response:
-        """The browser page and its assets from clients/web (GET / is index.html)."""
-        name = path.removeprefix("/web").lstrip("/")
-        target = (WEB_ROOT / name).resolve()
-        if not name or WEB_ROOT.resolve() not in target.parents or not target.is_file():
+        """The browser page and its assets from clients/web."""
+        found = page_file(path)
+        if found is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
-        data = target.read_bytes()
-        kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        if kind.startswith("text/") or kind.endswith("javascript"):
-            kind += "; charset=utf-8"
+        data, kind = found
         return Response(200, "OK", Headers({"Content-Type": kind, "Content-Length": str(len(data)),
                                             "Cache-Control": "no-cache"}), data)
 
@@ -165,124 +220,186 @@ class VoiceServer:
             "Content-Type": "application/json", "Content-Length": str(len(data)),
             "Connection": "close"}), data)
 
-    def _authorized(self, request: Request) -> bool:
-        keys = self.config.api_keys
-        if not keys:
-            return True
-        offered: list[str] = []
-        authorization = request.headers.get("Authorization", "")
-        if authorization.lower().startswith("bearer "):
-            offered.append(authorization[7:].strip())
-        for header in request.headers.get_all("Sec-WebSocket-Protocol"):
-            offered += [p.strip()[len(KEY_SUBPROTOCOL):] for p in header.split(",")
-                        if p.strip().startswith(KEY_SUBPROTOCOL)]
-        query = parse_qs(urlsplit(request.path).query)
-        offered += query.get("api_key", []) + query.get("key", [])
-        return any(hmac.compare_digest(o.encode(), k.encode()) for o in offered for k in keys)
-
     @staticmethod
     def _select_subprotocol(connection: ServerConnection,
                             subprotocols: Sequence[Subprotocol]) -> Subprotocol | None:
-        # Browsers must get one of the subprotocols they offered back; "realtime" if present.
-        for preferred in ("realtime", *subprotocols):
-            if preferred in subprotocols and not preferred.startswith(KEY_SUBPROTOCOL):
-                return Subprotocol(preferred)
-        return None
+        selected = gate.select_subprotocol(subprotocols)
+        return None if selected is None else Subprotocol(selected)
 
     def health(self) -> dict[str, object]:
         return {"status": "stopping" if self._stopping else "ok",
                 "models": self.model_names,
-                "sessions_active": len(self.sessions),
+                "sessions_active": len(self._clients),
                 "sessions_max": self.config.limits.max_sessions,
-                "responses_active": sum(s.response is not None for s in self.sessions.values()),
+                "responses_active": self._responses_active(),
                 "uptime_s": round(time.time() - self.started_at, 1)}
+
+    def readiness(self) -> dict[str, object]:
+        """``ready``, or why not: ``stopping`` (draining) or ``full`` (at the session limit)."""
+        status = ("stopping" if self._stopping
+                  else "full" if len(self._clients) >= self.config.limits.max_sessions
+                  else "ready")
+        return {"status": status, "sessions_active": len(self._clients),
+                "sessions_max": self.config.limits.max_sessions}
 
     # -- one connection -----------------------------------------------------------------------
 
     async def _handle(self, connection: ServerConnection) -> None:
         request = connection.request
         assert request is not None
-        beta = (request.headers.get("OpenAI-Beta", "").strip() == "realtime=v1"
-                or connection.subprotocol == BETA_SUBPROTOCOL
-                or BETA_SUBPROTOCOL in request.headers.get("Sec-WebSocket-Protocol", ""))
-        outbox: asyncio.Queue[ServerEvent | None] = asyncio.Queue()
+        beta = ("realtime=v1" in gate.split_header(request.headers.get_all("OpenAI-Beta"))
+                or BETA_SUBPROTOCOL in gate.split_header(
+                    request.headers.get_all("Sec-WebSocket-Protocol")))
+        outbox = Outbox(self.config.limits.max_outbox_bytes,
+                        functools.partial(encode_server_event, beta=beta),
+                        functools.partial(self._overflowed, connection))
         session = Session(self.engines, self.defaults, outbox.put,
                           on_turn=self.metrics.observe_turn, on_error=self.metrics.count_error)
-        self.sessions[connection] = session
+        client = self._clients[connection] = _Client(session, asyncio.current_task())
         self.metrics.sessions_active.inc()
         self.metrics.sessions_total.inc()
-        writer = asyncio.ensure_future(self._write(connection, outbox, beta))
+        writer = asyncio.ensure_future(self._write(connection, outbox))
         expiry = asyncio.get_running_loop().call_later(
-            self.config.limits.max_session_s, self._expire, connection, session)
+            self.config.limits.max_session_s, self._expire, connection)
         logger.info("session %s opened from %s%s", session.id, connection.remote_address,
                     " (beta protocol)" if beta else "")
-        close_code, close_reason = 1000, ""
         try:
             await session.start()
-            async for message in connection:
-                if len(message) > self.config.limits.max_message_bytes:
-                    await self._fail(session, "message_too_large",
-                                     f"messages are limited to "
-                                     f"{self.config.limits.max_message_bytes} bytes")
-                    close_code, close_reason = CLOSE_TOO_BIG, "message too large"
-                    break
-                try:
-                    event = (parse_binary_audio(message) if isinstance(message, bytes)
-                             else parse_client_event(message))
-                except ProtocolError as error:
-                    await session.error(error)
-                    continue
-                try:
-                    await session.handle(event)
-                except SessionLimitError as error:
-                    await self._fail(session, error.code, str(error))
-                    close_code, close_reason = CLOSE_POLICY, error.code
-                    break
-        except ConnectionClosed:
-            pass
-        except Exception:
-            logger.exception("session %s failed", session.id)
-            with contextlib.suppress(Exception):
-                await session.error(ProtocolError("server_error", "internal server error",
-                                                  error_type="server_error"))
-            close_code, close_reason = CLOSE_ERROR, "internal error"
+            if client.verdict is None:
+                client.receiver = asyncio.ensure_future(self._receive(connection, session))
+                await asyncio.wait([client.receiver])
+                if not client.receiver.cancelled() and client.receiver.exception() is not None:
+                    logger.error("session %s failed", session.id,
+                                 exc_info=client.receiver.exception())
+                    await session.error(ProtocolError("server_error", "internal server error",
+                                                      error_type="server_error"))
+                    self._end(connection, CLOSE_ERROR, "internal error", "server_error")
         finally:
             expiry.cancel()
+            if client.receiver is not None:
+                client.receiver.cancel()
             await session.close()  # stops generation and synthesis first
-            await self._drain(outbox, writer)
-            self.sessions.pop(connection, None)
+            outbox.close()
+            await self._flush(writer, 0 if outbox.overflowed else FLUSH_TIMEOUT_S)
+            del self._clients[connection]
             self.metrics.sessions_active.dec()
-            await connection.close(close_code, close_reason)
-            logger.info("session %s closed (%d %s)", session.id, close_code, close_reason)
+            await self._close(connection, *(client.verdict or (1000, "")))
+            logger.info("session %s closed (%s)", session.id, _how_closed(connection))
 
-    async def _fail(self, session: Session, code: str, message: str) -> None:
-        self.metrics.count_error(code)
-        await session.error(ProtocolError(code, message))
+    async def _receive(self, connection: ServerConnection, session: Session) -> None:
+        """Hand the client's messages to the session, in order, until the client leaves or a
+        limit ends the session."""
+        limits = self.config.limits
+        while True:
+            try:
+                async with asyncio.timeout(limits.idle_timeout_s or None):
+                    message = await connection.recv()
+            except TimeoutError:
+                if session.response is not None:
+                    continue  # the client is listening to a reply, not idle
+                await session.error(ProtocolError(
+                    "session_idle_timeout", f"no message for {limits.idle_timeout_s:g} s; the "
+                    "session is closed (send audio or events to keep it open)"))
+                self._end(connection, CLOSE_POLICY, "idle timeout", "idle_timeout")
+                return
+            except ConnectionClosed:
+                return
+            if connection.state is not State.OPEN:
+                return  # the client left: what it sent before is not worked on for nobody
+            if len(message) > limits.max_message_bytes:
+                await session.error(ProtocolError(
+                    "message_too_large",
+                    f"messages are limited to {limits.max_message_bytes} bytes"))
+                self._end(connection, CLOSE_TOO_BIG, "message too large", "message_too_large")
+                return
+            try:
+                event = (parse_binary_audio(message) if isinstance(message, bytes)
+                         else parse_client_event(message))
+            except ProtocolError as error:
+                await session.error(error)
+                continue
+            try:
+                await session.handle(event)
+            except SessionLimitError as error:
+                await session.error(ProtocolError(error.code, str(error)))
+                self._end(connection, CLOSE_POLICY, error.code, error.code)
+                return
 
-    @staticmethod
-    async def _drain(outbox: asyncio.Queue[ServerEvent | None],
-                     writer: asyncio.Future[None]) -> None:
-        """Let the writer send what is queued (e.g. the last error) before closing."""
-        await outbox.put(None)
-        with contextlib.suppress(asyncio.TimeoutError, ConnectionClosed):
-            await asyncio.wait_for(asyncio.shield(writer), 2.0)
-        writer.cancel()
+    def _end(self, connection: ServerConnection, code: int, reason: str, why: str) -> None:
+        """Decide that this session ends with ``code``; the first decision wins. Its handler
+        stops reading and closes the connection."""
+        client = self._clients.get(connection)
+        if client is None or client.verdict is not None:
+            return
+        client.verdict = (code, reason)
+        self.metrics.sessions_closed.labels(reason=why).inc()
+        if client.receiver is not None and client.receiver is not asyncio.current_task():
+            client.receiver.cancel()
 
-    def _expire(self, connection: ServerConnection, session: Session) -> None:
-        async def expire() -> None:
-            await self._fail(session, "session_expired",
-                             f"sessions are limited to {self.config.limits.max_session_s:.0f} s")
-            await asyncio.sleep(0.1)
-            await connection.close(CLOSE_POLICY, "session expired")
+    def _overflowed(self, connection: ServerConnection, size: int) -> None:
+        client = self._clients.get(connection)
+        if client is None or client.verdict is not None:
+            return
+        logger.warning("session %s: the client is not reading its events (%d bytes waiting, "
+                       "limit %d); closing it", client.session.id, size,
+                       self.config.limits.max_outbox_bytes)
+        self._end(connection, CLOSE_POLICY, "client is not reading; outbox full", "outbox_full")
 
-        task = asyncio.ensure_future(expire())
+    def _expire(self, connection: ServerConnection) -> None:
+        client = self._clients.get(connection)
+        if client is None:
+            return
+
+        async def expire(session: Session) -> None:
+            await session.error(ProtocolError(
+                "session_expired",
+                f"sessions are limited to {self.config.limits.max_session_s:.0f} s"))
+            self._end(connection, CLOSE_POLICY, "session expired", "session_expired")
+
+        task = asyncio.ensure_future(expire(client.session))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    @staticmethod
-    async def _write(connection: ServerConnection, outbox: asyncio.Queue[ServerEvent | None],
-                     beta: bool) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while (event := await outbox.get()) is not None:
-                await connection.send(encode_server_event(event, beta=beta))
+    async def _write(self, connection: ServerConnection, outbox: Outbox) -> None:
+        try:
+            while (text := await outbox.get()) is not None:
+                await connection.send(text)
+        except ConnectionClosed:
+            pass
+        except Exception:  # a bug, not the client: end this session alone
+            logger.exception("sending to %s failed", connection.remote_address)
+            self._end(connection, CLOSE_ERROR, "internal error", "server_error")
 
+    @staticmethod
+    async def _flush(writer: asyncio.Future[None], timeout: float) -> None:
+        """Let the writer send what is queued (e.g. the last error) before closing."""
+        with contextlib.suppress(asyncio.TimeoutError, ConnectionClosed):
+            await asyncio.wait_for(asyncio.shield(writer), timeout)
+        writer.cancel()
+
+    @staticmethod
+    async def _close(connection: ServerConnection, code: int, reason: str) -> None:
+        """Close with this code; a client that does not read the close frame is cut off."""
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await connection.close(code, reason)
+        except TimeoutError:
+            connection.transport.abort()
+
+
+def _single(headers: Headers, name: str) -> str | None:
+    """A header that should appear once; repeated values are joined, so they match nothing."""
+    values = headers.get_all(name)
+    return ", ".join(values) if values else None
+
+
+def _how_closed(connection: ServerConnection) -> str:
+    """What the close handshake really was, for the log."""
+    protocol = connection.protocol
+    sent, received = protocol.close_sent, protocol.close_rcvd
+    if received is not None and (sent is None or protocol.close_rcvd_then_sent):
+        return f"by the client, {received.code} {received.reason}".rstrip()
+    if sent is not None:
+        closed = f"{sent.code} {sent.reason}".rstrip()
+        return closed if received is not None else closed + ", never acknowledged"
+    return "connection lost"
