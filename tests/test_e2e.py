@@ -25,6 +25,7 @@ from tests.live import (
     stream_audio,
     url_of,
 )
+from tests.realtime_types import ga_problems
 from tests.speech import (
     ENGLISH_SENTENCE,
     ESPEAK_SENTENCES,
@@ -88,6 +89,8 @@ def _spoken_turn(url: str, audio: np.ndarray, rate: int = 24_000) -> list[dict[s
 def _check_turn(events: list[dict[str, Any]], whisper_base: Any, reference: str,
                 language: str, max_wer: float, reply_max_wer: float,
                 rate: int = 24_000) -> None:
+    problems = sorted({problem for event in events for problem in ga_problems(event)})
+    assert not problems, "\n".join(problems)  # the official SDK's GA types accept them all
     types = [e["type"] for e in events]
     for expected in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
                      "input_audio_buffer.committed",

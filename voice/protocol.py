@@ -148,6 +148,15 @@ def _check_language(code: str, known: Collection[str] | None, event_id: str | No
                             event_id=event_id, param=path)
 
 
+def _as_float(value: int | float, event_id: str | None, path: str) -> float:
+    """A JSON number as a float; an integer too large for one is out of range, not a crash."""
+    try:
+        return float(value)
+    except OverflowError as error:
+        raise ProtocolError("invalid_value", f"{path} is out of range", event_id=event_id,
+                            param=path) from error
+
+
 def _is_modalities(value: list[Any]) -> bool:
     return bool(value) and all(isinstance(v, str) and v in ("text", "audio") for v in value)
 
@@ -200,7 +209,8 @@ def _turn_detection(value: Any, current: TurnDetection | None, event_id: str | N
         found = _field(value, key, kinds, event_id, f"{path}.{key}")
         if found is not _UNSET:
             changes[key] = found
-    threshold = float(changes.get("threshold", base.threshold))
+    threshold = _as_float(changes.get("threshold", base.threshold), event_id,
+                          f"{path}.threshold")
     if not 0.0 < threshold < 1.0:
         raise ProtocolError("invalid_value", f"{path}.threshold must be between 0 and 1",
                             event_id=event_id, param=f"{path}.threshold")
@@ -271,10 +281,11 @@ def apply_session_update(config: SessionConfig, session: Any, event_id: str | No
             changes["max_output_tokens"] = limit
     temperature = _field(session, "temperature", (int, float), event_id, "session.temperature")
     if temperature is not _UNSET:
-        if not 0.0 <= float(temperature) <= 2.0 or math.isnan(float(temperature)):
+        temperature = _as_float(temperature, event_id, "session.temperature")
+        if not 0.0 <= temperature <= 2.0 or math.isnan(temperature):
             raise ProtocolError("invalid_value", "session.temperature must be 0..2",
                                 event_id=event_id, param="session.temperature")
-        changes["temperature"] = float(temperature)
+        changes["temperature"] = temperature
     # Beta flat fields.
     if "input_audio_format" in session:
         changes["input_rate"] = _audio_format_rate(session["input_audio_format"], event_id,
