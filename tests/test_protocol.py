@@ -17,7 +17,6 @@ from voice.protocol import (
     ProtocolError,
     ResponseCancel,
     ResponseCreate,
-    ServerEvent,
     SessionConfig,
     SessionUpdate,
     TurnDetection,
@@ -635,44 +634,7 @@ def test_session_modalities_with_object_entries_are_an_invalid_value(key: str) -
     assert (error.code, error.param) == ("invalid_value", f"session.{key}")
 
 
-# -- server events ---------------------------------------------------------------------------
-
-
-def test_a_server_event_is_json_with_its_type_and_a_fresh_event_id() -> None:
-    event = ServerEvent("input_audio_buffer.committed", {"item_id": "item_1"})
-    first = json.loads(encode_server_event(event))
-    second = json.loads(encode_server_event(event))
-    assert first["type"] == "input_audio_buffer.committed"
-    assert first["item_id"] == "item_1"
-    assert isinstance(first["event_id"], str) and first["event_id"]
-    assert first["event_id"] != second["event_id"]
-
-
-def test_server_events_keep_non_ascii_text_readable() -> None:
-    text = encode_server_event(ServerEvent("response.output_text.delta", {"delta": "Grüß dich"}))
-    assert "Grüß dich" in text
-
-
-@pytest.mark.parametrize(("ga", "beta"), [
-    ("response.output_audio.delta", "response.audio.delta"),
-    ("response.output_audio.done", "response.audio.done"),
-    ("response.output_audio_transcript.delta", "response.audio_transcript.delta"),
-    ("response.output_audio_transcript.done", "response.audio_transcript.done"),
-    ("response.output_text.delta", "response.text.delta"),
-    ("response.output_text.done", "response.text.done"),
-    ("conversation.item.added", "conversation.item.created"),
-])
-def test_beta_clients_get_the_beta_event_names(ga: str, beta: str) -> None:
-    event = ServerEvent(ga, {"delta": "x"})
-    assert json.loads(encode_server_event(event, beta=True))["type"] == beta
-    assert json.loads(encode_server_event(event))["type"] == ga
-
-
-@pytest.mark.parametrize("kind", [
-    "session.created", "session.updated", "input_audio_buffer.speech_started",
-    "response.created", "response.done", "error"])
-def test_other_event_names_are_the_same_for_beta_clients(kind: str) -> None:
-    assert json.loads(encode_server_event(ServerEvent(kind), beta=True))["type"] == kind
+# -- errors as server events -----------------------------------------------------------------
 
 
 def test_a_protocol_error_serialises_as_an_error_event() -> None:

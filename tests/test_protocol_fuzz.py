@@ -35,6 +35,7 @@ from voice.protocol import (
     ServerEvent,
     SessionConfig,
     SessionUpdate,
+    SessionUpdated,
     apply_session_update,
     encode_server_event,
     error_event,
@@ -98,8 +99,7 @@ def _check_session_update(session: object) -> None:
     assert config.output_modalities in (("audio",), ("text",))
     assert config.turn_detection is None or 0 < config.turn_detection.threshold < 1
     assert config.temperature is None or 0 <= config.temperature <= 2
-    _encodes_as_utf8_json(ServerEvent("session.updated",
-                                      {"session": config.to_json("sess_1", "local")}))
+    _encodes_as_utf8_json(SessionUpdated(config.to_json("sess_1", "local")))
 
 
 def _check_text(text: str | bytes) -> None:

@@ -9,9 +9,9 @@ import pytest
 
 from tests.test_protocol import _error, _update
 from voice.protocol import (
+    Error,
     ProtocolError,
     ResponseCreate,
-    ServerEvent,
     SessionConfig,
     SessionUpdate,
     apply_session_update,
@@ -58,7 +58,7 @@ def test_a_surrogate_pair_is_an_ordinary_character() -> None:
 
 
 def test_a_server_event_with_a_lone_surrogate_still_encodes_as_utf8() -> None:
-    text = encode_server_event(ServerEvent("error", {"error": {"event_id": "\ud800 é"}}))
+    text = encode_server_event(Error({"event_id": "\ud800 é"}))
     text.encode("utf-8")
     assert json.loads(text)["error"]["event_id"] == "\ud800 é"
 

@@ -6,7 +6,7 @@ from llm.chat import ChatModelError
 from tests.fakes import FakeChat, FakeTranscriber
 from tests.test_session import Harness, run
 from voice.protocol import ItemCreate, ResponseCreate, parse_client_event
-from voice.session import SessionState
+from voice.turns import AgentState
 
 CUDA_OOM = RuntimeError("CUDA failed with error out of memory")
 NO_AUTO_REPLY = parse_client_event(
@@ -33,7 +33,7 @@ def test_a_reply_that_fails_mid_stream_is_an_error_and_the_next_turn_works() -> 
         assert done["status"] == "failed"
         assert done["status_details"]["error"] == {"type": "server_error",
                                                    "code": "response_failed"}
-        assert h.session.state is SessionState.IDLE and chat.active == 0
+        assert h.session.turns.agent is AgentState.IDLE and chat.active == 0
         assert h.error_codes == ["response_failed"]  # counted, like every other error
         assert h.turns[-1][1] == "failed"
 
@@ -74,7 +74,7 @@ def test_a_failed_synthesis_stops_the_reply_with_an_error_and_the_next_turn_work
         assert h.of("response.done")[0].fields["response"]["status"] == "failed"
         assert not h.of("response.output_audio.delta")
         assert chat.active == 0 and chat.tokens_after_cancel <= 1  # generation stopped too
-        assert h.session.state is SessionState.IDLE
+        assert h.session.turns.agent is AgentState.IDLE
 
         await _ask(h)
         await h.wait_done(2)
@@ -96,7 +96,7 @@ def test_a_failed_transcription_is_an_error_with_no_reply_and_the_next_turn_work
         failed = h.of("conversation.item.input_audio_transcription.failed")[0].fields
         assert failed["item_id"] == h.of("input_audio_buffer.committed")[0].fields["item_id"]
         assert failed["error"]["code"] == "transcription_failed"
-        await h.wait_for(lambda: h.session.state is SessionState.IDLE)
+        await h.wait_for(lambda: h.session.turns.agent is AgentState.IDLE)
         assert not h.of("response.created") and not h.chat.requests
 
         await h.speak()

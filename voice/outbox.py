@@ -25,7 +25,7 @@ class Outbox:
         self.overflowed = False
         self._encode = encode
         self._on_overflow = on_overflow
-        self._queue: deque[str] = deque()
+        self._queue: deque[tuple[str, ServerEvent]] = deque()
         self._size = 0
         self._closed = False
         self._ready = asyncio.Event()
@@ -47,7 +47,7 @@ class Outbox:
             self._ready.set()
             self._on_overflow(reached)
             return
-        self._queue.append(text)
+        self._queue.append((text, event))
         self._size += len(text)
         self._ready.set()
 
@@ -56,14 +56,14 @@ class Outbox:
         self._closed = True
         self._ready.set()
 
-    async def get(self) -> str | None:
-        """The next event to send, waiting for one; None once closed (or overflowed) and
-        empty."""
+    async def get(self) -> tuple[str, ServerEvent] | None:
+        """The next event to send (its text, and the event), waiting for one; None once closed
+        (or overflowed) and empty."""
         while not self._queue:
             if self._closed or self.overflowed:
                 return None
             self._ready.clear()
             await self._ready.wait()
-        text = self._queue.popleft()
+        text, event = self._queue.popleft()
         self._size -= len(text)
-        return text
+        return text, event

@@ -258,7 +258,7 @@ class VoiceServer:
         client = self._clients[connection] = _Client(session, asyncio.current_task())
         self.metrics.sessions_active.inc()
         self.metrics.sessions_total.inc()
-        writer = asyncio.ensure_future(self._write(connection, outbox))
+        writer = asyncio.ensure_future(self._write(connection, outbox, session))
         expiry = asyncio.get_running_loop().call_later(
             self.config.limits.max_session_s, self._expire, connection)
         logger.info("session %s opened from %s%s", session.id, connection.remote_address,
@@ -360,10 +360,13 @@ class VoiceServer:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _write(self, connection: ServerConnection, outbox: Outbox) -> None:
+    async def _write(self, connection: ServerConnection, outbox: Outbox,
+                     session: Session) -> None:
         try:
-            while (text := await outbox.get()) is not None:
+            while (queued := await outbox.get()) is not None:
+                text, event = queued
                 await connection.send(text)
+                session.event_sent(event)
         except ConnectionClosed:
             pass
         except Exception:  # a bug, not the client: end this session alone

@@ -1,0 +1,135 @@
+"""Turn-taking as tables: inputs stamped with media time (16 kHz samples) -> effects and states.
+
+No sleeps and no clocks: each row is one input to the TurnTaker, the effects it must produce,
+and the user/agent states after it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from voice.turns import (
+    AgentState,
+    CancelReply,
+    StartReply,
+    TurnError,
+    TurnPolicy,
+    TurnTaker,
+    UserState,
+    UserTurnEnded,
+    UserTurnStarted,
+)
+
+S, L = UserState.SILENT, UserState.SPEAKING
+IDLE, THINKING, SPEAKING = AgentState.IDLE, AgentState.THINKING, AgentState.SPEAKING
+
+Row = tuple[str, tuple[Any, ...], list[object], UserState, AgentState]
+
+
+def play(rows: list[Row], policy: TurnPolicy | None = None) -> None:
+    turns = TurnTaker(policy)
+    for index, (method, args, effects, user, agent) in enumerate(rows):
+        got = getattr(turns, method)(*args)
+        assert (got or []) == effects, f"row {index} {method}{args}"
+        assert (turns.user, turns.agent) == (user, agent), f"row {index} {method}{args}"
+
+
+def test_a_spoken_turn_ends_in_a_reply_that_becomes_audible_then_ends() -> None:
+    play([
+        ("audio", (16_000,), [], S, IDLE),
+        ("speech_started", (4_000,), [UserTurnStarted(4_000)], L, IDLE),
+        ("audio", (16_000,), [], L, IDLE),
+        ("speech_stopped", (24_000,), [UserTurnEnded(24_000), StartReply("reply1")], S,
+         THINKING),
+        ("reply_audible", ("reply1",), [], S, SPEAKING),
+        ("reply_ended", ("reply1",), [], S, IDLE),
+    ])
+
+
+def test_speech_over_a_reply_cancels_it_at_the_moment_the_user_cut_in() -> None:
+    play([
+        ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),
+        ("speech_stopped", (8_000,), [UserTurnEnded(8_000), StartReply("reply1")], S,
+         THINKING),
+        ("reply_audible", ("reply1",), [], S, SPEAKING),
+        ("audio", (32_000,), [], S, SPEAKING),
+        ("speech_started", (30_000,),
+         [CancelReply("reply1", "turn_detected", 30_000), UserTurnStarted(30_000)], L, IDLE),
+        ("reply_ended", ("reply1",), [], L, IDLE),  # the cancelled reply winds down: no effect
+        ("speech_stopped", (40_000,), [UserTurnEnded(40_000), StartReply("reply2")], S,
+         THINKING),
+    ])
+
+
+def test_without_interrupt_response_speech_over_a_reply_waits_for_response_create() -> None:
+    play([
+        ("reply_requested", (), [StartReply("reply1")], S, THINKING),
+        ("speech_started", (100,), [UserTurnStarted(100)], L, THINKING),
+        ("speech_stopped", (9_000,), [UserTurnEnded(9_000)], S, THINKING),
+        ("reply_ended", ("reply1",), [], S, IDLE),
+        ("reply_requested", (), [StartReply("reply2")], S, THINKING),
+    ], TurnPolicy(interrupt_response=False))
+
+
+def test_without_create_response_a_turn_ends_but_nothing_answers() -> None:
+    play([
+        ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),
+        ("speech_stopped", (5_000,), [UserTurnEnded(5_000)], S, IDLE),
+    ], TurnPolicy(create_response=False))
+
+
+def test_a_commit_ends_the_turn_at_the_current_media_time() -> None:
+    play([
+        ("audio", (12_345,), [], S, IDLE),
+        ("commit", (), [UserTurnEnded(12_345), StartReply("reply1")], S, THINKING),
+    ])
+    play([  # manual turns: the client asks for the reply itself
+        ("audio", (12_345,), [], S, IDLE),
+        ("commit", (), [UserTurnEnded(12_345)], S, IDLE),
+        ("reply_requested", (), [StartReply("reply1")], S, THINKING),
+    ], TurnPolicy(automatic=False, create_response=False, interrupt_response=False))
+
+
+def test_a_client_cancel_stops_the_reply_at_the_current_media_time() -> None:
+    play([
+        ("reply_requested", (), [StartReply("reply1")], S, THINKING),
+        ("audio", (800,), [], S, THINKING),
+        ("cancel_requested", (), [CancelReply("reply1", "client_cancelled", 800)], S, IDLE),
+    ])
+
+
+@pytest.mark.parametrize(("setup", "method", "code"), [
+    ([], "cancel_requested", "response_cancel_not_active"),
+    (["reply_requested"], "reply_requested", "conversation_already_has_active_response"),
+])
+def test_inputs_that_are_not_allowed_now_are_refused_with_a_code(
+    setup: list[str], method: str, code: str
+) -> None:
+    turns = TurnTaker()
+    for step in setup:
+        getattr(turns, step)()
+    with pytest.raises(TurnError) as refused:
+        getattr(turns, method)()
+    assert refused.value.code == code
+
+
+def test_a_reply_that_ends_after_being_replaced_does_not_touch_the_new_one() -> None:
+    play([
+        ("reply_requested", (), [StartReply("reply1")], S, THINKING),
+        ("cancel_requested", (), [CancelReply("reply1", "client_cancelled", 0)], S, IDLE),
+        ("reply_requested", (), [StartReply("reply2")], S, THINKING),
+        ("reply_ended", ("reply1",), [], S, THINKING),
+        ("reply_audible", ("reply1",), [], S, THINKING),
+        ("reply_audible", ("reply2",), [], S, SPEAKING),
+    ])
+
+
+def test_clearing_or_reconfiguring_abandons_the_users_turn() -> None:
+    play([
+        ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),
+        ("clear", (), [], S, IDLE),
+        ("speech_started", (100,), [UserTurnStarted(100)], L, IDLE),
+        ("configure", (TurnPolicy(),), [], S, IDLE),
+    ])

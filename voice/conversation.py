@@ -1,0 +1,129 @@
+"""A session's conversation: its items, what was heard of each reply, the prompt they make.
+
+Sans-I/O and synchronous. Items are never deleted: a reply cut off before a word was heard
+stays, empty, with status ``incomplete``. Only the memory bounds forget the oldest items (a
+count and a character budget), so one client cannot grow the server's memory or the prompt
+without limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+from llm.chat import Message
+from voice.protocol import JsonObject, ProtocolError, message_item
+
+
+@dataclasses.dataclass
+class Item:
+    """A message in the conversation. ``pieces`` are the spoken units of an assistant audio
+    reply: (text, milliseconds of audio) in the order they were sent."""
+
+    item_id: str
+    role: str  # user | assistant | system
+    text: str = ""
+    audio: bool = False
+    language: str | None = None
+    status: str = "completed"  # in_progress | completed | incomplete
+    pieces: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+    truncated_by_client: bool = False  # the client said how much it played: trust that
+
+    @property
+    def spoken_ms(self) -> float:
+        return sum(duration for _, duration in self.pieces)
+
+    def to_json(self, *, transcribed: bool = True) -> JsonObject:
+        """The protocol's item object; a user's audio not yet ``transcribed`` has a null
+        transcript."""
+        if self.audio:
+            return message_item(self.item_id, self.role, status=self.status, audio=True,
+                                transcript=self.text if transcribed else None)
+        return message_item(self.item_id, self.role, status=self.status, text=self.text)
+
+
+def heard_text(pieces: list[tuple[str, float]], heard_ms: float) -> str:
+    """The part of a spoken reply that was heard in the first ``heard_ms`` of its audio."""
+    heard: list[str] = []
+    elapsed = 0.0
+    for text, duration in pieces:
+        if elapsed + duration <= heard_ms:
+            heard.append(text)
+        elif heard_ms > elapsed and duration > 0:
+            words = text.split()
+            keep = int(len(words) * (heard_ms - elapsed) / duration)
+            if keep:
+                heard.append(" ".join(words[:keep]))
+            break
+        else:
+            break
+        elapsed += duration
+    return " ".join(heard)
+
+
+class Conversation:
+    """The items of one session, oldest first."""
+
+    def __init__(self, *, max_items: int = 200, max_chars: int = 64_000) -> None:
+        self.max_items = max_items
+        self.max_chars = max_chars
+        self.items: list[Item] = []
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def last_id(self) -> str | None:
+        return self.items[-1].item_id if self.items else None
+
+    def find(self, item_id: str) -> Item | None:
+        return next((item for item in self.items if item.item_id == item_id), None)
+
+    def add(self, item: Item) -> str | None:
+        """Append ``item``; returns the id of the item before it. Forgets the oldest items
+        beyond the item count or the character budget (the newest always stays)."""
+        previous = self.last_id
+        self.items.append(item)
+        self.forget_beyond_limits()
+        return previous
+
+    def forget_beyond_limits(self) -> None:
+        excess = len(self.items) - self.max_items
+        if excess > 0:
+            del self.items[:excess]
+        chars = sum(len(item.text) for item in self.items)
+        drop = 0
+        while chars > self.max_chars and drop < len(self.items) - 1:
+            chars -= len(self.items[drop].text)
+            drop += 1
+        del self.items[:drop]
+
+    def truncate(self, item_id: str, audio_end_ms: int, event_id: str | None) -> Item:
+        """The client played only ``audio_end_ms`` of an assistant audio item: keep what was
+        heard. Raises :class:`ProtocolError` for an item that cannot be truncated so."""
+        item = self.find(item_id)
+        if item is None:
+            raise ProtocolError("item_not_found", f"no item with id {item_id}",
+                                event_id=event_id, param="item_id")
+        if item.role != "assistant" or not item.audio:
+            raise ProtocolError("invalid_item", "only assistant audio items can be truncated",
+                                event_id=event_id, param="item_id")
+        if audio_end_ms > item.spoken_ms + 1:
+            raise ProtocolError("invalid_value",
+                                f"audio_end_ms {audio_end_ms} is beyond the "
+                                f"{item.spoken_ms:.0f} ms of audio sent", event_id=event_id,
+                                param="audio_end_ms")
+        item.text = heard_text(item.pieces, audio_end_ms)
+        item.status = "incomplete"
+        item.truncated_by_client = True
+        return item
+
+    def prompt(self, system: str, *, exclude: str | None = None) -> list[Message]:
+        """The messages for the language model: the system prompt, then every item with text
+        (what was heard of replies), except ``exclude`` (the reply being written)."""
+        return [Message("system", system), *(
+            Message(item.role, item.text)  # type: ignore[arg-type]
+            for item in self.items if item.text and item.item_id != exclude)]

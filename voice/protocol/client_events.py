@@ -1,0 +1,265 @@
+"""Client events: JSON text (or binary PCM frames) -> frozen dataclasses, or ProtocolError."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+
+from voice.audio import AudioFormatError, decode_base64_pcm16, decode_pcm16
+from voice.protocol.common import (
+    UNSET,
+    JsonObject,
+    ProtocolError,
+    TokenLimit,
+    get_field,
+    is_modalities,
+    token_limit,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionUpdate:
+    event_id: str | None
+    session: JsonObject
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioAppend:
+    event_id: str | None
+    samples: np.ndarray  # int16 at the session's input rate
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioCommit:
+    event_id: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioClear:
+    event_id: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemCreate:
+    event_id: str | None
+    item_id: str | None
+    role: Literal["user", "system", "assistant"]
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ResponseCreate:
+    event_id: str | None
+    instructions: str | None
+    output_modalities: tuple[str, ...] | None
+    max_output_tokens: TokenLimit | None = None  # None: the session's setting
+
+
+@dataclasses.dataclass(frozen=True)
+class ResponseCancel:
+    event_id: str | None
+    response_id: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemTruncate:
+    event_id: str | None
+    item_id: str
+    content_index: int
+    audio_end_ms: int
+
+
+ClientEvent = (SessionUpdate | AudioAppend | AudioCommit | AudioClear | ItemCreate
+               | ResponseCreate | ResponseCancel | ItemTruncate)
+
+
+def parse_binary_audio(data: bytes) -> AudioAppend:
+    """A binary websocket frame: raw PCM16 LE mono at the session's input rate (extension)."""
+    try:
+        samples = decode_pcm16(data)
+    except AudioFormatError as error:
+        raise ProtocolError("invalid_audio", str(error)) from error
+    if samples.size == 0:
+        raise ProtocolError("input_audio_buffer_append_empty",
+                            "the binary audio frame is empty; send at least one PCM16 sample")
+    return AudioAppend(None, samples)
+
+
+def _lone_surrogate_path(data: Any) -> str | None:
+    """Where in a parsed JSON value a string (or key) holds a lone UTF-16 surrogate.
+
+    JSON allows escapes such as ``"\\ud800"`` that are not Unicode text; such a string cannot be
+    encoded as UTF-8, so it can be neither used nor sent back. Iterative: the nesting depth
+    is whatever :func:`json.loads` accepted."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return path or "the event"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else str(key)
+                stack.append((child, key))
+                stack.append((child, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+    return None
+
+
+def parse_client_event(text: str | bytes) -> ClientEvent:
+    """One text frame -> a client event, or :class:`ProtocolError`."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, huge ints, deep nesting
+        raise ProtocolError("invalid_json", f"the message is not valid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_event", "an event must be a JSON object")
+    event_id = data.get("event_id")
+    bad = _lone_surrogate_path(data)
+    if bad is not None:
+        clean_id = event_id if isinstance(event_id, str) and _lone_surrogate_path(
+            event_id) is None else None  # never echo what cannot be encoded
+        raise ProtocolError("invalid_value",
+                            f"{bad} holds a lone UTF-16 surrogate (an escape such as \\ud800 "
+                            "without its pair); strings must be valid Unicode",
+                            event_id=clean_id, param=bad.encode("utf-8", "replace").decode())
+    if event_id is not None and not isinstance(event_id, str):
+        raise ProtocolError("invalid_type", "event_id must be a string", param="event_id")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("missing_type", "the event has no 'type' string", event_id=event_id,
+                            param="type")
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        raise ProtocolError("unknown_event_type", f"unknown event type {kind!r}",
+                            event_id=event_id, param="type")
+    return parser(data, event_id)
+
+
+def _parse_session_update(data: JsonObject, event_id: str | None) -> SessionUpdate:
+    session = data.get("session")
+    if not isinstance(session, dict):
+        raise ProtocolError("invalid_type", "session must be an object", event_id=event_id,
+                            param="session")
+    return SessionUpdate(event_id, session)
+
+
+def _parse_append(data: JsonObject, event_id: str | None) -> AudioAppend:
+    audio = data.get("audio")
+    if not isinstance(audio, str):
+        raise ProtocolError("invalid_type", "audio must be a base64 string", event_id=event_id,
+                            param="audio")
+    try:
+        samples = decode_base64_pcm16(audio)
+    except AudioFormatError as error:
+        raise ProtocolError("invalid_audio", str(error), event_id=event_id,
+                            param="audio") from error
+    if samples.size == 0:
+        raise ProtocolError("input_audio_buffer_append_empty",
+                            "audio is empty; send at least one PCM16 sample", event_id=event_id,
+                            param="audio")
+    return AudioAppend(event_id, samples)
+
+
+def _parse_item_create(data: JsonObject, event_id: str | None) -> ItemCreate:
+    item = data.get("item")
+    if not isinstance(item, dict):
+        raise ProtocolError("invalid_type", "item must be an object", event_id=event_id,
+                            param="item")
+    if item.get("type", "message") != "message":
+        raise ProtocolError("unsupported_item_type",
+                            f"item.type {item.get('type')!r} is not supported (message)",
+                            event_id=event_id, param="item.type")
+    role = item.get("role")
+    if role not in ("user", "system", "assistant"):
+        raise ProtocolError("invalid_value", "item.role must be user, system or assistant",
+                            event_id=event_id, param="item.role")
+    content = item.get("content")
+    if not isinstance(content, list) or not content:
+        raise ProtocolError("invalid_type", "item.content must be a non-empty list",
+                            event_id=event_id, param="item.content")
+    texts = []
+    for index, part in enumerate(content):
+        if not isinstance(part, dict):
+            raise ProtocolError("invalid_type", f"item.content[{index}] must be an object",
+                                event_id=event_id, param=f"item.content[{index}]")
+        if part.get("type") not in ("input_text", "text", "output_text"):
+            raise ProtocolError("unsupported_content_type",
+                                f"item.content[{index}].type {part.get('type')!r} is not "
+                                "supported (input_text)", event_id=event_id,
+                                param=f"item.content[{index}].type")
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise ProtocolError("invalid_type", f"item.content[{index}].text must be a string",
+                                event_id=event_id, param=f"item.content[{index}].text")
+        texts.append(text)
+    item_id = item.get("id")
+    if item_id is not None and not isinstance(item_id, str):
+        raise ProtocolError("invalid_type", "item.id must be a string", event_id=event_id,
+                            param="item.id")
+    return ItemCreate(event_id, item_id, role, "".join(texts))
+
+
+def _parse_response_create(data: JsonObject, event_id: str | None) -> ResponseCreate:
+    response = data.get("response")
+    if response is None:
+        response = {}
+    if not isinstance(response, dict):
+        raise ProtocolError("invalid_type", "response must be an object", event_id=event_id,
+                            param="response")
+    instructions = get_field(response, "instructions", str, event_id, "response.instructions")
+    modalities = None
+    for key in ("output_modalities", "modalities"):
+        value = get_field(response, key, list, event_id, f"response.{key}")
+        if value is not UNSET:
+            if not is_modalities(value):
+                raise ProtocolError("invalid_value", f"response.{key} must be audio or text",
+                                    event_id=event_id, param=f"response.{key}")
+            modalities = ("audio",) if "audio" in value else ("text",)
+    limit = None
+    for key in ("max_output_tokens", "max_response_output_tokens"):
+        value = token_limit(response, key, event_id, f"response.{key}")
+        if value is not UNSET:
+            limit = value
+    return ResponseCreate(event_id, None if instructions is UNSET else instructions, modalities,
+                          limit)
+
+
+def _parse_cancel(data: JsonObject, event_id: str | None) -> ResponseCancel:
+    response_id = get_field(data, "response_id", str, event_id, "response_id", nullable=True)
+    return ResponseCancel(event_id, None if response_id is UNSET else response_id)
+
+
+def _parse_truncate(data: JsonObject, event_id: str | None) -> ItemTruncate:
+    item_id = get_field(data, "item_id", str, event_id, "item_id")
+    content_index = get_field(data, "content_index", int, event_id, "content_index")
+    audio_end_ms = get_field(data, "audio_end_ms", int, event_id, "audio_end_ms")
+    if item_id is UNSET or audio_end_ms is UNSET:
+        raise ProtocolError("missing_field", "item_id and audio_end_ms are required",
+                            event_id=event_id, param="item_id" if item_id is UNSET
+                            else "audio_end_ms")
+    if audio_end_ms < 0:
+        raise ProtocolError("invalid_value", "audio_end_ms must be >= 0", event_id=event_id,
+                            param="audio_end_ms")
+    return ItemTruncate(event_id, item_id, 0 if content_index is UNSET else content_index,
+                        audio_end_ms)
+
+
+_PARSERS: dict[str, Callable[[JsonObject, str | None], ClientEvent]] = {
+    "session.update": _parse_session_update,
+    "input_audio_buffer.append": _parse_append,
+    "input_audio_buffer.commit": lambda data, event_id: AudioCommit(event_id),
+    "input_audio_buffer.clear": lambda data, event_id: AudioClear(event_id),
+    "conversation.item.create": _parse_item_create,
+    "response.create": _parse_response_create,
+    "response.cancel": _parse_cancel,
+    "conversation.item.truncate": _parse_truncate,
+}

@@ -1,0 +1,347 @@
+"""One response: transcript -> LLM -> segmenter -> TTS -> audio deltas, and its cancellation.
+
+A :class:`Reply` streams all the way: LLM deltas go to the segmenter, finished pieces to a TTS
+task that runs alongside generation (piece N is spoken while piece N+1 is written), and audio
+goes out in small deltas as soon as each piece is synthesized. Engine calls go through the
+engines' schedulers (``voice/schedulers.py``); every ``next()`` of the model's lazy iterator
+runs in a worker thread. Once cancelled, nothing more of the reply is sent except its
+``response.done`` with status ``cancelled``; generation stops within one token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from asr.whisper import Transcript
+from llm.chat import SamplingOptions
+from llm.prompts import system_prompt
+from tts.segmenter import Segmenter, SegmenterConfig, speakable
+from voice.audio import ASR_RATE, encode_base64_pcm16, to_output
+from voice.conversation import Conversation, Item, heard_text
+from voice.faults import engine_failure
+from voice.ports import Engines
+from voice.protocol import (
+    LATENCY_STAGES,
+    AudioDelta,
+    AudioDone,
+    AudioTranscriptDelta,
+    AudioTranscriptDone,
+    ContentPartAdded,
+    ContentPartDone,
+    ItemAdded,
+    ItemDone,
+    OutputItemAdded,
+    OutputItemDone,
+    ProtocolError,
+    ResponseCreated,
+    ResponseDone,
+    ServerEvent,
+    TextDelta,
+    TextDone,
+    response_object,
+)
+from voice.schedulers import Priority
+
+logger = logging.getLogger(__name__)
+
+AUDIO_DELTA_MS = 200  # audio is sent in deltas of at most this length
+URGENT_BELOW_MS = 1000  # a piece is urgent while the client has less than this left to play
+
+
+@dataclasses.dataclass
+class TurnTimes:
+    """Monotonic seconds of the stages of one turn; ``speech_end`` is the reference."""
+
+    speech_end: float
+    vad: float | None = None
+    transcript: float | None = None
+    llm_first_token: float | None = None
+    first_audio_ready: float | None = None
+    first_audio_sent: float | None = None  # stamped by the writer, when it hit the socket
+
+    def report(self) -> dict[str, float]:
+        stages = (self.vad, self.transcript, self.llm_first_token, self.first_audio_ready,
+                  self.first_audio_sent)
+        return {name: (value - self.speech_end) * 1000
+                for name, value in zip(LATENCY_STAGES, stages, strict=True) if value is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplySettings:
+    """What a reply is asked to be: set when it starts, from the session and response.create."""
+
+    modalities: tuple[str, ...]
+    language: str  # until the transcript says otherwise (unless pinned)
+    language_pinned: bool
+    max_output_tokens: int
+    sampling: SamplingOptions
+    instructions: str | None
+    output_rate: int
+
+
+class Reply:
+    """One response of one session. Run it with :meth:`run`; stop it with :meth:`cancel`."""
+
+    def __init__(self, response_id: str, turn_id: str, item: Item, settings: ReplySettings,
+                 times: TurnTimes, *, owner: str, engines: Engines, conversation: Conversation,
+                 send: Callable[[ServerEvent], Awaitable[None]],
+                 report_error: Callable[[ProtocolError], Awaitable[None]],
+                 media_now: Callable[[], int]) -> None:
+        self.response_id = response_id
+        self.turn_id = turn_id
+        self.item = item
+        self.settings = settings
+        self.language = settings.language
+        self.times = times
+        self._owner = owner
+        self._engines = engines
+        self._conversation = conversation
+        self._send_now = send
+        self._report_error = report_error
+        self._media_now = media_now
+        self.cancel_event = threading.Event()  # read by the model's thread between tokens
+        self.cancel_reason: str | None = None
+        self.failure: ProtocolError | None = None
+        self.text = ""
+        self.tokens = 0
+        self.audio_sent_ms = 0.0
+        self.audible_at: int | None = None  # media time of the first audio written
+        self.task: asyncio.Task[None] | None = None
+        self.finished = False
+
+    @property
+    def audio_out(self) -> bool:
+        return "audio" in self.settings.modalities
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def cancel(self, reason: str) -> None:
+        if self.cancelled:
+            return
+        self.cancel_reason = reason
+        self.cancel_event.set()
+        logger.info("session %s: response %s cancelled (%s)", self._owner, self.response_id,
+                    reason)
+
+    def heard_ms(self, at: int) -> float:
+        """How much of the reply's audio the user heard by media time ``at``."""
+        if self.audible_at is None:
+            return 0.0
+        return min(self.audio_sent_ms, max(0, at - self.audible_at) * 1000 / ASR_RATE)
+
+    def keep_heard(self, at: int) -> None:
+        """The reply stops at media time ``at``: its item keeps only what was heard (unless
+        the client already said how much it played)."""
+        if self.item.audio and not self.item.truncated_by_client:
+            self.item.text = heard_text(self.item.pieces, self.heard_ms(at))
+            self.item.status = "incomplete"
+
+    def audio_written(self) -> None:
+        """The transport wrote one of this reply's audio deltas to the socket."""
+        if self.times.first_audio_sent is None:
+            self.times.first_audio_sent = time.monotonic()
+            self.audible_at = self._media_now()
+
+    async def _send(self, event: ServerEvent) -> None:
+        """Send an event of this reply; dropped once it is cancelled (in one place)."""
+        if not self.cancelled:
+            await self._send_now(event)
+
+    async def _run_engine(self, scheduler: Any, function: Callable[..., Any], *args: Any,
+                          priority: Priority = Priority.NORMAL) -> Any:
+        return await scheduler.run(self._owner, function, *args, priority=priority)
+
+    # -- the pipeline ---------------------------------------------------------------------
+
+    async def run(self, transcript: Awaitable[Transcript] | None) -> str:
+        """The whole response; returns its final status (completed, cancelled, failed, or
+        no_speech when the user's turn transcribed to nothing and nothing was sent)."""
+        status = "completed"
+        try:
+            if transcript is not None:
+                heard = await transcript
+                if not heard.text:
+                    logger.info("session %s: nothing intelligible heard (%s); no reply",
+                                self._owner, heard.rejected)
+                    self.cancel("no_speech")
+                    return "no_speech"
+                if not self.settings.language_pinned:
+                    self.language = heard.language
+            if not self.cancelled:
+                await self._generate()
+        except asyncio.CancelledError:
+            self.cancel_event.set()
+            raise
+        except Exception as error:
+            logger.exception("session %s: response %s failed", self._owner, self.response_id)
+            status = "failed"
+            self.failure = engine_failure("response_failed", "the reply", error)
+            await self._report_error(self.failure)
+        finally:
+            if self.cancelled and status != "failed":
+                status = "cancelled"
+            if self.cancel_reason != "no_speech":
+                await self._finish(status)
+            self.finished = True
+        return status
+
+    def _part(self, text: str) -> dict[str, str]:
+        return ({"type": "audio", "transcript": text} if self.audio_out
+                else {"type": "text", "text": text})
+
+    def _ids(self) -> dict[str, Any]:
+        return {"response_id": self.response_id, "item_id": self.item.item_id,
+                "output_index": 0, "content_index": 0}
+
+    async def _generate(self) -> None:
+        settings = self.settings
+        await self._send(ResponseCreated(response_object(
+            self.response_id, "in_progress", modalities=settings.modalities,
+            language=self.language, max_output_tokens=settings.max_output_tokens)))
+        messages = self._conversation.prompt(
+            system_prompt(self.language, settings.instructions), exclude=self.item.item_id)
+        self._conversation.add(self.item)
+        added = self.item.to_json()
+        await self._send(OutputItemAdded(self.response_id, 0, added))
+        await self._send(ItemAdded(added))
+        await self._send(ContentPartAdded(**self._ids(), part=self._part("")))
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        speaker = asyncio.ensure_future(self._speak(pieces)) if self.audio_out else None
+        speech_error: BaseException | None = None
+        try:
+            await self._write(messages, pieces)
+        except BaseException:
+            self.cancel_event.set()  # failed or cancelled: stop speaking at once
+            raise
+        finally:
+            await pieces.put(None)
+            if speaker is not None:
+                if self.cancelled:
+                    speaker.cancel()
+                [outcome] = await asyncio.gather(speaker, return_exceptions=True)
+                if isinstance(outcome, Exception):
+                    speech_error = outcome
+        if speech_error is not None:
+            raise speech_error
+
+    async def _write(self, messages: list[Any], pieces: asyncio.Queue[str | None]) -> None:
+        """Pull LLM deltas in a worker thread; stream them as text and as speakable pieces."""
+        llm = self._engines.llm
+        sampling = dataclasses.replace(self.settings.sampling,
+                                       max_new_tokens=self.settings.max_output_tokens)
+        stream: Iterator[str] = await self._run_engine(
+            llm, self._engines.chat.stream, messages, sampling, self.cancel_event)
+        segmenter = Segmenter(SegmenterConfig(language=self.language))
+        delta_event = AudioTranscriptDelta if self.audio_out else TextDelta
+        try:
+            while True:
+                delta = await self._run_engine(llm, next, stream, None)
+                if delta is None or self.cancelled:
+                    break
+                if self.times.llm_first_token is None:
+                    self.times.llm_first_token = time.monotonic()
+                self.text += delta
+                self.tokens += 1
+                if not self.audio_out:
+                    self.item.text = self.text
+                await self._send(delta_event(**self._ids(), delta=delta))
+                for piece in segmenter.feed(delta):
+                    await pieces.put(piece)
+            if not self.cancelled:
+                for piece in segmenter.flush():
+                    await pieces.put(piece)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                # Stops generation in the engine; after a cancel, next() has returned already.
+                await self._run_engine(llm, close)
+
+    async def _speak(self, pieces: asyncio.Queue[str | None]) -> None:
+        """Synthesize pieces as they come and send their audio at once, in small deltas.
+        If synthesis fails, generation is stopped too and the error is raised."""
+        try:
+            await self._speak_pieces(pieces)
+        except Exception:
+            self.cancel_event.set()
+            raise
+
+    def _tts_priority(self) -> Priority:
+        """The piece whose audio is needed soonest goes first: urgent while the client has
+        little of this reply left to play."""
+        left_ms = self.audio_sent_ms - self.heard_ms(self._media_now())
+        return Priority.URGENT if left_ms < URGENT_BELOW_MS else Priority.NORMAL
+
+    async def _speak_pieces(self, pieces: asyncio.Queue[str | None]) -> None:
+        tts = self._engines.tts
+        voice = await self._run_engine(tts, self._engines.voices.for_language, self.language,
+                                       priority=Priority.URGENT)
+        out_rate = self.settings.output_rate
+        step = out_rate * AUDIO_DELTA_MS // 1000
+        while (piece := await pieces.get()) is not None:
+            if self.cancelled:
+                return
+            text = speakable(piece)
+            if not text:
+                continue
+            audio = await self._run_engine(tts, _synthesize, voice, text, out_rate,
+                                           priority=self._tts_priority())
+            if self.cancelled:
+                return
+            if self.times.first_audio_ready is None:
+                self.times.first_audio_ready = time.monotonic()
+            for start in range(0, audio.size, step):
+                await self._send(AudioDelta(**self._ids(),
+                                            delta=encode_base64_pcm16(audio[start:start + step])))
+            duration_ms = audio.size * 1000 / out_rate
+            if not self.cancelled:
+                self.audio_sent_ms += duration_ms
+                self.item.pieces.append((piece, duration_ms))
+                if not self.item.truncated_by_client:
+                    self.item.text = " ".join(text for text, _ in self.item.pieces)
+
+    async def _finish(self, status: str) -> None:
+        item = self.item
+        if status == "failed":
+            item.status = "incomplete"  # it keeps what was written or spoken before the fault
+        elif status == "cancelled":
+            if item.status == "in_progress":
+                item.status = "incomplete"
+        elif not item.truncated_by_client:
+            item.text = self.text.strip()
+            item.status = "completed"
+            ids = self._ids()
+            if self.audio_out:
+                await self._send(AudioDone(**ids))
+                await self._send(AudioTranscriptDone(**ids, transcript=item.text))
+            else:
+                await self._send(TextDone(**ids, text=item.text))
+            await self._send(ContentPartDone(**ids, part=self._part(item.text)))
+            done = item.to_json()
+            await self._send(OutputItemDone(self.response_id, 0, done))
+            await self._send(ItemDone(done))
+        failure = self.failure
+        await self._send_now(ResponseDone(response_object(
+            self.response_id, status, output=[item.to_json()],
+            modalities=self.settings.modalities, reason=self.cancel_reason,
+            language=self.language, latency=self.times.report(),
+            usage={"output_tokens": self.tokens, "input_tokens": 0,
+                   "total_tokens": self.tokens},
+            max_output_tokens=self.settings.max_output_tokens,
+            error=None if failure is None else {"type": failure.error_type,
+                                                "code": failure.code})))
+
+
+def _synthesize(voice: Any, text: str, out_rate: int) -> np.ndarray:
+    """One piece as int16 at the client's rate (runs in a TTS worker thread)."""
+    chunks = [to_output(c.samples, c.sample_rate, out_rate) for c in voice.synthesize(text)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)

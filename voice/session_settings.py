@@ -1,0 +1,113 @@
+"""A session's settings: the service-wide defaults, what ``session.update`` changed, and what
+one response is asked to be (capped by the server's limits)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from asr.whisper import whisper_languages
+from llm.chat import SamplingOptions
+from voice.protocol import (
+    JsonObject,
+    ProtocolError,
+    ResponseCreate,
+    SessionConfig,
+    SessionUpdate,
+    TokenLimit,
+    apply_session_update,
+)
+from voice.reply import ReplySettings
+
+
+class SessionLimitError(Exception):
+    """The client broke a limit; the server sends the error and closes the session."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionDefaults:
+    """Service-wide settings every session starts from (see ``voice/config.py``)."""
+
+    config: SessionConfig = dataclasses.field(default_factory=SessionConfig)
+    model_name: str = "local"
+    max_vad_utterance_s: float = 30.0
+    max_buffer_s: float = 120.0  # manual-commit input buffer
+    partial_interval_s: float = 1.0  # 0 disables partial transcripts
+    beam_size: int = 1
+    max_output_tokens: int = 200  # a reply's length unless the client sets one
+    max_output_tokens_limit: int = 1024  # the most a client may ask for ("inf" means this)
+    sampling: SamplingOptions = dataclasses.field(default_factory=SamplingOptions)
+    max_history_items: int = 200
+    input_burst_s: float = 4.0  # audio may run this far ahead of real time, then is paced
+    max_item_chars: int = 16_000  # text of one conversation item, and of instructions
+    max_history_chars: int = 64_000  # the oldest items are forgotten beyond this
+    known_languages: frozenset[str] = dataclasses.field(default_factory=whisper_languages)
+
+
+class Settings:
+    """The settings in force for one session."""
+
+    def __init__(self, defaults: SessionDefaults) -> None:
+        self.defaults = defaults
+        self.config = defaults.config
+
+    def to_json(self, session_id: str) -> JsonObject:
+        session = self.config.to_json(session_id, self.defaults.model_name)
+        session["max_output_tokens"] = self.token_limit(self.config.max_output_tokens)
+        return session
+
+    def token_limit(self, requested: TokenLimit | None) -> int:
+        """The reply length in force: the client's number or "inf", capped by the server."""
+        cap = self.defaults.max_output_tokens_limit
+        if requested is None:
+            return min(self.defaults.max_output_tokens, cap)
+        return cap if requested == "inf" else min(requested, cap)
+
+    def check_size(self, text: str, code: str, what: str, param: str,
+                   event_id: str | None) -> None:
+        limit = self.defaults.max_item_chars
+        if len(text) > limit:
+            raise ProtocolError(code, f"{what} has {len(text)} characters; the limit is "
+                                f"{limit}", event_id=event_id, param=param)
+
+    def update(self, event: SessionUpdate) -> None:
+        """Apply ``session.update``; raises :class:`ProtocolError` and changes nothing if any
+        part of it is refused."""
+        config = apply_session_update(self.config, event.session, event.event_id,
+                                      known_languages=self.defaults.known_languages)
+        if config.instructions != self.config.instructions:
+            self.check_size(config.instructions, "instructions_too_large", "the instructions",
+                            "session.instructions", event.event_id)
+        if config.max_output_tokens is not None:
+            config = dataclasses.replace(
+                config, max_output_tokens=self.token_limit(config.max_output_tokens))
+        self.config = config
+
+    def for_response(self, event: ResponseCreate | None,
+                     last_language: str | None) -> ReplySettings:
+        """What a reply is asked to be: ``response.create``'s fields over the session's."""
+        config = self.config
+        instructions = event.instructions if event is not None else None
+        if instructions is not None:
+            assert event is not None
+            self.check_size(instructions, "instructions_too_large", "the instructions",
+                            "response.instructions", event.event_id)
+        modalities = (event.output_modalities if event is not None else None) \
+            or config.output_modalities
+        limit = (event.max_output_tokens if event is not None else None) \
+            or config.max_output_tokens
+        sampling = self.defaults.sampling
+        if config.temperature is not None and config.temperature > 0:
+            sampling = dataclasses.replace(sampling, temperature=config.temperature, top_k=50,
+                                           top_p=0.95)
+        return ReplySettings(
+            modalities=modalities,
+            language=config.language or last_language or "en",
+            language_pinned=config.language is not None,
+            max_output_tokens=self.token_limit(limit),
+            sampling=sampling,
+            instructions=instructions or config.instructions or None,
+            output_rate=config.output_rate)

@@ -1,0 +1,161 @@
+"""Turn-taking, sans I/O: who is speaking, when a user turn ends, when a reply starts or stops.
+
+:class:`TurnTaker` knows no sockets, threads, tasks or clocks. Its time is **media time**: the
+number of 16 kHz samples of the user's audio received so far (:meth:`TurnTaker.audio`), so a
+test is a table of inputs and the effects they produce, and nothing depends on how fast a
+machine runs it. What the user does (:class:`UserState`) and what the assistant does
+(:class:`AgentState`) are separate axes. Inputs are method calls; each returns the effects the
+driver (``voice/session.py``) must carry out, in order:
+
+- :class:`UserTurnStarted`: the user began to speak at a sample (open a user item, partials);
+- :class:`UserTurnEnded`: the user's turn is over (commit its audio and transcribe it);
+- :class:`StartReply`: answer now (the transcript of the last user turn, if any, comes first);
+- :class:`CancelReply`: stop the reply; ``at`` is the media time the user cut in (barge-in) or
+  the client asked, to estimate how much of it was heard.
+
+Barge-in is one transition: speech that starts while a reply is active cancels it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+
+class UserState(enum.Enum):
+    SILENT = "silent"
+    SPEAKING = "speaking"
+
+
+class AgentState(enum.Enum):
+    IDLE = "idle"
+    THINKING = "thinking"  # a reply is being prepared; nothing audible yet
+    SPEAKING = "speaking"  # the reply's audio is going out
+
+
+@dataclasses.dataclass(frozen=True)
+class TurnPolicy:
+    """How turns are taken (the session's ``turn_detection``; ``automatic`` False is manual
+    turns: the client commits and asks for replies itself)."""
+
+    automatic: bool = True
+    create_response: bool = True
+    interrupt_response: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class UserTurnStarted:
+    at: int
+
+
+@dataclasses.dataclass(frozen=True)
+class UserTurnEnded:
+    at: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StartReply:
+    reply_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CancelReply:
+    reply_id: str
+    reason: str  # turn_detected | client_cancelled
+    at: int
+
+
+Effect = UserTurnStarted | UserTurnEnded | StartReply | CancelReply
+
+
+class TurnError(Exception):
+    """An input that is not allowed now (the driver reports it to the client)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TurnTaker:
+    """The turn state of one session. Call the input methods in the order things happen."""
+
+    def __init__(self, policy: TurnPolicy | None = None) -> None:
+        self.policy = policy or TurnPolicy()
+        self.user = UserState.SILENT
+        self.agent = AgentState.IDLE
+        self.now = 0  # media time: 16 kHz samples of user audio received
+        self.reply_id: str | None = None  # the active reply (not cancelled)
+        self._replies = 0
+
+    def _new_reply(self) -> StartReply:
+        self._replies += 1
+        self.reply_id = f"reply{self._replies}"
+        self.agent = AgentState.THINKING
+        return StartReply(self.reply_id)
+
+    def _cancel(self, reason: str, at: int) -> list[Effect]:
+        if self.reply_id is None:
+            return []
+        cancel = CancelReply(self.reply_id, reason, at)
+        self.reply_id = None
+        self.agent = AgentState.IDLE
+        return [cancel]
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def configure(self, policy: TurnPolicy) -> None:
+        """New turn settings; a turn the user was in the middle of is abandoned."""
+        self.policy = policy
+        self.user = UserState.SILENT
+
+    def audio(self, samples: int) -> None:
+        """``samples`` more of the user's audio arrived (the media clock advances)."""
+        self.now += samples
+
+    def speech_started(self, at: int) -> list[Effect]:
+        effects: list[Effect] = []
+        if self.policy.interrupt_response:
+            effects += self._cancel("turn_detected", at)
+        self.user = UserState.SPEAKING
+        return [*effects, UserTurnStarted(at)]
+
+    def speech_stopped(self, at: int) -> list[Effect]:
+        """The VAD heard the end of the user's speech at sample ``at``."""
+        self.user = UserState.SILENT
+        effects: list[Effect] = [UserTurnEnded(at)]
+        if self.policy.create_response and self.reply_id is None:
+            effects.append(self._new_reply())
+        return effects
+
+    def commit(self) -> list[Effect]:
+        """The client committed the input audio. Under automatic turns it ends the turn like
+        the VAD would; under manual turns it only ends the turn (the client asks for a reply)."""
+        if self.policy.automatic:
+            return self.speech_stopped(self.now)
+        return [UserTurnEnded(self.now)]
+
+    def clear(self) -> None:
+        """The client dropped the audio of the turn in progress."""
+        self.user = UserState.SILENT
+
+    def reply_requested(self) -> list[Effect]:
+        if self.reply_id is not None:
+            raise TurnError("conversation_already_has_active_response",
+                            f"response {self.reply_id} is still in progress")
+        return [self._new_reply()]
+
+    def cancel_requested(self) -> list[Effect]:
+        if self.reply_id is None:
+            raise TurnError("response_cancel_not_active", "there is no active response")
+        return self._cancel("client_cancelled", self.now)
+
+    def reply_audible(self, reply_id: str) -> None:
+        """The first audio of the reply went out."""
+        if reply_id == self.reply_id:
+            self.agent = AgentState.SPEAKING
+
+    def reply_ended(self, reply_id: str) -> None:
+        """The reply finished on its own (completed, failed, or nothing to answer)."""
+        if reply_id == self.reply_id:
+            self.reply_id = None
+            self.agent = AgentState.IDLE
