@@ -3,7 +3,8 @@
     .venv/bin/python -m benchmarks.soak --sessions 4 --minutes 20 --json soak.json
     .venv/bin/python -m benchmarks.soak --url ws://127.0.0.1:8765/v1/realtime --pid PID ...
 
-(run from the repository root, as a module: it imports ``benchmarks.soak_accounting``).
+(run from the repository root, as a module: it imports ``benchmarks.soak_accounting``;
+its turns are played and accounted for by ``clients.latency.runner`` and ``.accounting``).
 
 Without ``--url`` it starts ``voice serve --port 0`` itself (extra flags with ``--serve-args``),
 waits for ``/healthz``, and stops it at the end; with ``--url`` and ``--pid`` it attaches to a
@@ -13,11 +14,11 @@ is one real recorded clip (``refs.json`` in ``--clips``, resampled with soxr), t
 ``server_vad`` ends the turn; the session waits until the reply is done (or ``--turn-timeout-s``),
 pauses ``--pause-s`` and speaks the next clip. After ``--minutes`` no new turn starts; turns under
 way finish (the drain), then the report: turns sent, completed, cancelled (with the reasons from
-``response.done``), failed and lost, voice-to-voice latency (end of speech to the first reply audio
-at the client), and the server's RSS, threads and open file descriptors, sampled every
-``--sample-s`` seconds with psutil. RSS drift compares the median of the last quarter of the run
-with the median of the second quarter (after warm-up). Goal: no lost turn and drift within 5 %
-(exit status 0; 1 otherwise). Loopback addresses only.
+``response.done``), failed, no reply, and lost (no completed reply), voice-to-voice latency (end
+of speech to the first reply audio at the client), and the server's RSS, threads and open file
+descriptors, sampled every ``--sample-s`` seconds with psutil. RSS drift compares the median of
+the last quarter of the run with the median of the second quarter (after warm-up). Goal: no lost
+turn and drift within 5 % (exit status 0; 1 otherwise). Loopback addresses only.
 """
 
 from __future__ import annotations
@@ -38,22 +39,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import numpy as np
 import psutil
 from websockets.exceptions import ConnectionClosed
 
 from benchmarks.soak_accounting import (
     ResourceSample,
-    SessionLedger,
     format_report,
     goal_met,
     summarize_resources,
-    summarize_turns,
-    tally,
 )
-from clients.client import VoiceClient, VoiceClientError, stream_file_realtime
-from clients.latency import RATE, Utterance, load_wav, percentiles
-from clients.latency import _loopback as is_loopback
+from clients.client import VoiceClient, VoiceClientError
+from clients.latency.accounting import SessionLedger, percentiles, summarize_turns, tally
+from clients.latency.cli import is_loopback
+from clients.latency.runner import hold_line, play_turn
+from clients.latency.speech import RATE, Utterance, load_wav
 
 DEFAULT_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "real"
 READY = re.compile(rb"ready on (ws://\S+)")
@@ -76,22 +75,6 @@ def load_clips(folder: Path, languages: Sequence[str] | None) -> list[Utterance]
     return clips
 
 
-async def hold_line(client: VoiceClient, seconds: float, until: Callable[[], bool],
-                    frame_ms: int) -> bool:
-    """Send silence at real-time pace (a live microphone never stops) until ``until()`` or
-    ``seconds`` have passed; True if ``until()`` came true."""
-    silence = np.zeros(RATE * frame_ms // 1000, np.int16)
-    started = time.monotonic()
-    frames = 0
-    while not until():
-        if time.monotonic() - started >= seconds:
-            return False
-        await client.send_audio(silence, RATE)
-        frames += 1
-        await asyncio.sleep(max(0.0, started + frames * frame_ms / 1000 - time.monotonic()))
-    return True
-
-
 async def converse(client: VoiceClient, ledger: SessionLedger, clips: list[Utterance],
                    next_clip: Callable[[], int], stop_at: float,
                    args: argparse.Namespace, rng: random.Random) -> None:
@@ -105,18 +88,11 @@ async def converse(client: VoiceClient, ledger: SessionLedger, clips: list[Utter
     try:
         while time.monotonic() < stop_at and not receiver.done():
             clip = clips[next_clip()]
-            ledger.begin(clip.name, time.monotonic())
-            speech_end = await stream_file_realtime(client, clip.samples, RATE,
-                                                    frame_ms=args.frame_ms,
-                                                    trailing_silence_s=args.trailing_silence_s)
-            ledger.speech_sent(speech_end)
-            settled = await hold_line(client, args.turn_timeout_s,
-                                      lambda: ledger.settled() or receiver.done(), args.frame_ms)
-            if receiver.done() and not ledger.settled():
-                ledger.finish(closed=f"connection closed ({client.close_code} "
-                                     f"{client.close_reason})")
-                break
-            ledger.finish(timed_out_s=None if settled else args.turn_timeout_s)
+            await play_turn(client, ledger, receiver, clip, timeout_s=args.turn_timeout_s,
+                            frame_ms=args.frame_ms,
+                            trailing_silence_s=args.trailing_silence_s)
+            if receiver.done():
+                break  # the connection closed; the turn was finished as lost
             await hold_line(client, rng.uniform(*args.pause_s), receiver.done, args.frame_ms)
     except ConnectionClosed as error:
         if ledger.current is not None:

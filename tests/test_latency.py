@@ -93,6 +93,48 @@ def test_a_turn_without_a_reply_is_reported_and_fails_the_run(
     assert "no reply: session 0 turn 0 (tone.wav)" in capsys.readouterr().out
 
 
+def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
+    with wave.open(str(path), "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(rate)
+        writer.writeframes(samples.astype("<i2").tobytes())
+    return path
+
+
+@pytest.mark.parametrize(("second_half", "code", "counts"), [
+    ("in Berlin?", 0, "completed 1, cancelled 0, failed 0, no reply 0: lost 0"),
+    ("", 1, "completed 0, cancelled 1, failed 0, no reply 0: lost 1"),
+])
+def test_a_clip_heard_in_two_halves_is_one_turn_lost_only_without_a_completed_reply(
+    second_half: str, code: int, counts: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A pause inside the clip: the server answers the first half, the second half cancels
+    # that reply (turn_detected) and gets a reply of its own, unless it is heard as nothing.
+    t = np.arange(int(0.8 * 16000)) / 16000
+    tone = np.sin(2 * np.pi * 220 * t) * 0.5 * 32767
+    clip = write_wav(tmp_path / "paused.wav", np.concatenate([tone, np.zeros(16000), tone]))
+    # Replies slow enough to be still under way when the second half begins.
+    engines = fake_engines(FakeTranscriber([("What is the time", "en"), (second_half, "en")]),
+                           FakeChat(["It is noon here, enjoy your lunch and the sun."] * 2,
+                                    delay_s=0.3))
+    report = tmp_path / "report.json"
+    with running_server(ServiceConfig(port=0), engines,
+                        SessionDefaults(partial_interval_s=0)) as server:
+        assert latency.main(["--url", url_of(server), "--turns", "1", "--timeout-s", "30",
+                             "--json", str(report), str(clip)]) == code
+    out = capsys.readouterr().out
+    assert f"turns 1, {counts}" in out
+    level = json.loads(report.read_text())["levels"]["1"]
+    assert level["responses_cancelled"] == {"turn_detected": 1}
+    if code:
+        assert "cancelled turns by reason: turn_detected 1" in out
+        assert "cancelled: session 0 turn 0 (paused.wav): turn_detected" in out
+    else:
+        assert level["stages"]["voice_to_voice_ms"]["n"] == 1
+
+
 def test_reply_language_is_read_from_the_words() -> None:
     assert latency.reply_language("Die Hauptstadt ist Berlin und sie ist schön.") == "de"
     assert latency.reply_language("La capitale est Paris et elle est belle.") == "fr"

@@ -175,14 +175,15 @@ class Scheduler:
                 f"{self.name}: dropped after waiting {waited:.2f} s (limit {job.max_wait_s} s)"))
             return
         started = time.monotonic()
+        error: BaseException | None = None
+        result: Any = None
         try:
             result = job.function(*job.args)
-        except BaseException as error:  # handed to the awaiting coroutine, which decides
-            _deliver(job, error=error)
-        else:
-            _deliver(job, result=result)
-        if observer is not None:
+        except BaseException as raised:  # handed to the awaiting coroutine, which decides
+            error = raised
+        if observer is not None:  # before the caller can see the result
             observer.observe_run(self.name, time.monotonic() - started)
+        _deliver(job, result=result, error=error)
 
 
 def _deliver(job: _Job, *, result: Any = None, error: BaseException | None = None,

@@ -1,0 +1,252 @@
+"""Turn accounting: what the server did with each clip a client spoke.
+
+Used by ``voice-latency`` and by the soak benchmark (``benchmarks/soak.py``). Pure: no sockets,
+no clock. Times are passed in (monotonic seconds) and events are the typed events of
+``clients.client``, so a test can replay a scripted event list.
+
+One client turn (one clip spoken) can see more than one server response: a clip with a long
+pause inside is heard as two user turns, the first reply is cancelled by the second part
+(``turn_detected``) and the second one completes. The turn is over ("settled") when the whole
+clip and its trailing silence were sent, the server's VAD has closed every speech segment it
+opened, every segment has its transcript, every non-empty transcript has its response, and every
+response has its ``response.done``. Its outcome is one of:
+
+- ``completed``: some response of the turn completed;
+- ``cancelled``: every response that ended was cancelled (the reasons, from ``response.done``
+  ``status_details.reason``, are kept);
+- ``failed``: a response ended ``failed`` and none completed, or the session could not start;
+- ``no_reply``: no response ended at all: one still open (or none begun) when the turn timed
+  out or the connection closed, or the speech was heard as nothing (an empty transcript, to
+  which the server does not reply).
+
+A turn is **lost** when it got no completed reply: every outcome but ``completed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from clients.client import (
+    Event,
+    ReplyAudio,
+    ResponseDone,
+    ResponseStarted,
+    ServerError,
+    SpeechStarted,
+    SpeechStopped,
+    Transcript,
+)
+
+OUTCOMES = ("completed", "cancelled", "failed", "no_reply")
+IN_PROGRESS = "in_progress"
+# The server's per-stage report in response.done -> latency, in ms after the end of speech.
+STAGES = ("vad_ms", "transcript_ms", "llm_first_token_ms", "first_audio_ready_ms",
+          "first_audio_sent_ms")
+
+
+@dataclasses.dataclass
+class Turn:
+    """One clip spoken by one session, and what the server did with it."""
+
+    session: int
+    index: int
+    clip: str
+    started_at: float
+    speech_end: float | None = None  # when the last frame with sound was sent
+    outcome: str | None = None  # one of OUTCOMES once finished
+    reason: str | None = None  # why a turn was not completed
+    voice_to_voice_ms: float | None = None
+    responses: dict[str, str] = dataclasses.field(default_factory=dict)  # id -> status
+    cancel_reasons: list[str] = dataclasses.field(default_factory=list)  # one per cancelled
+    server_latency: dict[str, float] = dataclasses.field(default_factory=dict)
+    transcripts: list[str] = dataclasses.field(default_factory=list)
+    language: str | None = None  # of the last non-empty transcript
+    reply_text: str = ""  # of the completed response
+    reply_language: str | None = None
+    reply_audio: np.ndarray | None = None  # the completed response's audio, if a caller kept it
+    errors: list[str] = dataclasses.field(default_factory=list)
+    first_audio: dict[str, float] = dataclasses.field(default_factory=dict)  # id -> time
+    open_speech: int = 0
+    awaiting_transcripts: int = 0
+    awaiting_replies: int = 0  # non-empty transcripts whose response has not begun
+
+    @property
+    def lost(self) -> bool:
+        """Finished without a completed reply."""
+        return self.outcome is not None and self.outcome != "completed"
+
+    @property
+    def transcript(self) -> str:
+        """Everything the server heard in the clip (several parts if it split it)."""
+        return " ".join(text for text in self.transcripts if text)
+
+    def report(self) -> dict[str, Any]:
+        return {"session": self.session, "turn": self.index, "clip": self.clip,
+                "outcome": self.outcome, "lost": self.lost, "reason": self.reason,
+                "voice_to_voice_ms": self.voice_to_voice_ms, "responses": self.responses,
+                "cancel_reasons": self.cancel_reasons, "transcripts": self.transcripts,
+                "errors": self.errors, "server_latency": self.server_latency}
+
+
+class SessionLedger:
+    """The turns of one session. Feed it every server event with the time it arrived."""
+
+    def __init__(self, session: int) -> None:
+        self.session = session
+        self.turns: list[Turn] = []
+        self.stray_events = 0  # turn-related events while no turn was open
+        self._owner: dict[str, Turn] = {}  # response id -> the turn it answers
+
+    @property
+    def current(self) -> Turn | None:
+        return self.turns[-1] if self.turns and self.turns[-1].outcome is None else None
+
+    def begin(self, clip: str, now: float) -> Turn:
+        if self.current is not None:
+            raise RuntimeError("the previous turn is not finished")
+        turn = Turn(self.session, len(self.turns), clip, now)
+        self.turns.append(turn)
+        return turn
+
+    def record_failure(self, clip: str, now: float, reason: str) -> Turn:
+        """A turn that could not even start (e.g. the connection was refused)."""
+        turn = self.begin(clip, now)
+        turn.outcome, turn.reason = "failed", reason
+        return turn
+
+    def speech_sent(self, speech_end: float) -> None:
+        """The whole clip (and its trailing silence) was sent; speech ended at ``speech_end``."""
+        if self.current is not None:
+            self.current.speech_end = speech_end
+
+    def observe(self, event: Event, now: float) -> None:
+        response_id = getattr(event, "response_id", None)
+        turn = self._owner.get(response_id) if response_id else None
+        turn = turn or self.current
+        if turn is None:
+            if not isinstance(event, ServerError):
+                self.stray_events += 1
+            return
+        if isinstance(event, SpeechStarted):
+            turn.open_speech += 1
+        elif isinstance(event, SpeechStopped):
+            turn.open_speech = max(0, turn.open_speech - 1)
+            turn.awaiting_transcripts += 1
+        elif isinstance(event, Transcript):
+            turn.awaiting_transcripts = max(0, turn.awaiting_transcripts - 1)
+            turn.transcripts.append(event.text)
+            if event.text:
+                turn.language = event.language
+            turn.awaiting_replies += bool(event.text)  # each gets exactly one response
+        elif isinstance(event, ResponseStarted):
+            self._owner[event.response_id] = turn
+            turn.responses[event.response_id] = IN_PROGRESS
+            turn.awaiting_replies = max(0, turn.awaiting_replies - 1)
+        elif isinstance(event, ReplyAudio):
+            turn.first_audio.setdefault(event.response_id, now)
+        elif isinstance(event, ResponseDone):
+            if event.response_id not in turn.responses:
+                # Cancelled before it began: a response.done without response.created.
+                self._owner[event.response_id] = turn
+                turn.awaiting_replies = max(0, turn.awaiting_replies - 1)
+            turn.responses[event.response_id] = event.status
+            if event.status == "cancelled":
+                turn.cancel_reasons.append(event.reason or "unknown")
+            elif event.status == "completed":
+                turn.server_latency = dict(event.latency)
+                turn.reply_text, turn.reply_language = event.text, event.language
+        elif isinstance(event, ServerError):
+            turn.errors.append(f"{event.code}: {event.message}")
+
+    def settled(self) -> bool:
+        """The current turn needs nothing more from the server (see the module docstring)."""
+        turn = self.current
+        if turn is None or turn.speech_end is None:
+            return False
+        heard_something = bool(turn.transcripts) or bool(turn.responses)
+        return (heard_something and turn.open_speech == 0 and turn.awaiting_transcripts == 0
+                and not turn.awaiting_replies and IN_PROGRESS not in turn.responses.values())
+
+    def finish(self, *, timed_out_s: float | None = None, closed: str | None = None) -> Turn:
+        """Decide the current turn's outcome: settled, timed out after ``timed_out_s`` or cut
+        off (``closed`` says why)."""
+        turn = self.current
+        if turn is None:
+            raise RuntimeError("no turn to finish")
+        statuses = set(turn.responses.values())
+        if "completed" in statuses:
+            turn.outcome = "completed"
+            turn.voice_to_voice_ms = _voice_to_voice_ms(turn)
+        elif closed is not None:
+            turn.outcome, turn.reason = "no_reply", closed
+        elif timed_out_s is not None or IN_PROGRESS in statuses:
+            turn.outcome = "no_reply"
+            turn.reason = f"no response.done within {timed_out_s or 0:.0f} s"
+        elif "failed" in statuses:
+            turn.outcome, turn.reason = "failed", "; ".join(turn.errors) or "response failed"
+        elif "cancelled" in statuses:
+            turn.outcome, turn.reason = "cancelled", ", ".join(turn.cancel_reasons)
+        else:
+            turn.outcome = "no_reply"
+            turn.reason = ("nothing heard (empty transcript)" if turn.transcripts
+                           else "no reply")
+        return turn
+
+
+def _voice_to_voice_ms(turn: Turn) -> float | None:
+    """From the end of the clip's speech to the first audio of a completed reply after it."""
+    if turn.speech_end is None:
+        return None
+    starts = [turn.first_audio[rid] for rid, status in turn.responses.items()
+              if status == "completed" and rid in turn.first_audio
+              and turn.first_audio[rid] >= turn.speech_end]
+    return (min(starts) - turn.speech_end) * 1000 if starts else None
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    """p50, p90, p99, max and n of ``values``; empty when there are none."""
+    array = np.asarray(values, dtype=float)
+    if array.size == 0:
+        return {}
+    return {"p50": float(np.percentile(array, 50)), "p90": float(np.percentile(array, 90)),
+            "p99": float(np.percentile(array, 99)), "max": float(array.max()),
+            "n": float(array.size)}
+
+
+def tally(turns: Iterable[Turn]) -> dict[str, int]:
+    """Finished turns by outcome (every outcome present, zero or not), and ``lost``: those
+    without a completed reply."""
+    counts = Counter(t.outcome for t in turns if t.outcome is not None)
+    figures = {outcome: counts.get(outcome, 0) for outcome in OUTCOMES}
+    figures["lost"] = sum(figures.values()) - figures["completed"]
+    return figures
+
+
+def summarize_turns(turns: Sequence[Turn]) -> dict[str, Any]:
+    """Counts by outcome, lost turns, cancellation reasons, the turns not completed, errors and
+    latency percentiles (voice to voice, and the server's stages of completed replies)."""
+    finished = [t for t in turns if t.outcome is not None]
+    stages = {"voice_to_voice_ms": percentiles(
+        [t.voice_to_voice_ms for t in finished if t.voice_to_voice_ms is not None])}
+    for stage in STAGES:
+        stages[f"server_{stage}"] = percentiles(
+            [t.server_latency[stage] for t in finished if stage in t.server_latency])
+    return {
+        "turns_sent": len(finished),
+        **tally(finished),
+        # Why each cancelled turn ended without a reply: its last reply's cancel reason.
+        "cancelled_by_reason": dict(Counter(t.cancel_reasons[-1] for t in finished
+                                            if t.outcome == "cancelled" and t.cancel_reasons)),
+        # Every cancelled reply, also those of turns whose next reply completed.
+        "responses_cancelled": dict(Counter(r for t in finished for r in t.cancel_reasons)),
+        "not_completed": [{"session": t.session, "turn": t.index, "clip": t.clip,
+                           "outcome": t.outcome, "reason": t.reason}
+                          for t in finished if t.lost],
+        "errors": [e for t in finished for e in t.errors],
+        "stages": stages,
+    }
