@@ -142,6 +142,11 @@ class StreamingVad:
             return np.zeros(0, np.float32)
         return np.concatenate(self._utterance)
 
+    def will_score(self, samples: int) -> bool:
+        """Whether feeding ``samples`` more completes a window (runs the model); if not, feed
+        only buffers them and is cheap enough for any thread."""
+        return self._pending.size + samples >= WINDOW
+
     def feed(self, samples: np.ndarray) -> list[VadEvent]:
         """Score ``samples`` (float32 mono 16 kHz, any length) and return the events they cause."""
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)

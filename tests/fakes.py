@@ -47,6 +47,9 @@ class FakeDetector:
     def current_utterance(self) -> np.ndarray:
         return np.concatenate(self._utterance) if self._utterance else np.zeros(0, np.float32)
 
+    def will_score(self, samples: int) -> bool:
+        return self._pending.size + samples >= WINDOW
+
     def feed(self, samples: np.ndarray) -> list[VadEvent]:
         data = np.concatenate([self._pending, samples])
         events = []

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 
+import numpy as np
 import pytest
 
 from tests.fakes import FakeChat, FakeTranscriber, tone
@@ -87,3 +89,31 @@ def test_work_queued_by_a_session_that_leaves_is_never_run() -> None:
     run(scenario)
     # The fake ASR scheduler has 4 workers: at most the 4 decodes already running happened.
     assert len(transcriber.calls) <= 4, len(transcriber.calls)
+
+
+def test_frames_shorter_than_a_vad_window_are_buffered_without_a_thread_hop() -> None:
+    threads: list[tuple[int, bool]] = []
+
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([]), FakeChat([]))
+        detector = h.session._detector
+        assert detector is not None
+        feed = detector.feed
+
+        def recording_feed(samples: np.ndarray) -> list[object]:
+            threads.append((samples.size, threading.current_thread() is main))
+            return feed(samples)  # type: ignore[return-value]
+
+        detector.feed = recording_feed  # type: ignore[method-assign]
+        await h.send_audio(tone(0.1), frame_s=0.02)  # 20 ms frames: 320 samples at 16 kHz
+
+    main = threading.current_thread()
+    run(scenario)
+    # A frame that completes a 512-sample window runs the model in a worker; the others only
+    # buffer, on the event loop.
+    pending, expected = 0, []
+    for size, _ in threads:
+        expected.append(pending + size < 512)
+        pending = (pending + size) % 512
+    assert [on_loop for _, on_loop in threads] == expected
+    assert True in expected and False in expected, threads

@@ -93,3 +93,10 @@ def test_the_utterance_in_progress_is_available_for_partials(silero_vad_model, u
 def test_invalid_settings_are_refused(kwargs) -> None:
     with pytest.raises(ValueError):
         VadConfig(**kwargs)
+
+
+def test_will_score_says_when_a_frame_completes_a_window(silero_vad_model) -> None:
+    vad = StreamingVad(silero_vad_model, VadConfig())
+    assert not vad.will_score(320)  # 20 ms: less than one 512-sample window
+    vad.feed(np.zeros(320, np.float32))
+    assert vad.will_score(320) and not vad.will_score(191)

@@ -273,7 +273,11 @@ class Session:
                 raise SessionLimitError("input_audio_buffer_too_long", str(error)) from error
             return
         origin = self._detector_origin
-        for vad_event in await self.engines.vad.run(self.id, detector.feed, samples):
+        if detector.will_score(samples.size):
+            vad_events = await self.engines.vad.run(self.id, detector.feed, samples)
+        else:
+            vad_events = detector.feed(samples)  # only buffers: no thread hop for it
+        for vad_event in vad_events:
             if detector is not self._detector:
                 return  # the session was reconfigured meanwhile
             if vad_event.type is VadEventType.SPEECH_STARTED:
