@@ -50,6 +50,7 @@ class ChatConfig:
     cpu_threads: int = 0  # 0: the machine's cores, shared among the replicas
     # Copies of the model that generate at once (CTranslate2 ``inter_threads``; the weights are
     # shared). With one, a short reply waits for a long one of another session to finish.
+    # Measured against batched decoding in docs/benchmarks.md ("LLM concurrency").
     replicas: int = 1
     # Prompt + reply must fit here; defaults to min(model context, 4096) tokens.
     context_tokens: int | None = None
