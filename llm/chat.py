@@ -26,6 +26,7 @@ from typing import Literal
 import jinja2
 import jinja2.sandbox
 
+from llm.detokenizer import TextDeltas
 from llm.gguf import TOKENIZER_FILE, ChatFormat
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class ChatConfig:
     cpu_threads: int = 0  # 0: the machine's cores, shared among the replicas
     # Copies of the model that generate at once (CTranslate2 ``inter_threads``; the weights are
     # shared). With one, a short reply waits for a long one of another session to finish.
+    # Measured against batched decoding in docs/benchmarks.md ("LLM concurrency").
     replicas: int = 1
     # Prompt + reply must fit here; defaults to min(model context, 4096) tokens.
     context_tokens: int | None = None
@@ -199,24 +201,16 @@ class ChatModel:
         return self._deltas(steps, cancel)
 
     def _deltas(self, steps: Iterator[object], cancel: threading.Event | None) -> Iterator[str]:
-        ids: list[int] = []
-        emitted = 0  # characters of decode(ids) already yielded
+        deltas = TextDeltas(self._tokenizer)
         try:
             for step in steps:
                 if cancel is not None and cancel.is_set():
                     return
                 if step.token in self.format.stop_tokens:  # type: ignore[attr-defined]
                     break
-                ids.append(step.token_id)  # type: ignore[attr-defined]
-                text = self._tokenizer.decode(ids)
-                if text.endswith("\ufffd"):
-                    continue  # an incomplete UTF-8 sequence: wait for the next token
-                if len(text) > emitted:
-                    yield text[emitted:]
-                    emitted = len(text)
-            text = self._tokenizer.decode(ids)
-            if len(text) > emitted and not text.endswith("\ufffd"):
-                yield text[emitted:]
+                text = deltas.push(step.token_id)  # type: ignore[attr-defined]
+                if text:
+                    yield text
         finally:
             close = getattr(steps, "close", None)
             if close is not None:
