@@ -36,8 +36,9 @@ import numpy as np
 import psutil
 
 from benchmarks.soak import DEFAULT_CLIPS, load_clips, started_server
-from clients.client import ReplyAudio, ReplyTextDelta, ResponseDone, VoiceClient
+from clients.client import VoiceClient
 from clients.latency import RATE, Utterance, percentiles
+from voice.protocol import AudioDelta, AudioTranscriptDelta, ResponseDone, TextDelta
 
 FRAME_MS = 20
 
@@ -48,7 +49,7 @@ async def spoken_turn(client: VoiceClient, clip: Utterance, timeout_s: float) ->
 
     async def receive() -> None:
         async for event in client.events():
-            if isinstance(event, ReplyAudio) and not first_audio:
+            if isinstance(event, AudioDelta) and not first_audio:
                 first_audio.append(time.monotonic())
             if isinstance(event, ResponseDone) and event.status == "completed":
                 return
@@ -121,7 +122,7 @@ async def first_token_ms(url: str, question: str) -> float:
         sent = time.monotonic()
         await client.say(question)
         async for event in client.events():
-            if isinstance(event, ReplyTextDelta):
+            if isinstance(event, AudioTranscriptDelta | TextDelta):
                 return (time.monotonic() - sent) * 1000
             if isinstance(event, ResponseDone):
                 break
@@ -135,7 +136,7 @@ async def long_reply(url: str, started: asyncio.Event, stop: asyncio.Event) -> N
         await client.say("Write a very long story about a dragon and a knight, with many "
                          "chapters. Do not stop before 2000 words.")
         async for event in client.events():
-            if isinstance(event, ReplyTextDelta):
+            if isinstance(event, AudioTranscriptDelta | TextDelta):
                 started.set()
             if stop.is_set() or isinstance(event, ResponseDone):
                 break

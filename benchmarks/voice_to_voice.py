@@ -29,6 +29,7 @@ from websockets.asyncio.client import connect
 
 from tts.piper import PiperSynthesizer
 from voice.models import ModelKind, ModelStore, default_model_names
+from voice.protocol import AudioDelta, ResponseDone, SessionCreated, parse_server_event
 
 QUESTIONS = (
     "What is the weather like in Berlin today?",
@@ -61,14 +62,14 @@ def questions_audio() -> list[np.ndarray]:
 
 async def one_turn(url: str, pcm: np.ndarray) -> dict[str, float]:
     async with connect(url, max_size=None) as ws:
-        assert json.loads(await ws.recv())["type"] == "session.created"
+        assert isinstance(parse_server_event(await ws.recv()), SessionCreated)
         frames = [pcm[i:i + FRAME] for i in range(0, pcm.size, FRAME)]
         # The end of speech is the last frame with sound in it (Piper adds a little silence).
         last_speech = max(i for i, f in enumerate(frames) if np.abs(f).max() > 500)
         frames += [np.zeros(FRAME, "<i2")] * 75  # 1.5 s of silence after the question
         first_audio: float | None = None
         speech_end = 0.0
-        done: dict[str, object] = {}
+        done: ResponseDone | None = None
 
         async def send() -> None:
             nonlocal speech_end
@@ -80,7 +81,7 @@ async def one_turn(url: str, pcm: np.ndarray) -> dict[str, float]:
                     speech_end = time.monotonic()
                 await asyncio.sleep(max(0.0, started + (index + 1) * 0.02 - time.monotonic()))
             # Keep the line open with silence until the reply is complete.
-            while not done:
+            while done is None:
                 await ws.send(json.dumps({"type": "input_audio_buffer.append",
                                           "audio": base64.b64encode(frames[-1].tobytes())
                                           .decode()}))
@@ -88,18 +89,17 @@ async def one_turn(url: str, pcm: np.ndarray) -> dict[str, float]:
 
         sender = asyncio.ensure_future(send())
         async with asyncio.timeout(180):
-            while True:
-                event = json.loads(await ws.recv())
-                if event["type"] == "response.output_audio.delta" and first_audio is None:
+            while done is None:
+                event = parse_server_event(await ws.recv())
+                if isinstance(event, AudioDelta) and first_audio is None:
                     first_audio = time.monotonic()
-                elif event["type"] == "response.done":
-                    done.update(event["response"])
-                    break
+                elif isinstance(event, ResponseDone):
+                    done = event
         await sender
     if first_audio is None:
-        raise RuntimeError(f"no reply audio (status {done.get('status')})")
+        raise RuntimeError(f"no reply audio (status {done.status})")
     result = {"voice_to_voice_ms": (first_audio - speech_end) * 1000}
-    result.update({f"server_{k}": float(v) for k, v in dict(done["latency"]).items()})  # type: ignore[call-overload]
+    result.update({f"server_{k}": float(v) for k, v in done.latency.items()})
     return result
 
 

@@ -4,22 +4,24 @@
         await client.configure(instructions="Be brief.", languages=["en", "de"])
         await client.send_audio(samples, rate=16000)      # numpy (int16/float) or PCM16 bytes
         async for event in client.events():
-            if isinstance(event, ReplyAudio): play(event.samples, event.rate)
+            if isinstance(event, AudioDelta): play(event.samples(), client.output_rate)
             elif isinstance(event, ResponseDone): print(event.latency)
 
-Events are typed (:class:`SpeechStarted`, :class:`TranscriptDelta`, :class:`Transcript`,
-:class:`ReplyTextDelta`, :class:`ReplyAudio`, :class:`ResponseDone`, :class:`ServerError`, and
-:class:`OtherEvent` for the rest). Audio is resampled to the session's input rate on the way out
-and arrives at the session's output rate. On barge-in (``SpeechStarted`` while a reply plays),
-call :meth:`VoiceClient.interrupt` with how much of the reply was played: it sends
-``conversation.item.truncate`` so the server keeps only what the user heard.
+Events are the service's own server events (:mod:`voice.protocol`: ``SpeechStarted``,
+``TranscriptDelta``, ``TranscriptCompleted``, ``ResponseCreated``, ``AudioTranscriptDelta``,
+``TextDelta``, ``AudioDelta``, ``ResponseDone``, ``Error``, ..., and ``UnknownServerEvent`` for
+names this version does not know), parsed with :func:`voice.protocol.parse_server_event` (GA and
+beta names). Audio is resampled to the session's input rate on the way out and arrives as
+PCM16 at the session's output rate (:attr:`VoiceClient.output_rate`). On barge-in
+(``SpeechStarted`` while a reply plays), call :meth:`VoiceClient.interrupt` with how much of the
+reply was played: it sends ``conversation.item.truncate`` so the server keeps only what the user
+heard.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -30,94 +32,45 @@ import soxr
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-SUPPORTED_RATES = (16_000, 24_000, 48_000)
+from voice.protocol import (
+    AUDIO_RATES,
+    DEFAULT_AUDIO_RATE,
+    AudioDelta,
+    ResponseCreated,
+    ResponseDone,
+    ServerEvent,
+    SessionCreated,
+    parse_server_event,
+)
 
 
 class VoiceClientError(Exception):
     pass
 
 
-@dataclasses.dataclass(frozen=True)
-class SessionCreated:
-    session_id: str
-    session: dict[str, Any]
+def response_id_of(event: ServerEvent) -> str | None:
+    """The id of the response an event belongs to (``response.created``/``done`` carry it in
+    their response object, the reply's content events in ``response_id``); None for others."""
+    if isinstance(event, ResponseCreated | ResponseDone):
+        return str(event.response.get("id") or "") or None
+    value = getattr(event, "response_id", None)
+    return value if isinstance(value, str) else None
 
 
-@dataclasses.dataclass(frozen=True)
-class SpeechStarted:
-    item_id: str
-    audio_start_ms: int
+def response_language(event: ResponseCreated | ResponseDone) -> str | None:
+    """The language the reply is spoken in (an extension of this service), if the server
+    said."""
+    language = event.response.get("language")
+    return language if isinstance(language, str) else None
 
 
-@dataclasses.dataclass(frozen=True)
-class SpeechStopped:
-    item_id: str
-    audio_end_ms: int
-
-
-@dataclasses.dataclass(frozen=True)
-class TranscriptDelta:
-    """A partial transcript: ``confirmed`` only grows; ``tentative`` may still change."""
-
-    item_id: str
-    delta: str
-    confirmed: str
-    tentative: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Transcript:
-    item_id: str
-    text: str
-    language: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class ResponseStarted:
-    response_id: str
-    language: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplyTextDelta:
-    response_id: str
-    item_id: str
-    delta: str
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplyAudio:
-    response_id: str
-    item_id: str
-    samples: np.ndarray  # int16 mono
-    rate: int
-
-
-@dataclasses.dataclass(frozen=True)
-class ResponseDone:
-    response_id: str
-    status: str  # completed | cancelled | failed
-    reason: str | None
-    language: str | None
-    text: str
-    latency: dict[str, float]
-
-
-@dataclasses.dataclass(frozen=True)
-class ServerError:
-    code: str
-    message: str
-    event_id: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class OtherEvent:
-    type: str
-    data: dict[str, Any]
-
-
-Event = (SessionCreated | SpeechStarted | SpeechStopped | TranscriptDelta | Transcript
-         | ResponseStarted | ReplyTextDelta | ReplyAudio | ResponseDone | ServerError | OtherEvent)
+def reply_text(event: ResponseDone) -> str:
+    """Everything the response said: the transcript (or text) of each of its output items."""
+    text = ""
+    for item in event.response.get("output") or []:
+        for part in item.get("content") or []:
+            text += part.get("transcript") or part.get("text") or ""
+    return text
 
 
 def to_pcm16(samples: np.ndarray | bytes, rate: int, target_rate: int) -> bytes:
@@ -134,47 +87,6 @@ def to_pcm16(samples: np.ndarray | bytes, rate: int, target_rate: int) -> bytes:
     return (np.clip(floats, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
 
 
-def parse_event(data: dict[str, Any]) -> Event:
-    """A server event (GA or beta names) as a typed value."""
-    kind = data.get("type", "")
-    if kind == "session.created":
-        return SessionCreated(data["session"].get("id", ""), data["session"])
-    if kind == "input_audio_buffer.speech_started":
-        return SpeechStarted(data.get("item_id", ""), int(data.get("audio_start_ms", 0)))
-    if kind == "input_audio_buffer.speech_stopped":
-        return SpeechStopped(data.get("item_id", ""), int(data.get("audio_end_ms", 0)))
-    if kind == "conversation.item.input_audio_transcription.delta":
-        return TranscriptDelta(data.get("item_id", ""), data.get("delta") or "",
-                               data.get("confirmed") or "", data.get("tentative") or "")
-    if kind == "conversation.item.input_audio_transcription.completed":
-        return Transcript(data.get("item_id", ""), data.get("transcript", ""),
-                          data.get("language"))
-    if kind == "response.created":
-        response = data.get("response", {})
-        return ResponseStarted(response.get("id", ""), response.get("language"))
-    if kind in ("response.output_audio_transcript.delta", "response.audio_transcript.delta",
-                "response.output_text.delta", "response.text.delta"):
-        return ReplyTextDelta(data["response_id"], data["item_id"], data["delta"])
-    if kind in ("response.output_audio.delta", "response.audio.delta"):
-        samples = np.frombuffer(base64.b64decode(data["delta"]), "<i2")
-        return ReplyAudio(data["response_id"], data["item_id"], samples, 0)
-    if kind == "response.done":
-        response = data.get("response", {})
-        details = response.get("status_details") or {}
-        text = ""
-        for item in response.get("output") or []:
-            for part in item.get("content") or []:
-                text += part.get("transcript") or part.get("text") or ""
-        return ResponseDone(response.get("id", ""), response.get("status", ""),
-                            details.get("reason"), response.get("language"), text,
-                            dict(response.get("latency") or {}))
-    if kind == "error":
-        error = data.get("error", {})
-        return ServerError(error.get("code") or "", error.get("message") or "",
-                           error.get("event_id"))
-    return OtherEvent(kind, data)
-
-
 class VoiceClient:
     """One session with the service. Use :meth:`connect`; not thread-safe."""
 
@@ -182,8 +94,8 @@ class VoiceClient:
         self._ws = connection
         self.session = session
         self.session_id = str(session.get("id", ""))
-        self.input_rate = 24_000
-        self.output_rate = 24_000
+        self.input_rate = DEFAULT_AUDIO_RATE
+        self.output_rate = DEFAULT_AUDIO_RATE
         self._current_reply: tuple[str, str] | None = None  # (response_id, item_id) playing
 
     @classmethod
@@ -199,11 +111,15 @@ class VoiceClient:
         except Exception as error:  # websockets' InvalidStatus, InvalidURI, ...
             raise VoiceClientError(f"the server at {url} refused the connection: "
                                    f"{error}") from error
-        first = json.loads(await connection.recv())
-        if first.get("type") != "session.created":
+        try:
+            first = parse_server_event(await connection.recv())
+        except ValueError as error:  # not JSON, or a session.created without its session
             await connection.close()
-            raise VoiceClientError(f"expected session.created, got {first.get('type')}")
-        return cls(connection, first["session"])
+            raise VoiceClientError(f"expected session.created: {error}") from error
+        if not isinstance(first, SessionCreated):
+            await connection.close()
+            raise VoiceClientError(f"expected session.created, got {first.type or 'nothing'}")
+        return cls(connection, first.session)
 
     async def __aenter__(self) -> VoiceClient:
         return self
@@ -242,8 +158,8 @@ class VoiceClient:
         audio_in: dict[str, Any] = {}
         audio_out: dict[str, Any] = {}
         for rate in (input_rate, output_rate):
-            if rate is not None and rate not in SUPPORTED_RATES:
-                raise VoiceClientError(f"rate {rate} is not one of {SUPPORTED_RATES}")
+            if rate is not None and rate not in AUDIO_RATES:
+                raise VoiceClientError(f"rate {rate} is not one of {AUDIO_RATES}")
         if instructions is not None:
             session["instructions"] = instructions
         if input_rate is not None:
@@ -305,16 +221,22 @@ class VoiceClient:
                                "content_index": 0, "audio_end_ms": max(0, int(played_ms))})
         self._current_reply = None
 
-    async def events(self) -> AsyncIterator[Event]:
-        """Typed server events until the connection closes."""
+    async def events(self) -> AsyncIterator[ServerEvent]:
+        """Server events (:mod:`voice.protocol`) until the connection closes.
+
+        Raises :class:`VoiceClientError` for a message that is not a server event (not JSON,
+        or a known event without one of its fields)."""
         try:
             async for message in self._ws:
-                event = parse_event(json.loads(message))
-                if isinstance(event, ReplyAudio):
-                    event = dataclasses.replace(event, rate=self.output_rate)
+                try:
+                    event = parse_server_event(message)
+                except ValueError as error:
+                    raise VoiceClientError(f"the server sent a malformed event: "
+                                           f"{error}") from error
+                if isinstance(event, AudioDelta):
                     self._current_reply = (event.response_id, event.item_id)
                 elif isinstance(event, ResponseDone) and self._current_reply is not None \
-                        and self._current_reply[0] == event.response_id \
+                        and self._current_reply[0] == response_id_of(event) \
                         and event.status != "completed":
                     self._current_reply = None
                 yield event

@@ -1,23 +1,33 @@
-"""Scripted server events with arrival times, for the turn accounting tests."""
+"""Scripted server events with arrival times, for the turn accounting tests.
+
+Events are built with the service's own classes (``voice.protocol``) and replayed through their
+JSON, as a client receives them."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from clients.client import parse_event
 from clients.latency.accounting import SessionLedger
+from voice.protocol import (
+    AudioDelta,
+    ResponseCreated,
+    ResponseDone,
+    ServerEvent,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptCompleted,
+    parse_server_event,
+    response_object,
+)
 
-Script = list[tuple[float, dict[str, Any]]]
+Script = list[tuple[float, ServerEvent]]
 
 
 def started(at: float) -> Script:
-    return [(at, {"type": "input_audio_buffer.speech_started", "item_id": "u"})]
+    return [(at, SpeechStarted(int(at * 1000), "u"))]
 
 
 def stopped(at: float, transcript: str) -> Script:
-    return [(at, {"type": "input_audio_buffer.speech_stopped", "item_id": "u"}),
-            (at + 0.5, {"type": "conversation.item.input_audio_transcription.completed",
-                        "item_id": "u", "transcript": transcript, "language": "en"})]
+    return [(at, SpeechStopped(int(at * 1000), "u")),
+            (at + 0.5, TranscriptCompleted("u", 0, transcript, language="en"))]
 
 
 def speech(start: float, stop: float, transcript: str) -> Script:
@@ -25,21 +35,18 @@ def speech(start: float, stop: float, transcript: str) -> Script:
 
 
 def created(at: float, response_id: str) -> Script:
-    return [(at, {"type": "response.created", "response": {"id": response_id}})]
+    return [(at, ResponseCreated(response_object(response_id, "in_progress")))]
 
 
 def audio(at: float, response_id: str) -> Script:
-    return [(at, {"type": "response.output_audio.delta", "response_id": response_id,
-                  "item_id": "a", "delta": "AAAAAA=="})]
+    return [(at, AudioDelta(response_id, "a", 0, 0, "AAAAAA=="))]
 
 
 def done(at: float, response_id: str, status: str, reason: str | None = None) -> Script:
-    details = {"type": status, "reason": reason} if status != "completed" else None
-    return [(at, {"type": "response.done", "response": {
-        "id": response_id, "status": status, "status_details": details,
-        "latency": {"first_audio_sent_ms": 900.0}}})]
+    return [(at, ResponseDone(response_object(response_id, status, reason=reason,
+                                              latency={"first_audio_sent_ms": 900.0})))]
 
 
 def replay(ledger: SessionLedger, script: Script) -> None:
     for at, event in script:
-        ledger.observe(parse_event(event), at)
+        ledger.observe(parse_server_event(event.to_json()), at)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clients.client import Event, ResponseDone
+from clients.client import reply_text
 from clients.mic import devices, main
 from clients.mic.app import MicApp, Options
 from clients.mic.console import Console, format_latency
@@ -29,6 +29,7 @@ from tests.fake_audio import FakeAudio
 from tests.fakes import FakeChat, FakeTranscriber, fake_engines, tone
 from tests.live import running_server, url_of
 from voice.config import Limits, ServiceConfig
+from voice.protocol import ResponseDone, ServerEvent
 from voice.server import VoiceServer
 from voice.session import SessionDefaults
 
@@ -57,7 +58,7 @@ async def until(condition: Callable[[], object], timeout: float, what: str) -> N
 
 class App:
     def __init__(self, app: MicApp, out: io.StringIO, err: io.StringIO,
-                 task: asyncio.Task[int], events: list[Event]) -> None:
+                 task: asyncio.Task[int], events: list[ServerEvent]) -> None:
         self.app, self.out, self.err, self.task, self.events = app, out, err, task, events
 
 
@@ -65,7 +66,7 @@ class App:
 async def running_app(options: Options, audio: FakeAudio,
                       keys: asyncio.Queue[str | None] | None = None) -> AsyncIterator[App]:
     out, err = io.StringIO(), io.StringIO()
-    events: list[Event] = []
+    events: list[ServerEvent] = []
     app = MicApp(options, audio, out=out, err=err, keys=keys, live=False,
                  on_event=events.append)
     task = asyncio.ensure_future(app.run())
@@ -531,7 +532,7 @@ def test_a_hands_free_turn_with_the_real_models(real_server: VoiceServer,
 
     run_, audio = run(scenario, 300)
     done: ResponseDone = run_.app.responses[0]
-    assert done.status == "completed" and done.text.strip()
+    assert done.status == "completed" and reply_text(done).strip()
     lines = run_.out.getvalue().splitlines()
     said = [line for line in lines if line.startswith("you: ")]
     assert len(said) == 1 and "weather" in said[0].lower(), (ENGLISH_SENTENCE, said)

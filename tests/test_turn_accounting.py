@@ -7,6 +7,7 @@ import pytest
 
 from clients.latency.accounting import SessionLedger, summarize_turns
 from tests.server_script import audio, created, done, replay, speech, started, stopped
+from voice.protocol import Error, ProtocolError
 
 
 def test_a_plain_turn_is_completed_with_its_voice_to_voice_latency() -> None:
@@ -91,9 +92,9 @@ def test_a_failed_reply_and_a_refused_connection_are_failed_turns() -> None:
     ledger = SessionLedger(0)
     ledger.begin("a.wav", 0.0)
     ledger.speech_sent(4.0)
-    replay(ledger, speech(0.1, 4.5, "hello") + created(5.0, "r1") + [(5.5, {
-        "type": "error", "error": {"code": "response_failed", "message": "see the log"}}),
-        ] + done(5.6, "r1", "failed"))
+    failure = Error.of(ProtocolError("response_failed", "see the log"))
+    replay(ledger, speech(0.1, 4.5, "hello") + created(5.0, "r1") + [(5.5, failure)]
+           + done(5.6, "r1", "failed"))
     assert ledger.settled()
     assert ledger.finish().reason == "response_failed: see the log"
     ledger.record_failure("-", 10.0, "cannot connect: refused")

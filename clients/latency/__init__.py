@@ -7,11 +7,11 @@ turns at real-time pace; report.py: the printed summary and the plot; languages.
 suite's figures; cli.py: the command line.
 """
 
-from clients.latency.accounting import STAGES, SessionLedger, Turn, percentiles
+from clients.latency.accounting import SessionLedger, Turn, percentiles
 from clients.latency.cli import is_loopback, main
 from clients.latency.languages import reply_language
 from clients.latency.speech import QUESTIONS, RATE, Utterance, generate_utterances, load_wav
 
-__all__ = ["QUESTIONS", "RATE", "STAGES", "SessionLedger", "Turn", "Utterance",
+__all__ = ["QUESTIONS", "RATE", "SessionLedger", "Turn", "Utterance",
            "generate_utterances", "is_loopback", "load_wav", "main", "percentiles",
            "reply_language"]

@@ -1,8 +1,9 @@
 """Turn accounting: what the server did with each clip a client spoke.
 
 Used by ``voice-latency`` and by the soak benchmark (``benchmarks/soak.py``). Pure: no sockets,
-no clock. Times are passed in (monotonic seconds) and events are the typed events of
-``clients.client``, so a test can replay a scripted event list.
+no clock. Times are passed in (monotonic seconds) and events are the server events of
+``voice.protocol`` (as ``VoiceClient.events()`` yields them), so a test can replay a scripted
+event list.
 
 One client turn (one clip spoken) can see more than one server response: a clip with a long
 pause inside is heard as two user turns, the first reply is cancelled by the second part
@@ -31,22 +32,21 @@ from typing import Any
 
 import numpy as np
 
-from clients.client import (
-    Event,
-    ReplyAudio,
+from clients.client import reply_text, response_id_of, response_language
+from voice.protocol import (
+    LATENCY_STAGES,
+    AudioDelta,
+    Error,
+    ResponseCreated,
     ResponseDone,
-    ResponseStarted,
-    ServerError,
+    ServerEvent,
     SpeechStarted,
     SpeechStopped,
-    Transcript,
+    TranscriptCompleted,
 )
 
 OUTCOMES = ("completed", "cancelled", "failed", "no_reply")
 IN_PROGRESS = "in_progress"
-# The server's per-stage report in response.done -> latency, in ms after the end of speech.
-STAGES = ("vad_ms", "transcript_ms", "llm_first_token_ms", "first_audio_ready_ms",
-          "first_audio_sent_ms")
 
 
 @dataclasses.dataclass
@@ -124,12 +124,12 @@ class SessionLedger:
         if self.current is not None:
             self.current.speech_end = speech_end
 
-    def observe(self, event: Event, now: float) -> None:
-        response_id = getattr(event, "response_id", None)
+    def observe(self, event: ServerEvent, now: float) -> None:
+        response_id = response_id_of(event)
         turn = self._owner.get(response_id) if response_id else None
         turn = turn or self.current
         if turn is None:
-            if not isinstance(event, ServerError):
+            if not isinstance(event, Error):
                 self.stray_events += 1
             return
         if isinstance(event, SpeechStarted):
@@ -137,30 +137,33 @@ class SessionLedger:
         elif isinstance(event, SpeechStopped):
             turn.open_speech = max(0, turn.open_speech - 1)
             turn.awaiting_transcripts += 1
-        elif isinstance(event, Transcript):
+        elif isinstance(event, TranscriptCompleted):
             turn.awaiting_transcripts = max(0, turn.awaiting_transcripts - 1)
-            turn.transcripts.append(event.text)
-            if event.text:
+            turn.transcripts.append(event.transcript)
+            if event.transcript:
                 turn.language = event.language
-            turn.awaiting_replies += bool(event.text)  # each gets exactly one response
-        elif isinstance(event, ResponseStarted):
-            self._owner[event.response_id] = turn
-            turn.responses[event.response_id] = IN_PROGRESS
+            turn.awaiting_replies += bool(event.transcript)  # each gets exactly one response
+        elif isinstance(event, ResponseCreated):
+            response_id = response_id or ""
+            self._owner[response_id] = turn
+            turn.responses[response_id] = IN_PROGRESS
             turn.awaiting_replies = max(0, turn.awaiting_replies - 1)
-        elif isinstance(event, ReplyAudio):
+        elif isinstance(event, AudioDelta):
             turn.first_audio.setdefault(event.response_id, now)
         elif isinstance(event, ResponseDone):
-            if event.response_id not in turn.responses:
+            response_id = response_id or ""
+            if response_id not in turn.responses:
                 # Cancelled before it began: a response.done without response.created.
-                self._owner[event.response_id] = turn
+                self._owner[response_id] = turn
                 turn.awaiting_replies = max(0, turn.awaiting_replies - 1)
-            turn.responses[event.response_id] = event.status
+            turn.responses[response_id] = event.status
             if event.status == "cancelled":
                 turn.cancel_reasons.append(event.reason or "unknown")
             elif event.status == "completed":
-                turn.server_latency = dict(event.latency)
-                turn.reply_text, turn.reply_language = event.text, event.language
-        elif isinstance(event, ServerError):
+                turn.server_latency = event.latency
+                turn.reply_text = reply_text(event)
+                turn.reply_language = response_language(event)
+        elif isinstance(event, Error):
             turn.errors.append(f"{event.code}: {event.message}")
 
     def settled(self) -> bool:
@@ -233,7 +236,7 @@ def summarize_turns(turns: Sequence[Turn]) -> dict[str, Any]:
     finished = [t for t in turns if t.outcome is not None]
     stages = {"voice_to_voice_ms": percentiles(
         [t.voice_to_voice_ms for t in finished if t.voice_to_voice_ms is not None])}
-    for stage in STAGES:
+    for stage in LATENCY_STAGES:
         stages[f"server_{stage}"] = percentiles(
             [t.server_latency[stage] for t in finished if stage in t.server_latency])
     return {

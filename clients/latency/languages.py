@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from clients.client import ServerError, Transcript, VoiceClient
+from clients.client import VoiceClient
 from clients.latency.accounting import Turn
 from clients.latency.speech import QUESTIONS, RATE, Utterance
+from voice.protocol import Error, TranscriptCompleted
 
 # Frequent short words, to tell which language a reply was written in.
 STOPWORDS: dict[str, frozenset[str]] = {
@@ -61,9 +62,9 @@ async def transcribe_back(url: str, key: str | None, audio: np.ndarray) -> tuple
         await client.commit()
         async with asyncio.timeout(60):
             async for event in client.events():
-                if isinstance(event, Transcript):
-                    return event.text, event.language
-                if isinstance(event, ServerError):
+                if isinstance(event, TranscriptCompleted):
+                    return event.transcript, event.language
+                if isinstance(event, Error):
                     return "", None
     return "", None
 

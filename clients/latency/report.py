@@ -9,7 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from clients.latency.accounting import STAGES, Turn, summarize_turns
+from clients.latency.accounting import Turn, summarize_turns
+from voice.protocol import LATENCY_STAGES
+
+# How the plot names each stage of LATENCY_STAGES (one without a label keeps its own name).
+_STAGE_LABELS = {"vad_ms": "VAD end of speech", "transcript_ms": "final transcript",
+                 "llm_first_token_ms": "LLM first token",
+                 "first_audio_ready_ms": "first audio ready",
+                 "first_audio_sent_ms": "first audio sent"}
 
 
 def summarize(turns: Sequence[Turn], elapsed_s: float) -> dict[str, Any]:
@@ -82,12 +89,11 @@ def plot(path: Path, turns: Sequence[Turn], levels: dict[int, dict[str, Any]]) -
         right.set_title("Latency under load")
         right.legend()
     else:
-        medians = [np.median([t.server_latency[s] for t in turns if s in t.server_latency]
-                             or [np.nan]) for s in STAGES]
         previous = 0.0
-        labels = ["VAD end of speech", "final transcript", "LLM first token",
-                  "first audio ready", "first audio sent"]
-        for median, label in zip(medians, labels, strict=True):
+        for stage in LATENCY_STAGES:
+            median = np.median([t.server_latency[stage] for t in turns
+                                if stage in t.server_latency] or [np.nan])
+            label = _STAGE_LABELS.get(stage, stage)
             width = max(0.0, float(median) - previous) if not np.isnan(median) else 0.0
             right.barh(["median turn"], [width], left=[previous], label=label)
             previous += width

@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from websockets.exceptions import ConnectionClosed
 
-from clients.client import ReplyAudio, VoiceClient, VoiceClientError, stream_file_realtime
+from clients.client import VoiceClient, VoiceClientError, stream_file_realtime
 from clients.latency.accounting import SessionLedger, Turn
 from clients.latency.speech import RATE, Utterance
+from voice.protocol import AudioDelta
 
 
 async def hold_line(client: VoiceClient, seconds: float, until: Callable[[], bool],
@@ -72,8 +73,8 @@ async def run_session(url: str, key: str | None, session: int, utterances: Seque
     async def receive() -> None:
         async for event in client.events():
             ledger.observe(event, time.monotonic())
-            if keep_audio and isinstance(event, ReplyAudio):
-                audio[event.response_id].append(event.samples)
+            if keep_audio and isinstance(event, AudioDelta):
+                audio[event.response_id].append(event.samples())
 
     async with client:
         receiver = asyncio.ensure_future(receive())

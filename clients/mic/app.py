@@ -14,22 +14,7 @@ from typing import TextIO
 
 import numpy as np
 
-from clients.client import (
-    SUPPORTED_RATES,
-    Event,
-    OtherEvent,
-    ReplyAudio,
-    ReplyTextDelta,
-    ResponseDone,
-    ResponseStarted,
-    ServerError,
-    SpeechStarted,
-    SpeechStopped,
-    Transcript,
-    TranscriptDelta,
-    VoiceClient,
-    VoiceClientError,
-)
+from clients.client import VoiceClient, VoiceClientError, response_id_of
 from clients.mic.console import (
     Console,
     describe_close,
@@ -39,6 +24,22 @@ from clients.mic.console import (
     refused_for_good,
 )
 from clients.mic.devices import AudioDevice, DeviceError, Resampler
+from voice.protocol import (
+    AUDIO_RATES,
+    DEFAULT_AUDIO_RATE,
+    AudioDelta,
+    AudioTranscriptDelta,
+    Error,
+    ItemTruncated,
+    ResponseCreated,
+    ResponseDone,
+    ServerEvent,
+    SpeechStarted,
+    SpeechStopped,
+    TextDelta,
+    TranscriptCompleted,
+    TranscriptDelta,
+)
 
 DEFAULT_URL = "ws://127.0.0.1:8765/v1/realtime"
 
@@ -48,7 +49,7 @@ class Options:
     url: str = DEFAULT_URL
     key: str | None = None
     language: str | None = None
-    rate: int = 24_000
+    rate: int = DEFAULT_AUDIO_RATE
     push_to_talk: bool = False
     mute_while_speaking: bool = False
     mute_tail_s: float = 0.3
@@ -86,9 +87,9 @@ class MicApp:
     def __init__(self, options: Options, audio: AudioDevice, *, out: TextIO | None = None,
                  err: TextIO | None = None, keys: asyncio.Queue[str | None] | None = None,
                  live: bool | None = None,
-                 on_event: Callable[[Event], None] | None = None) -> None:
-        if options.rate not in SUPPORTED_RATES:
-            raise ValueError(f"rate must be one of {SUPPORTED_RATES}")
+                 on_event: Callable[[ServerEvent], None] | None = None) -> None:
+        if options.rate not in AUDIO_RATES:
+            raise ValueError(f"rate must be one of {AUDIO_RATES}")
         self.options = options
         self.audio = audio
         self.console = Console(out or sys.stdout, err or sys.stderr, live)
@@ -116,7 +117,7 @@ class MicApp:
         self.responses: list[ResponseDone] = []
         self.interruptions: list[Interruption] = []
         self.truncations: list[int] = []  # audio_end_ms confirmed by conversation.item.truncated
-        self.errors: list[ServerError] = []
+        self.errors: list[Error] = []
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish (thread-safe)."""
@@ -343,7 +344,7 @@ class MicApp:
                 self._on_event(event)
             await self._handle(client, event)
 
-    async def _handle(self, client: VoiceClient, event: Event) -> None:
+    async def _handle(self, client: VoiceClient, event: ServerEvent) -> None:
         console = self.console
         if isinstance(event, SpeechStarted):
             self.speech_started += 1
@@ -354,36 +355,36 @@ class MicApp:
             console.status("…")
         elif isinstance(event, TranscriptDelta):
             console.partial(event.confirmed, event.tentative)
-        elif isinstance(event, Transcript):
-            self.transcripts.append(event.text)
-            console.user(event.text, event.language)
-        elif isinstance(event, ResponseStarted):
-            self._active_response = event.response_id
-        elif isinstance(event, ReplyTextDelta):
+        elif isinstance(event, TranscriptCompleted):
+            self.transcripts.append(event.transcript)
+            console.user(event.transcript, event.language)
+        elif isinstance(event, ResponseCreated):
+            self._active_response = response_id_of(event)
+        elif isinstance(event, AudioTranscriptDelta | TextDelta):
             if event.response_id not in self._dropped:
                 console.reply_delta(event.delta)
-        elif isinstance(event, ReplyAudio):
-            self._play(event)
+        elif isinstance(event, AudioDelta):
+            self._play(event, client.output_rate)
         elif isinstance(event, ResponseDone):
             self._finish(event)
-        elif isinstance(event, ServerError):
+        elif isinstance(event, Error):
             if self._expected_errors[event.code] > 0:
                 self._expected_errors[event.code] -= 1
                 return
             self.errors.append(event)
             console.error(f"server error ({event.code}): {event.message}")
-        elif isinstance(event, OtherEvent) and event.type == "conversation.item.truncated":
-            self.truncations.append(int(event.data.get("audio_end_ms", 0)))
+        elif isinstance(event, ItemTruncated):
+            self.truncations.append(event.audio_end_ms)
 
-    def _play(self, event: ReplyAudio) -> None:
+    def _play(self, event: AudioDelta, rate: int) -> None:
+        """Queue a piece of reply audio (PCM16 at ``rate``, the session's output rate)."""
         if event.response_id in self._dropped:
             return
         reply = self._reply
         if reply is None or reply.response_id != event.response_id:
             reply = self._reply = _Reply(event.response_id)
-            self._out_resampler = Resampler(event.rate or self.options.rate,
-                                             self.audio.output_rate)
-        samples = self._out_resampler(event.samples)
+            self._out_resampler = Resampler(rate, self.audio.output_rate)
+        samples = self._out_resampler(event.samples())
         position = self.audio.play(samples)
         if reply.start is None:
             reply.start = position
@@ -391,12 +392,13 @@ class MicApp:
 
     def _finish(self, event: ResponseDone) -> None:
         self.responses.append(event)
-        if self._active_response == event.response_id:
+        response_id = response_id_of(event)
+        if self._active_response == response_id:
             self._active_response = None
         self.console.reply_end()
         if event.status == "completed":
             if event.latency:
                 self.console.line(format_latency(event.latency))
-        elif event.response_id not in self._dropped:  # else "interrupted" was shown
+        elif response_id not in self._dropped:  # else "interrupted" was shown
             reason = f": {event.reason.replace('_', ' ')}" if event.reason else ""
             self.console.note(f"reply {event.status}{reason}")

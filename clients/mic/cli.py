@@ -35,10 +35,10 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from clients.client import SUPPORTED_RATES
 from clients.mic.app import DEFAULT_URL, MicApp, Options
 from clients.mic.console import PROGRAM
 from clients.mic.devices import AudioDevice, DeviceError, SoundDeviceAudio, list_devices
+from voice.protocol import AUDIO_RATES, DEFAULT_AUDIO_RATE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--language", help="pin the language you speak (ISO 639-1, e.g. de); "
                                            "default: detected each turn")
     parser.add_argument("--instructions", help="system instructions for the assistant")
-    parser.add_argument("--rate", type=int, choices=SUPPORTED_RATES, default=24_000,
+    parser.add_argument("--rate", type=int, choices=AUDIO_RATES, default=DEFAULT_AUDIO_RATE,
                         help="audio sample rate to and from the server (default: %(default)s)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--push-to-talk", action="store_true",

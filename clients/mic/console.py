@@ -9,18 +9,23 @@ import threading
 from typing import TextIO
 
 from clients.client import VoiceClient, VoiceClientError
+from voice.protocol import LATENCY_STAGES
 
 PROGRAM = "voice-mic"
 
-LATENCY_LABELS = (("vad_ms", "end of speech heard"), ("transcript_ms", "transcript"),
-                  ("llm_first_token_ms", "first token"), ("first_audio_ready_ms", "audio ready"))
+FIRST_AUDIO_SENT = "first_audio_sent_ms"  # the stage the latency line leads with
+# What the line calls the other stages of LATENCY_STAGES (a stage without a label here is shown
+# under its own name).
+LATENCY_LABELS = {"vad_ms": "end of speech heard", "transcript_ms": "transcript",
+                  "llm_first_token_ms": "first token", "first_audio_ready_ms": "audio ready"}
 
 
 def format_latency(latency: dict[str, float]) -> str:
-    """``ResponseDone.latency`` as one line (milliseconds after the end of the user's speech)."""
-    stages = ", ".join(f"{label} {latency[key]:.0f}" for key, label in LATENCY_LABELS
-                       if key in latency)
-    total = latency.get("first_audio_sent_ms")
+    """``ResponseDone.latency`` as one line (milliseconds after the end of the user's speech),
+    its stages in the order of ``LATENCY_STAGES``."""
+    stages = ", ".join(f"{LATENCY_LABELS.get(key, key.removesuffix('_ms'))} {latency[key]:.0f}"
+                       for key in LATENCY_STAGES if key in latency and key != FIRST_AUDIO_SENT)
+    total = latency.get(FIRST_AUDIO_SENT)
     head = (f"{total:.0f} ms from the end of your speech to the first reply audio"
             if total is not None else "no reply audio")
     return f"latency: {head}" + (f" ({stages} ms)" if stages else "")
