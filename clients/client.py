@@ -52,25 +52,9 @@ def response_id_of(event: ServerEvent) -> str | None:
     """The id of the response an event belongs to (``response.created``/``done`` carry it in
     their response object, the reply's content events in ``response_id``); None for others."""
     if isinstance(event, ResponseCreated | ResponseDone):
-        return str(event.response.get("id") or "") or None
+        return event.id or None
     value = getattr(event, "response_id", None)
     return value if isinstance(value, str) else None
-
-
-def response_language(event: ResponseCreated | ResponseDone) -> str | None:
-    """The language the reply is spoken in (an extension of this service), if the server
-    said."""
-    language = event.response.get("language")
-    return language if isinstance(language, str) else None
-
-
-def reply_text(event: ResponseDone) -> str:
-    """Everything the response said: the transcript (or text) of each of its output items."""
-    text = ""
-    for item in event.response.get("output") or []:
-        for part in item.get("content") or []:
-            text += part.get("transcript") or part.get("text") or ""
-    return text
 
 
 def to_pcm16(samples: np.ndarray | bytes, rate: int, target_rate: int) -> bytes:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from clients.client import VoiceClient, VoiceClientError, reply_text, response_id_of
+from clients.client import VoiceClient, VoiceClientError, response_id_of
 from tests.fakes import FakeChat, FakeTranscriber, fake_engines
 from tests.live import running_server, url_of
 from voice.config import ServiceConfig
@@ -47,7 +47,7 @@ def test_a_reply_arrives_as_protocol_events_with_audio_at_the_session_output_rat
         done = events[-1]
         assert isinstance(done, ResponseDone)
         assert sum(isinstance(e, ResponseCreated) for e in events) == 1
-        assert done.status == "completed" and reply_text(done) == "Okay, here it is."
+        assert done.status == "completed" and done.text == "Okay, here it is."
         assert "".join(e.delta for e in events if isinstance(e, AudioTranscriptDelta)) \
             == "Okay, here it is."
         replies = {response_id_of(e) for e in events} - {None}

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clients.client import reply_text
 from clients.mic import devices, main
 from clients.mic.app import MicApp, Options
 from clients.mic.console import Console, format_latency
@@ -532,7 +531,7 @@ def test_a_hands_free_turn_with_the_real_models(real_server: VoiceServer,
 
     run_, audio = run(scenario, 300)
     done: ResponseDone = run_.app.responses[0]
-    assert done.status == "completed" and reply_text(done).strip()
+    assert done.status == "completed" and done.text.strip()
     lines = run_.out.getvalue().splitlines()
     said = [line for line in lines if line.startswith("you: ")]
     assert len(said) == 1 and "weather" in said[0].lower(), (ENGLISH_SENTENCE, said)

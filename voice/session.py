@@ -165,7 +165,7 @@ class Session:
 
     async def close(self) -> None:
         """The client is gone: stop generation and synthesis, and send nothing more."""
-        if self.reply is not None:
+        if self.reply is not None and not self.reply.finished:
             self.reply.cancel("client_disconnected")
         if self._partials is not None:
             self._partials.cancel()

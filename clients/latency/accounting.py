@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from clients.client import reply_text, response_id_of, response_language
+from clients.client import response_id_of
 from voice.protocol import (
     LATENCY_STAGES,
     AudioDelta,
@@ -161,8 +161,8 @@ class SessionLedger:
                 turn.cancel_reasons.append(event.reason or "unknown")
             elif event.status == "completed":
                 turn.server_latency = event.latency
-                turn.reply_text = reply_text(event)
-                turn.reply_language = response_language(event)
+                turn.reply_text = event.text
+                turn.reply_language = event.language
         elif isinstance(event, Error):
             turn.errors.append(f"{event.code}: {event.message}")
 

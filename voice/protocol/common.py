@@ -6,6 +6,8 @@ import uuid
 from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
+from voice.audio import SUPPORTED_RATES
+
 JsonObject = dict[str, Any]
 # A reply-length setting as the client gave it: a number of tokens, or "inf" (the server caps
 # both at its own limit; see voice.session).
@@ -30,7 +32,7 @@ def new_id(prefix: str) -> str:
 
 # Sample rates a session may use for PCM16 audio in and out (24 kHz is the protocol's own;
 # 16 and 48 kHz are extensions).
-AUDIO_RATES = (16_000, 24_000, 48_000)
+AUDIO_RATES = SUPPORTED_RATES
 DEFAULT_AUDIO_RATE = 24_000
 # The stages of a turn's latency report (``response.done`` -> ``response.latency``), in
 # milliseconds from the end of the user's speech.

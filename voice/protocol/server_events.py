@@ -237,15 +237,30 @@ class TranscriptFailed(ServerEvent):
 
 
 @dataclasses.dataclass(frozen=True)
-class ResponseCreated(ServerEvent):
-    type: ClassVar[str] = "response.created"
+class _ResponseEvent(ServerEvent):
+    """An event carrying the whole response object."""
+
     response: JsonObject
+
+    @property
+    def id(self) -> str:
+        return str(self.response.get("id") or "")
+
+    @property
+    def language(self) -> str | None:
+        """The language the reply is written and spoken in (an extension)."""
+        language = self.response.get("language")
+        return language if isinstance(language, str) else None
 
 
 @dataclasses.dataclass(frozen=True)
-class ResponseDone(ServerEvent):
+class ResponseCreated(_ResponseEvent):
+    type: ClassVar[str] = "response.created"
+
+
+@dataclasses.dataclass(frozen=True)
+class ResponseDone(_ResponseEvent):
     type: ClassVar[str] = "response.done"
-    response: JsonObject
 
     @property
     def status(self) -> str:
@@ -259,6 +274,13 @@ class ResponseDone(ServerEvent):
     @property
     def latency(self) -> dict[str, float]:
         return dict(self.response.get("latency") or {})
+
+    @property
+    def text(self) -> str:
+        """Everything the response said: the transcript (or text) of its output items."""
+        return "".join(part.get("transcript") or part.get("text") or ""
+                       for item in self.response.get("output") or []
+                       for part in item.get("content") or [])
 
 
 @dataclasses.dataclass(frozen=True)
