@@ -89,12 +89,27 @@ class FakeTranscriber:
         self.calls: list[TranscribeOptions] = []
         self.partial_calls = 0
         self.failures: list[Exception] = []  # raised by the next final decodes
+        self.batch_sizes: list[int] = []  # of each transcribe_batch call
 
     def transcribe(self, audio: np.ndarray,
                    options: TranscribeOptions | None = None) -> Transcript:
-        options = options or TranscribeOptions()
-        self.calls.append(options)
         time.sleep(self.delay_s)
+        return self._decode(audio, options or TranscribeOptions())
+
+    def transcribe_batch(
+        self, requests: Sequence[tuple[np.ndarray, TranscribeOptions | None]],
+    ) -> list[Transcript]:
+        """One ``delay_s`` for the whole batch. A pending failure fails a batch holding a final
+        decode without being used up, so that the final, retried alone, fails with it."""
+        self.batch_sizes.append(len(requests))
+        time.sleep(self.delay_s)
+        finals = [o for _, o in requests if o is None or o.max_new_tokens is None]
+        if self.failures and finals and len(requests) > 1:
+            raise RuntimeError("a batch holding a failing final decode")
+        return [self._decode(audio, options or TranscribeOptions()) for audio, options in requests]
+
+    def _decode(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+        self.calls.append(options)
         if options.max_new_tokens is None and self.failures:
             raise self.failures.pop(0)
         text, language = self.script[0] if self.script else ("", "en")

@@ -312,3 +312,32 @@ def test_metrics_show_each_engines_batch_sizes(scheduler: Scheduler) -> None:
     assert 'voice_engine_batch_size_count{engine="test"} 1.0' in text
     assert 'voice_engine_batch_size_sum{engine="test"} 3.0' in text
     assert 'voice_engine_wait_seconds_count{engine="test"} 3.0' in text
+
+
+def test_finals_of_several_sessions_are_transcribed_in_one_batch_and_a_failure_stays_with_its_own(
+    scheduler: Scheduler,
+) -> None:
+    import numpy as np
+
+    from asr.whisper import TranscribeOptions
+    from tests.fakes import FakeTranscriber
+
+    transcriber = FakeTranscriber([("hallo", "de"), ("hello", "en"), ("salut", "fr")],
+                                  delay_s=0)
+    transcriber.failures.append(RuntimeError("decoder failed"))
+    audio = np.zeros(16_000, np.float32)
+
+    async def main() -> list[object]:
+        gate, holder = await _hold_worker(scheduler)
+        tasks = [asyncio.ensure_future(scheduler.run_batched(
+            session, transcriber.transcribe_batch, (audio, TranscribeOptions()),
+            priority=Priority.URGENT)) for session in ("s1", "s2", "s3")]
+        await _until_queued(scheduler, 3)
+        gate.set()
+        await holder
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    failed, second, third = asyncio.run(main())
+    assert isinstance(failed, RuntimeError) and str(failed) == "decoder failed"
+    assert [getattr(t, "text", None) for t in (second, third)] == ["hallo", "hello"]
+    assert transcriber.batch_sizes == [3, 1, 1, 1]  # the batch, then each final alone
