@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -152,3 +153,96 @@ def build_tiny_piper_voice(folder: Path, *, name: str = "xx_XX-tiny-low", sample
     }
     (folder / f"{name}.onnx.json").write_text(json.dumps(config, ensure_ascii=False, indent=1))
     return onnx_path
+
+
+WHISPER_LANGUAGES = ("en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl",
+                     "ar", "sv", "it", "id", "hi", "fi", "vi", "he", "uk", "el", "ms", "cs", "ro",
+                     "da", "hu", "ta", "no", "th", "ur", "hr", "bg", "lt", "la", "mi", "ml", "cy",
+                     "sk", "te", "fa", "lv", "bn", "sr", "az", "sl", "kn", "et", "mk", "br", "eu",
+                     "is", "hy", "ne", "mn", "bs", "kk", "sq", "sw", "gl", "mr", "pa", "si", "km",
+                     "sn", "yo", "so", "af", "oc", "ka", "be", "tg", "sd", "gu", "am", "yi", "lo",
+                     "uz", "fo", "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl", "mg",
+                     "as", "tt", "haw", "ln", "ha", "ba", "jw", "su")
+
+
+def build_random_whisper(folder: Path, *, hidden: int = 32, heads: int = 2, layers: int = 1,
+                         seed: int = 0) -> Path:
+    """Write a random multilingual Whisper model (CTranslate2, int8) with Whisper's vocabulary
+    layout (51865 tokens: 50257 text tokens, the control and language tokens, 1501 timestamps)
+    and a byte-level ``tokenizer.json``, which faster-whisper's ``WhisperModel`` loads and runs.
+    Its transcripts are gibberish; every code path of transcription runs on it in milliseconds.
+    """
+    from ctranslate2.specs import transformer_spec, whisper_spec
+
+    rng = np.random.default_rng(seed)
+    alphabet = byte_level_alphabet()
+    text_tokens = list(alphabet)
+    for first in alphabet:  # filler text tokens: pairs of bytes, never produced by encoding
+        for second in alphabet:
+            if len(text_tokens) == 50256:
+                break
+            text_tokens.append(first + second)
+    # The multilingual vocabulary's last text token is the empty string; CTranslate2 tells a
+    # multilingual model from an English-only one by that token.
+    text_tokens.append("")
+    specials = ["<|endoftext|>", "<|startoftranscript|>",
+                *(f"<|{code}|>" for code in WHISPER_LANGUAGES), "<|translate|>",
+                "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>",
+                "<|notimestamps|>"]
+    timestamps = [f"<|{i * 0.02:.2f}|>" for i in range(1501)]
+    tokens = text_tokens + specials + timestamps
+    vocab, ffn = len(tokens), hidden * 2
+
+    def rand(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.2).astype(np.float32)
+
+    def norm(spec: Any) -> None:
+        spec.gamma, spec.beta = np.ones(hidden, np.float32), np.zeros(hidden, np.float32)
+
+    def linear(spec: Any, rows: int, columns: int) -> None:
+        spec.weight, spec.bias = rand(rows, columns), rand(rows)
+
+    def feed_forward(spec: Any) -> None:
+        norm(spec.layer_norm)
+        linear(spec.linear_0, ffn, hidden)
+        linear(spec.linear_1, hidden, ffn)
+
+    spec = whisper_spec.WhisperSpec(layers, heads, layers, heads)
+    encoder, decoder = spec.encoder, spec.decoder
+    encoder.conv1.weight, encoder.conv1.bias = rand(hidden, 80, 3), rand(hidden)
+    encoder.conv2.weight, encoder.conv2.bias = rand(hidden, hidden, 3), rand(hidden)
+    encoder.position_encodings.encodings = rand(1500, hidden)
+    norm(encoder.layer_norm)
+    for layer in encoder.layer:
+        norm(layer.self_attention.layer_norm)
+        linear(layer.self_attention.linear[0], 3 * hidden, hidden)
+        linear(layer.self_attention.linear[1], hidden, hidden)
+        feed_forward(layer.ffn)
+    decoder.embeddings.weight = rand(vocab, hidden)
+    decoder.position_encodings.encodings = rand(448, hidden)
+    norm(decoder.layer_norm)
+    decoder.projection.weight = decoder.embeddings.weight
+    for layer in decoder.layer:
+        assert isinstance(layer, transformer_spec.TransformerDecoderLayerSpec)
+        norm(layer.self_attention.layer_norm)
+        linear(layer.self_attention.linear[0], 3 * hidden, hidden)
+        linear(layer.self_attention.linear[1], hidden, hidden)
+        norm(layer.attention.layer_norm)
+        linear(layer.attention.linear[0], hidden, hidden)
+        linear(layer.attention.linear[1], 2 * hidden, hidden)
+        linear(layer.attention.linear[2], hidden, hidden)
+        feed_forward(layer.ffn)
+    spec.register_vocabulary(tokens)
+    first_language = len(text_tokens) + 2
+    spec.config.suppress_ids = []
+    spec.config.suppress_ids_begin = [220, len(text_tokens)]
+    spec.config.lang_ids = list(range(first_language, first_language + len(WHISPER_LANGUAGES)))
+    spec.config.alignment_heads = [(0, 0)]
+    spec.validate()
+    spec.optimize(quantization="int8")
+    folder.mkdir(parents=True, exist_ok=True)
+    spec.save(str(folder))
+    special_ids = list(range(len(text_tokens), vocab))
+    tokenizer = build_byte_level_tokenizer_json(tokens, [], special_ids, "gpt2")
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False))
+    return folder

@@ -92,12 +92,29 @@ class FakeTranscriber:
         self.calls: list[TranscribeOptions] = []
         self.partial_calls = 0
         self.failures: list[Exception] = []  # raised by the next final decodes
+        self.batch_sizes: list[int] = []  # of each transcribe_batch call
 
     def transcribe(self, audio: np.ndarray,
                    options: TranscribeOptions | None = None) -> Transcript:
         options = options or TranscribeOptions()
         self.calls.append(options)
         time.sleep(self.delay_s)
+        return self._decode(audio, options)
+
+    def transcribe_batch(
+        self, requests: Sequence[tuple[np.ndarray, TranscribeOptions | None]],
+    ) -> list[Transcript]:
+        """One ``delay_s`` for the whole batch. A pending failure fails a batch holding a final
+        decode without being used up, so that the final, retried alone, fails with it."""
+        self.batch_sizes.append(len(requests))
+        batch = [(audio, options or TranscribeOptions()) for audio, options in requests]
+        self.calls.extend(options for _, options in batch)
+        time.sleep(self.delay_s)
+        if self.failures and len(batch) > 1 and any(o.max_new_tokens is None for _, o in batch):
+            raise RuntimeError("a batch holding a failing final decode")
+        return [self._decode(audio, options) for audio, options in batch]
+
+    def _decode(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         if options.max_new_tokens is None and self.failures:
             raise self.failures.pop(0)
         text, language = self.script[0] if self.script else ("", "en")

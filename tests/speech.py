@@ -21,7 +21,17 @@ import soxr
 
 SAMPLE_RATE = 16_000
 ALLOWED_LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "pt", "pl")
-SHARED_TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+
+def _shared_testdata() -> Path:
+    """``shared/testdata`` beside the checkout (or beside a folder of worktrees above it)."""
+    here = Path(__file__).resolve()
+    for folder in here.parents[2:]:
+        if (folder / "shared" / "testdata").is_dir():
+            return folder / "shared" / "testdata"
+    return here.parents[2] / "shared" / "testdata"
+
+
+SHARED_TESTDATA = _shared_testdata()
 
 
 @dataclasses.dataclass(frozen=True)

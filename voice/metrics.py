@@ -11,6 +11,7 @@ from voice.protocol import LATENCY_STAGES
 from voice.schedulers import Scheduler
 
 _ENGINE_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+_BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 _LATENCY_BUCKETS_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 8000,
                        13000, 20000)
 
@@ -50,6 +51,10 @@ class Metrics:
         self.engine_run = Histogram("voice_engine_run_seconds", "Seconds an engine call ran",
                                     ["engine"], buckets=_ENGINE_BUCKETS_S,
                                     registry=self.registry)
+        self.engine_batch_size = Histogram("voice_engine_batch_size",
+                                           "Calls served by each batched engine call",
+                                           ["engine"], buckets=_BATCH_SIZE_BUCKETS,
+                                           registry=self.registry)
 
     def watch(self, schedulers: Iterable[Scheduler]) -> None:
         """Report these engine schedulers' queues (this object becomes their observer)."""
@@ -65,6 +70,9 @@ class Metrics:
 
     def observe_run(self, engine: str, seconds: float) -> None:
         self.engine_run.labels(engine=engine).observe(seconds)
+
+    def observe_batch(self, engine: str, size: int) -> None:
+        self.engine_batch_size.labels(engine=engine).observe(size)
 
     def observe_turn(self, latency: dict[str, float], status: str) -> None:
         self.turns.labels(status=status).inc()
