@@ -29,6 +29,7 @@ from voice.models import (
 
 if TYPE_CHECKING:
     from voice.ports import Engines
+    from voice.schedulers import Scheduler
     from voice.session import SessionDefaults
 
 logger = logging.getLogger("voice")
@@ -157,10 +158,20 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
     engines = Engines(
         new_detector=lambda vad_config: StreamingVad(vad_model, vad_config),
         transcriber=transcriber, chat=chat, voices=voices,
-        vad=Scheduler("vad", 2), asr=Scheduler("asr", 2),
+        vad=Scheduler("vad", 2), asr=_asr_scheduler(transcriber.device),
         # Each reply's next() waits on CTranslate2's own generation thread: one worker each.
         llm=Scheduler("llm", min(32, sessions + 2)), tts=Scheduler("tts", 2))
     return engines, names
+
+
+def _asr_scheduler(device: str) -> Scheduler:
+    """On a CPU, batching finals does not pay (docs/benchmarks.md, "ASR batching"): two
+    workers, one utterance per call. On a GPU, one worker batches up to 32 within 10 ms."""
+    from voice.schedulers import Scheduler
+
+    if device == "cpu":
+        return Scheduler("asr", 2, max_batch=1)
+    return Scheduler("asr", 1, max_batch=32, batch_window_s=0.01)
 
 
 def _load(store: ModelStore, what: str, name: str, load: Callable[[], T]) -> T:

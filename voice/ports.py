@@ -41,6 +41,9 @@ class Transcribes(Protocol):
     def transcribe(self, audio: np.ndarray,
                    options: TranscribeOptions | None = None) -> Transcript: ...
 
+    def transcribe_batch(self, requests: Sequence[tuple[np.ndarray, TranscribeOptions | None]],
+                         ) -> list[Transcript]: ...
+
 
 class StreamsReplies(Protocol):
     def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,

@@ -366,9 +366,10 @@ class Session:
     async def _transcribe(self, turn: UserTurn) -> Transcript:
         """The final transcript; a failed decode is an error for the client and no reply."""
         try:
-            transcript = await self.engines.asr.run(
-                self.id, self.engines.transcriber.transcribe, turn.audio,
-                self._transcribe_options(), priority=Priority.URGENT)
+            # Batched with other sessions' finals where the engine is set up to (GPU).
+            transcript = await self.engines.asr.run_batched(
+                self.id, self.engines.transcriber.transcribe_batch,
+                (turn.audio, self._transcribe_options()), priority=Priority.URGENT)
         except Exception as error:
             logger.exception("session %s: transcription of %s failed", self.id,
                              turn.item.item_id)
