@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import threading
 import time
@@ -13,7 +14,16 @@ import pytest
 from tests.fakes import FakeChat, FakeTranscriber, tone
 from tests.test_session import Harness, run
 from voice.audio import InputPacer
-from voice.protocol import AudioAppend, AudioCommit, SessionUpdate
+from voice.protocol import (
+    AudioAppend,
+    AudioCommit,
+    ItemCreate,
+    ResponseCancel,
+    ResponseCreate,
+    SessionUpdate,
+)
+from voice.schedulers import Scheduler
+from voice.session import SessionDefaults
 
 
 @pytest.mark.parametrize(("arrivals", "expected_waits"), [
@@ -75,6 +85,9 @@ def test_work_queued_by_a_session_that_leaves_is_never_run() -> None:
 
     async def scenario() -> None:
         h = Harness(transcriber, FakeChat([]))
+        # One utterance per call (as on a CPU), so that the queue holds the other seven.
+        h.session.engines = dataclasses.replace(h.session.engines,
+                                                asr=Scheduler("fake-asr", 4, max_batch=1))
         await h.session.handle(SessionUpdate("e1", {"type": "realtime", "audio": {"input": {
             "turn_detection": None}}}))
         for index in range(8):
@@ -117,3 +130,29 @@ def test_frames_shorter_than_a_vad_window_are_buffered_without_a_thread_hop() ->
         pending = (pending + size) % 512
     assert [on_loop for _, on_loop in threads] == expected
     assert True in expected and False in expected, threads
+
+
+def test_partials_are_dropped_while_another_sessions_reply_is_being_written() -> None:
+    chat = FakeChat(["word " * 400, "Okay."], delay_s=0.02)  # a long reply, still writing
+    transcriber = FakeTranscriber([("one two three four five six", "en")] * 2)
+
+    async def scenario() -> tuple[int, int]:
+        busy = Harness(transcriber, chat)
+        await busy.session.handle(ItemCreate("i1", None, "user", "Talk a lot."))
+        await busy.session.handle(ResponseCreate("r1", None, None))
+        await busy.wait_for(lambda: len(busy.of("response.output_audio.delta")) > 0)
+        # A second session on the same engines speaks while the first reply is written.
+        other = Harness(transcriber, chat)
+        other.session.engines = busy.session.engines
+        other.session.defaults = SessionDefaults(partial_interval_s=0.3)
+        await other.send_audio(tone(2.0), pace_s=0.01)
+        under_load = len(other.of("conversation.item.input_audio_transcription.delta"))
+        await busy.session.handle(ResponseCancel("c1", None))
+        await busy.wait_done()
+        await other.send_audio(tone(2.0), pace_s=0.01)  # the same speech, engines now free
+        free = len(other.of("conversation.item.input_audio_transcription.delta"))
+        return under_load, free - under_load
+
+    under_load, when_free = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert under_load == 0
+    assert when_free > 0

@@ -35,9 +35,11 @@ class Partials:
         self._task: asyncio.Task[None] | None = None
         self.active = True
 
-    def poll(self, detector: SpeechDetector, threshold: float) -> None:
-        """Start a decode if one is due and none is running."""
-        if not self.active or not detector.in_speech:
+    def poll(self, detector: SpeechDetector, threshold: float, *, busy: bool = False) -> None:
+        """Start a decode if one is due and none is running. Under load (``busy``: the
+        engines are working for others) partials are the first thing dropped: the final
+        transcript and other users' replies need the processor more."""
+        if not self.active or busy or not detector.in_speech:
             return
         if self._task is not None and not self._task.done():
             return  # at most one partial decode in flight

@@ -62,6 +62,14 @@ class Voices(Protocol):
     def for_language(self, language: str) -> Speaks: ...
 
 
+class Activity:
+    """How many replies are being written or spoken right now, over all sessions (the
+    session counts its own; read to shed optional work under load). Event-loop only."""
+
+    def __init__(self) -> None:
+        self.replies = 0
+
+
 @dataclasses.dataclass(frozen=True)
 class Engines:
     """The shared, process-wide engines and the schedulers their blocking calls run on
@@ -75,6 +83,7 @@ class Engines:
     asr: Scheduler
     llm: Scheduler
     tts: Scheduler
+    activity: Activity = dataclasses.field(default_factory=Activity)
 
     @property
     def schedulers(self) -> tuple[Scheduler, ...]:

@@ -197,6 +197,13 @@ class Session:
             self._partials.stop()
             self._partials = None
 
+    def _engines_busy(self) -> bool:
+        """Whether the engines are working for others: transcripts queued or running, or a
+        reply of another session in progress."""
+        own = 1 if self.response is not None else 0
+        asr = self.engines.asr
+        return asr.depth > 0 or asr.running > 0 or self.engines.activity.replies > own
+
     def _transcribe_options(self) -> TranscribeOptions:
         return TranscribeOptions(language=self.config.language,
                                  allowed_languages=self.config.languages,
@@ -288,7 +295,7 @@ class Session:
                 await self._apply(self.turns.speech_stopped(origin + vad_event.end_sample))
         turn = self.config.turn_detection
         if self._partials is not None and turn is not None:
-            self._partials.poll(detector, turn.threshold)
+            self._partials.poll(detector, turn.threshold, busy=self._engines_busy())
 
     async def _on_commit(self, event: AudioCommit) -> None:
         if self._detector is not None:
@@ -406,9 +413,12 @@ class Session:
             reply, turn.transcript if turn else None))
 
     async def _run_reply(self, reply: Reply, transcript: Awaitable[Transcript] | None) -> None:
+        activity = self.engines.activity
+        activity.replies += 1
         try:
             status = await reply.run(transcript)
         finally:
+            activity.replies -= 1
             self.turns.reply_ended(reply.turn_id)
         if status == "no_speech":
             return
