@@ -13,6 +13,7 @@ from voice.protocol import (
     parse_client_event,
 )
 
+
 def _error(text: str | bytes) -> ProtocolError:
     with pytest.raises(ProtocolError) as caught:
         parse_client_event(text)
