@@ -29,6 +29,7 @@ partial_interval_s = 0
 
 [llm]
 replicas = 3
+context_tokens = 3000
 
 [limits]
 max_sessions = 3
@@ -46,7 +47,7 @@ def test_the_file_overrides_defaults_and_flags_override_the_file(tmp_path: Path)
     assert config.vad_silence_duration_ms == 700 and config.languages == ("de", "fr")
     assert config.limits.max_sessions == 3 and config.limits.max_message_bytes == 1 << 20
     assert config.host == "127.0.0.1" and config.vad_threshold == 0.5  # defaults
-    assert config.llm_replicas == 3
+    assert config.llm_replicas == 3 and config.llm_context_tokens == 3000
     defaults = session_defaults(config, {"llm": "x"})
     assert defaults.partial_interval_s == 0
     assert defaults.config.turn_detection is not None
@@ -60,6 +61,7 @@ def test_the_file_overrides_defaults_and_flags_override_the_file(tmp_path: Path)
     ("port = [", "cannot read config file"),
     ('host = "10.0.0.5"\n', "without API keys"),
     ("[llm]\nreplicas = 0\n", "replicas must be at least 1"),
+    ("[llm]\ncontext_tokens = 1000\n", "must leave room for a reply"),
     ('[asr]\nlanguages = ["en", "xx"]\n', "unknown language code.s. xx in languages"),
     ('[llm]\nmax_output_tokens = 2000\n', "must be between 1 and max_output_tokens_limit"),
     ('[limits]\nmax_item_chars = 100000\n', "must be between 1 and max_history_chars"),

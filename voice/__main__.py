@@ -144,7 +144,8 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
                           compute_type=config.compute_type, num_workers=2)))
     chat = _load(store, "language", names["llm"], lambda: ChatModel(
         ChatConfig(str(store.resolve(names["llm"], ModelKind.LLM)), device=config.device,
-                   compute_type=config.compute_type, replicas=config.llm_replicas)))
+                   compute_type=config.compute_type, replicas=config.llm_replicas,
+                   context_tokens=config.llm_context_tokens)))
 
     def load_voices() -> VoiceBook:
         paths = piper_voices(config, store, names["voice"])

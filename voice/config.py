@@ -33,6 +33,7 @@ Example ``voice.toml`` (every key optional)::
     max_output_tokens = 200         # a reply's length unless the client asks otherwise
     max_output_tokens_limit = 1024  # the most a client may ask for ("inf" means this)
     replicas = 2                    # model copies generating at once (share the weights)
+    context_tokens = 2048           # prompt + reply; older turns are left out beyond it
 
     [limits]
     max_sessions = 16
@@ -98,6 +99,9 @@ class ServiceConfig:
     beam_size: int = 1
     max_output_tokens: int = 200
     llm_replicas: int = 2
+    # Prompt + reply, in tokens. A long conversation keeps only its newest turns within this:
+    # every turn's prompt is processed again, so on a CPU its length is latency (and memory).
+    llm_context_tokens: int = 2048
     max_output_tokens_limit: int = 1024
     limits: Limits = dataclasses.field(default_factory=Limits)
     shutdown_grace_s: float = 10.0
@@ -134,6 +138,10 @@ class ServiceConfig:
             raise ConfigError("max_sessions must be at least 1")
         if self.llm_replicas < 1:
             raise ConfigError("llm replicas must be at least 1")
+        if self.llm_context_tokens < self.max_output_tokens_limit + 256:
+            raise ConfigError(f"llm context_tokens ({self.llm_context_tokens}) must leave room "
+                              f"for a reply of max_output_tokens_limit "
+                              f"({self.max_output_tokens_limit}) and a prompt (256 or more)")
         if self.languages:
             from asr.whisper import whisper_languages
 
@@ -168,7 +176,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "asr": {"languages": "languages", "partial_interval_s": "partial_interval_s",
             "beam_size": "beam_size"},
     "llm": {"max_output_tokens": "max_output_tokens",
-            "max_output_tokens_limit": "max_output_tokens_limit", "replicas": "llm_replicas"},
+            "max_output_tokens_limit": "max_output_tokens_limit", "replicas": "llm_replicas",
+            "context_tokens": "llm_context_tokens"},
 }
 
 
