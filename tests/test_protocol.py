@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from tests.protocol_helpers import parse_error, update
 from voice.protocol import (
     AudioAppend,
     AudioClear,
@@ -19,7 +20,6 @@ from voice.protocol import (
     ResponseCreate,
     SessionConfig,
     SessionUpdate,
-    apply_session_update,
     encode_server_event,
     error_event,
     parse_binary_audio,
@@ -32,23 +32,6 @@ PCM_B64 = "AAABAP///38AgAAB"
 PCM_SAMPLES = [0, 1, -1, 32767, -32768, 256]
 
 
-def _error(text: str | bytes) -> ProtocolError:
-    with pytest.raises(ProtocolError) as caught:
-        parse_client_event(text)
-    return caught.value
-
-
-def _update(text: str, config: SessionConfig | None = None) -> SessionConfig:
-    """Parse a literal session.update event and apply it, as the session does."""
-    event = parse_client_event(text)
-    assert isinstance(event, SessionUpdate)
-    return apply_session_update(config or SessionConfig(), event.session, event.event_id)
-
-
-def _update_error(text: str, config: SessionConfig | None = None) -> ProtocolError:
-    with pytest.raises(ProtocolError) as caught:
-        _update(text, config)
-    return caught.value
 
 
 # -- client events parse from literal GA JSON ----------------------------------------------
@@ -71,7 +54,7 @@ def test_audio_append_decodes_base64_pcm16_into_int16_samples() -> None:
 
 
 def test_audio_append_with_empty_audio_is_an_error_naming_the_event() -> None:
-    error = _error('{"type": "input_audio_buffer.append", "event_id": "a0", "audio": ""}')
+    error = parse_error('{"type": "input_audio_buffer.append", "event_id": "a0", "audio": ""}')
     assert (error.code, error.param, error.event_id) == (
         "input_audio_buffer_append_empty", "audio", "a0")
     assert "empty" in error.message
@@ -170,7 +153,7 @@ def test_a_text_frame_may_arrive_as_utf8_bytes() -> None:
 ])
 def test_a_frame_that_is_not_an_event_object_is_an_error_not_a_disconnect(
         text: str | bytes, code: str, param: str | None) -> None:
-    error = _error(text)
+    error = parse_error(text)
     assert (error.code, error.param, error.event_id) == (code, param, None)
     assert error.error_type == "invalid_request_error"
     assert error.message
@@ -187,7 +170,7 @@ def test_a_frame_that_is_not_an_event_object_is_an_error_not_a_disconnect(
 ])
 def test_a_missing_or_unknown_type_is_an_error_that_names_the_event(text: str,
                                                                      code: str) -> None:
-    error = _error(text)
+    error = parse_error(text)
     assert (error.code, error.param, error.event_id) == (code, "type", "evt_1")
 
 
@@ -264,13 +247,13 @@ def test_a_malformed_event_is_an_error_with_a_specific_code_and_param(
         text: str, code: str, param: str) -> None:
     event = json.loads(text)
     event["event_id"] = "evt_bad"
-    error = _error(json.dumps(event))
+    error = parse_error(json.dumps(event))
     assert (error.code, error.param, error.event_id) == (code, param, "evt_bad")
     assert error.message
 
 
 def test_odd_length_pcm_says_how_many_bytes_arrived() -> None:
-    error = _error('{"type": "input_audio_buffer.append", "audio": "AAAA"}')
+    error = parse_error('{"type": "input_audio_buffer.append", "audio": "AAAA"}')
     assert error.code == "invalid_audio"
     assert "3" in error.message
 
@@ -279,18 +262,18 @@ def test_odd_length_pcm_says_how_many_bytes_arrived() -> None:
 
 
 def test_deeply_nested_json_is_an_invalid_json_error() -> None:
-    assert _error("[" * 100_000).code == "invalid_json"
+    assert parse_error("[" * 100_000).code == "invalid_json"
 
 
 def test_an_integer_too_long_to_convert_is_an_invalid_json_error() -> None:
     text = ('{"type": "conversation.item.truncate", "item_id": "i", "audio_end_ms": 1'
             + "0" * 5000 + "}")
-    assert _error(text).code == "invalid_json"
+    assert parse_error(text).code == "invalid_json"
 
 
 @pytest.mark.parametrize("modalities", ['[{}]', '[["audio"]]'])
 def test_response_create_with_object_modalities_is_an_invalid_value(modalities: str) -> None:
-    error = _error(f'{{"type": "response.create", "response": '
+    error = parse_error(f'{{"type": "response.create", "response": '
                    f'{{"output_modalities": {modalities}}}}}')
     assert (error.code, error.param) == ("invalid_value", "response.output_modalities")
 
@@ -298,7 +281,7 @@ def test_response_create_with_object_modalities_is_an_invalid_value(modalities: 
 @pytest.mark.parametrize("response", ["false", "0", '""', "[]"])
 def test_response_create_with_a_falsy_non_object_response_is_an_invalid_type(
         response: str) -> None:
-    error = _error(f'{{"type": "response.create", "response": {response}}}')
+    error = parse_error(f'{{"type": "response.create", "response": {response}}}')
     assert (error.code, error.param) == ("invalid_type", "response")
 
 
@@ -341,7 +324,7 @@ def test_a_protocol_error_serialises_as_an_error_event() -> None:
 
 
 def test_an_error_from_parsing_round_trips_into_an_error_event() -> None:
-    error = _error('{"type": "nope", "event_id": "evt_n"}')
+    error = parse_error('{"type": "nope", "event_id": "evt_n"}')
     wire = json.loads(encode_server_event(error_event(error)))
     assert wire["error"]["code"] == "unknown_event_type"
     assert wire["error"]["param"] == "type"
@@ -349,7 +332,7 @@ def test_an_error_from_parsing_round_trips_into_an_error_event() -> None:
 
 
 def test_an_error_without_param_or_event_id_has_nulls() -> None:
-    wire = json.loads(encode_server_event(error_event(_error("{"))))
+    wire = json.loads(encode_server_event(error_event(parse_error("{"))))
     assert wire["error"]["code"] == "invalid_json"
     assert wire["error"]["param"] is None
     assert wire["error"]["event_id"] is None
@@ -374,7 +357,7 @@ def test_the_default_session_has_the_ga_shape() -> None:
 
 
 def test_the_session_json_reflects_an_update() -> None:
-    config = _update(
+    config = update(
         '{"type": "session.update", "session": {"max_output_tokens": 64, "audio": {'
         '"input": {"format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": null,'
         ' "transcription": {"language": "de", "languages": ["de", "en"]}},'

@@ -4,41 +4,20 @@ from __future__ import annotations
 
 import pytest
 
+from tests.protocol_helpers import update, update_error
 from voice.protocol import (
     ProtocolError,
     SessionConfig,
-    SessionUpdate,
     TurnDetection,
     apply_session_update,
-    parse_client_event,
 )
-
-
-def _error(text: str | bytes) -> ProtocolError:
-    with pytest.raises(ProtocolError) as caught:
-        parse_client_event(text)
-    return caught.value
-
-
-def _update(text: str, config: SessionConfig | None = None) -> SessionConfig:
-    """Parse a literal session.update event and apply it, as the session does."""
-    event = parse_client_event(text)
-    assert isinstance(event, SessionUpdate)
-    return apply_session_update(config or SessionConfig(), event.session, event.event_id)
-
-
-def _update_error(text: str, config: SessionConfig | None = None) -> ProtocolError:
-    with pytest.raises(ProtocolError) as caught:
-        _update(text, config)
-    return caught.value
-
 
 # -- session.update: GA nested fields -------------------------------------------------------
 
 
 @pytest.mark.parametrize("rate", [16000, 24000, 48000])
 def test_ga_audio_formats_set_the_input_and_output_rates(rate: int) -> None:
-    config = _update(
+    config = update(
         '{"type": "session.update", "session": {"type": "realtime", "audio": {'
         f'"input": {{"format": {{"type": "audio/pcm", "rate": {rate}}}}},'
         f'"output": {{"format": {{"type": "audio/pcm", "rate": {rate}}}}}}}}}}}')
@@ -46,7 +25,7 @@ def test_ga_audio_formats_set_the_input_and_output_rates(rate: int) -> None:
 
 
 def test_input_and_output_rates_are_independent() -> None:
-    config = _update(
+    config = update(
         '{"type": "session.update", "session": {"audio": {'
         '"input": {"format": {"type": "audio/pcm", "rate": 16000}},'
         '"output": {"format": {"type": "audio/pcm", "rate": 48000}}}}}')
@@ -55,13 +34,13 @@ def test_input_and_output_rates_are_independent() -> None:
 
 def test_a_ga_format_without_a_rate_means_24_khz() -> None:
     before = SessionConfig(input_rate=16000)
-    config = _update('{"type": "session.update", "session": {"audio": {"input": '
+    config = update('{"type": "session.update", "session": {"audio": {"input": '
                      '{"format": {"type": "audio/pcm"}}}}}', before)
     assert config.input_rate == 24000
 
 
 def test_ga_server_vad_settings_are_applied() -> None:
-    config = _update(
+    config = update(
         '{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {'
         '"type": "server_vad", "threshold": 0.7, "silence_duration_ms": 800,'
         ' "prefix_padding_ms": 200, "create_response": false, "interrupt_response": false'
@@ -70,23 +49,23 @@ def test_ga_server_vad_settings_are_applied() -> None:
 
 
 def test_null_turn_detection_turns_server_vad_off() -> None:
-    config = _update('{"type": "session.update", "session": {"audio": {"input": '
+    config = update('{"type": "session.update", "session": {"audio": {"input": '
                      '{"turn_detection": null}}}}')
     assert config.turn_detection is None
 
 
 def test_turn_detection_after_null_starts_again_from_the_defaults() -> None:
     off = SessionConfig(turn_detection=None)
-    config = _update('{"type": "session.update", "session": {"audio": {"input": '
+    config = update('{"type": "session.update", "session": {"audio": {"input": '
                      '{"turn_detection": {"type": "server_vad", "threshold": 0.6}}}}}', off)
     assert config.turn_detection == TurnDetection(threshold=0.6)
 
 
 def test_updating_only_the_threshold_keeps_the_other_vad_settings() -> None:
-    first = _update('{"type": "session.update", "session": {"audio": {"input": '
+    first = update('{"type": "session.update", "session": {"audio": {"input": '
                     '{"turn_detection": {"type": "server_vad", "silence_duration_ms": 900,'
                     ' "prefix_padding_ms": 100}}}}}')
-    second = _update('{"type": "session.update", "session": {"audio": {"input": '
+    second = update('{"type": "session.update", "session": {"audio": {"input": '
                      '{"turn_detection": {"threshold": 0.3}}}}}', first)
     assert second.turn_detection == TurnDetection(threshold=0.3, prefix_padding_ms=100,
                                                   silence_duration_ms=900)
@@ -96,7 +75,7 @@ def test_a_partial_update_keeps_every_other_setting() -> None:
     before = SessionConfig(instructions="Be kind.", input_rate=16000, output_rate=48000,
                            language="de", voice="thorsten", output_modalities=("text",),
                            max_output_tokens=100, temperature=0.8)
-    after = _update('{"type": "session.update", "session": {"audio": {"input": '
+    after = update('{"type": "session.update", "session": {"audio": {"input": '
                     '{"turn_detection": {"threshold": 0.9}}}}}', before)
     assert after == SessionConfig(instructions="Be kind.", input_rate=16000, output_rate=48000,
                                   language="de", voice="thorsten", output_modalities=("text",),
@@ -106,17 +85,17 @@ def test_a_partial_update_keeps_every_other_setting() -> None:
 
 def test_an_empty_session_update_changes_nothing() -> None:
     before = SessionConfig(instructions="x", input_rate=48000)
-    assert _update('{"type": "session.update", "session": {}}', before) == before
+    assert update('{"type": "session.update", "session": {}}', before) == before
 
 
 def test_transcription_language_is_pinned_and_lowercased() -> None:
-    config = _update('{"type": "session.update", "session": {"audio": {"input": '
+    config = update('{"type": "session.update", "session": {"audio": {"input": '
                      '{"transcription": {"model": "whisper-1", "language": "FR"}}}}}')
     assert (config.transcription, config.language) == (True, "fr")
 
 
 def test_transcription_languages_extension_sets_the_allowed_set() -> None:
-    config = _update('{"type": "session.update", "session": {"audio": {"input": '
+    config = update('{"type": "session.update", "session": {"audio": {"input": '
                      '{"transcription": {"languages": ["EN", "de", "uk"]}}}}}')
     assert config.languages == ("en", "de", "uk")
     assert config.language is None
@@ -124,19 +103,19 @@ def test_transcription_languages_extension_sets_the_allowed_set() -> None:
 
 def test_null_language_and_languages_unpin_the_language() -> None:
     before = SessionConfig(language="en", languages=("en", "de"))
-    config = _update('{"type": "session.update", "session": {"audio": {"input": '
+    config = update('{"type": "session.update", "session": {"audio": {"input": '
                      '{"transcription": {"language": null, "languages": null}}}}}', before)
     assert (config.language, config.languages) == (None, None)
 
 
 def test_null_transcription_turns_transcription_events_off() -> None:
-    config = _update('{"type": "session.update", "session": {"audio": {"input": '
+    config = update('{"type": "session.update", "session": {"audio": {"input": '
                      '{"transcription": null}}}}')
     assert config.transcription is False
 
 
 def test_output_voice_instructions_modalities_and_token_limit_are_applied() -> None:
-    config = _update(
+    config = update(
         '{"type": "session.update", "session": {"type": "realtime",'
         ' "instructions": "Speak slowly.", "output_modalities": ["text"],'
         ' "max_output_tokens": 256, "audio": {"output": {"voice": "alloy"}}}}')
@@ -147,25 +126,25 @@ def test_output_voice_instructions_modalities_and_token_limit_are_applied() -> N
 
 
 def test_a_null_voice_goes_back_to_the_per_language_voices() -> None:
-    config = _update('{"type": "session.update", "session": {"audio": {"output": '
+    config = update('{"type": "session.update", "session": {"audio": {"output": '
                      '{"voice": null}}}}', SessionConfig(voice="alloy"))
     assert config.voice is None
 
 
 @pytest.mark.parametrize("value", ['"inf"', "null"])
 def test_max_output_tokens_inf_is_kept_for_the_session_to_cap(value: str) -> None:
-    config = _update(f'{{"type": "session.update", "session": {{"max_output_tokens": {value}}}}}',
+    config = update(f'{{"type": "session.update", "session": {{"max_output_tokens": {value}}}}}',
                      SessionConfig(max_output_tokens=50))
     assert config.max_output_tokens == "inf"
 
 
 def test_max_output_tokens_above_any_old_bound_is_not_an_error() -> None:
-    config = _update('{"type": "session.update", "session": {"max_output_tokens": 1000000}}')
+    config = update('{"type": "session.update", "session": {"max_output_tokens": 1000000}}')
     assert config.max_output_tokens == 1_000_000  # the session caps it at its limit
 
 
 def test_output_modalities_with_audio_means_audio_with_its_transcript() -> None:
-    config = _update('{"type": "session.update", "session": '
+    config = update('{"type": "session.update", "session": '
                      '{"output_modalities": ["audio", "text"]}}', SessionConfig(
                          output_modalities=("text",)))
     assert config.output_modalities == ("audio",)
@@ -175,7 +154,7 @@ def test_output_modalities_with_audio_means_audio_with_its_transcript() -> None:
 
 
 def test_beta_flat_fields_are_applied() -> None:
-    config = _update(
+    config = update(
         '{"type": "session.update", "session": {'
         '"modalities": ["text"], "instructions": "Hi.", "voice": "verse",'
         ' "input_audio_format": "pcm16", "output_audio_format": "pcm16",'
@@ -191,19 +170,19 @@ def test_beta_flat_fields_are_applied() -> None:
 
 
 def test_beta_null_turn_detection_and_transcription_turn_them_off() -> None:
-    config = _update('{"type": "session.update", "session": {"turn_detection": null,'
+    config = update('{"type": "session.update", "session": {"turn_detection": null,'
                      ' "input_audio_transcription": null}}')
     assert (config.turn_detection, config.transcription) == (None, False)
 
 
 def test_beta_max_response_output_tokens_inf_is_kept_for_the_session_to_cap() -> None:
-    config = _update('{"type": "session.update", "session": '
+    config = update('{"type": "session.update", "session": '
                      '{"max_response_output_tokens": "inf"}}', SessionConfig(max_output_tokens=9))
     assert config.max_output_tokens == "inf"
 
 
 def test_an_integer_temperature_is_stored_as_a_float() -> None:
-    config = _update('{"type": "session.update", "session": {"temperature": 1}}')
+    config = update('{"type": "session.update", "session": {"temperature": 1}}')
     assert config.temperature == 1.0
     assert isinstance(config.temperature, float)
 
@@ -302,14 +281,14 @@ def test_an_integer_temperature_is_stored_as_a_float() -> None:
 ])
 def test_a_bad_session_update_is_an_error_with_a_specific_code_and_param(
         session: str, code: str, param: str) -> None:
-    error = _update_error(
+    error = update_error(
         f'{{"type": "session.update", "event_id": "evt_s", "session": {session}}}')
     assert (error.code, error.param, error.event_id) == (code, param, "evt_s")
     assert error.message
 
 
 def test_an_unsupported_rate_names_the_supported_ones() -> None:
-    error = _update_error('{"type": "session.update", "session": {"audio": {"input": '
+    error = update_error('{"type": "session.update", "session": {"audio": {"input": '
                           '{"format": {"type": "audio/pcm", "rate": 8000}}}}}')
     assert "8000" in error.message
     assert "16000" in error.message and "24000" in error.message and "48000" in error.message
@@ -323,12 +302,12 @@ def test_a_session_that_is_not_an_object_is_rejected_by_apply_session_update() -
 
 
 def test_an_empty_tools_list_is_accepted() -> None:
-    assert _update('{"type": "session.update", "session": {"tools": []}}') == SessionConfig()
+    assert update('{"type": "session.update", "session": {"tools": []}}') == SessionConfig()
 
 
 def test_a_rejected_update_leaves_the_config_unchanged() -> None:
     before = SessionConfig(instructions="keep")
-    _update_error('{"type": "session.update", "session": {"instructions": "new",'
+    update_error('{"type": "session.update", "session": {"instructions": "new",'
                   ' "audio": {"input": {"format": {"type": "audio/pcm", "rate": 8000}}}}}',
                   before)
     assert before == SessionConfig(instructions="keep")
@@ -336,5 +315,5 @@ def test_a_rejected_update_leaves_the_config_unchanged() -> None:
 
 @pytest.mark.parametrize("key", ["output_modalities", "modalities"])
 def test_session_modalities_with_object_entries_are_an_invalid_value(key: str) -> None:
-    error = _update_error(f'{{"type": "session.update", "session": {{"{key}": [{{}}]}}}}')
+    error = update_error(f'{{"type": "session.update", "session": {{"{key}": [{{}}]}}}}')
     assert (error.code, error.param) == ("invalid_value", f"session.{key}")
