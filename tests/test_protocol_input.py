@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.test_protocol import _error, _update
+from tests.protocol_helpers import parse_error, update
 from voice.protocol import (
     Error,
     ProtocolError,
@@ -40,20 +40,20 @@ LONE = "\\ud800"
 ])
 def test_a_lone_surrogate_anywhere_is_an_invalid_value_naming_where(
         text: str, param: str, event_id: str | None) -> None:
-    error = _error(text)
+    error = parse_error(text)
     assert (error.code, error.param, error.event_id) == ("invalid_value", param, event_id)
     assert "surrogate" in error.message
     encode_server_event(error_event(error)).encode("utf-8")  # the answer can be sent
 
 
 def test_a_lone_surrogate_in_a_key_is_refused_and_the_error_is_encodable() -> None:
-    error = _error(f'{{"type": "session.update", "session": {{"x{LONE}": 1}}}}')
+    error = parse_error(f'{{"type": "session.update", "session": {{"x{LONE}": 1}}}}')
     assert error.code == "invalid_value" and error.param is not None
     encode_server_event(error_event(error)).encode("utf-8")
 
 
 def test_a_surrogate_pair_is_an_ordinary_character() -> None:
-    config = _update('{"type": "session.update", "session": {"instructions": "\\ud83d\\ude00"}}')
+    config = update('{"type": "session.update", "session": {"instructions": "\\ud83d\\ude00"}}')
     assert config.instructions == "😀"
 
 
@@ -84,7 +84,7 @@ def test_response_create_carries_its_max_output_tokens(response: str,
     ('{"max_output_tokens": true}', "invalid_type"),
 ])
 def test_a_bad_response_max_output_tokens_is_an_error(response: str, code: str) -> None:
-    error = _error(f'{{"type": "response.create", "event_id": "r9", "response": {response}}}')
+    error = parse_error(f'{{"type": "response.create", "event_id": "r9", "response": {response}}}')
     assert (error.code, error.param, error.event_id) == (
         code, "response.max_output_tokens", "r9")
 
@@ -117,5 +117,5 @@ def test_known_languages_pass_and_without_a_set_nothing_is_checked() -> None:
     text = ('{"type": "session.update", "session": {"audio": {"input": {"transcription": '
             '{"language": "DE", "languages": ["de", "en"]}}}}}')
     assert _update_with_languages(text, {"en", "de"}).language == "de"
-    assert _update('{"type": "session.update", "session": {"audio": {"input": '
+    assert update('{"type": "session.update", "session": {"audio": {"input": '
                    '{"transcription": {"language": "zz"}}}}}').language == "zz"
