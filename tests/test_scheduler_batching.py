@@ -4,11 +4,11 @@ its own answer, and dropping, cancelling and staleness still work item by item."
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 
 import pytest
 
+from tests.test_schedulers import _hold_worker
 from voice.schedulers import Priority, Scheduler, StaleJobError
 
 
@@ -31,20 +31,6 @@ def scheduler() -> Iterator[Scheduler]:
     scheduler = Scheduler("test", workers=1, max_batch=8)
     yield scheduler
     scheduler.shutdown()
-
-
-async def _hold_worker(scheduler: Scheduler) -> tuple[threading.Event, asyncio.Task[None]]:
-    """Occupy the single worker until the returned event is set."""
-    gate, started = threading.Event(), threading.Event()
-
-    def block() -> None:
-        started.set()
-        gate.wait(10)
-
-    holder = asyncio.ensure_future(scheduler.run("holder", block))
-    while not started.is_set():
-        await asyncio.sleep(0.001)
-    return gate, holder
 
 
 async def _until_queued(scheduler: Scheduler, depth: int) -> None:
