@@ -72,6 +72,13 @@ class VadConfig:
     max_utterance_s: float = 30.0
     # Speech ends only when the probability falls below threshold - hysteresis.
     hysteresis: float = 0.15
+    # Audio kept after the last speech window: the VAD scores word endings (unvoiced
+    # consonants, fading vowels) as silence, and Whisper misses them without it.
+    tail_ms: int = 200
+    # A silence this long is reported as a pause (``speech_paused``) while the turn may still
+    # go on: the moment to start the final decode early and to ask whether the turn is over.
+    # None: no pauses are reported. Only meaningful below ``silence_duration_ms``.
+    pause_ms: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -80,10 +87,14 @@ class VadConfig:
             raise ValueError("prefix_padding_ms and silence_duration_ms must be >= 0")
         if self.max_utterance_s <= 0:
             raise ValueError("max_utterance_s must be > 0")
+        if self.tail_ms < 0 or (self.pause_ms is not None and self.pause_ms < 0):
+            raise ValueError("tail_ms and pause_ms must be >= 0")
 
 
 class VadEventType(enum.StrEnum):
     SPEECH_STARTED = "speech_started"
+    SPEECH_PAUSED = "speech_paused"
+    SPEECH_RESUMED = "speech_resumed"
     SPEECH_STOPPED = "speech_stopped"
 
 
@@ -93,8 +104,13 @@ class VadEvent:
 
     ``speech_started``: ``start_sample`` is where the utterance begins, prefix padding included.
     ``speech_stopped``: ``end_sample`` is where the speech ended (before the trailing silence),
-    ``audio`` is the whole utterance from ``start_sample`` to ``end_sample``, and ``reason`` is
-    ``"silence"`` or ``"max_length"``.
+    ``audio`` is the whole utterance from ``start_sample`` to ``end_sample`` plus up to
+    ``tail_ms`` of what followed, and ``reason`` is ``"silence"``, ``"max_length"`` or
+    ``"ended"`` (:meth:`StreamingVad.end_turn`).
+    ``speech_paused``: the speech stopped ``pause_ms`` ago; ``end_sample`` and ``audio`` are
+    what ``speech_stopped`` would report if nothing more is said (the same audio, so a decode
+    of it can be kept). ``speech_resumed``: speech came back after a pause (``end_sample`` is
+    where it resumed); what the pause reported is void.
     """
 
     type: VadEventType
@@ -123,6 +139,7 @@ class StreamingVad:
         self._utterance: list[np.ndarray] = []
         self._start_sample = 0
         self._speech_end = 0  # end of the last window scored as speech
+        self._paused = False  # the current silence was reported as a pause
         self.in_speech = False
         self.last_probability = 0.0
 
@@ -187,6 +204,10 @@ class StreamingVad:
         self._utterance.append(frame)
         if probability >= config.threshold - config.hysteresis:
             self._speech_end = self._position
+            if self._paused:
+                self._paused = False
+                return VadEvent(VadEventType.SPEECH_RESUMED, self._start_sample,
+                                self._position - WINDOW)
         silence = self._position - self._speech_end
         length = self._position - self._start_sample
         if silence >= config.silence_duration_ms * SAMPLE_RATE // 1000:
@@ -194,12 +215,29 @@ class StreamingVad:
         if length >= config.max_utterance_s * SAMPLE_RATE:
             self._speech_end = self._position
             return self._stop("max_length")
+        if (config.pause_ms is not None and not self._paused
+                and silence >= config.pause_ms * SAMPLE_RATE // 1000):
+            self._paused = True
+            return VadEvent(VadEventType.SPEECH_PAUSED, self._start_sample, self._speech_end,
+                            self._audio_until_end(), "pause")
         return None
 
+    def end_turn(self) -> VadEvent | None:
+        """End the utterance in progress now (the turn was judged complete during a pause):
+        the ``speech_stopped`` event, or None when not in speech."""
+        if not self.in_speech:
+            return None
+        return self._stop("ended")
+
+    def _audio_until_end(self) -> np.ndarray:
+        """The utterance up to the end of speech plus the tail heard so far."""
+        tail = min(self.config.tail_ms * SAMPLE_RATE // 1000, self._position - self._speech_end)
+        return np.concatenate(self._utterance)[: self._speech_end + tail - self._start_sample]
+
     def _stop(self, reason: str) -> VadEvent:
-        audio = np.concatenate(self._utterance)[: self._speech_end - self._start_sample]
         event = VadEvent(VadEventType.SPEECH_STOPPED, self._start_sample, self._speech_end,
-                         audio, reason)
+                         self._audio_until_end(), reason)
         self.in_speech = False
+        self._paused = False
         self._utterance = []
         return event

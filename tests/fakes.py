@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from asr.vad import VadConfig, VadEvent, VadEventType
+from asr.vad import StreamingVad, VadConfig
 from asr.whisper import TranscribeOptions, Transcript
 from llm.chat import Message, SamplingOptions
 from tts.piper import SpeechChunk
@@ -24,60 +24,33 @@ WINDOW = 512
 RATE = 16_000
 
 
-class FakeDetector:
-    """An energy VAD with the same event contract as :class:`asr.vad.StreamingVad`."""
+class EnergyModel:
+    """A stand-in for the Silero network: a window is speech (1.0) when it is loud. Used by a
+    real :class:`asr.vad.StreamingVad`, so sessions see the real detector's state machine."""
 
-    def __init__(self, config: VadConfig) -> None:
-        self.config = config
-        self.reset()
+    def score(self, windows: np.ndarray,
+              state: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, tuple[np.ndarray,
+                                                                                  np.ndarray]]:
+        frames = windows[:, -WINDOW:]
+        loud = np.sqrt(np.mean(frames**2, axis=1)) > 0.05
+        return loud.astype(np.float32), state
 
-    def reset(self) -> None:
-        self.in_speech = False
-        self.last_probability = 0.0
-        self._pending = np.zeros(0, np.float32)
-        self._position = 0
-        self._start = 0
-        self._last_speech = 0
-        self._utterance: list[np.ndarray] = []
 
-    @property
-    def utterance_samples(self) -> int:
-        return len(self._utterance) * WINDOW
+def FakeDetector(config: VadConfig) -> StreamingVad:  # noqa: N802 - a detector factory
+    return StreamingVad(EnergyModel(), config)  # type: ignore[arg-type]
 
-    def current_utterance(self) -> np.ndarray:
-        return np.concatenate(self._utterance) if self._utterance else np.zeros(0, np.float32)
 
-    def will_score(self, samples: int) -> bool:
-        return self._pending.size + samples >= WINDOW
+class FakeTurnModel:
+    """The semantic turn model: a scripted completion probability per call (then ``rest``)."""
 
-    def feed(self, samples: np.ndarray) -> list[VadEvent]:
-        data = np.concatenate([self._pending, samples])
-        events = []
-        count = data.size // WINDOW
-        for index in range(count):
-            window = data[index * WINDOW:(index + 1) * WINDOW]
-            loud = float(np.sqrt(np.mean(window**2))) > 0.05
-            self.last_probability = 1.0 if loud else 0.0
-            start = self._position
-            self._position += WINDOW
-            if not self.in_speech:
-                if loud:
-                    self.in_speech = True
-                    self._start, self._last_speech = start, self._position
-                    self._utterance = [window]
-                    events.append(VadEvent(VadEventType.SPEECH_STARTED, start))
-                continue
-            self._utterance.append(window)
-            if loud:
-                self._last_speech = self._position
-            if self._position - self._last_speech >= self.config.silence_duration_ms * 16:
-                audio = np.concatenate(self._utterance)[: self._last_speech - self._start]
-                events.append(VadEvent(VadEventType.SPEECH_STOPPED, self._start,
-                                       self._last_speech, audio, "silence"))
-                self.in_speech = False
-                self._utterance = []
-        self._pending = data[count * WINDOW:]
-        return events
+    def __init__(self, script: Sequence[float] = (), rest: float = 0.9) -> None:
+        self.script = list(script)
+        self.rest = rest
+        self.calls: list[int] = []  # audio length of each call
+
+    def probability(self, audio: np.ndarray) -> float:
+        self.calls.append(audio.size)
+        return self.script.pop(0) if self.script else self.rest
 
 
 class FakeTranscriber:
@@ -93,6 +66,8 @@ class FakeTranscriber:
         self.partial_calls = 0
         self.failures: list[Exception] = []  # raised by the next final decodes
         self.batch_sizes: list[int] = []  # of each transcribe_batch call
+        self.observe: Callable[[], object] | None = None  # called at each final decode
+        self.observed: list[object] = []
 
     def transcribe(self, audio: np.ndarray,
                    options: TranscribeOptions | None = None) -> Transcript:
@@ -108,6 +83,8 @@ class FakeTranscriber:
         decode without being used up, so that the final, retried alone, fails with it."""
         self.batch_sizes.append(len(requests))
         batch = [(audio, options or TranscribeOptions()) for audio, options in requests]
+        if self.observe is not None:
+            self.observed.extend(self.observe() for _, o in batch if o.max_new_tokens is None)
         self.calls.extend(options for _, options in batch)
         time.sleep(self.delay_s)
         if self.failures and len(batch) > 1 and any(o.max_new_tokens is None for _, o in batch):
@@ -212,11 +189,12 @@ class FakeVoices:
 
 
 def fake_engines(transcriber: FakeTranscriber, chat: FakeChat,
-                 voices: FakeVoices | None = None) -> Engines:
+                 voices: FakeVoices | None = None,
+                 turn_model: FakeTurnModel | None = None) -> Engines:
     return Engines(new_detector=FakeDetector, transcriber=transcriber, chat=chat,
                    voices=voices or FakeVoices(), vad=Scheduler("fake-vad", 2),
                    asr=Scheduler("fake-asr", 4), llm=Scheduler("fake-llm", 8),
-                   tts=Scheduler("fake-tts", 4))
+                   tts=Scheduler("fake-tts", 4), turn_model=turn_model)
 
 
 def tone(seconds: float, rate: int = 24_000, amplitude: float = 0.5) -> np.ndarray:

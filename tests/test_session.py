@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.fakes import FakeChat, FakeTranscriber, FakeVoices, fake_engines, silence, tone
+from tests.fakes import (
+    FakeChat,
+    FakeTranscriber,
+    FakeTurnModel,
+    FakeVoices,
+    fake_engines,
+    silence,
+    tone,
+)
 from voice.protocol import (
     AudioAppend,
     AudioCommit,
@@ -28,13 +36,14 @@ from voice.turns import AgentState
 
 class Harness:
     def __init__(self, transcriber: FakeTranscriber, chat: FakeChat,
-                 voices: FakeVoices | None = None, **defaults: Any) -> None:
+                 voices: FakeVoices | None = None, turn_model: FakeTurnModel | None = None,
+                 **defaults: Any) -> None:
         self.transcriber, self.chat = transcriber, chat
         self.voices = voices or FakeVoices()
         self.events: list[ServerEvent] = []
         self.turns: list[tuple[dict[str, float], str]] = []
         self.error_codes: list[str] = []  # what the server's metrics count
-        self.session = Session(fake_engines(transcriber, chat, self.voices),
+        self.session = Session(fake_engines(transcriber, chat, self.voices, turn_model),
                                SessionDefaults(partial_interval_s=0, **defaults), self._send,
                                on_turn=lambda latency, status: self.turns.append((latency, status)),
                                on_error=self.error_codes.append)
@@ -120,7 +129,8 @@ def test_the_latency_report_has_every_stage_in_order() -> None:
         assert values == sorted(values), latency
         # The VAD needs silence_duration_ms (500) of silence to call the end of speech.
         assert 400 <= latency["vad_ms"] <= 1500
-        assert latency["transcript_ms"] - latency["vad_ms"] >= 40  # the fake ASR's 50 ms
+        # The final decode started at the first 200 ms pause, so it is ready by then or soon.
+        assert latency["transcript_ms"] >= latency["vad_ms"]
         assert h.turns and h.turns[0][1] == "completed"
     run(scenario)
 

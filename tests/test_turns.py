@@ -13,10 +13,13 @@ import pytest
 from voice.turns import (
     AgentState,
     CancelReply,
+    EndUtterance,
     StartReply,
     TurnError,
     TurnPolicy,
     TurnTaker,
+    UserPaused,
+    UserResumed,
     UserState,
     UserTurnEnded,
     UserTurnStarted,
@@ -133,3 +136,64 @@ def test_clearing_or_reconfiguring_abandons_the_users_turn() -> None:
         ("speech_started", (100,), [UserTurnStarted(100)], L, IDLE),
         ("configure", (TurnPolicy(),), [], S, IDLE),
     ])
+
+
+SEMANTIC = TurnPolicy(complete_at=0.5)
+
+
+def test_semantic_a_pause_judged_complete_ends_the_turn_at_once() -> None:
+    play([
+        ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),
+        ("speech_paused", (20_000,), [UserPaused(20_000, score=True)], L, IDLE),
+        ("turn_end_scored", (20_000, 0.93), [EndUtterance(20_000)], L, IDLE),
+        # The driver ends the utterance; the VAD's stop follows, at the pause.
+        ("speech_stopped", (20_000,), [UserTurnEnded(20_000), StartReply("reply1")], S,
+         THINKING),
+    ], SEMANTIC)
+
+
+def test_semantic_a_pause_judged_incomplete_waits_and_the_user_goes_on() -> None:
+    play([
+        ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),
+        ("speech_paused", (20_000,), [UserPaused(20_000, score=True)], L, IDLE),
+        ("turn_end_scored", (20_000, 0.2), [], L, IDLE),
+        ("speech_resumed", (25_000,), [UserResumed(25_000)], L, IDLE),
+        ("speech_paused", (40_000,), [UserPaused(40_000, score=True)], L, IDLE),
+        ("turn_end_scored", (40_000, 0.8), [EndUtterance(40_000)], L, IDLE),
+    ], SEMANTIC)
+
+
+def test_semantic_a_score_that_arrives_after_the_user_went_on_is_ignored() -> None:
+    play([
+        ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),
+        ("speech_paused", (20_000,), [UserPaused(20_000, score=True)], L, IDLE),
+        ("speech_resumed", (23_000,), [UserResumed(23_000)], L, IDLE),
+        ("turn_end_scored", (20_000, 0.99), [], L, IDLE),
+    ], SEMANTIC)
+
+
+def test_semantic_without_a_score_the_silence_limit_still_ends_the_turn() -> None:
+    play([
+        ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),
+        ("speech_paused", (20_000,), [UserPaused(20_000, score=True)], L, IDLE),
+        ("speech_stopped", (20_000,), [UserTurnEnded(20_000), StartReply("reply1")], S,
+         THINKING),
+        ("turn_end_scored", (20_000, 0.99), [], S, THINKING),  # too late: already ended
+    ], SEMANTIC)
+
+
+def test_server_vad_pauses_are_reported_for_early_decoding_but_not_scored() -> None:
+    play([
+        ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),
+        ("speech_paused", (20_000,), [UserPaused(20_000, score=False)], L, IDLE),
+        ("turn_end_scored", (20_000, 0.99), [], L, IDLE),
+        ("speech_stopped", (20_000,), [UserTurnEnded(20_000), StartReply("reply1")], S,
+         THINKING),
+    ])
+
+
+def test_a_resume_without_a_pause_and_a_pause_while_silent_change_nothing() -> None:
+    play([
+        ("speech_resumed", (100,), [], S, IDLE),
+        ("speech_paused", (100,), [], S, IDLE),
+    ], SEMANTIC)

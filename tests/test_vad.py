@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asr.vad import SAMPLE_RATE, StreamingVad, VadConfig, VadEventType
+from asr.vad import SAMPLE_RATE, WINDOW, StreamingVad, VadConfig, VadEventType
 from tests.speech import espeak_audio
 
 
@@ -40,7 +40,8 @@ def test_speech_start_and_stop_bracket_the_spoken_words(silero_vad_model, uttera
     assert stopped.reason == "silence"
     assert abs(stopped.end_sample - last) <= int(0.25 * SAMPLE_RATE)
     assert stopped.audio is not None
-    assert stopped.audio.size == stopped.end_sample - stopped.start_sample
+    # The utterance keeps tail_ms (200 ms) after the last speech window for word endings.
+    assert stopped.audio.size == stopped.end_sample - stopped.start_sample + int(0.2 * SAMPLE_RATE)
     # speech_stopped is reported once silence_duration_ms of silence has been seen.
     assert vad.position >= stopped.end_sample + int(0.5 * SAMPLE_RATE)
     assert not vad.in_speech
@@ -100,3 +101,71 @@ def test_will_score_says_when_a_frame_completes_a_window(silero_vad_model) -> No
     assert not vad.will_score(320)  # 20 ms: less than one 512-sample window
     vad.feed(np.zeros(320, np.float32))
     assert vad.will_score(320) and not vad.will_score(191)
+
+
+class _ScriptedModel:
+    """Speech probabilities from a script, one per 512-sample window (32 ms)."""
+
+    def __init__(self, probabilities: list[float]) -> None:
+        self._left = list(probabilities)
+
+    def score(self, windows: np.ndarray, state):
+        probs = [self._left.pop(0) if self._left else 0.0 for _ in range(windows.shape[0])]
+        return np.asarray(probs, np.float32), state
+
+
+def _run(script: list[float], config: VadConfig) -> tuple[StreamingVad, list]:
+    """Feed one window per scripted probability; events as (type, window index, end window)."""
+    vad = StreamingVad(_ScriptedModel(script), config)  # type: ignore[arg-type]
+    events = []
+    for index in range(len(script)):
+        for event in vad.feed(np.full(WINDOW, 0.1, np.float32)):
+            end = None if event.end_sample is None else event.end_sample // WINDOW
+            events.append((event.type.value, index, end, event))
+    return vad, events
+
+
+SPEECH, QUIET = 0.9, 0.05
+PAUSING = VadConfig(prefix_padding_ms=0, silence_duration_ms=960, pause_ms=192, tail_ms=128)
+
+
+def test_a_short_silence_is_reported_as_a_pause_with_the_audio_a_stop_would_have() -> None:
+    # 10 windows of speech, then silence until the stop (960 ms = 30 windows).
+    _, events = _run([SPEECH] * 10 + [QUIET] * 40, PAUSING)
+    assert [(kind, at, end) for kind, at, end, _ in events] == [
+        ("speech_started", 0, None), ("speech_paused", 15, 10), ("speech_stopped", 39, 10)]
+    paused, stopped = events[1][3], events[2][3]
+    # Both carry the speech plus a 128 ms (4 window) tail: a decode of the pause can be kept.
+    assert paused.audio.size == stopped.audio.size == 14 * WINDOW
+    np.testing.assert_array_equal(paused.audio, stopped.audio)
+
+
+def test_speech_after_a_pause_resumes_the_turn_and_a_later_pause_is_reported_again() -> None:
+    script = [SPEECH] * 10 + [QUIET] * 8 + [SPEECH] * 5 + [QUIET] * 40
+    _, events = _run(script, PAUSING)
+    assert [(kind, at, end) for kind, at, end, _ in events] == [
+        ("speech_started", 0, None), ("speech_paused", 15, 10), ("speech_resumed", 18, 18),
+        ("speech_paused", 28, 23), ("speech_stopped", 52, 23)]
+    assert events[-1][3].audio.size == 27 * WINDOW  # the whole turn, both parts, one tail
+
+
+def test_a_pause_shorter_than_pause_ms_is_not_reported() -> None:
+    _, events = _run([SPEECH] * 10 + [QUIET] * 5 + [SPEECH] * 5 + [QUIET] * 3, PAUSING)
+    assert [kind for kind, *_ in events] == ["speech_started"]
+
+
+def test_end_turn_during_a_pause_stops_the_utterance_with_the_paused_audio() -> None:
+    vad, events = _run([SPEECH] * 10 + [QUIET] * 7, PAUSING)
+    paused = events[-1][3]
+    assert paused.type is VadEventType.SPEECH_PAUSED
+    stopped = vad.end_turn()
+    assert stopped is not None and stopped.reason == "ended"
+    assert stopped.end_sample == paused.end_sample
+    np.testing.assert_array_equal(stopped.audio, paused.audio)
+    assert not vad.in_speech and vad.end_turn() is None
+
+
+def test_without_pause_ms_no_pause_is_reported() -> None:
+    config = VadConfig(prefix_padding_ms=0, silence_duration_ms=960, tail_ms=128)
+    _, events = _run([SPEECH] * 10 + [QUIET] * 40, config)
+    assert [kind for kind, *_ in events] == ["speech_started", "speech_stopped"]

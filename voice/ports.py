@@ -31,10 +31,20 @@ class SpeechDetector(Protocol):
 
     def reset(self) -> None: ...
 
+    def end_turn(self) -> VadEvent | None: ...
+
     @property
     def utterance_samples(self) -> int: ...
 
     def current_utterance(self) -> np.ndarray: ...
+
+
+class ScoresTurnEnd(Protocol):
+    """The semantic turn model (see :class:`asr.smart_turn.SmartTurnModel`)."""
+
+    def probability(self, audio: np.ndarray) -> float:
+        """How likely the user's turn (float32 16 kHz, up to now) is complete."""
+        ...
 
 
 class Transcribes(Protocol):
@@ -84,6 +94,7 @@ class Engines:
     llm: Scheduler
     tts: Scheduler
     activity: Activity = dataclasses.field(default_factory=Activity)
+    turn_model: ScoresTurnEnd | None = None  # None: semantic_vad falls back to silence only
 
     @property
     def schedulers(self) -> tuple[Scheduler, ...]:

@@ -63,12 +63,17 @@ from voice.reply import Reply, ReplySettings, TurnTimes
 from voice.schedulers import Priority
 from voice.session_settings import SessionDefaults, SessionLimitError, Settings
 from voice.turns import (
+    EAGERNESS,
+    PAUSE_MS,
     CancelReply,
     Effect,
+    EndUtterance,
     StartReply,
     TurnError,
     TurnPolicy,
     TurnTaker,
+    UserPaused,
+    UserResumed,
     UserTurnEnded,
     UserTurnStarted,
 )
@@ -87,6 +92,21 @@ class UserTurn:
     audio: np.ndarray
     times: TurnTimes
     transcript: asyncio.Future[Transcript] | None = None
+
+
+@dataclasses.dataclass
+class Speculation:
+    """The final decode of a paused turn, started before the turn is known to be over."""
+
+    at: int  # media time where the speech stopped
+    audio: np.ndarray
+    decoding: asyncio.Future[Transcript]
+
+
+def _retrieve(future: asyncio.Future[object]) -> None:
+    """Mark the outcome of a decode nobody may await (a dropped speculation) as seen."""
+    if not future.cancelled():
+        future.exception()
 
 
 class Session:
@@ -114,6 +134,9 @@ class Session:
         self._turn_audio = np.zeros(0, np.float32)  # audio of the user turn ending now
         self._detector: SpeechDetector | None = None
         self._detector_origin = 0  # media time at which the detector started counting
+        self._detector_lock = asyncio.Lock()  # feeding it and ending a turn never overlap
+        self._pause_audio = np.zeros(0, np.float32)  # audio of the pause being reported
+        self._speculation: Speculation | None = None
         self._speech_item: Item | None = None
         self._partials: Partials | None = None
         self._tasks: set[asyncio.Future[object]] = set()
@@ -175,22 +198,41 @@ class Session:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _semantic(self) -> bool:
+        turn = self.config.turn_detection
+        return (turn is not None and turn.type == "semantic_vad"
+                and self.engines.turn_model is not None)
+
     def _policy(self) -> TurnPolicy:
         turn = self.config.turn_detection
         if turn is None:
             return TurnPolicy(automatic=False, create_response=False, interrupt_response=False)
-        return TurnPolicy(True, turn.create_response, turn.interrupt_response)
+        complete_at = EAGERNESS[turn.eagerness][0] if self._semantic() else None
+        return TurnPolicy(True, turn.create_response, turn.interrupt_response, complete_at)
 
     def _reset_detector(self) -> None:
         turn = self.config.turn_detection
-        self._detector = None if turn is None else self.engines.new_detector(VadConfig(
-            threshold=turn.threshold, prefix_padding_ms=turn.prefix_padding_ms,
-            silence_duration_ms=turn.silence_duration_ms,
-            max_utterance_s=self.defaults.max_vad_utterance_s))
+        if turn is None:
+            self._detector = None
+        else:
+            # semantic_vad: the silence limit is the longest wait for a turn judged unfinished.
+            silence_ms = (EAGERNESS[turn.eagerness][1] if self._semantic()
+                          else turn.silence_duration_ms)
+            self._detector = self.engines.new_detector(VadConfig(
+                threshold=turn.threshold, prefix_padding_ms=turn.prefix_padding_ms,
+                silence_duration_ms=silence_ms, max_utterance_s=self.defaults.max_vad_utterance_s,
+                tail_ms=min(PAUSE_MS, silence_ms),
+                pause_ms=PAUSE_MS if silence_ms > PAUSE_MS + 100 else None))
         self._detector_origin = self.audio.received
         self.audio.clear()
         self._speech_item = None
+        self._drop_speculation()
         self._stop_partials()
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation.decoding.cancel()
+            self._speculation = None
 
     def _stop_partials(self) -> None:
         if self._partials is not None:
@@ -279,6 +321,14 @@ class Session:
             except BufferTooLongError as error:
                 raise SessionLimitError("input_audio_buffer_too_long", str(error)) from error
             return
+        async with self._detector_lock:
+            await self._detect(detector, samples)
+        turn = self.config.turn_detection
+        if self._partials is not None and turn is not None:
+            self._partials.poll(detector, turn.threshold, busy=self._engines_busy())
+
+    async def _detect(self, detector: SpeechDetector, samples: np.ndarray) -> None:
+        """Feed the VAD and carry out what it heard (holding the detector lock)."""
         origin = self._detector_origin
         if detector.will_score(samples.size):
             vad_events = await self.engines.vad.run(self.id, detector.feed, samples)
@@ -287,15 +337,46 @@ class Session:
         for vad_event in vad_events:
             if detector is not self._detector:
                 return  # the session was reconfigured meanwhile
-            if vad_event.type is VadEventType.SPEECH_STARTED:
+            kind = vad_event.type
+            if kind is VadEventType.SPEECH_STARTED:
                 await self._apply(self.turns.speech_started(origin + vad_event.start_sample))
+                continue
+            assert vad_event.end_sample is not None
+            at = origin + vad_event.end_sample
+            if kind is VadEventType.SPEECH_RESUMED:
+                await self._apply(self.turns.speech_resumed(at))
+                continue
+            assert vad_event.audio is not None
+            if kind is VadEventType.SPEECH_PAUSED:
+                self._pause_audio = vad_event.audio
+                await self._apply(self.turns.speech_paused(at))
             else:
-                assert vad_event.audio is not None and vad_event.end_sample is not None
                 self._turn_audio = vad_event.audio
-                await self._apply(self.turns.speech_stopped(origin + vad_event.end_sample))
-        turn = self.config.turn_detection
-        if self._partials is not None and turn is not None:
-            self._partials.poll(detector, turn.threshold, busy=self._engines_busy())
+                await self._apply(self.turns.speech_stopped(at))
+
+    async def _score_turn(self, detector: SpeechDetector, at: int, audio: np.ndarray) -> None:
+        """Ask the turn model whether the turn that paused at ``at`` is complete; if so, end
+        it now. On failure the VAD's silence limit still ends the turn."""
+        model = self.engines.turn_model
+        assert model is not None
+        try:
+            probability = await self.engines.vad.run(self.id, model.probability, audio,
+                                                     priority=Priority.URGENT)
+        except Exception:
+            logger.exception("session %s: the turn model failed; waiting for silence", self.id)
+            return
+        async with self._detector_lock:
+            if detector is self._detector:
+                logger.debug("session %s: turn complete p=%.2f at %d", self.id, probability, at)
+                await self._apply(self.turns.turn_end_scored(at, probability))
+
+    async def _end_utterance(self) -> None:
+        detector = self._detector
+        stopped = detector.end_turn() if detector is not None else None
+        if stopped is None or stopped.audio is None or stopped.end_sample is None:
+            return
+        self._turn_audio = stopped.audio
+        await self._apply(self.turns.speech_stopped(self._detector_origin + stopped.end_sample))
 
     async def _on_commit(self, event: AudioCommit) -> None:
         if self._detector is not None:
@@ -335,6 +416,12 @@ class Session:
                     reply.cancel(effect.reason)
             elif isinstance(effect, UserTurnStarted):
                 await self._user_started(effect.at)
+            elif isinstance(effect, UserPaused):
+                self._user_paused(effect)
+            elif isinstance(effect, UserResumed):
+                self._drop_speculation()
+            elif isinstance(effect, EndUtterance):
+                await self._end_utterance()
             elif isinstance(effect, UserTurnEnded):
                 await self._user_ended(effect.at)
             elif isinstance(effect, StartReply):
@@ -352,6 +439,19 @@ class Session:
         await self._emit(SpeechStarted((at - self._detector_origin) * 1000 // ASR_RATE,
                                        item.item_id))
 
+    def _user_paused(self, pause: UserPaused) -> None:
+        """Start the final decode now (unless the engines are busy for others: a decode the
+        user's next words void would take their processor), and ask the turn model."""
+        self._drop_speculation()
+        audio = self._pause_audio
+        if not self._engines_busy():
+            decoding = self._spawn(self._decode(audio))
+            decoding.add_done_callback(_retrieve)
+            self._speculation = Speculation(pause.at, audio,
+                                            decoding)  # type: ignore[arg-type]
+        if pause.score and self._detector is not None:
+            self._spawn(self._score_turn(self._detector, pause.at, audio))
+
     async def _user_ended(self, at: int) -> None:
         now = time.monotonic()
         item = self._speech_item or Item(new_id("item"), "user", audio=True)
@@ -367,16 +467,29 @@ class Session:
         await self._emit(AudioCommitted(item.item_id, previous))
         await self._emit(ItemAdded(item.to_json(transcribed=False), previous))
         turn = UserTurn(item, self._turn_audio, times)
-        turn.transcript = self._spawn(self._transcribe(turn))  # type: ignore[assignment]
+        speculation, self._speculation = self._speculation, None
+        decoding: asyncio.Future[Transcript] | None = None
+        if speculation is not None:
+            if speculation.at == at and speculation.audio.size == turn.audio.size:
+                decoding = speculation.decoding  # nothing was said since the pause: keep it
+            else:
+                speculation.decoding.cancel()
+        turn.transcript = self._spawn(  # type: ignore[assignment]
+            self._transcribe(turn, decoding))
         self._last_turn = turn
 
-    async def _transcribe(self, turn: UserTurn) -> Transcript:
-        """The final transcript; a failed decode is an error for the client and no reply."""
+    async def _decode(self, audio: np.ndarray) -> Transcript:
+        # Batched with other sessions' finals where the engine is set up to (GPU).
+        return await self.engines.asr.run_batched(
+            self.id, self.engines.transcriber.transcribe_batch,
+            (audio, self._transcribe_options()), priority=Priority.URGENT)
+
+    async def _transcribe(self, turn: UserTurn,
+                          decoding: Awaitable[Transcript] | None = None) -> Transcript:
+        """The final transcript (of the decode started at the pause, if it is still right);
+        a failed decode is an error for the client and no reply."""
         try:
-            # Batched with other sessions' finals where the engine is set up to (GPU).
-            transcript = await self.engines.asr.run_batched(
-                self.id, self.engines.transcriber.transcribe_batch,
-                (turn.audio, self._transcribe_options()), priority=Priority.URGENT)
+            transcript = await (decoding if decoding is not None else self._decode(turn.audio))
         except Exception as error:
             logger.exception("session %s: transcription of %s failed", self.id,
                              turn.item.item_id)

@@ -8,6 +8,12 @@ machine runs it. What the user does (:class:`UserState`) and what the assistant 
 driver (``voice/session.py``) must carry out, in order:
 
 - :class:`UserTurnStarted`: the user began to speak at a sample (open a user item, partials);
+- :class:`UserPaused`: the user stopped speaking a moment ago and may go on: transcribe what
+  was said so far at once (kept if the turn ends here), and under semantic turn detection ask
+  the turn model whether the user is done (:meth:`TurnTaker.turn_end_scored`);
+- :class:`UserResumed`: the user went on after a pause (what was started for it is void);
+- :class:`EndUtterance`: the turn model judged the turn complete: end the utterance now (the
+  driver then reports :meth:`TurnTaker.speech_stopped` as the VAD would);
 - :class:`UserTurnEnded`: the user's turn is over (commit its audio and transcribe it);
 - :class:`StartReply`: answer now (the transcript of the last user turn, if any, comes first);
 - :class:`CancelReply`: stop the reply; ``at`` is the media time the user cut in (barge-in) or
@@ -41,6 +47,20 @@ class TurnPolicy:
     automatic: bool = True
     create_response: bool = True
     interrupt_response: bool = True
+    # Semantic turn detection: the turn model's completion probability that ends a turn at
+    # a pause. None: only the VAD's silence ends a turn (server_vad).
+    complete_at: float | None = None
+
+
+# semantic_vad eagerness -> (completion probability that ends the turn at a pause, the
+# silence in ms after which the turn ends anyway). "auto" is "medium", as in the Realtime API.
+EAGERNESS: dict[str, tuple[float, int]] = {
+    "low": (0.7, 4000),
+    "medium": (0.5, 2000),
+    "auto": (0.5, 2000),
+    "high": (0.3, 1000),
+}
+PAUSE_MS = 200  # the silence that counts as a pause (Smart Turn is trained on 200 ms stops)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +70,22 @@ class UserTurnStarted:
 
 @dataclasses.dataclass(frozen=True)
 class UserTurnEnded:
+    at: int
+
+
+@dataclasses.dataclass(frozen=True)
+class UserPaused:
+    at: int  # where the speech stopped
+    score: bool  # ask the turn model whether the turn is complete
+
+
+@dataclasses.dataclass(frozen=True)
+class UserResumed:
+    at: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EndUtterance:
     at: int
 
 
@@ -65,7 +101,8 @@ class CancelReply:
     at: int
 
 
-Effect = UserTurnStarted | UserTurnEnded | StartReply | CancelReply
+Effect = (UserTurnStarted | UserPaused | UserResumed | EndUtterance | UserTurnEnded | StartReply
+          | CancelReply)
 
 
 class TurnError(Exception):
@@ -85,6 +122,7 @@ class TurnTaker:
         self.agent = AgentState.IDLE
         self.now = 0  # media time: 16 kHz samples of user audio received
         self.reply_id: str | None = None  # the active reply (not cancelled)
+        self.paused_at: int | None = None  # the user paused here; the turn may go on
         self._replies = 0
 
     def _new_reply(self) -> StartReply:
@@ -107,6 +145,7 @@ class TurnTaker:
         """New turn settings; a turn the user was in the middle of is abandoned."""
         self.policy = policy
         self.user = UserState.SILENT
+        self.paused_at = None
 
     def audio(self, samples: int) -> None:
         """``samples`` more of the user's audio arrived (the media clock advances)."""
@@ -117,11 +156,34 @@ class TurnTaker:
         if self.policy.interrupt_response:
             effects += self._cancel("turn_detected", at)
         self.user = UserState.SPEAKING
+        self.paused_at = None
         return [*effects, UserTurnStarted(at)]
+
+    def speech_paused(self, at: int) -> list[Effect]:
+        """The user's speech stopped at ``at`` a short while ago; the turn may go on."""
+        if self.user is not UserState.SPEAKING:
+            return []
+        self.paused_at = at
+        return [UserPaused(at, score=self.policy.complete_at is not None)]
+
+    def speech_resumed(self, at: int) -> list[Effect]:
+        if self.paused_at is None:
+            return []
+        self.paused_at = None
+        return [UserResumed(at)]
+
+    def turn_end_scored(self, at: int, probability: float) -> list[Effect]:
+        """The turn model's probability that the turn which paused at ``at`` is complete.
+        A score of a pause the user has spoken after since is stale and changes nothing."""
+        threshold = self.policy.complete_at
+        if threshold is None or self.paused_at != at or self.user is not UserState.SPEAKING:
+            return []
+        return [EndUtterance(at)] if probability >= threshold else []
 
     def speech_stopped(self, at: int) -> list[Effect]:
         """The VAD heard the end of the user's speech at sample ``at``."""
         self.user = UserState.SILENT
+        self.paused_at = None
         effects: list[Effect] = [UserTurnEnded(at)]
         if self.policy.create_response and self.reply_id is None:
             effects.append(self._new_reply())
@@ -137,6 +199,7 @@ class TurnTaker:
     def clear(self) -> None:
         """The client dropped the audio of the turn in progress."""
         self.user = UserState.SILENT
+        self.paused_at = None
 
     def reply_requested(self) -> list[Effect]:
         if self.reply_id is not None:

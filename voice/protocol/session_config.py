@@ -20,16 +20,32 @@ from voice.protocol.common import (
     token_limit,
 )
 
+EAGERNESS = ("low", "medium", "high", "auto")
+
 
 @dataclasses.dataclass(frozen=True)
 class TurnDetection:
-    """``server_vad`` settings (Realtime names and defaults)."""
+    """Automatic turn detection (Realtime names and defaults). ``server_vad`` ends a turn
+    after ``silence_duration_ms`` of silence; ``semantic_vad`` asks a turn model at every
+    short pause whether the user finished, and waits longer the less eager it is (the
+    ``server_vad`` fields then only keep the VAD's threshold and padding)."""
 
+    type: str = "server_vad"  # server_vad | semantic_vad
     threshold: float = 0.5
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
     create_response: bool = True
     interrupt_response: bool = True
+    eagerness: str = "auto"  # semantic_vad: low | medium | high | auto (= medium)
+
+    def to_json(self) -> JsonObject:
+        common = {"create_response": self.create_response,
+                  "interrupt_response": self.interrupt_response}
+        if self.type == "semantic_vad":
+            return {"type": "semantic_vad", "eagerness": self.eagerness, **common}
+        return {"type": "server_vad", "threshold": self.threshold,
+                "prefix_padding_ms": self.prefix_padding_ms,
+                "silence_duration_ms": self.silence_duration_ms, **common}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +66,7 @@ class SessionConfig:
 
     def to_json(self, session_id: str, model: str) -> JsonObject:
         """The GA ``session`` object."""
-        turn: JsonObject | None = None
-        if self.turn_detection is not None:
-            turn = {"type": "server_vad", **dataclasses.asdict(self.turn_detection)}
+        turn = None if self.turn_detection is None else self.turn_detection.to_json()
         transcription: JsonObject | None = None
         if self.transcription:
             transcription = {"model": "whisper", "language": self.language,
@@ -108,14 +122,22 @@ def _turn_detection(value: Any, current: TurnDetection | None, event_id: str | N
     if not isinstance(value, dict):
         raise ProtocolError("invalid_type", f"{path} must be an object or null",
                             event_id=event_id, param=path)
-    kind = value.get("type", "server_vad")
+    base = current or TurnDetection()
+    kind = get_field(value, "type", str, event_id, f"{path}.type")
+    if kind is UNSET:
+        kind = base.type
     if kind not in ("server_vad", "semantic_vad"):
         raise ProtocolError("unsupported_turn_detection",
-                            f"{path}.type {kind!r} is not supported (server_vad; semantic_vad "
-                            "is treated as server_vad)",
+                            f"{path}.type {kind!r} is not supported (server_vad or semantic_vad)",
                             event_id=event_id, param=f"{path}.type")
-    base = current or TurnDetection()
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {"type": kind}
+    eagerness = get_field(value, "eagerness", str, event_id, f"{path}.eagerness")
+    if eagerness is not UNSET:
+        if eagerness not in EAGERNESS:
+            raise ProtocolError("invalid_value",
+                                f"{path}.eagerness must be one of {', '.join(EAGERNESS)}",
+                                event_id=event_id, param=f"{path}.eagerness")
+        changes["eagerness"] = eagerness
     for key, kinds in (("threshold", (int, float)), ("prefix_padding_ms", int),
                        ("silence_duration_ms", int), ("create_response", bool),
                        ("interrupt_response", bool)):

@@ -1,0 +1,95 @@
+"""Semantic turn detection and early decoding, as a client sees them (fake engines, the real
+VAD state machine on an energy stand-in for the Silero network)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from tests.fakes import FakeChat, FakeTranscriber, FakeTurnModel, silence, tone
+from tests.test_session import Harness, run
+from voice.protocol import parse_client_event
+
+SEMANTIC = {"type": "semantic_vad", "eagerness": "auto"}  # 200 ms pause, 2000 ms at most
+
+
+async def use(h: Harness, turn_detection: dict[str, object]) -> None:
+    await h.session.handle(parse_client_event(json.dumps({"type": "session.update", "session": {
+        "audio": {"input": {"turn_detection": turn_detection}}}})))
+
+
+def final_transcripts(h: Harness) -> list[str]:
+    return [e.fields["transcript"] for e in
+            h.of("conversation.item.input_audio_transcription.completed")]
+
+
+def test_semantic_vad_answers_a_complete_turn_after_a_short_pause() -> None:
+    async def scenario() -> None:
+        turn_model = FakeTurnModel(rest=0.9)
+        h = Harness(FakeTranscriber([("What time is it?", "en")]),
+                    FakeChat(["It is noon."]), turn_model=turn_model)
+        await use(h, SEMANTIC)
+        # 0.6 s of speech, then only 0.4 s of silence: less than server_vad's 500 ms.
+        await h.send_audio(np.concatenate([tone(0.6), silence(0.4)]), pace_s=0.02)
+        await h.wait_done()
+        assert turn_model.calls, "the turn model was asked at the pause"
+        assert final_transcripts(h) == ["What time is it?"]
+        assert h.of("response.done")[0].fields["response"]["status"] == "completed"
+    run(scenario)
+
+
+def test_semantic_vad_waits_through_a_pause_judged_unfinished() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("I would like", "en"), ("I would like a tea", "en")]),
+                    FakeChat(["Here is your tea."]), turn_model=FakeTurnModel([0.1], rest=0.9))
+        await use(h, SEMANTIC)
+        # "I would like" ... 0.6 s pause (judged unfinished) ... "a tea", then a pause.
+        await h.send_audio(np.concatenate([tone(0.6), silence(0.6)]), pace_s=0.02)
+        assert "input_audio_buffer.speech_stopped" not in h.types()
+        await h.send_audio(np.concatenate([tone(0.4), silence(0.5)]), pace_s=0.02)
+        await h.wait_done()
+        assert h.types().count("input_audio_buffer.speech_stopped") == 1
+        # The decode started at the first pause was dropped: the transcript is the whole turn.
+        assert final_transcripts(h) == ["I would like a tea"]
+    run(scenario)
+
+
+def test_semantic_vad_ends_an_unfinished_turn_after_the_eagerness_limit() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Well", "en")]), FakeChat(["Yes?"]),
+                    turn_model=FakeTurnModel(rest=0.05))
+        await use(h, {"type": "semantic_vad", "eagerness": "high"})  # at most 1000 ms
+        await h.send_audio(np.concatenate([tone(0.6), silence(0.7)]), pace_s=0.0)
+        assert "input_audio_buffer.speech_stopped" not in h.types()
+        await h.send_audio(silence(0.5))
+        await h.wait_done()
+        assert final_transcripts(h) == ["Well"]
+    run(scenario)
+
+
+def test_a_decode_started_at_the_pause_is_kept_when_nothing_follows() -> None:
+    async def scenario() -> None:
+        transcriber = FakeTranscriber([("Hello", "en"), ("never used", "en")])
+        h = Harness(transcriber, FakeChat(["Hi."]))  # server_vad, 500 ms
+        transcriber.observe = lambda: "input_audio_buffer.speech_stopped" in h.types()
+        await h.speak(pause=0.8, pace_s=0.02)
+        await h.wait_done()
+        # One final decode, started at the 200 ms pause, before the turn ended at 500 ms.
+        assert transcriber.observed == [False]
+        assert final_transcripts(h) == ["Hello"]
+    run(scenario)
+
+
+def test_semantic_vad_without_a_turn_model_falls_back_to_silence() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Hello", "en")]), FakeChat(["Hi."]))
+        await use(h, SEMANTIC)
+        await h.speak(pause=0.7)  # the server_vad 500 ms still ends the turn
+        await h.wait_done()
+        assert final_transcripts(h) == ["Hello"]
+        session = h.of("session.updated")[-1].fields["session"]
+        assert session["audio"]["input"]["turn_detection"] == {
+            "type": "semantic_vad", "eagerness": "auto", "create_response": True,
+            "interrupt_response": True}
+    run(scenario)
