@@ -45,7 +45,9 @@ def test_ga_server_vad_settings_are_applied() -> None:
         '"type": "server_vad", "threshold": 0.7, "silence_duration_ms": 800,'
         ' "prefix_padding_ms": 200, "create_response": false, "interrupt_response": false'
         '}}}}}')
-    assert config.turn_detection == TurnDetection(threshold=0.7, prefix_padding_ms=200, silence_duration_ms=800, create_response=False, interrupt_response=False)
+    assert config.turn_detection == TurnDetection(
+        threshold=0.7, prefix_padding_ms=200, silence_duration_ms=800, create_response=False,
+        interrupt_response=False)
 
 
 def test_null_turn_detection_turns_server_vad_off() -> None:
@@ -165,7 +167,8 @@ def test_beta_flat_fields_are_applied() -> None:
         SessionConfig(input_rate=16000, output_rate=48000))
     assert config == SessionConfig(
         instructions="Hi.", input_rate=24000, output_rate=24000,
-        turn_detection=TurnDetection(threshold=0.4, prefix_padding_ms=250, silence_duration_ms=600), transcription=True, language="es",
+        turn_detection=TurnDetection(threshold=0.4, prefix_padding_ms=250,
+                                     silence_duration_ms=600), transcription=True, language="es",
         voice="verse", output_modalities=("text",), max_output_tokens=1024, temperature=0.8)
 
 
