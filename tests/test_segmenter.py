@@ -6,10 +6,14 @@ import pytest
 
 from tts.segmenter import Segmenter, SegmenterConfig
 
+# The sentence rules alone: the first piece ends at a clause after 4 words, never mid-clause.
+SENTENCES = {"first_piece_min_words": 4, "first_piece_max_words": 0}
 
-def segment(text: str, language: str, step: int = 1) -> list[str]:
-    """Feed ``text`` in deltas of ``step`` characters, as a model streams it."""
-    segmenter = Segmenter(SegmenterConfig(language=language))
+
+def segment(text: str, language: str, step: int = 1, **config: int) -> list[str]:
+    """Feed ``text`` in deltas of ``step`` characters, as a model streams it (by default with
+    the sentence rules alone; pass the early-first-piece settings to test those)."""
+    segmenter = Segmenter(SegmenterConfig(language=language, **(config or SENTENCES)))
     pieces: list[str] = []
     for start in range(0, len(text), step):
         pieces += segmenter.feed(text[start:start + step])
@@ -87,7 +91,7 @@ def test_a_short_first_clause_waits_for_more_words() -> None:
 
 
 def test_a_piece_is_emitted_as_soon_as_its_boundary_is_certain() -> None:
-    segmenter = Segmenter(SegmenterConfig(language="en"))
+    segmenter = Segmenter(SegmenterConfig(language="en", **SENTENCES))
     assert segmenter.feed("The answer is four") == []
     assert segmenter.feed(".") == []  # could still be "four.5" or an abbreviation
     assert segmenter.feed(" And") == ["The answer is four."]
@@ -117,3 +121,31 @@ def test_markdown_is_not_read_aloud(piece: str, spoken: str) -> None:
     from tts.segmenter import speakable
 
     assert speakable(piece) == spoken
+
+
+EARLY = [
+    # (language, reply, expected pieces) with the service's defaults: 2 to 6 words first
+    ("en", "The capital of France is Paris, a city of museums. It is big.",
+     ["The capital of France is Paris,", "a city of museums.", "It is big."]),
+    ("en", "I think that you would really like the new museum. Go!",
+     ["I think that you would really", "like the new museum.", "Go!"]),
+    ("en", "Of course, I can help you with that today. Bye.",
+     ["Of course,", "I can help you with that today.", "Bye."]),
+    ("en", "Yes. The answer is four.", ["Yes.", "The answer is four."]),
+    ("de", "Das ist z. B. ein sehr guter Test. Gut.",
+     ["Das ist z. B. ein sehr", "guter Test.", "Gut."]),
+    ("it", "Il Sig. Rossi e il Dott. Bianchi arrivano alle 9.15. Benvenuti!",
+     ["Il Sig. Rossi e il Dott. Bianchi", "arrivano alle 9.15.", "Benvenuti!"]),
+    ("pl", "Mam 3,5 kilo jabłek i gruszek w domu.", ["Mam 3,5 kilo jabłek i", "gruszek w domu."]),
+]
+
+
+@pytest.mark.parametrize(("language", "reply", "expected"), EARLY,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(EARLY)])
+@pytest.mark.parametrize("step", [1, 4, 1000])
+def test_the_first_piece_goes_out_after_a_few_words_without_waiting_for_a_boundary(
+        language: str, reply: str, expected: list[str], step: int) -> None:
+    defaults = SegmenterConfig()
+    assert segment(reply, language, step,
+                   first_piece_min_words=defaults.first_piece_min_words,
+                   first_piece_max_words=defaults.first_piece_max_words) == expected

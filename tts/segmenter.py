@@ -1,11 +1,12 @@
 """Turn a stream of text deltas into speakable pieces, as early as it is safe to.
 
 The first piece of a reply is allowed to be short: it ends at a clause boundary (comma,
-semicolon, colon, dash) once it has ``first_piece_min_words`` words, so speech can start before
-the first sentence is finished. Later pieces end at sentence boundaries. A boundary is only
-taken once the character after it has arrived, so "3." followed by "5" stays "3.5", and
-abbreviations ("z. B.", "Dr.", "etc.", ...) of the European languages we serve, initials and
-ordinal numbers do not end a sentence.
+semicolon, colon, dash) once it has ``first_piece_min_words`` words, or at the space after
+``first_piece_max_words`` words when no boundary came, so speech starts a few words into the
+reply instead of at the end of its first sentence. Later pieces end at sentence boundaries.
+A boundary is only taken once the character after it has arrived, so "3." followed by "5"
+stays "3.5", and abbreviations ("z. B.", "Dr.", "etc.", ...) of the European languages we
+serve, initials and ordinal numbers do not end a sentence.
 
 Pure and synchronous: :class:`Segmenter` keeps only the text not yet returned.
 """
@@ -61,7 +62,8 @@ _WORDS = re.compile(r"\w+", re.UNICODE)
 @dataclasses.dataclass(frozen=True)
 class SegmenterConfig:
     language: str = "en"
-    first_piece_min_words: int = 4
+    first_piece_min_words: int = 2
+    first_piece_max_words: int = 6  # 0: the first piece waits for a boundary like the others
     # Without any boundary, a piece is cut at a space once it is this long.
     max_piece_chars: int = 250
 
@@ -104,7 +106,11 @@ class Segmenter:
     def _find_cut(self) -> int | None:
         text = self._buffer
         first = self._pieces_out == 0
+        cap = (self._after_words(text, self.config.first_piece_max_words)
+               if first and self.config.first_piece_max_words > 0 else None)
         for index, char in enumerate(text):
+            if cap is not None and index >= cap:
+                return cap  # no boundary within the first words: cut after them
             if char == "\n" and _WORDS.search(text[:index]):
                 return index + 1
             if index + 1 >= len(text):
@@ -122,9 +128,21 @@ class Segmenter:
             elif (first and char in "–—" and text[index - 1:index].isspace()
                   and len(_WORDS.findall(text[:index])) >= self.config.first_piece_min_words):
                 return index
+        if cap is not None:
+            return cap
         if len(text) > self.config.max_piece_chars:
             space = text.rfind(" ", 0, self.config.max_piece_chars)
             return space + 1 if space > 0 else self.config.max_piece_chars
+        return None
+
+    @staticmethod
+    def _after_words(text: str, count: int) -> int | None:
+        """The end of the ``count``-th word when a space follows it and more text follows the
+        space (so the word is known to be complete), else None."""
+        for words, match in enumerate(_WORDS.finditer(text), start=1):
+            end = match.end()
+            if words >= count and end < len(text) and text[end] == " ":
+                return end + 1 if end + 1 < len(text) else None
         return None
 
     @staticmethod

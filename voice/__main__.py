@@ -251,7 +251,8 @@ def session_defaults(config: ServiceConfig, names: dict[str, str]) -> SessionDef
 
     return SessionDefaults(
         config=SessionConfig(
-            turn_detection=TurnDetection(threshold=config.vad_threshold,
+            turn_detection=TurnDetection(type=config.vad_type, eagerness=config.vad_eagerness,
+                                         threshold=config.vad_threshold,
                                          prefix_padding_ms=config.vad_prefix_padding_ms,
                                          silence_duration_ms=config.vad_silence_duration_ms),
             languages=config.languages),

@@ -19,10 +19,12 @@ Example ``voice.toml`` (every key optional)::
     [voices]                   # language -> Piper voice name (catalog) or .onnx path
     de = "de_DE-thorsten-medium"
 
-    [vad]
+    [vad]                      # a session's default turn detection
+    type = "semantic_vad"      # semantic_vad (a turn model judges each pause) | server_vad
+    eagerness = "auto"         # semantic_vad: low | medium | high | auto
     threshold = 0.5
     prefix_padding_ms = 300
-    silence_duration_ms = 500
+    silence_duration_ms = 500  # server_vad
 
     [asr]
     languages = ["en", "de", "fr", "es", "it", "nl", "pt", "pl"]
@@ -91,6 +93,8 @@ class ServiceConfig:
     device: str = "auto"
     compute_type: str = "auto"
     voices: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    vad_type: str = "semantic_vad"
+    vad_eagerness: str = "auto"
     vad_threshold: float = 0.5
     vad_prefix_padding_ms: int = 300
     vad_silence_duration_ms: int = 500
@@ -134,6 +138,11 @@ class ServiceConfig:
                 "pass --insecure if another layer authenticates clients.")
         if not 0 < self.vad_threshold < 1:
             raise ConfigError("vad threshold must be between 0 and 1")
+        if self.vad_type not in ("server_vad", "semantic_vad"):
+            raise ConfigError(f"vad type {self.vad_type!r} is not server_vad or semantic_vad")
+        if self.vad_eagerness not in ("low", "medium", "high", "auto"):
+            raise ConfigError(f"vad eagerness {self.vad_eagerness!r} is not low, medium, high "
+                              "or auto")
         if self.limits.max_sessions < 1:
             raise ConfigError("max_sessions must be at least 1")
         if self.llm_replicas < 1:
@@ -171,7 +180,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
          "allowed_origins": "allowed_origins", "allowed_hosts": "allowed_hosts"},
     "models": {"asr": "asr_model", "llm": "llm_model", "voice": "voice", "device": "device",
                "compute_type": "compute_type"},
-    "vad": {"threshold": "vad_threshold", "prefix_padding_ms": "vad_prefix_padding_ms",
+    "vad": {"type": "vad_type", "eagerness": "vad_eagerness", "threshold": "vad_threshold",
+            "prefix_padding_ms": "vad_prefix_padding_ms",
             "silence_duration_ms": "vad_silence_duration_ms"},
     "asr": {"languages": "languages", "partial_interval_s": "partial_interval_s",
             "beam_size": "beam_size"},
