@@ -54,6 +54,10 @@ class ChatConfig:
     replicas: int = 1
     # Prompt + reply must fit here; defaults to min(model context, 4096) tokens.
     context_tokens: int | None = None
+    # The model state after a system prompt is kept (CTranslate2's static prompt cache, per
+    # replica) for this many distinct system prompts, so their length costs nothing per turn.
+    # The cache never shrinks: prompts beyond these (clients' own instructions) are not kept.
+    cached_system_prompts: int = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +106,8 @@ class ChatModel:
         self._template = environment.from_string(self.format.chat_template)
         self.context_tokens = min(config.context_tokens or 4096, self.format.context_length)
         self._message_overhead = self._measure_message_overhead()
+        self._cached_prompts: set[str] = set()
+        self._cache_lock = threading.Lock()
         logger.info("loaded chat model %s on %s (%s, %d replica(s)) in %.1f s, context %d "
                     "tokens", folder, self.device, self.compute_type, config.replicas,
                     time.monotonic() - started, self.context_tokens)
@@ -186,11 +192,14 @@ class ChatModel:
         ``max_new_tokens``, when ``cancel`` is set, or when the iterator is closed.
         """
         options = options or SamplingOptions()
-        _, prompt = self._fit(messages, reserve=options.max_new_tokens)
+        kept, prompt = self._fit(messages, reserve=options.max_new_tokens)
         if self.format.add_bos_token and self.format.bos_token:
             prompt = [self.format.bos_token, *prompt]
+        static = self._static_prefix(kept, prompt)
         steps = self._generator.generate_tokens(
-            prompt,
+            prompt[len(static):],
+            static_prompt=static or None,
+            cache_static_prompt=bool(static),
             max_length=options.max_new_tokens,
             sampling_temperature=options.temperature,
             sampling_topk=options.top_k,
@@ -199,6 +208,27 @@ class ChatModel:
             end_token=list(self.format.stop_tokens),
         )
         return self._deltas(steps, cancel)
+
+    def _static_prefix(self, messages: Sequence[Message], prompt: list[str]) -> list[str]:
+        """The tokens of the system prompt at the start of ``prompt`` if its model state may
+        be cached (one of the first ``cached_system_prompts`` distinct ones), else []."""
+        if not messages or messages[0].role != "system" or len(messages) < 2:
+            return []
+        content = messages[0].content
+        with self._cache_lock:
+            if content not in self._cached_prompts:
+                if len(self._cached_prompts) >= self.config.cached_system_prompts:
+                    return []
+                self._cached_prompts.add(content)
+        block = str(self._template.render(
+            messages=[{"role": "system", "content": content}], add_generation_prompt=False,
+            bos_token=self.format.bos_token or "", eos_token=self.format.eos_token))
+        tokens = self._tokens([block])[0]
+        if self.format.add_bos_token and self.format.bos_token:
+            tokens = [self.format.bos_token, *tokens]
+        # Only when the conversation's tokens really start with it (a template may render a
+        # system message differently in context); the rest must not be empty.
+        return tokens if len(tokens) < len(prompt) and prompt[:len(tokens)] == tokens else []
 
     def _deltas(self, steps: Iterator[object], cancel: threading.Event | None) -> Iterator[str]:
         deltas = TextDeltas(self._tokenizer)

@@ -234,3 +234,27 @@ def test_qwen_streams_a_reply_in_the_language_asked(prepared_model, language: st
     assert votes[language] == max(votes.values()) and votes[language] >= 2, (reply, votes)
     # Whether the model writes markdown depends on its exact greedy output, which differs
     # between CPUs; that markdown is never read aloud is the segmenter's test.
+
+
+def test_a_cached_system_prompt_changes_nothing_in_the_reply_and_the_cache_is_bounded(
+        random_decoder_dir: Path) -> None:
+    import ctranslate2
+
+    chat = ChatModel(ChatConfig(str(random_decoder_dir), device="cpu", cached_system_prompts=1))
+    reference = ctranslate2.Generator(str(random_decoder_dir))
+
+    def expected(messages: list[Message]) -> str:
+        prompt = chat._tokenizer.encode(chat.render(messages), add_special_tokens=False).tokens
+        result = reference.generate_batch([prompt], max_length=12,
+                                          include_prompt_in_result=False,
+                                          end_token=["<|im_end|>"])
+        return chat._tokenizer.decode(result[0].sequences_ids[0],
+                                      skip_special_tokens=False).rstrip("\ufffd")
+
+    first = [Message("system", "Be brief and kind."), Message("user", "Say something.")]
+    other = [Message("system", "Answer in one word."), Message("user", "Say something.")]
+    for messages in (first, first, other):  # cached, from the cache, over the bound
+        assert "".join(chat.stream(messages, SamplingOptions(max_new_tokens=12))) \
+            == expected(messages)
+    assert chat._static_prefix(first, chat._tokens([chat.render(first)])[0])
+    assert chat._static_prefix(other, chat._tokens([chat.render(other)])[0]) == []
