@@ -229,18 +229,23 @@ class VoiceClient:
 
 
 async def stream_file_realtime(client: VoiceClient, samples: np.ndarray, rate: int, *,
-                               frame_ms: int = 20, trailing_silence_s: float = 1.0) -> float:
+                               frame_ms: int = 20, trailing_silence_s: float = 1.0,
+                               speech_end_sample: int | None = None) -> float:
     """Send audio at real-time pace in ``frame_ms`` frames, then silence.
 
-    Returns the monotonic time at which the last frame containing sound was sent: the end of
+    Returns the monotonic time at which the last frame containing sound (or the frame holding
+    ``speech_end_sample``, when the caller knows where the speech ends) was sent: the end of
     speech as the client knows it.
     """
     frame = rate * frame_ms // 1000
     audio = np.concatenate([np.asarray(samples), np.zeros(int(trailing_silence_s * rate),
                                                           np.asarray(samples).dtype)])
-    loud = np.flatnonzero(np.abs(np.asarray(samples, dtype=np.float32)) >
-                          (500 if np.asarray(samples).dtype == np.int16 else 0.015))
-    last_loud_frame = int(loud[-1]) // frame if loud.size else 0
+    if speech_end_sample is not None:
+        last_loud_frame = max(0, speech_end_sample - 1) // frame
+    else:
+        loud = np.flatnonzero(np.abs(np.asarray(samples, dtype=np.float32)) >
+                              (500 if np.asarray(samples).dtype == np.int16 else 0.015))
+        last_loud_frame = int(loud[-1]) // frame if loud.size else 0
     started = time.monotonic()
     speech_end = started
     for index, start in enumerate(range(0, audio.size, frame)):

@@ -71,6 +71,8 @@ class Turn:
     reply_audio: np.ndarray | None = None  # the completed response's audio, if a caller kept it
     errors: list[str] = dataclasses.field(default_factory=list)
     first_audio: dict[str, float] = dataclasses.field(default_factory=dict)  # id -> time
+    speech_stopped_at: list[float] = dataclasses.field(default_factory=list)  # client clock
+    transcript_at: list[float] = dataclasses.field(default_factory=list)  # client clock
     open_speech: int = 0
     awaiting_transcripts: int = 0
     awaiting_replies: int = 0  # non-empty transcripts whose response has not begun
@@ -135,9 +137,11 @@ class SessionLedger:
         if isinstance(event, SpeechStarted):
             turn.open_speech += 1
         elif isinstance(event, SpeechStopped):
+            turn.speech_stopped_at.append(now)
             turn.open_speech = max(0, turn.open_speech - 1)
             turn.awaiting_transcripts += 1
         elif isinstance(event, TranscriptCompleted):
+            turn.transcript_at.append(now)
             turn.awaiting_transcripts = max(0, turn.awaiting_transcripts - 1)
             turn.transcripts.append(event.transcript)
             if event.transcript:

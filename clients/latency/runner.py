@@ -47,7 +47,8 @@ async def play_turn(client: VoiceClient, ledger: SessionLedger, receiver: asynci
     still open (finish it with ``closed=``)."""
     ledger.begin(clip.name, time.monotonic())
     speech_end = await stream_file_realtime(client, clip.samples, RATE, frame_ms=frame_ms,
-                                            trailing_silence_s=trailing_silence_s)
+                                            trailing_silence_s=trailing_silence_s,
+                                            speech_end_sample=clip.speech_end)
     ledger.speech_sent(speech_end)
     settled = await hold_line(client, timeout_s, lambda: ledger.settled() or receiver.done(),
                               frame_ms)

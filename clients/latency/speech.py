@@ -62,6 +62,7 @@ class Utterance:
     samples: np.ndarray  # int16 mono at RATE
     text: str | None = None
     language: str | None = None
+    speech_end: int | None = None  # sample where the speech ends, when known (else by level)
 
 
 def load_wav(path: Path) -> Utterance:
