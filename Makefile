@@ -13,7 +13,8 @@ DEBIAN_PACKAGES := espeak-ng libportaudio2 sox
 # Only the tests need a browser (the web page is tested in headless Chromium).
 TEST_DEBIAN_PACKAGES := chromium
 # Models the test suite uses: the defaults plus the small SmolLM2 for conversion tests.
-TEST_MODELS := whisper-base qwen2.5-coder-0.5b-instruct en_US-joe-medium smollm2-135m-instruct
+TEST_MODELS := whisper-base qwen2.5-coder-0.5b-instruct en_US-joe-medium smart-turn-v3.2 \
+	smollm2-135m-instruct
 
 .PHONY: serve test setup system-packages models lint clean
 

@@ -239,6 +239,7 @@ def test_default_llm_is_the_larger_model_when_a_gpu_is_present() -> None:
     assert default_model_names(gpu=True)[ModelKind.LLM] == "qwen2.5-coder-1.5b-instruct"
     assert default_model_names(gpu=False)[ModelKind.ASR] == "whisper-base"
     assert default_model_names(gpu=False)[ModelKind.TTS] == "en_US-joe-medium"
+    assert default_model_names(gpu=False)[ModelKind.TURN] == "smart-turn-v3.2"
 
 
 def test_catalog_checksums_are_consistent() -> None:
@@ -266,7 +267,8 @@ def test_cli_list_shows_each_model_with_readiness(
 ) -> None:
     assert main(["--home", str(tmp_path), "models", "list"]) == 0
     out = capsys.readouterr().out
-    for name in ("whisper-base *", "qwen2.5-coder-0.5b-instruct *", "en_US-joe-medium *"):
+    for name in ("whisper-base *", "qwen2.5-coder-0.5b-instruct *", "en_US-joe-medium *",
+                 "smart-turn-v3.2 *"):
         assert name in out
     assert " no " in out and str(tmp_path) in out
 
@@ -289,7 +291,8 @@ def test_default_models_are_listed_as_ready_after_setup(
         prepared_model(name)
     assert main(["--home", str(real_model_store.home), "models", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium"):
+    for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium",
+                 "smart-turn-v3.2"):
         row = next(line for line in lines if line.startswith(name + " "))
         assert row.split()[3] == "yes", row
 

