@@ -168,13 +168,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
-    from asr.smart_turn import SmartTurnModel, smart_turn_path
+    from asr.turn import SmartTurnModel
+    from voice.models import ModelKind, ModelStore, default_model_names
 
     clips = load(args.clips, args.languages.split(",") if args.languages else None)
     if not clips:
         raise SystemExit(f"error: no clips in {args.clips}")
     vad_model = SileroVadModel()
-    turn_model = SmartTurnModel(smart_turn_path())
+    turn_model = SmartTurnModel(ModelStore(progress=False).resolve(
+        default_model_names()[ModelKind.TURN], ModelKind.TURN))
     print(f"{len(clips)} clips; word timestamps...", file=sys.stderr)
     words = word_times(clips)
     rng = np.random.default_rng(args.seed)

@@ -28,7 +28,7 @@ from voice.models import (
 )
 
 if TYPE_CHECKING:
-    from asr.smart_turn import SmartTurnModel
+    from asr.turn import SmartTurnModel
     from voice.ports import Engines
     from voice.schedulers import Scheduler
     from voice.session import SessionDefaults
@@ -155,6 +155,8 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
         return book
 
     voices = _load(store, "voice", names["voice"], load_voices)
+    names["turn"] = config.turn_model or default_model_names()[ModelKind.TURN]
+    turn_model = load_turn_model(store, names["turn"])
     vad_model = SileroVadModel()
     sessions = config.limits.max_sessions
     engines = Engines(
@@ -162,14 +164,15 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
         transcriber=transcriber, chat=chat, voices=voices,
         vad=Scheduler("vad", 2), asr=_asr_scheduler(transcriber.device),
         # Each reply's next() waits on CTranslate2's own generation thread: one worker each.
-        llm=Scheduler("llm", min(32, sessions + 2)), tts=Scheduler("tts", 2))
+        llm=Scheduler("llm", min(32, sessions + 2)), tts=Scheduler("tts", 2),
+        turn_model=turn_model)
     return engines, names
 
 
 def load_turn_model(store: ModelStore, name_or_path: str | None = None) -> SmartTurnModel:
     """The semantic end-of-turn model (catalog name or path; default: the default ``turn``
     model), loaded once per process and shared by every session and thread."""
-    from asr.smart_turn import SmartTurnModel
+    from asr.turn import SmartTurnModel
 
     name = name_or_path or default_model_names()[ModelKind.TURN]
     return _load(store, "end-of-turn", name,

@@ -13,6 +13,7 @@ Example ``voice.toml`` (every key optional)::
     asr = "whisper-base"
     llm = "qwen2.5-coder-0.5b-instruct"
     voice = "en_US-joe-medium"
+    turn = "smart-turn-v3.2"   # the end-of-turn model of semantic_vad
     device = "auto"            # auto | cpu | cuda
     compute_type = "auto"      # auto | int8 | float16 | int8_float16
 
@@ -90,6 +91,7 @@ class ServiceConfig:
     asr_model: str | None = None  # None: the catalog default
     llm_model: str | None = None
     voice: str | None = None
+    turn_model: str | None = None
     device: str = "auto"
     compute_type: str = "auto"
     voices: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -178,8 +180,8 @@ def is_loopback(host: str) -> bool:
 _SECTIONS: dict[str, dict[str, str]] = {
     "": {"host": "host", "port": "port", "api_keys": "api_keys", "insecure": "insecure",
          "allowed_origins": "allowed_origins", "allowed_hosts": "allowed_hosts"},
-    "models": {"asr": "asr_model", "llm": "llm_model", "voice": "voice", "device": "device",
-               "compute_type": "compute_type"},
+    "models": {"asr": "asr_model", "llm": "llm_model", "voice": "voice", "turn": "turn_model",
+               "device": "device", "compute_type": "compute_type"},
     "vad": {"type": "vad_type", "eagerness": "vad_eagerness", "threshold": "vad_threshold",
             "prefix_padding_ms": "vad_prefix_padding_ms",
             "silence_duration_ms": "vad_silence_duration_ms"},

@@ -40,7 +40,7 @@ class SpeechDetector(Protocol):
 
 
 class ScoresTurnEnd(Protocol):
-    """The semantic turn model (see :class:`asr.smart_turn.SmartTurnModel`)."""
+    """The semantic turn model (see :class:`asr.turn.SmartTurnModel`)."""
 
     def probability(self, audio: np.ndarray) -> float:
         """How likely the user's turn (float32 16 kHz, up to now) is complete."""

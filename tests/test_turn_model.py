@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from asr.smart_turn import FRAMES, MODEL_FILE, N_MELS, SAMPLE_RATE, WINDOW, SmartTurnModel
+from asr.turn import FRAMES, MODEL_FILE, N_MELS, SAMPLE_RATE, WINDOW, SmartTurnModel
 from asr.vad import SileroVadModel, StreamingVad, VadConfig, VadEventType
 from tests.prerequisites import missing
 from tests.speech import SHARED_TESTDATA, to_16k
@@ -194,7 +194,7 @@ def test_features_of_real_speech_match_the_reference(smart_turn: SmartTurnModel,
 
 
 def test_audio_that_is_not_mono_is_rejected_before_the_model() -> None:
-    from asr.smart_turn import model_window
+    from asr.turn import model_window
 
     with pytest.raises(ValueError, match="mono"):
         model_window(np.zeros((2, 16000), np.float32))
