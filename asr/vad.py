@@ -105,8 +105,7 @@ class VadEvent:
     ``speech_started``: ``start_sample`` is where the utterance begins, prefix padding included.
     ``speech_stopped``: ``end_sample`` is where the speech ended (before the trailing silence),
     ``audio`` is the whole utterance from ``start_sample`` to ``end_sample`` plus up to
-    ``tail_ms`` of what followed, and ``reason`` is ``"silence"``, ``"max_length"`` or
-    ``"ended"`` (:meth:`StreamingVad.end_turn`).
+    ``tail_ms`` of what followed, and ``reason`` is ``"silence"`` or ``"max_length"``.
     ``speech_paused``: the speech stopped ``pause_ms`` ago; ``end_sample`` and ``audio`` are
     what ``speech_stopped`` would report if nothing more is said (the same audio, so a decode
     of it can be kept). ``speech_resumed``: speech came back after a pause (``end_sample`` is
@@ -140,6 +139,7 @@ class StreamingVad:
         self._start_sample = 0
         self._speech_end = 0  # end of the last window scored as speech
         self._paused = False  # the current silence was reported as a pause
+        self._silence_limit: int | None = None  # set by end_after for the current silence
         self.in_speech = False
         self.last_probability = 0.0
 
@@ -204,13 +204,17 @@ class StreamingVad:
         self._utterance.append(frame)
         if probability >= config.threshold - config.hysteresis:
             self._speech_end = self._position
+            self._silence_limit = None
             if self._paused:
                 self._paused = False
                 return VadEvent(VadEventType.SPEECH_RESUMED, self._start_sample,
                                 self._position - WINDOW)
         silence = self._position - self._speech_end
         length = self._position - self._start_sample
-        if silence >= config.silence_duration_ms * SAMPLE_RATE // 1000:
+        limit = self._silence_limit
+        if limit is None:
+            limit = config.silence_duration_ms * SAMPLE_RATE // 1000
+        if silence >= limit:
             return self._stop("silence")
         if length >= config.max_utterance_s * SAMPLE_RATE:
             self._speech_end = self._position
@@ -222,12 +226,12 @@ class StreamingVad:
                             self._audio_until_end(), "pause")
         return None
 
-    def end_turn(self) -> VadEvent | None:
-        """End the utterance in progress now (the turn was judged complete during a pause):
-        the ``speech_stopped`` event, or None when not in speech."""
-        if not self.in_speech:
-            return None
-        return self._stop("ended")
+    def end_after(self, silence_ms: int) -> None:
+        """End the utterance in progress once its current silence lasts ``silence_ms`` (at the
+        next window if it already does); speech before then restores the configured limit.
+        For a turn judged complete during a pause: a shorter wait than for one judged not."""
+        if self.in_speech:
+            self._silence_limit = silence_ms * SAMPLE_RATE // 1000
 
     def _audio_until_end(self) -> np.ndarray:
         """The utterance up to the end of speech plus the tail heard so far."""
@@ -239,5 +243,6 @@ class StreamingVad:
                          self._audio_until_end(), reason)
         self.in_speech = False
         self._paused = False
+        self._silence_limit = None
         self._utterance = []
         return event

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from asr.vad import SAMPLE_RATE, SileroVadModel, StreamingVad, VadConfig, VadEventType
-from voice.turns import EAGERNESS, PAUSE_MS, EndUtterance, TurnPolicy, TurnTaker, UserPaused
+from voice.turns import EAGERNESS, PAUSE_MS, EndAfterSilence, TurnPolicy, TurnTaker, UserPaused
 
 DEFAULT_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "real"
 TRAILING_S = 5.0  # silence after the clip: every setting ends the turn within it
@@ -43,16 +43,17 @@ class Setting:
     name: str
     vad: VadConfig
     complete_at: float | None  # semantic_vad's completion threshold; None: server_vad
+    confirm_ms: int = 0
 
 
 def settings() -> list[Setting]:
     found = [Setting("server_vad 500 ms", VadConfig(silence_duration_ms=500, tail_ms=200,
                                                     pause_ms=PAUSE_MS), None)]
     for eagerness in ("high", "auto", "low"):
-        threshold, wait_ms = EAGERNESS[eagerness]
+        wait = EAGERNESS[eagerness]
         found.append(Setting(f"semantic_vad {eagerness}",
-                             VadConfig(silence_duration_ms=wait_ms, tail_ms=200,
-                                       pause_ms=PAUSE_MS), threshold))
+                             VadConfig(silence_duration_ms=wait.max_wait_ms, tail_ms=200,
+                                       pause_ms=PAUSE_MS), wait.complete_at, wait.confirm_ms))
     return found
 
 
@@ -67,7 +68,8 @@ def play(audio: np.ndarray, last_word_end: int, setting: Setting, vad_model: Sil
          turn_model: Callable[[np.ndarray], float] | None) -> Outcome:
     """Run ``audio`` (16 kHz float32) through the VAD and the turn-taker as a session does."""
     vad = StreamingVad(vad_model, setting.vad)
-    turns = TurnTaker(TurnPolicy(complete_at=setting.complete_at))
+    turns = TurnTaker(TurnPolicy(complete_at=setting.complete_at,
+                                 confirm_ms=setting.confirm_ms))
     model_ms: list[float] = []
     ends: list[int] = []
     for start in range(0, audio.size, FRAME):
@@ -90,12 +92,9 @@ def play(audio: np.ndarray, last_word_end: int, setting: Setting, vad_model: Sil
                 started = time.perf_counter()
                 probability = turn_model(event.audio)
                 model_ms.append((time.perf_counter() - started) * 1000)
-                if any(isinstance(e, EndUtterance)
-                       for e in turns.turn_end_scored(event.end_sample, probability)):
-                    stopped = vad.end_turn()
-                    assert stopped is not None and stopped.end_sample is not None
-                    turns.speech_stopped(stopped.end_sample)
-                    ends.append(turns.now)
+                for effect in turns.turn_end_scored(event.end_sample, probability):
+                    if isinstance(effect, EndAfterSilence):
+                        vad.end_after(effect.silence_ms)
     if not ends:
         return Outcome(False, None, model_ms)
     # A turn that ended before the last word (with margin for the VAD's 32 ms windows) cut it.

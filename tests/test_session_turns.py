@@ -11,7 +11,8 @@ from tests.fakes import FakeChat, FakeTranscriber, FakeTurnModel, silence, tone
 from tests.test_session import Harness, run
 from voice.protocol import parse_client_event
 
-SEMANTIC = {"type": "semantic_vad", "eagerness": "auto"}  # 200 ms pause, 2000 ms at most
+# A pause is judged at 200 ms; judged complete, the turn ends at 600 ms of silence, else 2 s.
+SEMANTIC = {"type": "semantic_vad", "eagerness": "auto"}
 
 
 async def use(h: Harness, turn_detection: dict[str, object]) -> None:
@@ -24,14 +25,14 @@ def final_transcripts(h: Harness) -> list[str]:
             h.of("conversation.item.input_audio_transcription.completed")]
 
 
-def test_semantic_vad_answers_a_complete_turn_after_a_short_pause() -> None:
+def test_semantic_vad_answers_a_turn_judged_complete_after_a_short_silence() -> None:
     async def scenario() -> None:
         turn_model = FakeTurnModel(rest=0.9)
         h = Harness(FakeTranscriber([("What time is it?", "en")]),
                     FakeChat(["It is noon."]), turn_model=turn_model)
         await use(h, SEMANTIC)
-        # 0.6 s of speech, then only 0.4 s of silence: less than server_vad's 500 ms.
-        await h.send_audio(np.concatenate([tone(0.6), silence(0.4)]), pace_s=0.02)
+        # 0.6 s of speech, then 0.8 s of silence: far less than the 2 s for an unfinished turn.
+        await h.send_audio(np.concatenate([tone(0.6), silence(0.8)]), pace_s=0.02)
         await h.wait_done()
         assert turn_model.calls, "the turn model was asked at the pause"
         assert final_transcripts(h) == ["What time is it?"]
@@ -44,10 +45,10 @@ def test_semantic_vad_waits_through_a_pause_judged_unfinished() -> None:
         h = Harness(FakeTranscriber([("I would like", "en"), ("I would like a tea", "en")]),
                     FakeChat(["Here is your tea."]), turn_model=FakeTurnModel([0.1], rest=0.9))
         await use(h, SEMANTIC)
-        # "I would like" ... 0.6 s pause (judged unfinished) ... "a tea", then a pause.
-        await h.send_audio(np.concatenate([tone(0.6), silence(0.6)]), pace_s=0.02)
+        # "I would like" ... 1 s pause (judged unfinished) ... "a tea", then a pause.
+        await h.send_audio(np.concatenate([tone(0.6), silence(1.0)]), pace_s=0.02)
         assert "input_audio_buffer.speech_stopped" not in h.types()
-        await h.send_audio(np.concatenate([tone(0.4), silence(0.5)]), pace_s=0.02)
+        await h.send_audio(np.concatenate([tone(0.4), silence(0.8)]), pace_s=0.02)
         await h.wait_done()
         assert h.types().count("input_audio_buffer.speech_stopped") == 1
         # The decode started at the first pause was dropped: the transcript is the whole turn.

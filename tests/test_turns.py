@@ -13,7 +13,7 @@ import pytest
 from voice.turns import (
     AgentState,
     CancelReply,
-    EndUtterance,
+    EndAfterSilence,
     StartReply,
     TurnError,
     TurnPolicy,
@@ -141,12 +141,12 @@ def test_clearing_or_reconfiguring_abandons_the_users_turn() -> None:
 SEMANTIC = TurnPolicy(complete_at=0.5)
 
 
-def test_semantic_a_pause_judged_complete_ends_the_turn_at_once() -> None:
+def test_semantic_a_pause_judged_complete_ends_the_turn_after_a_short_silence() -> None:
     play([
         ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),
         ("speech_paused", (20_000,), [UserPaused(20_000, score=True)], L, IDLE),
-        ("turn_end_scored", (20_000, 0.93), [EndUtterance(20_000)], L, IDLE),
-        # The driver ends the utterance; the VAD's stop follows, at the pause.
+        ("turn_end_scored", (20_000, 0.93), [EndAfterSilence(20_000, 600)], L, IDLE),
+        # The driver shortens the VAD's wait; its stop follows, for the speech that paused.
         ("speech_stopped", (20_000,), [UserTurnEnded(20_000), StartReply("reply1")], S,
          THINKING),
     ], SEMANTIC)
@@ -159,7 +159,7 @@ def test_semantic_a_pause_judged_incomplete_waits_and_the_user_goes_on() -> None
         ("turn_end_scored", (20_000, 0.2), [], L, IDLE),
         ("speech_resumed", (25_000,), [UserResumed(25_000)], L, IDLE),
         ("speech_paused", (40_000,), [UserPaused(40_000, score=True)], L, IDLE),
-        ("turn_end_scored", (40_000, 0.8), [EndUtterance(40_000)], L, IDLE),
+        ("turn_end_scored", (40_000, 0.8), [EndAfterSilence(40_000, 600)], L, IDLE),
     ], SEMANTIC)
 
 

@@ -154,15 +154,27 @@ def test_a_pause_shorter_than_pause_ms_is_not_reported() -> None:
     assert [kind for kind, *_ in events] == ["speech_started"]
 
 
-def test_end_turn_during_a_pause_stops_the_utterance_with_the_paused_audio() -> None:
-    vad, events = _run([SPEECH] * 10 + [QUIET] * 7, PAUSING)
-    paused = events[-1][3]
-    assert paused.type is VadEventType.SPEECH_PAUSED
-    stopped = vad.end_turn()
-    assert stopped is not None and stopped.reason == "ended"
-    assert stopped.end_sample == paused.end_sample
-    np.testing.assert_array_equal(stopped.audio, paused.audio)
-    assert not vad.in_speech and vad.end_turn() is None
+def test_end_after_shortens_the_wait_for_the_current_silence_only() -> None:
+    script = [SPEECH] * 10 + [QUIET] * 8 + [SPEECH] * 5 + [QUIET] * 40
+    vad = StreamingVad(_ScriptedModel(script), PAUSING)  # type: ignore[arg-type]
+    events = []
+    for index in range(len(script)):
+        for event in vad.feed(np.full(WINDOW, 0.1, np.float32)):
+            events.append((event.type.value, index))
+            if event.type is VadEventType.SPEECH_PAUSED:
+                vad.end_after(320)  # 10 windows instead of 30
+    # The first pause would have ended at window 20, but speech came back at 18 and restored
+    # the 960 ms limit; the second pause (from window 23) gets its own 320 ms wait.
+    assert events == [("speech_started", 0), ("speech_paused", 15), ("speech_resumed", 18),
+                      ("speech_paused", 28), ("speech_stopped", 32)]
+
+
+def test_end_after_a_silence_already_long_enough_stops_at_the_next_window() -> None:
+    vad, events = _run([SPEECH] * 10 + [QUIET] * 8, PAUSING)
+    vad.end_after(0)
+    stopped = vad.feed(np.full(WINDOW, 0.1, np.float32))
+    assert [e.type for e in stopped] == [VadEventType.SPEECH_STOPPED]
+    np.testing.assert_array_equal(stopped[0].audio, events[-1][3].audio)  # the paused audio
 
 
 def test_without_pause_ms_no_pause_is_reported() -> None:

@@ -67,7 +67,7 @@ from voice.turns import (
     PAUSE_MS,
     CancelReply,
     Effect,
-    EndUtterance,
+    EndAfterSilence,
     StartReply,
     TurnError,
     TurnPolicy,
@@ -207,8 +207,11 @@ class Session:
         turn = self.config.turn_detection
         if turn is None:
             return TurnPolicy(automatic=False, create_response=False, interrupt_response=False)
-        complete_at = EAGERNESS[turn.eagerness][0] if self._semantic() else None
-        return TurnPolicy(True, turn.create_response, turn.interrupt_response, complete_at)
+        if not self._semantic():
+            return TurnPolicy(True, turn.create_response, turn.interrupt_response)
+        eagerness = EAGERNESS[turn.eagerness]
+        return TurnPolicy(True, turn.create_response, turn.interrupt_response,
+                          eagerness.complete_at, eagerness.confirm_ms)
 
     def _reset_detector(self) -> None:
         turn = self.config.turn_detection
@@ -216,7 +219,7 @@ class Session:
             self._detector = None
         else:
             # semantic_vad: the silence limit is the longest wait for a turn judged unfinished.
-            silence_ms = (EAGERNESS[turn.eagerness][1] if self._semantic()
+            silence_ms = (EAGERNESS[turn.eagerness].max_wait_ms if self._semantic()
                           else turn.silence_duration_ms)
             self._detector = self.engines.new_detector(VadConfig(
                 threshold=turn.threshold, prefix_padding_ms=turn.prefix_padding_ms,
@@ -356,7 +359,7 @@ class Session:
 
     async def _score_turn(self, detector: SpeechDetector, at: int, audio: np.ndarray) -> None:
         """Ask the turn model whether the turn that paused at ``at`` is complete; if so, end
-        it now. On failure the VAD's silence limit still ends the turn."""
+        it after a short silence. On failure the VAD's silence limit still ends the turn."""
         model = self.engines.turn_model
         assert model is not None
         try:
@@ -369,14 +372,6 @@ class Session:
             if detector is self._detector:
                 logger.debug("session %s: turn complete p=%.2f at %d", self.id, probability, at)
                 await self._apply(self.turns.turn_end_scored(at, probability))
-
-    async def _end_utterance(self) -> None:
-        detector = self._detector
-        stopped = detector.end_turn() if detector is not None else None
-        if stopped is None or stopped.audio is None or stopped.end_sample is None:
-            return
-        self._turn_audio = stopped.audio
-        await self._apply(self.turns.speech_stopped(self._detector_origin + stopped.end_sample))
 
     async def _on_commit(self, event: AudioCommit) -> None:
         if self._detector is not None:
@@ -420,8 +415,9 @@ class Session:
                 self._user_paused(effect)
             elif isinstance(effect, UserResumed):
                 self._drop_speculation()
-            elif isinstance(effect, EndUtterance):
-                await self._end_utterance()
+            elif isinstance(effect, EndAfterSilence):
+                if self._detector is not None:
+                    self._detector.end_after(effect.silence_ms)
             elif isinstance(effect, UserTurnEnded):
                 await self._user_ended(effect.at)
             elif isinstance(effect, StartReply):

@@ -12,8 +12,9 @@ driver (``voice/session.py``) must carry out, in order:
   was said so far at once (kept if the turn ends here), and under semantic turn detection ask
   the turn model whether the user is done (:meth:`TurnTaker.turn_end_scored`);
 - :class:`UserResumed`: the user went on after a pause (what was started for it is void);
-- :class:`EndUtterance`: the turn model judged the turn complete: end the utterance now (the
-  driver then reports :meth:`TurnTaker.speech_stopped` as the VAD would);
+- :class:`EndAfterSilence`: the turn model judged the paused turn complete: end it once the
+  silence lasts ``silence_ms`` (shorter than the wait for a turn judged unfinished); speech
+  before then goes on with the same turn. The VAD then reports the stop as usual.
 - :class:`UserTurnEnded`: the user's turn is over (commit its audio and transcribe it);
 - :class:`StartReply`: answer now (the transcript of the last user turn, if any, comes first);
 - :class:`CancelReply`: stop the reply; ``at`` is the media time the user cut in (barge-in) or
@@ -47,18 +48,32 @@ class TurnPolicy:
     automatic: bool = True
     create_response: bool = True
     interrupt_response: bool = True
-    # Semantic turn detection: the turn model's completion probability that ends a turn at
-    # a pause. None: only the VAD's silence ends a turn (server_vad).
+    # Semantic turn detection: the turn model's completion probability that shortens the
+    # wait at a pause to ``confirm_ms`` of silence. None: server_vad (silence alone).
     complete_at: float | None = None
+    confirm_ms: int = 600
 
 
-# semantic_vad eagerness -> (completion probability that ends the turn at a pause, the
-# silence in ms after which the turn ends anyway). "auto" is "medium", as in the Realtime API.
-EAGERNESS: dict[str, tuple[float, int]] = {
-    "low": (0.7, 4000),
-    "medium": (0.5, 2000),
-    "auto": (0.5, 2000),
-    "high": (0.3, 1000),
+@dataclasses.dataclass(frozen=True)
+class Eagerness:
+    """How a semantic_vad eagerness waits: a pause whose completion probability reaches
+    ``complete_at`` ends the turn after ``confirm_ms`` of silence, any other after
+    ``max_wait_ms``. Read speech pauses inside sentences for up to ~550 ms with phrase-final
+    intonation that the turn model takes for an ending (docs/benchmarks.md, "Turn cuts"), so
+    a judged-complete turn still needs some silence; the final transcript, the reply's first
+    words and their audio are being prepared meanwhile, so the wait costs little."""
+
+    complete_at: float
+    confirm_ms: int
+    max_wait_ms: int
+
+
+# "auto" is "medium", as in the Realtime API.
+EAGERNESS: dict[str, Eagerness] = {
+    "low": Eagerness(0.7, 1000, 4000),
+    "medium": Eagerness(0.5, 600, 2000),
+    "auto": Eagerness(0.5, 600, 2000),
+    "high": Eagerness(0.3, 300, 1000),
 }
 PAUSE_MS = 200  # the silence that counts as a pause (Smart Turn is trained on 200 ms stops)
 
@@ -85,8 +100,9 @@ class UserResumed:
 
 
 @dataclasses.dataclass(frozen=True)
-class EndUtterance:
-    at: int
+class EndAfterSilence:
+    at: int  # the pause judged complete
+    silence_ms: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +117,8 @@ class CancelReply:
     at: int
 
 
-Effect = (UserTurnStarted | UserPaused | UserResumed | EndUtterance | UserTurnEnded | StartReply
-          | CancelReply)
+Effect = (UserTurnStarted | UserPaused | UserResumed | EndAfterSilence | UserTurnEnded
+          | StartReply | CancelReply)
 
 
 class TurnError(Exception):
@@ -178,7 +194,7 @@ class TurnTaker:
         threshold = self.policy.complete_at
         if threshold is None or self.paused_at != at or self.user is not UserState.SPEAKING:
             return []
-        return [EndUtterance(at)] if probability >= threshold else []
+        return [EndAfterSilence(at, self.policy.confirm_ms)] if probability >= threshold else []
 
     def speech_stopped(self, at: int) -> list[Effect]:
         """The VAD heard the end of the user's speech at sample ``at``."""
