@@ -64,8 +64,10 @@ def pcm16_b64(audio_16k: np.ndarray, rate: int = 24_000) -> list[str]:
 
 
 async def stream_audio(ws: ClientConnection, audio_16k: np.ndarray, *, rate: int = 24_000,
-                       realtime: bool = True, trailing_silence_s: float = 1.2) -> float:
-    """Send speech then silence at real-time pace; returns the monotonic time speech ended."""
+                       realtime: bool = True, trailing_silence_s: float = 2.5) -> float:
+    """Send speech then silence at real-time pace; returns the monotonic time speech ended.
+    The silence outlasts semantic_vad's 2 s wait for a turn judged unfinished, as a live
+    microphone would."""
     chunks = pcm16_b64(audio_16k, rate)
     silence = pcm16_b64(np.zeros(int(trailing_silence_s * 16_000), np.float32), rate)
     started = time.monotonic()
