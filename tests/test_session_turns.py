@@ -94,3 +94,47 @@ def test_semantic_vad_without_a_turn_model_falls_back_to_silence() -> None:
             "type": "semantic_vad", "eagerness": "auto", "create_response": True,
             "interrupt_response": True}
     run(scenario)
+
+
+def test_a_reply_is_written_ahead_during_the_confirming_silence_and_sent_only_after_it() -> None:
+    async def scenario() -> None:
+        chat = FakeChat(["It is noon, have a nice lunch."])
+        h = Harness(FakeTranscriber([("What time is it?", "en")]), chat,
+                    turn_model=FakeTurnModel(rest=0.9))
+        await use(h, SEMANTIC)
+        await h.send_audio(tone(0.6), pace_s=0.02)
+        # During the 600 ms of silence the transcript is ready and the model starts writing.
+        for _ in range(20):
+            await h.send_audio(silence(0.02), pace_s=0.02)
+            if chat.requests:
+                break
+        assert chat.requests, "the reply was not started during the silence"
+        assert "input_audio_buffer.speech_stopped" not in h.types()
+        assert not [t for t in h.types() if t.startswith("response.")]  # nothing sent yet
+        await h.send_audio(silence(0.6), pace_s=0.02)
+        await h.wait_done()
+        types = h.types()
+        assert types.index("input_audio_buffer.speech_stopped") < types.index("response.created")
+        assert len(chat.requests) == 1  # the reply is the one written ahead
+        done = h.of("response.done")[0].fields["response"]
+        assert done["status"] == "completed"
+        assert done["output"][0]["content"][0]["transcript"] == "It is noon, have a nice lunch."
+    run(scenario)
+
+
+def test_a_reply_written_ahead_is_dropped_when_the_user_goes_on() -> None:
+    async def scenario() -> None:
+        chat = FakeChat(["(written ahead, never sent)", "Here is your tea."])
+        h = Harness(FakeTranscriber([("I would like", "en"), ("I would like a tea", "en")]),
+                    chat, turn_model=FakeTurnModel(rest=0.9))
+        await use(h, SEMANTIC)
+        await h.send_audio(np.concatenate([tone(0.6), silence(0.45)]), pace_s=0.02)
+        await h.wait_for(lambda: bool(chat.requests))
+        await h.send_audio(np.concatenate([tone(0.4), silence(0.8)]), pace_s=0.02)
+        await h.wait_done()
+        assert len(h.of("response.done")) == 1
+        assert chat.requests[-1][-1].content == "I would like a tea"
+        done = h.of("response.done")[0].fields["response"]
+        assert done["output"][0]["content"][0]["transcript"] == "Here is your tea."
+        assert "written ahead" not in str([e.fields for e in h.events])
+    run(scenario)

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from asr.whisper import Transcript
-from llm.chat import SamplingOptions
+from llm.chat import Message, SamplingOptions
 from llm.prompts import system_prompt
 from tts.segmenter import Segmenter, SegmenterConfig, speakable
 from voice.audio import ASR_RATE, encode_base64_pcm16, to_output
 from voice.conversation import Conversation, Item, heard_text
+from voice.draft import Draft
 from voice.faults import engine_failure
 from voice.ports import Engines
 from voice.protocol import (
@@ -87,6 +88,16 @@ class ReplySettings:
     output_rate: int
 
 
+def prompt_messages(conversation: Conversation, settings: ReplySettings, language: str, *,
+                    exclude: str | None = None) -> list[Message]:
+    """The prompt of a reply in ``language``: the system prompt, then the conversation."""
+    return conversation.prompt(system_prompt(language, settings.instructions), exclude=exclude)
+
+
+def sampling_of(settings: ReplySettings) -> SamplingOptions:
+    return dataclasses.replace(settings.sampling, max_new_tokens=settings.max_output_tokens)
+
+
 class Reply:
     """One response of one session. Run it with :meth:`run`; stop it with :meth:`cancel`."""
 
@@ -94,7 +105,7 @@ class Reply:
                  times: TurnTimes, *, owner: str, engines: Engines, conversation: Conversation,
                  send: Callable[[ServerEvent], Awaitable[None]],
                  report_error: Callable[[ProtocolError], Awaitable[None]],
-                 media_now: Callable[[], int]) -> None:
+                 media_now: Callable[[], int], draft: Draft | None = None) -> None:
         self.response_id = response_id
         self.turn_id = turn_id
         self.item = item
@@ -116,6 +127,7 @@ class Reply:
         self.audible_at: int | None = None  # media time of the first audio written
         self.task: asyncio.Task[None] | None = None
         self.finished = False
+        self._draft = draft  # written ahead while the turn was unconfirmed, if any
 
     @property
     def audio_out(self) -> bool:
@@ -130,6 +142,8 @@ class Reply:
             return
         self.cancel_reason = reason
         self.cancel_event.set()
+        if self._draft is not None:
+            self._draft.cancel_event.set()  # its stream may be this reply's now
         logger.info("session %s: response %s cancelled (%s)", self._owner, self.response_id,
                     reason)
 
@@ -208,8 +222,8 @@ class Reply:
         await self._send(ResponseCreated(response_object(
             self.response_id, "in_progress", modalities=settings.modalities,
             language=self.language, max_output_tokens=settings.max_output_tokens)))
-        messages = self._conversation.prompt(
-            system_prompt(self.language, settings.instructions), exclude=self.item.item_id)
+        messages = prompt_messages(self._conversation, settings, self.language,
+                                   exclude=self.item.item_id)
         self._conversation.add(self.item)
         added = self.item.to_json()
         await self._send(OutputItemAdded(self.response_id, 0, added))
@@ -237,15 +251,30 @@ class Reply:
     async def _write(self, messages: list[Any], pieces: asyncio.Queue[str | None]) -> None:
         """Pull LLM deltas in a worker thread; stream them as text and as speakable pieces."""
         llm = self._engines.llm
-        sampling = dataclasses.replace(self.settings.sampling,
-                                       max_new_tokens=self.settings.max_output_tokens)
-        stream: Iterator[str] = await self._run_engine(
-            llm, self._engines.chat.stream, messages, sampling, self.cancel_event)
+        sampling = sampling_of(self.settings)
+        ahead: list[str] = []
+        stream: Iterator[str] | None = None
+        draft, self._draft = self._draft, None
+        if draft is not None and draft.matches(messages, sampling):
+            self._draft = draft  # a cancel reaches its stream
+            ahead, stream = await draft.adopt()
+            logger.debug("session %s: %s adopts %d token(s) written ahead", self._owner,
+                         self.response_id, len(ahead))
+        else:
+            if draft is not None:
+                await draft.discard()
+            stream = await self._run_engine(
+                llm, self._engines.chat.stream, messages, sampling, self.cancel_event)
         segmenter = Segmenter(SegmenterConfig(language=self.language))
         delta_event = AudioTranscriptDelta if self.audio_out else TextDelta
         try:
             while True:
-                delta = await self._run_engine(llm, next, stream, None)
+                if ahead:
+                    delta: str | None = ahead.pop(0)
+                elif stream is not None:
+                    delta = await self._run_engine(llm, next, stream, None)
+                else:
+                    delta = None
                 if delta is None or self.cancelled:
                     break
                 if self.times.llm_first_token is None:
@@ -261,7 +290,7 @@ class Reply:
                 for piece in segmenter.flush():
                     await pieces.put(piece)
         finally:
-            close = getattr(stream, "close", None)
+            close = getattr(stream, "close", None) if stream is not None else None
             if close is not None:
                 # Stops generation in the engine; after a cancel, next() has returned already.
                 await self._run_engine(llm, close)

@@ -25,7 +25,9 @@ import numpy as np
 
 from asr.vad import VadConfig, VadEventType
 from asr.whisper import TranscribeOptions, Transcript
+from llm.chat import Message
 from voice.conversation import Conversation, Item
+from voice.draft import Draft
 from voice.faults import engine_failure
 from voice.listening import BufferTooLongError, UserAudio
 from voice.partials import Partials
@@ -59,7 +61,7 @@ from voice.protocol import (
     TranscriptFailed,
     new_id,
 )
-from voice.reply import Reply, ReplySettings, TurnTimes
+from voice.reply import Reply, ReplySettings, TurnTimes, prompt_messages, sampling_of
 from voice.schedulers import Priority
 from voice.session_settings import SessionDefaults, SessionLimitError, Settings
 from voice.turns import (
@@ -137,6 +139,7 @@ class Session:
         self._detector_lock = asyncio.Lock()  # feeding it and ending a turn never overlap
         self._pause_audio = np.zeros(0, np.float32)  # audio of the pause being reported
         self._speculation: Speculation | None = None
+        self._draft: Draft | None = None  # a reply to the speculation, written ahead
         self._speech_item: Item | None = None
         self._partials: Partials | None = None
         self._tasks: set[asyncio.Future[object]] = set()
@@ -192,6 +195,7 @@ class Session:
             self.reply.cancel("client_disconnected")
         if self._partials is not None:
             self._partials.cancel()
+        self._drop_speculation()
         self._closed = True
         for scheduler in self.engines.schedulers:  # queued work of a leaver is never run
             scheduler.drop(self.id)
@@ -236,6 +240,12 @@ class Session:
         if self._speculation is not None:
             self._speculation.decoding.cancel()
             self._speculation = None
+        self._drop_draft()
+
+    def _drop_draft(self) -> None:
+        if self._draft is not None:
+            self._spawn(self._draft.discard())
+            self._draft = None
 
     def _stop_partials(self) -> None:
         if self._partials is not None:
@@ -443,10 +453,30 @@ class Session:
         if not self._engines_busy():
             decoding = self._spawn(self._decode(audio))
             decoding.add_done_callback(_retrieve)
-            self._speculation = Speculation(pause.at, audio,
-                                            decoding)  # type: ignore[arg-type]
+            speculation = Speculation(pause.at, audio, decoding)  # type: ignore[arg-type]
+            self._speculation = speculation
+            decoding.add_done_callback(lambda _: self._write_ahead(speculation))
         if pause.score and self._detector is not None:
             self._spawn(self._score_turn(self._detector, pause.at, audio))
+
+    def _write_ahead(self, speculation: Speculation) -> None:
+        """The paused turn's transcript is ready before the turn is confirmed over: start the
+        reply's first tokens now (sent only once the turn ends with these words)."""
+        decoding = speculation.decoding
+        if (self._closed or speculation is not self._speculation or decoding.cancelled()
+                or decoding.exception() is not None or self.turns.paused_at != speculation.at
+                or not self.turns.policy.create_response or self.response is not None
+                or self._engines_busy()):
+            return
+        transcript = decoding.result()
+        if not transcript.text:
+            return
+        settings = self.settings.for_response(None, self.last_language)
+        language = settings.language if settings.language_pinned else transcript.language
+        messages = [*prompt_messages(self.conversation, settings, language),
+                    Message("user", transcript.text)]
+        self._drop_draft()
+        self._draft = Draft(self.id, self.engines, messages, sampling_of(settings))
 
     async def _user_ended(self, at: int) -> None:
         now = time.monotonic()
@@ -511,12 +541,13 @@ class Session:
 
     def _start_reply(self, turn_id: str, settings: ReplySettings) -> None:
         turn, self._last_turn = self._last_turn, None
+        draft, self._draft = self._draft, None  # used if its prompt is the reply's
         times = turn.times if turn else TurnTimes(speech_end=time.monotonic())
         item = Item(new_id("item"), "assistant", audio="audio" in settings.modalities,
                     status="in_progress")
         reply = Reply(new_id("resp"), turn_id, item, settings, times, owner=self.id,
                       engines=self.engines, conversation=self.conversation, send=self._emit,
-                      report_error=self.error, media_now=lambda: self.turns.now)
+                      report_error=self.error, media_now=lambda: self.turns.now, draft=draft)
         self.reply = reply
         reply.task = self._spawn(self._run_reply(  # type: ignore[assignment]
             reply, turn.transcript if turn else None))
