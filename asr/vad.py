@@ -79,6 +79,9 @@ class VadConfig:
     # go on: the moment to start the final decode early and to ask whether the turn is over.
     # None: no pauses are reported. Only meaningful below ``silence_duration_ms``.
     pause_ms: int | None = None
+    # A second report of the same pause once the silence lasts this long (a turn judged
+    # unfinished at the first one may be judged again with more of the silence heard).
+    recheck_ms: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -109,7 +112,8 @@ class VadEvent:
     ``speech_paused``: the speech stopped ``pause_ms`` ago; ``end_sample`` and ``audio`` are
     what ``speech_stopped`` would report if nothing more is said (the same audio, so a decode
     of it can be kept). ``speech_resumed``: speech came back after a pause (``end_sample`` is
-    where it resumed); what the pause reported is void.
+    where it resumed); what the pause reported is void. A pause still going on at
+    ``recheck_ms`` is reported again (``reason`` ``"recheck"``, same ``end_sample``).
     """
 
     type: VadEventType
@@ -139,6 +143,7 @@ class StreamingVad:
         self._start_sample = 0
         self._speech_end = 0  # end of the last window scored as speech
         self._paused = False  # the current silence was reported as a pause
+        self._rechecked = False  # ... and reported again at recheck_ms
         self._silence_limit: int | None = None  # set by end_after for the current silence
         self.in_speech = False
         self.last_probability = 0.0
@@ -206,7 +211,7 @@ class StreamingVad:
             self._speech_end = self._position
             self._silence_limit = None
             if self._paused:
-                self._paused = False
+                self._paused = self._rechecked = False
                 return VadEvent(VadEventType.SPEECH_RESUMED, self._start_sample,
                                 self._position - WINDOW)
         silence = self._position - self._speech_end
@@ -224,6 +229,11 @@ class StreamingVad:
             self._paused = True
             return VadEvent(VadEventType.SPEECH_PAUSED, self._start_sample, self._speech_end,
                             self._audio_until_end(), "pause")
+        if (config.recheck_ms is not None and self._paused and not self._rechecked
+                and silence >= config.recheck_ms * SAMPLE_RATE // 1000):
+            self._rechecked = True
+            return VadEvent(VadEventType.SPEECH_PAUSED, self._start_sample, self._speech_end,
+                            self._audio_until_end(), "recheck")
         return None
 
     def end_after(self, silence_ms: int) -> None:
@@ -242,7 +252,7 @@ class StreamingVad:
         event = VadEvent(VadEventType.SPEECH_STOPPED, self._start_sample, self._speech_end,
                          self._audio_until_end(), reason)
         self.in_speech = False
-        self._paused = False
+        self._paused = self._rechecked = False
         self._silence_limit = None
         self._utterance = []
         return event

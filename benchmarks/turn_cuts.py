@@ -53,7 +53,8 @@ def settings() -> list[Setting]:
         wait = EAGERNESS[eagerness]
         found.append(Setting(f"semantic_vad {eagerness}",
                              VadConfig(silence_duration_ms=wait.max_wait_ms, tail_ms=200,
-                                       pause_ms=PAUSE_MS), wait.complete_at, wait.confirm_ms))
+                                       pause_ms=PAUSE_MS, recheck_ms=wait.confirm_ms),
+                             wait.complete_at, wait.confirm_ms))
     return found
 
 
@@ -90,7 +91,8 @@ def play(audio: np.ndarray, last_word_end: int, setting: Setting, vad_model: Sil
                         isinstance(e, UserPaused) and e.score for e in effects):
                     continue
                 started = time.perf_counter()
-                probability = turn_model(event.audio)
+                heard = vad.current_utterance() if event.reason == "recheck" else event.audio
+                probability = turn_model(heard)
                 model_ms.append((time.perf_counter() - started) * 1000)
                 for effect in turns.turn_end_scored(event.end_sample, probability):
                     if isinstance(effect, EndAfterSilence):

@@ -43,7 +43,8 @@ def test_semantic_vad_answers_a_turn_judged_complete_after_a_short_silence() -> 
 def test_semantic_vad_waits_through_a_pause_judged_unfinished() -> None:
     async def scenario() -> None:
         h = Harness(FakeTranscriber([("I would like", "en"), ("I would like a tea", "en")]),
-                    FakeChat(["Here is your tea."]), turn_model=FakeTurnModel([0.1], rest=0.9))
+                    FakeChat(["Here is your tea."]),
+                    turn_model=FakeTurnModel([0.1, 0.1], rest=0.9))  # at 200 ms and at 600 ms
         await use(h, SEMANTIC)
         # "I would like" ... 1 s pause (judged unfinished) ... "a tea", then a pause.
         await h.send_audio(np.concatenate([tone(0.6), silence(1.0)]), pace_s=0.02)
@@ -53,6 +54,19 @@ def test_semantic_vad_waits_through_a_pause_judged_unfinished() -> None:
         assert h.types().count("input_audio_buffer.speech_stopped") == 1
         # The decode started at the first pause was dropped: the transcript is the whole turn.
         assert final_transcripts(h) == ["I would like a tea"]
+    run(scenario)
+
+
+def test_semantic_vad_ends_a_turn_judged_complete_on_the_second_look() -> None:
+    async def scenario() -> None:
+        turn_model = FakeTurnModel([0.2], rest=0.9)  # unsure at 200 ms, sure at 600 ms
+        h = Harness(FakeTranscriber([("Obrigado", "pt")]), FakeChat(["De nada."]),
+                    turn_model=turn_model)
+        await use(h, SEMANTIC)
+        await h.send_audio(np.concatenate([tone(0.6), silence(1.0)]), pace_s=0.02)
+        await h.wait_done()  # well before the 2 s for a turn judged unfinished
+        assert len(turn_model.calls) == 2
+        assert turn_model.calls[1] > turn_model.calls[0]  # it heard more of the silence
     run(scenario)
 
 

@@ -163,6 +163,26 @@ def test_semantic_a_pause_judged_incomplete_waits_and_the_user_goes_on() -> None
     ], SEMANTIC)
 
 
+def test_semantic_a_pause_judged_unfinished_is_judged_again_when_it_lasts() -> None:
+    play([
+        ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),
+        ("speech_paused", (20_000,), [UserPaused(20_000, score=True)], L, IDLE),
+        ("turn_end_scored", (20_000, 0.2), [], L, IDLE),
+        ("speech_paused", (20_000,), [UserPaused(20_000, score=True, again=True)], L, IDLE),
+        ("turn_end_scored", (20_000, 0.9), [EndAfterSilence(20_000, 600)], L, IDLE),
+    ], SEMANTIC)
+
+
+def test_semantic_a_pause_judged_complete_is_not_judged_again() -> None:
+    play([
+        ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),
+        ("speech_paused", (20_000,), [UserPaused(20_000, score=True)], L, IDLE),
+        ("turn_end_scored", (20_000, 0.9), [EndAfterSilence(20_000, 600)], L, IDLE),
+        ("speech_paused", (20_000,), [], L, IDLE),
+        ("turn_end_scored", (20_000, 0.9), [], L, IDLE),
+    ], SEMANTIC)
+
+
 def test_semantic_a_score_that_arrives_after_the_user_went_on_is_ignored() -> None:
     play([
         ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),

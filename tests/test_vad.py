@@ -177,6 +177,17 @@ def test_end_after_a_silence_already_long_enough_stops_at_the_next_window() -> N
     np.testing.assert_array_equal(stopped[0].audio, events[-1][3].audio)  # the paused audio
 
 
+def test_a_long_pause_is_reported_again_at_recheck_ms() -> None:
+    config = VadConfig(prefix_padding_ms=0, silence_duration_ms=960, pause_ms=192,
+                       recheck_ms=576, tail_ms=128)
+    script = [SPEECH] * 10 + [QUIET] * 8 + [SPEECH] * 5 + [QUIET] * 40
+    _, events = _run(script, config)
+    assert [(kind, at, end) for kind, at, end, _ in events] == [
+        ("speech_started", 0, None), ("speech_paused", 15, 10), ("speech_resumed", 18, 18),
+        ("speech_paused", 28, 23), ("speech_paused", 40, 23), ("speech_stopped", 52, 23)]
+    assert [e.reason for *_, e in events[3:5]] == ["pause", "recheck"]
+
+
 def test_without_pause_ms_no_pause_is_reported() -> None:
     config = VadConfig(prefix_padding_ms=0, silence_duration_ms=960, tail_ms=128)
     _, events = _run([SPEECH] * 10 + [QUIET] * 40, config)

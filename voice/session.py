@@ -138,6 +138,7 @@ class Session:
         self._detector_origin = 0  # media time at which the detector started counting
         self._detector_lock = asyncio.Lock()  # feeding it and ending a turn never overlap
         self._pause_audio = np.zeros(0, np.float32)  # audio of the pause being reported
+        self._score_audio = self._pause_audio  # what the turn model judges at this pause
         self._speculation: Speculation | None = None
         self._draft: Draft | None = None  # a reply to the speculation, written ahead
         self._speech_item: Item | None = None
@@ -229,7 +230,8 @@ class Session:
                 threshold=turn.threshold, prefix_padding_ms=turn.prefix_padding_ms,
                 silence_duration_ms=silence_ms, max_utterance_s=self.defaults.max_vad_utterance_s,
                 tail_ms=min(PAUSE_MS, silence_ms),
-                pause_ms=PAUSE_MS if silence_ms > PAUSE_MS + 100 else None))
+                pause_ms=PAUSE_MS if silence_ms > PAUSE_MS + 100 else None,
+                recheck_ms=EAGERNESS[turn.eagerness].confirm_ms if self._semantic() else None))
         self._detector_origin = self.audio.received
         self.audio.clear()
         self._speech_item = None
@@ -362,6 +364,9 @@ class Session:
             assert vad_event.audio is not None
             if kind is VadEventType.SPEECH_PAUSED:
                 self._pause_audio = vad_event.audio
+                # A recheck lets the turn model hear the longer silence too.
+                self._score_audio = (detector.current_utterance()
+                                     if vad_event.reason == "recheck" else vad_event.audio)
                 await self._apply(self.turns.speech_paused(at))
             else:
                 self._turn_audio = vad_event.audio
@@ -448,6 +453,10 @@ class Session:
     def _user_paused(self, pause: UserPaused) -> None:
         """Start the final decode now (unless the engines are busy for others: a decode the
         user's next words void would take their processor), and ask the turn model."""
+        if pause.again:
+            if self._detector is not None:
+                self._spawn(self._score_turn(self._detector, pause.at, self._score_audio))
+            return
         self._drop_speculation()
         audio = self._pause_audio
         if not self._engines_busy():
@@ -457,7 +466,7 @@ class Session:
             self._speculation = speculation
             decoding.add_done_callback(lambda _: self._write_ahead(speculation))
         if pause.score and self._detector is not None:
-            self._spawn(self._score_turn(self._detector, pause.at, audio))
+            self._spawn(self._score_turn(self._detector, pause.at, self._score_audio))
 
     def _write_ahead(self, speculation: Speculation) -> None:
         """The paused turn's transcript is ready before the turn is confirmed over: start the

@@ -92,6 +92,7 @@ class UserTurnEnded:
 class UserPaused:
     at: int  # where the speech stopped
     score: bool  # ask the turn model whether the turn is complete
+    again: bool = False  # the same pause, longer: judge it again (the decode already runs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +140,7 @@ class TurnTaker:
         self.now = 0  # media time: 16 kHz samples of user audio received
         self.reply_id: str | None = None  # the active reply (not cancelled)
         self.paused_at: int | None = None  # the user paused here; the turn may go on
+        self._judged_complete = False  # the turn model said so for this pause
         self._replies = 0
 
     def _new_reply(self) -> StartReply:
@@ -176,11 +178,18 @@ class TurnTaker:
         return [*effects, UserTurnStarted(at)]
 
     def speech_paused(self, at: int) -> list[Effect]:
-        """The user's speech stopped at ``at`` a short while ago; the turn may go on."""
+        """The user's speech stopped at ``at`` a short while ago; the turn may go on. The
+        same pause reported again (a longer silence) is judged again unless it was judged
+        complete already."""
         if self.user is not UserState.SPEAKING:
             return []
+        semantic = self.policy.complete_at is not None
+        if self.paused_at == at:
+            return [UserPaused(at, score=True, again=True)] \
+                if semantic and not self._judged_complete else []
         self.paused_at = at
-        return [UserPaused(at, score=self.policy.complete_at is not None)]
+        self._judged_complete = False
+        return [UserPaused(at, score=semantic)]
 
     def speech_resumed(self, at: int) -> list[Effect]:
         if self.paused_at is None:
@@ -192,9 +201,11 @@ class TurnTaker:
         """The turn model's probability that the turn which paused at ``at`` is complete.
         A score of a pause the user has spoken after since is stale and changes nothing."""
         threshold = self.policy.complete_at
-        if threshold is None or self.paused_at != at or self.user is not UserState.SPEAKING:
+        if (threshold is None or self.paused_at != at or self.user is not UserState.SPEAKING
+                or self._judged_complete or probability < threshold):
             return []
-        return [EndAfterSilence(at, self.policy.confirm_ms)] if probability >= threshold else []
+        self._judged_complete = True
+        return [EndAfterSilence(at, self.policy.confirm_ms)]
 
     def speech_stopped(self, at: int) -> list[Effect]:
         """The VAD heard the end of the user's speech at sample ``at``."""
