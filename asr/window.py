@@ -4,15 +4,14 @@ made of a window shorter than Whisper's 30 s.
 Whisper was trained on 30 s windows (3000 log-mel frames), the end padded with silence. On a CPU
 the encoder is most of the cost of a short utterance (whisper-base int8, 2 cores: about 0.9 s
 for 3000 frames, 0.1 s for 800), and CTranslate2's encoder accepts shorter inputs. A window
-that ends right after the speech breaks the model, though: measured on the 34 real recordings
-of ``shared/testdata/real``, margins of 1-2 s of silence after the utterance made the greedy
-decoder repeat the sentence until the token limit, and without timestamps even a 3 s margin made
-beam search say the sentence twice. With timestamps and a margin of 3 s no recording looped,
-and the transcripts were as close to the references as the 30 s window's
-(``docs/benchmarks.md``). The decoder therefore runs with timestamps in a fitted window and
-its output is checked for the signs of the known failures (a runaway decode, a decode that
-stops before the audio ends, text after the audio's end); :class:`~asr.whisper.Transcriber`
-decodes the utterance again in the full window when one shows.
+that ends soon after the speech breaks the model, though. On the 34 real recordings of
+``shared/testdata/real``, with 1-2 s of silence after the utterance whisper-base repeated the
+sentence, often until the token limit; without timestamps even 3 s made beam search say it
+twice; with timestamps one recording still looped at 2.75 s, none at 3 s or more. So the decoder
+runs with timestamps in a window of the utterance plus 4 s, and its output is checked for the
+signs of the known failures (a runaway decode, text past the end of the audio, a repeated
+segment, a decode that stops before the audio ends): :class:`~asr.whisper.Transcriber` decodes
+such an utterance again in the full window. Figures: ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
