@@ -5,7 +5,9 @@ may be called from several worker threads at once (``num_workers`` replicas run 
 All decoding happens inside the call: faster-whisper's lazy segment generator is consumed
 there, so callers on an event loop only need to run the call itself in a thread.
 :meth:`Transcriber.transcribe_batch` transcribes several utterances (of several sessions) in one
-encoder call and one batched decoder call, which is how a GPU serves many sessions at once.
+encoder call and one batched decoder call, which is how a GPU serves many sessions at once;
+:meth:`Transcriber.transcribe` is a batch of one. On a CPU the encoder sees a window fitted to
+the utterance instead of Whisper's 30 s (``asr/window.py``), several times faster.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from asr.window import FULL_WINDOW_FRAMES, fitted_window_frames, read_timestamped, token_limit
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 # Below this RMS level (about -66 dBFS) the audio is treated as silence without decoding.
 _SILENCE_RMS = 5e-4
-# faster-whisper's transcribe() defaults that _decode relies on, repeated for the batched path.
+# faster-whisper's transcribe() default, repeated for the batched path.
 _MAX_INITIAL_TIMESTAMP_S = 1.0
 
 
@@ -39,6 +43,11 @@ class TranscriberConfig:
     compute_type: str = "auto"  # "auto": float16 on CUDA, int8 on CPU
     cpu_threads: int = 0  # 0: CTranslate2's default
     num_workers: int = 1  # model replicas that can decode in parallel
+    # The encoder's input for an utterance of up to 30 s: "fitted" to the utterance plus a
+    # margin (asr/window.py; several times faster on a CPU), or Whisper's "full" 30 s window;
+    # "auto": fitted on a CPU, full on CUDA, where the encoder is cheap and a shorter window
+    # has not been checked.
+    encoder_window: str = "auto"
 
 
 @functools.cache
@@ -101,10 +110,10 @@ def _whisper_model_class() -> Any:
     """faster-whisper's WhisperModel with the encoder output of the last input memoized.
 
     faster-whisper's ``transcribe(language=None)`` encodes the first 30 s window once to detect
-    the language and again (a window one frame shorter) to decode it; on a CPU the encoder is
-    most of the cost of a short utterance. We detect the language ourselves on the decoder's
-    own window, and this memo (per thread, keyed by the features' bytes) hands the decoder that
-    same encoder output.
+    the language and again (a window one frame shorter) to decode it. For utterances longer
+    than one window, which faster-whisper decodes, we detect the language ourselves on the
+    decoder's own first window, and this memo (per thread, keyed by the features' bytes) hands
+    the decoder that same encoder output.
     """
     from faster_whisper import WhisperModel
 
@@ -130,38 +139,30 @@ class Transcriber:
     """The ASR engine. Thread-safe; each call blocks until the transcript is complete."""
 
     def __init__(self, config: TranscriberConfig) -> None:
+        if config.encoder_window not in ("auto", "fitted", "full"):
+            raise ValueError(f"encoder_window must be auto, fitted or full, not "
+                             f"{config.encoder_window!r}")
         self.config = config
         self.device, self.compute_type = resolve_device(config.device, config.compute_type)
+        self.fitted_window = (config.encoder_window == "fitted"
+                              or (config.encoder_window == "auto" and self.device == "cpu"))
         started = time.monotonic()
         self._model = _whisper_model_class()(
             config.model_path, device=self.device, compute_type=self.compute_type,
             cpu_threads=config.cpu_threads, num_workers=config.num_workers,
         )
-        logger.info("loaded whisper model %s on %s (%s) in %.1f s", config.model_path,
-                    self.device, self.compute_type, time.monotonic() - started)
+        logger.info("loaded whisper model %s on %s (%s) in %.1f s, %s encoder window",
+                    config.model_path, self.device, self.compute_type,
+                    time.monotonic() - started, "fitted" if self.fitted_window else "30 s")
 
     @property
     def is_multilingual(self) -> bool:
         return bool(self._model.model.is_multilingual)
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions | None = None) -> Transcript:
-        """Transcribe one utterance (float32 mono 16 kHz). Blocks; call it from a worker thread."""
-        options = options or TranscribeOptions()
-        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-        duration = audio.size / SAMPLE_RATE
-        started = time.perf_counter()
-        if _is_silence(audio):
-            return _silence(options, duration)
-        try:
-            if options.language is not None:
-                detected, probability = options.language, 1.0
-            else:
-                detected, probability = self._detect_language(audio, options.allowed_languages)
-            segments = self._decode(audio, detected, options)
-        finally:
-            self._model.forget()
-        return self._judge(segments, detected, probability, duration,
-                           time.perf_counter() - started, options)
+        """Transcribe one utterance (float32 mono 16 kHz): :meth:`transcribe_batch` with a
+        batch of one. Blocks; call it from a worker thread."""
+        return self.transcribe_batch([(audio, options)])[0]
 
     def transcribe_batch(
         self, requests: Sequence[tuple[np.ndarray, TranscribeOptions | None]],
@@ -169,13 +170,16 @@ class Transcriber:
         """Transcribe several utterances together; result ``i`` answers ``requests[i]``.
 
         Utterances of up to 30 s whose options share ``beam_size`` and ``max_new_tokens`` are
-        encoded in one CTranslate2 call, get their language detected each (pinned or within
-        their ``allowed_languages``, as in :meth:`transcribe`) and are decoded in one batched
-        ``generate`` call; other option sets form sub-batches. Each transcript gets the same
-        guards and fields as :meth:`transcribe` would give it (with greedy decoding, the same
-        text), except ``decode_s``, which is the time of the whole call. Silence is rejected
-        without decoding; longer utterances are transcribed one after another. Blocks; call it
-        from a worker thread. An error fails the whole call.
+        encoded in one CTranslate2 call, get their language detected each from that encoder
+        output (pinned or within their ``allowed_languages``) and are decoded in one batched
+        ``generate`` call; other option sets form sub-batches. With a fitted encoder window
+        (``TranscriberConfig.encoder_window``) the sub-batch's window fits its longest
+        utterance, and an utterance whose decode shows a sign of a too-short window (see
+        ``asr/window.py``) is decoded again in the 30 s window, in the language detected
+        first. Silence is rejected without decoding; utterances longer than 30 s are
+        transcribed one after another by faster-whisper. Every transcript gets the same
+        guards, and ``decode_s`` is the time of the whole call. Blocks; call it from a worker
+        thread. An error fails the whole call.
         """
         started = time.perf_counter()
         results: list[Transcript | None] = [None] * len(requests)
@@ -184,21 +188,22 @@ class Transcriber:
         for index, (audio, options) in enumerate(requests):
             options = options or TranscribeOptions()
             audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+            duration = audio.size / SAMPLE_RATE
             if _is_silence(audio):
-                results[index] = _silence(options, audio.size / SAMPLE_RATE)
+                results[index] = _silence(options, duration)
                 continue
-            features = extractor(audio)
-            if features.shape[-1] - 1 > extractor.nb_max_frames:  # more than one window
-                results[index] = self.transcribe(audio, options)
+            features = extractor(audio)[:, :-1]  # faster-whisper drops the last frame, too
+            if features.shape[-1] > extractor.nb_max_frames:  # more than one window
+                results[index] = self._transcribe_long(audio, options)
                 continue
-            key = (options.beam_size, options.max_new_tokens)
-            groups.setdefault(key, []).append(
-                _Pending(index, options, audio.size / SAMPLE_RATE,
-                         _first_window(features, extractor)))
+            language = None if options.language is None else (options.language, 1.0)
+            groups.setdefault((options.beam_size, options.max_new_tokens), []).append(
+                _Pending(index, options, duration, features, language))
         for group in groups.values():
-            for pending, segments, language, probability in self._decode_batch(group):
-                results[pending.index] = self._judge(segments, language, probability,
-                                                     pending.duration_s, 0.0, pending.options)
+            for done in self._decode_group(group, fitted=self.fitted_window):
+                results[done.pending.index] = self._judge(
+                    done.segments, done.language, done.probability, done.pending.duration_s,
+                    0.0, done.pending.options)
         elapsed = time.perf_counter() - started
         transcripts = []
         for result in results:
@@ -206,76 +211,99 @@ class Transcriber:
             transcripts.append(dataclasses.replace(result, decode_s=elapsed))
         return transcripts
 
-    def _decode_batch(self, group: list[_Pending]) -> list[tuple[_Pending, list[_Segment], str,
-                                                                  float]]:
-        """Encode, detect and generate one sub-batch (same beam size and token limit)."""
+    def _decode_group(self, group: list[_Pending], *, fitted: bool) -> list[_Decoded]:
+        """Encode, detect and generate one sub-batch (same beam size and token limit), in a
+        window fitted to its longest utterance or in the 30 s window."""
         from faster_whisper import WhisperModel
+        from faster_whisper.audio import pad_or_trim
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
         model = self._model
         multilingual = bool(model.model.is_multilingual)
-        # The plain (not memoizing) encoder: one call for the whole stack of 30 s windows.
-        encoded = WhisperModel.encode(model, np.stack([p.window for p in group]))
-        languages: list[tuple[str, float]] = [
-            (p.options.language, 1.0) if p.options.language is not None else ("en", 1.0)
-            for p in group]
-        if multilingual and any(p.options.language is None for p in group):
+        frames = FULL_WINDOW_FRAMES
+        if fitted:
+            frames = max(fitted_window_frames(p.features.shape[-1]) for p in group)
+        # Timestamps keep a fitted window's decode from looping (asr/window.py); in the 30 s
+        # window they would end the decode early at a segment that does not fit.
+        timestamps = frames < FULL_WINDOW_FRAMES
+        # The plain (not memoizing) encoder: one call for the whole stack of windows.
+        encoded = WhisperModel.encode(
+            model, np.stack([pad_or_trim(p.features, frames) for p in group]))
+        languages = [p.language or ("en", 1.0) for p in group]
+        if multilingual and any(p.language is None for p in group):
             detected = model.model.detect_language(encoded)
-            languages = [
-                (p.options.language, 1.0) if p.options.language is not None
-                else _pick_language(scores, p.options.allowed_languages)
-                for p, scores in zip(group, detected, strict=True)]
+            languages = [p.language or _pick_language(scores, p.options.allowed_languages)
+                         for p, scores in zip(group, detected, strict=True)]
         tokenizers = {language: Tokenizer(model.hf_tokenizer, multilingual, task="transcribe",
                                           language=language) for language, _ in languages}
-        prompts = [model.get_prompt(tokenizers[language], [], without_timestamps=True)
+        prompts = [model.get_prompt(tokenizers[language], [], without_timestamps=not timestamps)
                    for language, _ in languages]
         options = group[0].options
-        max_length = model.max_length
+        limits = [token_limit(p.duration_s) for p in group]
         if options.max_new_tokens is not None:
-            max_length = len(prompts[0]) + options.max_new_tokens
+            limits = [min(limit, options.max_new_tokens) for limit in limits]
         generated = model.model.generate(
             encoded, prompts, beam_size=options.beam_size, patience=1.0, length_penalty=1.0,
-            repetition_penalty=1.0, no_repeat_ngram_size=0, max_length=max_length,
+            repetition_penalty=1.0, no_repeat_ngram_size=0,
+            max_length=min(model.max_length, len(prompts[0]) + max(limits)),
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=get_suppressed_tokens(next(iter(tokenizers.values())), [-1]),
             max_initial_timestamp_index=round(_MAX_INITIAL_TIMESTAMP_S / model.time_precision),
         )
-        decoded = []
-        for pending, (language, probability), result in zip(group, languages, generated,
-                                                             strict=True):
+        decoded, retry = [], []
+        for pending, (language, probability), result, limit in zip(
+                group, languages, generated, limits, strict=True):
+            tokenizer = tokenizers[language]
             tokens = result.sequences_ids[0]
-            text = tokenizers[language].decode(tokens)
+            kept, problem = (read_timestamped(tokens[:limit], tokenizer.timestamp_begin,
+                                              pending.duration_s)
+                             if timestamps else (tokens[:limit], None))
+            text = tokenizer.decode(kept)
+            ratio = compression_ratio(text.strip())
+            if len(tokens) >= token_limit(pending.duration_s):
+                problem = "runaway"
+            elif ratio > pending.options.compression_ratio_threshold:
+                problem = problem or "repetitive"
+            if timestamps and problem:
+                logger.info("decode in a %d-frame window looked wrong (%s); decoding again in "
+                            "the 30 s window", frames, problem)
+                retry.append(dataclasses.replace(pending, language=(language, probability)))
+                continue
             # As faster-whisper: the mean log probability counts the end token; an empty
             # decode yields no segment at all.
             segments = [_Segment(text, result.scores[0] * len(tokens) / (len(tokens) + 1),
-                                 compression_ratio(text.strip()), result.no_speech_prob)
-                        ] if text.strip() else []
-            decoded.append((pending, segments, language, probability))
+                                 ratio, result.no_speech_prob)] if text.strip() else []
+            decoded.append(_Decoded(pending, segments, language, probability))
+        if retry:
+            decoded.extend(self._decode_group(retry, fitted=False))
         return decoded
 
-    def _detect_language(self, audio: np.ndarray,
-                         allowed: tuple[str, ...] | None) -> tuple[str, float]:
-        """The most probable language (within ``allowed``) and its probability.
+    def _transcribe_long(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+        """An utterance longer than one window, in faster-whisper's consecutive 30 s windows.
 
-        Encodes exactly the window the decoder will encode next, so the memoized encoder
-        output serves both: detection costs one decoder step, not a second encoder pass.
+        The language is detected on the first window, and the memoizing model hands that
+        encoder output to faster-whisper's decode of the same window: one encoder pass.
         """
+        started = time.perf_counter()
         model = self._model
-        if not model.model.is_multilingual:
-            return "en", 1.0
-        window = _first_window(model.feature_extractor(audio), model.feature_extractor)
-        return _pick_language(model.model.detect_language(model.encode(window))[0], allowed)
-
-    def _decode(self, audio: np.ndarray, language: str,
-                options: TranscribeOptions) -> list[Any]:
-        segments, _ = self._model.transcribe(
-            audio, language=language, beam_size=options.beam_size, temperature=0.0,
-            condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
-            no_speech_threshold=None, log_prob_threshold=None,
-            compression_ratio_threshold=None, max_new_tokens=options.max_new_tokens,
-        )
-        return list(segments)  # decoding happens here, in the caller's thread
+        language, probability = options.language or "en", 1.0
+        try:
+            if options.language is None and model.model.is_multilingual:
+                first = model.feature_extractor(audio)[:, :FULL_WINDOW_FRAMES]
+                scores = model.model.detect_language(model.encode(first))[0]
+                language, probability = _pick_language(scores, options.allowed_languages)
+            segments, _ = model.transcribe(
+                audio, language=language, beam_size=options.beam_size, temperature=0.0,
+                condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
+                no_speech_threshold=None, log_prob_threshold=None,
+                compression_ratio_threshold=None, max_new_tokens=options.max_new_tokens,
+            )
+            decoded = list(segments)  # decoding happens here, in the caller's thread
+        finally:
+            model.forget()
+        return self._judge(decoded, language, probability, audio.size / SAMPLE_RATE,
+                           time.perf_counter() - started, options)
 
     @staticmethod
     def _judge(segments: Sequence[Any], language: str, probability: float, duration: float,
@@ -329,7 +357,15 @@ class _Pending:
     index: int
     options: TranscribeOptions
     duration_s: float
-    window: np.ndarray  # log-mel features padded to the 30 s window, (n_mels, 3000)
+    features: np.ndarray  # log-mel features of the utterance, (n_mels, at most 3000 frames)
+    language: tuple[str, float] | None  # pinned, or detected before a retry: not detected again
+
+
+class _Decoded(NamedTuple):
+    pending: _Pending
+    segments: list[_Segment]
+    language: str
+    probability: float
 
 
 def _is_silence(audio: np.ndarray) -> bool:
@@ -339,15 +375,6 @@ def _is_silence(audio: np.ndarray) -> bool:
 def _silence(options: TranscribeOptions, duration: float) -> Transcript:
     language = options.language or (options.allowed_languages or ("en",))[0]
     return Transcript("", language, 0.0, 1.0, 0.0, 0.0, duration, 0.0, rejected="silence")
-
-
-def _first_window(features: np.ndarray, extractor: Any) -> np.ndarray:
-    """The encoder input faster-whisper decodes first: the first 30 s (dropping the last
-    frame, as it does), padded to a full window of ``extractor.nb_max_frames`` frames."""
-    from faster_whisper.audio import pad_or_trim
-
-    frames = extractor.nb_max_frames
-    return np.asarray(pad_or_trim(features[:, : min(frames, features.shape[-1] - 1)], frames))
 
 
 def _pick_language(scores: Sequence[tuple[str, float]],

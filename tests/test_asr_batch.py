@@ -24,9 +24,17 @@ UNGUARDED = dataclasses.replace(TranscribeOptions(), no_speech_threshold=1.0,
 
 
 @pytest.fixture(scope="module")
-def random_whisper(tmp_path_factory: pytest.TempPathFactory) -> Transcriber:
-    folder = build_random_whisper(tmp_path_factory.mktemp("random-whisper"))
-    return Transcriber(TranscriberConfig(str(folder)))
+def random_whisper_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_random_whisper(tmp_path_factory.mktemp("random-whisper"))
+
+
+@pytest.fixture(scope="module", params=["fitted", "full"])
+def random_whisper(random_whisper_folder: Path, request: pytest.FixtureRequest) -> Transcriber:
+    """The random model with either encoder window. Its gibberish decodes in a fitted window
+    mostly look wrong (text past the end of the audio), so they are decoded again in the 30 s
+    window: both passes run."""
+    return Transcriber(TranscriberConfig(str(random_whisper_folder),
+                                         encoder_window=request.param))
 
 
 def _noise(seconds: float, seed: int) -> np.ndarray:
@@ -67,7 +75,8 @@ def test_a_batch_gives_each_utterance_the_transcript_it_gets_alone(
 ) -> None:
     requests: list[tuple[np.ndarray, TranscribeOptions | None]] = [
         (_noise(1.0, 1), UNGUARDED),
-        (_noise(2.5, 2), dataclasses.replace(UNGUARDED, language="de")),
+        # Up to 2 s: all get the same fitted window alone as in the batch.
+        (_noise(2.0, 2), dataclasses.replace(UNGUARDED, language="de")),
         (np.zeros(SAMPLE_RATE, np.float32), None),  # silence: rejected without decoding
         (_noise(1.5, 3), dataclasses.replace(UNGUARDED, allowed_languages=("fr", "it"))),
         (_noise(2.0, 4), dataclasses.replace(UNGUARDED, beam_size=2)),  # its own sub-batch
@@ -84,8 +93,11 @@ def test_a_batch_gives_each_utterance_the_transcript_it_gets_alone(
 
 
 def test_utterances_with_the_same_options_share_one_encoder_and_one_decoder_call(
-    random_whisper: Transcriber,
+    random_whisper_folder: Path,
 ) -> None:
+    # In the 30 s window: in a fitted one, the decodes that look wrong take a second pass.
+    random_whisper = Transcriber(TranscriberConfig(str(random_whisper_folder),
+                                                   encoder_window="full"))
     model = random_whisper._model
     counting = _CountingWhisper(model.model)
     model.model = counting
@@ -107,9 +119,10 @@ def test_an_empty_batch_gives_no_transcripts(random_whisper: Transcriber) -> Non
 def test_real_recordings_batched_get_the_same_text_as_transcribed_one_by_one(
     whisper_base: Transcriber,
 ) -> None:
-    # Exact equality: on the development CPU (int8) batched and single decoding gave the same
-    # text and bit-identical scores for all 34 recordings of the set, because CTranslate2
-    # computes each batch row with the same kernels; a batch does not mix rows.
+    # On a CPU the batch's encoder window fits its longest utterance (9.4 s of Spanish), so
+    # the shorter ones are encoded with more silence after them than alone: the same text
+    # (on the development CPU, int8), with scores that differ a little. Batches of one window
+    # give identical transcripts (tests/test_asr_window.py); so do 30 s windows, as on a GPU.
     folder = SHARED_TESTDATA / "real"
     if not (folder / "refs.json").exists():
         missing(f"{folder} is absent (the shared test recordings live beside the checkout)")
@@ -124,7 +137,8 @@ def test_real_recordings_batched_get_the_same_text_as_transcribed_one_by_one(
     for name, (audio, options), transcript in zip([*names, "pinned"], requests, batched,
                                                   strict=True):
         alone = whisper_base.transcribe(audio, options)
-        _assert_same(transcript, alone)
+        assert (transcript.text, transcript.language, transcript.rejected) == (
+            alone.text, alone.language, alone.rejected), name
         assert transcript.text, name
     for name, transcript in zip(names, batched, strict=False):
         assert transcript.language == references[name]["lang"], (name, transcript)
