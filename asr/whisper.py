@@ -62,10 +62,16 @@ def whisper_languages() -> frozenset[str]:
 @dataclasses.dataclass(frozen=True)
 class TranscribeOptions:
     """Per-call settings. ``language`` pins the language; ``allowed_languages`` restricts
-    detection to a set (the most probable language within the set wins)."""
+    detection to a set (the most probable language within the set wins). With
+    ``previous_language`` (the conversation's so far), detection has hysteresis: another
+    language wins only when its probability beats the previous one's by ``switch_margin``, so
+    a short or mumbled turn does not flip the conversation's language while a clear switch
+    does."""
 
     language: str | None = None
     allowed_languages: tuple[str, ...] | None = None
+    previous_language: str | None = None
+    switch_margin: float = 0.2
     beam_size: int = 1
     # Hallucination guards, applied per segment (Whisper's own rules plus a silence gate).
     no_speech_threshold: float = 0.6
@@ -233,7 +239,7 @@ class Transcriber:
         languages = [p.language or ("en", 1.0) for p in group]
         if multilingual and any(p.language is None for p in group):
             detected = model.model.detect_language(encoded)
-            languages = [p.language or _pick_language(scores, p.options.allowed_languages)
+            languages = [p.language or _pick_language(scores, p.options)
                          for p, scores in zip(group, detected, strict=True)]
         tokenizers = {language: Tokenizer(model.hf_tokenizer, multilingual, task="transcribe",
                                           language=language) for language, _ in languages}
@@ -292,7 +298,7 @@ class Transcriber:
             if options.language is None and model.model.is_multilingual:
                 first = model.feature_extractor(audio)[:, :FULL_WINDOW_FRAMES]
                 scores = model.model.detect_language(model.encode(first))[0]
-                language, probability = _pick_language(scores, options.allowed_languages)
+                language, probability = _pick_language(scores, options)
             segments, _ = model.transcribe(
                 audio, language=language, beam_size=options.beam_size, temperature=0.0,
                 condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
@@ -378,13 +384,18 @@ def _silence(options: TranscribeOptions, duration: float) -> Transcript:
 
 
 def _pick_language(scores: Sequence[tuple[str, float]],
-                   allowed: tuple[str, ...] | None) -> tuple[str, float]:
-    """The most probable language (within ``allowed``) from CTranslate2's detection scores
-    (``("<|de|>", p)`` pairs), and its probability (renormalised within ``allowed``)."""
+                   options: TranscribeOptions) -> tuple[str, float]:
+    """The language to decode from CTranslate2's detection scores (``("<|de|>", p)`` pairs),
+    and its probability (renormalised within the allowed languages): the most probable one,
+    unless the previous language is within ``switch_margin`` of it (hysteresis)."""
     probabilities = {token[2:-2]: float(p) for token, p in scores}
-    if not allowed:
-        language = max(probabilities, key=probabilities.__getitem__)
-        return language, probabilities[language]
-    language = max(allowed, key=lambda code: probabilities.get(code, 0.0))
+    allowed = options.allowed_languages or tuple(probabilities)
     total = sum(probabilities.get(code, 0.0) for code in allowed) or 1.0
-    return language, probabilities.get(language, 0.0) / total
+    language = max(allowed, key=lambda code: probabilities.get(code, 0.0))
+    best = probabilities.get(language, 0.0) / total
+    previous = options.previous_language
+    if previous is not None and previous != language and previous in allowed:
+        kept = probabilities.get(previous, 0.0) / total
+        if best - kept < options.switch_margin:
+            return previous, kept
+    return language, best

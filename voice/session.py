@@ -264,6 +264,7 @@ class Session:
     def _transcribe_options(self) -> TranscribeOptions:
         return TranscribeOptions(language=self.config.language,
                                  allowed_languages=self.config.languages,
+                                 previous_language=self.last_language,
                                  beam_size=self.defaults.beam_size)
 
     # -- client events --------------------------------------------------------------------
