@@ -121,6 +121,8 @@ def _check_turn(events: list[dict[str, Any]], whisper_base: Any, reference: str,
         expected = np.concatenate([to_output(c.samples, c.sample_rate, rate)
                                    for text in spoken if text for c in voice.synthesize(text)])
         assert np.array_equal(pcm, expected), (pcm.size, expected.size)
+        return  # the audio is exactly the reply, spoken: nothing more to hear back
+    # Piper is not deterministic across CPUs: hear its audio back instead.
     heard = whisper_base.transcribe(to_16k(pcm, rate), TranscribeOptions(language=language))
     assert word_error_rate(reply, heard.text) <= reply_max_wer, (reply, heard.text)
 
@@ -140,11 +142,11 @@ def test_german_and_french_are_answered_in_kind(real_server, whisper_base,
     audio = espeak_audio(sentence.language, sentence.text, sentence.espeak_speed)
     events = _spoken_turn(url_of(real_server), audio, rate=16_000)
     # No Piper voice for de/fr on the registries: the reply is spoken by the espeak-ng
-    # fallback. Its audio is checked sample for sample above; whisper-base hears espeak's
-    # French and German poorly (isolated sentences gave WER 0.2 to 1.0, docs/benchmarks.md),
-    # so the round trip, language pinned, only has to get a fifth of the words right.
+    # fallback, whose audio is checked sample for sample against the reply's text. Hearing it
+    # back would test whisper-base on espeak's French and German (WER 0.2 to 1.0 on isolated
+    # sentences, docs/benchmarks.md) on whatever the model happened to say: not done.
     _check_turn(events, whisper_base, sentence.text, sentence.language, sentence.max_wer,
-                0.8, rate=16_000)
+                1.0, rate=16_000)
 
 
 def test_barge_in_cancels_the_reply_and_stops_its_audio(real_server, english_question,
