@@ -191,13 +191,6 @@ def test_a_folder_without_a_model_is_refused(tmp_path: Path) -> None:
         ChatModel(ChatConfig(str(tmp_path)))
 
 
-def test_system_prompt_names_the_language_and_keeps_instructions() -> None:
-    prompt = system_prompt("de", "Du bist Hans.")
-    assert prompt.startswith("Du bist Hans.")
-    assert "Always reply in German" in prompt and "markdown" in prompt
-    assert "reply in" not in system_prompt(None)
-
-
 # -- the real default model ------------------------------------------------------------------
 
 _STOPWORDS = {

@@ -22,7 +22,7 @@ import numpy as np
 
 from asr.whisper import Transcript
 from llm.chat import SamplingOptions
-from llm.prompts import system_prompt
+from llm.prompts import Assistant, system_prompt
 from tts.segmenter import Segmenter, SegmenterConfig, speakable
 from voice.audio import ASR_RATE, encode_base64_pcm16, to_output
 from voice.conversation import Conversation, Item, heard_text
@@ -85,6 +85,7 @@ class ReplySettings:
     sampling: SamplingOptions
     instructions: str | None
     output_rate: int
+    assistant: Assistant = dataclasses.field(default_factory=Assistant)
 
 
 class Reply:
@@ -209,7 +210,8 @@ class Reply:
             self.response_id, "in_progress", modalities=settings.modalities,
             language=self.language, max_output_tokens=settings.max_output_tokens)))
         messages = self._conversation.prompt(
-            system_prompt(self.language, settings.instructions), exclude=self.item.item_id)
+            system_prompt(self.language, settings.instructions, settings.assistant),
+            exclude=self.item.item_id)
         self._conversation.add(self.item)
         added = self.item.to_json()
         await self._send(OutputItemAdded(self.response_id, 0, added))
