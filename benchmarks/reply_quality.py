@@ -4,6 +4,7 @@ Run after `voice models prepare`:
 
     .venv/bin/python benchmarks/reply_quality.py [--before REV] [--prompt-from PATH]
         [--languages en de ...] [--max-new-tokens 120] [--show] [--json out.json]
+    .venv/bin/python benchmarks/reply_quality.py --rescore out.json [--show]
 
 A fixed set of questions per language (en, de, fr, es, it, nl, pt, pl: the assistant's name and
 maker, two requests to act, small talk, a fact, an explanation, advice) goes to the real model
@@ -11,7 +12,9 @@ through ``llm.chat.ChatModel`` (greedy, as the service's default), one question 
 conversation, with a system prompt variant's ``system_prompt(language)``. Variants: the working
 tree's ``llm/prompts.py`` ("current"), the one of a git revision (``--before REV``: its
 ``llm/prompts.py`` from ``git show``, executed as a module) and any prompts file
-(``--prompt-from PATH``); all run on the same loaded model, in the same process.
+(``--prompt-from PATH``; ``benchmarks/reply_quality_english.py`` is the working tree's prompt
+written in English for every language); all run on the same loaded model, in the same process.
+``--rescore`` scores the replies saved by an earlier ``--json`` run again, without the model.
 
 Each reply is scored automatically:
 
@@ -19,13 +22,15 @@ Each reply is scored automatically:
   (the model's other native language), with the assistant's name taken out; right if it is
   the question's. Replies of two or three words are sometimes misjudged ("Jestem Nova.").
 - **narration**: the reply speaks of "the user" in the third person ("The user turned on the
-  light."), by per-language patterns, or of the assistant by its name ("Nova turned on the
-  light.": a sentence that starts with the name, not followed by a comma).
+  light.", also "Il user ha...") by per-language patterns, or of the assistant by its name
+  ("Nova turned on the light.": a sentence that starts with the name and goes on).
 - **false identity**: the reply names a model maker or model (OpenAI, Alibaba, Qwen, ChatGPT,
   ...): the service is self-hosted and made by none of them.
 - **markup**: list bullets, numbered lines, headings, emphasis, code or tables, or a
   placeholder in brackets ("My name is [Your Name].").
 - **repetition**: three words that come three times or more (a greedy decoding loop).
+- **recites prompt**: five words in a row taken from the system prompt, in replies to other
+  questions than the name and maker ones (a small model parrots its instructions).
 - **own name**: the reply to "what is your name" contains the assistant's configured name
   (``--name``, by default the service's default).
 - **length**: words and sentences; "short" is one to three sentences and at most 60 words.
@@ -114,7 +119,8 @@ QUESTIONS: dict[str, list[tuple[str, str]]] = {
 # "The user" spoken of in the third person, per language (the English one is checked in every
 # language: a model that slips into English slips into its phrases too).
 NARRATION = {
-    "en": r"\bthe user('s)?\b|\buser (asked|wants|said|requested|turned)",
+    "en": r"\bthe user('s)?\b|\buser (asked|wants|said|requested|turned)|"
+          r"\b(der|die|dem|den|le|il|el|lo|het|de|o) user\b",  # the English word, borrowed
     "de": r"\b(der|dem|den|des) (benutzer|nutzer|anwender)s?\b|\bbenutzer(in)? (hat|möchte|will)",
     "fr": r"\bl['’]utilisat(eur|rice)\b|\ble user\b",
     "es": r"\b(el|al|del) usuario\b",
@@ -146,7 +152,15 @@ def language_detector() -> Callable[[str], str | None]:
     return detect
 
 
-def score(reply: str, language: str, kind: str, name: str,
+def echoes(reply: str, prompt: str, words: int = 5) -> bool:
+    """Whether the reply recites the system prompt: five words in a row taken from it."""
+    said = re.findall(r"\w+", reply.lower())
+    source = " " + " ".join(re.findall(r"\w+", prompt.lower())) + " "
+    return any(f" {' '.join(said[i:i + words])} " in source
+               for i in range(len(said) - words + 1))
+
+
+def score(reply: str, language: str, kind: str, name: str, prompt: str,
           detect: Callable[[str], str | None]) -> dict[str, Any]:
     itself = rf"|(^|[.!?]\s+){re.escape(name)}\s+\w" if name else ""
     narration = re.compile(f"{NARRATION['en']}|{NARRATION[language]}{itself}", re.IGNORECASE)
@@ -163,6 +177,7 @@ def score(reply: str, language: str, kind: str, name: str,
         "false_identity": bool(FALSE_IDENTITY.search(reply)),
         "markup": bool(MARKUP.search(reply)),
         "repetition": repeats(text),
+        "echo": echoes(text, prompt) if kind not in ("name", "maker") else None,
         "own_name": name.lower() in text.lower() if kind == "name" and name else None,
         "words": words,
         "sentences": sentences,
@@ -209,6 +224,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"replies": len(rows), "right_language": share("right_language"),
             "narration": share("narration"), "false_identity": share("false_identity"),
             "markup": share("markup"), "repetition": share("repetition"),
+            "echo": share("echo"),
             "own_name": share("own_name"),
             "short": share("short"),
             "median_words": statistics.median(row["words"] for row in rows),
@@ -217,7 +233,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 COLUMNS = [("right_language", "right language %"), ("narration", "narration %"),
            ("false_identity", "false identity %"), ("markup", "markup %"),
-           ("repetition", "repetition %"),
+           ("repetition", "repetition %"), ("echo", "recites prompt %"),
            ("own_name", "own name %"), ("short", "short (1-3 sentences, <=60 words) %"),
            ("median_words", "median words"), ("median_sentences", "median sentences")]
 
@@ -230,6 +246,31 @@ def table(title: str, summaries: dict[str, dict[str, Any]]) -> str:
                  for key, _ in COLUMNS]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def generate(args: argparse.Namespace) -> tuple[str, str, str, list[dict[str, Any]]]:
+    """Ask every question with every prompt variant: (model, name, header, replies)."""
+    variants = prompt_variants(args.before, args.prompt_from, current=not args.skip_current)
+    name = args.name or getattr(list(variants.values())[-1], "DEFAULT_ASSISTANT_NAME", "")
+    llm = args.llm or default_model_names()[ModelKind.LLM]
+    model = ChatModel(ChatConfig(str(ModelStore(progress=False).resolve(llm, ModelKind.LLM)),
+                                 device="cpu"))
+    options = SamplingOptions(max_new_tokens=args.max_new_tokens)
+    replies: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for language in args.languages:
+        for kind, question in QUESTIONS[language]:
+            for variant, module in variants.items():  # interleaved: same load for each
+                prompt = module.system_prompt(language)
+                reply = "".join(model.stream([Message("system", prompt),
+                                              Message("user", question)], options)).strip()
+                replies.append({"variant": variant, "language": language, "kind": kind,
+                                "question": question, "reply": reply, "prompt": prompt})
+                print(".", end="", flush=True)
+    header = (f"model {llm} on {model.device}/{model.compute_type}, greedy, up to "
+              f"{args.max_new_tokens} new tokens; {len(replies)} replies in "
+              f"{time.perf_counter() - started:.0f} s")
+    return llm, name, header, replies
 
 
 def main() -> int:
@@ -249,47 +290,40 @@ def main() -> int:
     parser.add_argument("--llm", default=None, help="LLM name or path (default: the default)")
     parser.add_argument("--show", action="store_true", help="print every reply")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--rescore", type=Path, metavar="JSON",
+                        help="score the replies of an earlier --json run again (no model)")
     args = parser.parse_args()
 
-    variants = prompt_variants(args.before, args.prompt_from, current=not args.skip_current)
-    name = args.name or getattr(list(variants.values())[-1], "DEFAULT_ASSISTANT_NAME", "")
-    llm = args.llm or default_model_names()[ModelKind.LLM]
-    model = ChatModel(ChatConfig(str(ModelStore(progress=False).resolve(llm, ModelKind.LLM)),
-                                 device="cpu"))
+    if args.rescore:
+        saved = json.loads(args.rescore.read_text(encoding="utf-8"))
+        llm, name, header = saved["model"], args.name or saved["name"], saved["header"]
+        replies = [{key: row[key] for key in ("variant", "language", "kind", "question",
+                                              "reply", "prompt")} for row in saved["replies"]]
+    else:
+        llm, name, header, replies = generate(args)
     detect = language_detector()
-    options = SamplingOptions(max_new_tokens=args.max_new_tokens)
-    rows: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    for language in args.languages:
-        for kind, question in QUESTIONS[language]:
-            for variant, module in variants.items():  # interleaved: same load for each
-                prompt = module.system_prompt(language)
-                reply = "".join(model.stream([Message("system", prompt),
-                                              Message("user", question)], options)).strip()
-                row = {"variant": variant, "language": language, "kind": kind,
-                       "question": question, "reply": reply,
-                       **score(reply, language, kind, name, detect)}
-                rows.append(row)
-                if args.show:
-                    flags = [key for key in ("narration", "false_identity", "markup",
-                                             "repetition") if row[key]]
-                    print(f"[{variant}] {language} {question!r} -> {reply!r} "
-                          f"({row['detected']}{''.join(' ' + f for f in flags)})", flush=True)
-    elapsed = time.perf_counter() - started
-
+    rows = [{**row, **score(row["reply"], row["language"], row["kind"], name, row["prompt"],
+                            detect)} for row in replies]
+    if args.show:
+        for row in rows:
+            flags = [key for key in ("narration", "false_identity", "markup", "repetition",
+                                     "echo") if row[key]]
+            print(f"[{row['variant']}] {row['language']} {row['question']!r} -> "
+                  f"{row['reply']!r} ({row['detected']}{''.join(' ' + f for f in flags)})")
+    variants = list(dict.fromkeys(row["variant"] for row in rows))
+    languages = list(dict.fromkeys(row["language"] for row in rows))
     per_language = {language: {variant: summarize([r for r in rows if r["variant"] == variant
                                                    and r["language"] == language])
-                               for variant in variants} for language in args.languages}
+                               for variant in variants} for language in languages}
     overall = {variant: summarize([r for r in rows if r["variant"] == variant])
                for variant in variants}
-    print(f"\nmodel {llm} on {model.device}/{model.compute_type}, greedy, up to "
-          f"{args.max_new_tokens} new tokens; assistant name {name!r}; "
-          f"{len(rows)} replies in {elapsed:.0f} s\n")
+    print(f"\n{header}; assistant name {name!r}\n")
     print(table("all languages", overall))
     for language, summaries in per_language.items():
         print(table(language, summaries))
     if args.json:
-        args.json.write_text(json.dumps({"model": llm, "name": name, "overall": overall,
+        args.json.write_text(json.dumps({"model": llm, "name": name, "header": header,
+                                         "overall": overall,
                                          "per_language": per_language, "replies": rows},
                                         ensure_ascii=False, indent=1), encoding="utf-8")
     return 0
