@@ -14,6 +14,7 @@ setting the ``cancel`` event stops generation before the next token.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -28,6 +29,7 @@ import jinja2.sandbox
 
 from llm.detokenizer import TextDeltas
 from llm.gguf import TOKENIZER_FILE, ChatFormat
+from llm.tools import Tool, template_supports_tools, template_tools
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +105,7 @@ class ChatModel:
         environment = jinja2.sandbox.ImmutableSandboxedEnvironment(
             trim_blocks=True, lstrip_blocks=True)
         environment.globals["raise_exception"] = _raise_template_error
+        environment.filters["tojson"] = _tojson
         self._template = environment.from_string(self.format.chat_template)
         self.context_tokens = min(config.context_tokens or 4096, self.format.context_length)
         self._message_overhead = self._measure_message_overhead()
@@ -112,13 +115,24 @@ class ChatModel:
                     "tokens", folder, self.device, self.compute_type, config.replicas,
                     time.monotonic() - started, self.context_tokens)
 
-    def render(self, messages: Sequence[Message]) -> str:
-        """The prompt text for ``messages``, ending with the assistant's turn header."""
+    def render(self, messages: Sequence[Message], tools: Sequence[Tool] = ()) -> str:
+        """The prompt text for ``messages``, ending with the assistant's turn header.
+
+        ``tools`` go to the model's own template, which describes them and the syntax of a
+        call in the system turn (:mod:`llm.tools` parses the calls). Raises
+        :class:`ChatModelError` if the template does not take tools.
+        """
+        variables: dict[str, object] = {}
+        if tools:
+            if not template_supports_tools(self.format.chat_template):
+                raise ChatModelError("this model's chat template does not support tools")
+            variables["tools"] = template_tools(tools)
         return str(self._template.render(
             messages=[{"role": m.role, "content": m.content} for m in messages],
             add_generation_prompt=True,
             bos_token=self.format.bos_token or "",
             eos_token=self.format.eos_token,
+            **variables,
         ))
 
     def _tokens(self, texts: Sequence[str]) -> list[list[str]]:
@@ -142,7 +156,8 @@ class ChatModel:
             return 8
         return max(0, math.ceil((len(with_turns) - len(system_only)) / 3) - 1)
 
-    def fit_to_context(self, messages: Sequence[Message], reserve: int) -> list[Message]:
+    def fit_to_context(self, messages: Sequence[Message], reserve: int,
+                       tools: Sequence[Tool] = ()) -> list[Message]:
         """Drop the oldest turns until the prompt leaves ``reserve`` tokens for the reply.
 
         The first message if it is a system prompt, and the last message, are always kept;
@@ -150,9 +165,10 @@ class ChatModel:
         long. Each message is tokenized once (the cost is linear in the conversation's
         length), then the kept prompt is rendered and checked.
         """
-        return self._fit(messages, reserve)[0]
+        return self._fit(messages, reserve, tools)[0]
 
-    def _fit(self, messages: Sequence[Message], reserve: int) -> tuple[list[Message], list[str]]:
+    def _fit(self, messages: Sequence[Message], reserve: int,
+             tools: Sequence[Tool] = ()) -> tuple[list[Message], list[str]]:
         """``fit_to_context`` plus the tokens of the kept prompt."""
         budget = self.context_tokens - reserve
         if not messages:
@@ -171,7 +187,7 @@ class ChatModel:
             while start < last and messages[start].role == "assistant":
                 start += 1  # an assistant turn whose question was dropped
             kept = [*messages[:first], *messages[start:]]
-            prompt = self._tokens([self.render(kept)])[0]
+            prompt = self._tokens([self.render(kept, tools)])[0]
             if len(prompt) <= budget:
                 break
             if start >= last:
@@ -184,15 +200,18 @@ class ChatModel:
         return kept, prompt
 
     def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
-               cancel: threading.Event | None = None) -> Iterator[str]:
+               cancel: threading.Event | None = None,
+               tools: Sequence[Tool] = ()) -> Iterator[str]:
         """Yield the reply as text deltas. Each ``next()`` blocks for about one token.
 
         Deltas are whole characters: bytes of a character split across tokens are held until
         the character is complete. Stops at the model's end-of-turn tokens, at
-        ``max_new_tokens``, when ``cancel`` is set, or when the iterator is closed.
+        ``max_new_tokens``, when ``cancel`` is set, or when the iterator is closed. With
+        ``tools``, the deltas may contain the model's tool-call markup: feed them to an
+        :class:`llm.tools.ToolCallParser`.
         """
         options = options or SamplingOptions()
-        kept, prompt = self._fit(messages, reserve=options.max_new_tokens)
+        kept, prompt = self._fit(messages, reserve=options.max_new_tokens, tools=tools)
         if self.format.add_bos_token and self.format.bos_token:
             prompt = [self.format.bos_token, *prompt]
         static = self._static_prefix(kept, prompt)
@@ -245,6 +264,14 @@ class ChatModel:
             close = getattr(steps, "close", None)
             if close is not None:
                 close()  # stops the generation inside CTranslate2
+
+
+def _tojson(value: object, ensure_ascii: bool = False, indent: int | None = None,
+            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    """Templates' ``tojson`` as Hugging Face renders it (plain ``json.dumps``), not Jinja's
+    HTML-safe one, which writes ``<`` as ``\\u003c``: the model saw the former in training."""
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
 
 
 def _raise_template_error(message: str) -> None:

@@ -1,6 +1,16 @@
-"""The system prompt that makes replies speakable and puts them in the user's language."""
+"""The system prompt: who the assistant is, and replies that are short, speakable and in the
+user's language.
+
+The prompt speaks to the model in the second person and, for the service's eight default
+languages, in the user's own language: with the default 0.5B model that cut third-person
+narration ("The user turned on the light."), lists and repetition loops compared with the same
+text in English (docs/benchmarks.md, "Reply quality"). Other languages get the English text
+with "Always answer in <language>".
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 # English names of the languages Whisper detects that we expect in Europe; other codes are
 # passed through as they are.
@@ -16,27 +26,78 @@ LANGUAGE_NAMES = {
     "be": "Belarusian", "tr": "Turkish",
 }
 
-VOICE_STYLE = (
-    "You are a helpful voice assistant. Your replies are spoken aloud by a speech synthesizer, "
-    "so answer in one to three short, natural sentences. Never use markdown, lists, headings, "
-    "emoji, tables or code; spell out symbols as words."
-)
+DEFAULT_ASSISTANT_NAME = "Nova"
+
+# Per language: who the assistant is ({name}), then how it replies. The identity says what is
+# true of every deployment (a self-hosted assistant, free software) and names no company: asked
+# who made it, the model otherwise claims OpenAI, Anthropic or Alibaba.
+_IDENTITY = {
+    "en": "Your name is {name}. You are a voice assistant, free software that runs on its "
+          "owner's own computers.",
+    "de": "Du heißt {name}. Du bist ein Sprachassistent, freie Software, die auf den eigenen "
+          "Computern ihres Besitzers läuft.",
+    "fr": "Tu t'appelles {name}. Tu es un assistant vocal, un logiciel libre qui fonctionne "
+          "sur les ordinateurs de son propriétaire.",
+    "es": "Te llamas {name}. Eres un asistente de voz, software libre que funciona en los "
+          "ordenadores de su propietario.",
+    "it": "Ti chiami {name}. Sei un assistente vocale, software libero che funziona sui "
+          "computer del suo proprietario.",
+    "nl": "Je heet {name}. Je bent een spraakassistent, vrije software die op de eigen "
+          "computers van je eigenaar draait.",
+    "pt": "O seu nome é {name}. Você é um assistente de voz, software livre que funciona nos "
+          "computadores do seu dono.",
+    "pl": "Masz na imię {name}. Jesteś asystentem głosowym, wolnym oprogramowaniem "
+          "działającym na komputerach swojego właściciela.",
+}
+_STYLE = {
+    "en": "Always answer in {language}, speaking directly to the person, in one to three short "
+          "sentences, without lists or markdown. If you cannot do something, say so briefly.",
+    "de": "Antworte immer auf Deutsch, direkt an die Person gerichtet, in ein bis drei kurzen "
+          "Sätzen, ohne Listen und ohne Markdown. Wenn du etwas nicht kannst, sag es kurz.",
+    "fr": "Réponds toujours en français, directement à la personne, en une à trois phrases "
+          "courtes, sans listes ni markdown. Si tu ne peux pas faire quelque chose, dis-le "
+          "brièvement.",
+    "es": "Responde siempre en español, directamente a la persona, en una a tres frases "
+          "cortas, sin listas ni markdown. Si no puedes hacer algo, dilo brevemente.",
+    "it": "Rispondi sempre in italiano, direttamente alla persona, con una a tre frasi brevi, "
+          "senza elenchi né markdown. Se non puoi fare qualcosa, dillo brevemente.",
+    "nl": "Antwoord altijd in het Nederlands, rechtstreeks tegen de persoon, in één tot drie "
+          "korte zinnen, zonder lijstjes of markdown. Als je iets niet kunt, zeg dat dan kort.",
+    "pt": "Responda sempre em português, diretamente à pessoa, em uma a três frases curtas, "
+          "sem listas nem markdown. Se não puder fazer algo, diga isso brevemente.",
+    "pl": "Odpowiadaj po polsku, bezpośrednio do rozmówcy, krótko: od jednego do trzech zdań, "
+          "bez list i bez markdownu. Jeśli czegoś nie możesz zrobić, powiedz to krótko.",
+}
+_ANY_LANGUAGE = "the language the person speaks"
+
+
+@dataclasses.dataclass(frozen=True)
+class Assistant:
+    """Who the assistant is, service-wide (``[assistant]`` in the config file)."""
+
+    name: str = DEFAULT_ASSISTANT_NAME
+    # More about it, in any language, given to the model with every reply: its role, who runs
+    # it ("You answer questions about ACME's opening hours.").
+    persona: str = ""
 
 
 def language_name(code: str) -> str:
     return LANGUAGE_NAMES.get(code, code)
 
 
-def system_prompt(language: str | None, instructions: str | None = None) -> str:
+def system_prompt(language: str | None, instructions: str | None = None,
+                  assistant: Assistant | None = None) -> str:
     """The system prompt for a turn whose user spoke ``language`` (an ISO 639-1 code).
 
-    ``instructions`` (e.g. from the client's ``session.update``) come first; the style and
-    language rules follow so that they are always in force.
+    In order: the assistant's identity, its ``persona``, the client's ``instructions`` (e.g.
+    from ``session.update``; after the identity, so that they may rename it), then the style
+    and language rules, last so that they are always in force. Paragraphs are separated by
+    blank lines. Written in ``language`` when it is one of the eight default languages.
     """
-    parts = [instructions.strip()] if instructions and instructions.strip() else []
-    parts.append(VOICE_STYLE)
-    if language:
-        name = language_name(language)
-        parts.append(f"The user is speaking {name}. Always reply in {name}, whatever language "
-                     "earlier messages were in.")
+    assistant = assistant or Assistant()
+    local = language if language in _IDENTITY else "en"
+    parts = [_IDENTITY[local].format(name=assistant.name.strip() or DEFAULT_ASSISTANT_NAME)]
+    parts += [text.strip() for text in (assistant.persona, instructions or "") if text.strip()]
+    parts.append(_STYLE[local].format(
+        language=language_name(language) if language else _ANY_LANGUAGE))
     return "\n\n".join(parts)

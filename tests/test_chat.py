@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from llm.chat import ChatConfig, ChatModel, ChatModelError, Message, SamplingOptions
 from llm.prompts import system_prompt
+from llm.tools import Tool
 
 
 @pytest.fixture(scope="module")
@@ -164,10 +165,10 @@ def test_trimming_a_long_history_tokenizes_each_message_once_without_holding_the
     renders = 0
     render = model.render
 
-    def counting_render(messages: list[Message]) -> str:
+    def counting_render(messages: list[Message], tools: Sequence[Tool] = ()) -> str:
         nonlocal renders
         renders += 1
-        return render(messages)
+        return render(messages, tools)
 
     model.render = counting_render  # type: ignore[method-assign]
 
@@ -189,13 +190,6 @@ def test_a_prompt_that_cannot_fit_is_an_error(random_decoder_dir: Path) -> None:
 def test_a_folder_without_a_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ChatModelError, match="not a CTranslate2 model folder"):
         ChatModel(ChatConfig(str(tmp_path)))
-
-
-def test_system_prompt_names_the_language_and_keeps_instructions() -> None:
-    prompt = system_prompt("de", "Du bist Hans.")
-    assert prompt.startswith("Du bist Hans.")
-    assert "Always reply in German" in prompt and "markdown" in prompt
-    assert "reply in" not in system_prompt(None)
 
 
 # -- the real default model ------------------------------------------------------------------

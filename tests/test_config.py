@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from llm.prompts import Assistant
 from voice.__main__ import main, session_defaults
 from voice.config import ConfigError, build_config, load_toml
 
@@ -31,6 +32,10 @@ partial_interval_s = 0
 replicas = 3
 context_tokens = 3000
 
+[assistant]
+name = "Hal"
+persona = "You answer questions about ACME."
+
 [limits]
 max_sessions = 3
 """
@@ -53,6 +58,8 @@ def test_the_file_overrides_defaults_and_flags_override_the_file(tmp_path: Path)
     assert defaults.config.turn_detection is not None
     assert defaults.config.turn_detection.silence_duration_ms == 700
     assert defaults.config.languages == ("de", "fr")
+    assert defaults.assistant == Assistant(name="Hal", persona="You answer questions about ACME.")
+    assert session_defaults(build_config({}, {}), {"llm": "x"}).assistant == Assistant()
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -65,6 +72,10 @@ def test_the_file_overrides_defaults_and_flags_override_the_file(tmp_path: Path)
     ('[asr]\nlanguages = ["en", "xx"]\n', "unknown language code.s. xx in languages"),
     ('[llm]\nmax_output_tokens = 2000\n', "must be between 1 and max_output_tokens_limit"),
     ('[limits]\nmax_item_chars = 100000\n', "must be between 1 and max_history_chars"),
+    ('[assistant]\nname = ""\n', "assistant name must be one line of 1 to 64 characters"),
+    ('[assistant]\nname = "a\\nb"\n', "assistant name must be one line"),
+    ('[assistant]\npersona = 3\n', "assistant persona must be text"),
+    ('[assistant]\nmaker = "x"\n', "unknown setting assistant.maker"),
 ])
 def test_bad_config_files_are_refused_with_the_reason(tmp_path: Path, text: str,
                                                       message: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from llm.prompts import Assistant, system_prompt
 from tests.fakes import (
     FakeChat,
     FakeTranscriber,
@@ -197,11 +198,23 @@ def test_the_reply_follows_the_language_of_each_turn() -> None:
         await h.wait_done(2)
         assert [d.fields["response"]["language"] for d in h.of("response.done")] == ["de", "fr"]
         assert h.voices.requested == ["de", "fr"]
-        assert "Always reply in German" in h.chat.requests[0][0].content
-        assert "Always reply in French" in h.chat.requests[1][0].content
+        assert h.chat.requests[0][0].content == system_prompt("de")
+        assert h.chat.requests[1][0].content == system_prompt("fr")
         # The second request carries the first turn as history.
         assert [m.content for m in h.chat.requests[1][1:]] == [
             "Wie spät ist es?", "Es ist Mittag.", "Quelle heure?"]
+    run(scenario)
+
+
+def test_the_configured_assistant_name_and_persona_reach_the_model() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Wie heißt du?", "de")]), FakeChat(["Ich heiße Hal."]),
+                    assistant=Assistant(name="Hal", persona="Du arbeitest bei ACME."))
+        await h.speak()
+        await h.wait_done()
+        prompt = h.chat.requests[0][0].content
+        assert prompt == system_prompt("de", None, Assistant("Hal", "Du arbeitest bei ACME."))
+        assert "Du heißt Hal." in prompt and "Du arbeitest bei ACME." in prompt
     run(scenario)
 
 

@@ -260,6 +260,7 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
 
 
 def session_defaults(config: ServiceConfig, names: dict[str, str]) -> SessionDefaults:
+    from llm.prompts import Assistant
     from voice.protocol import SessionConfig, TurnDetection
     from voice.session import SessionDefaults
 
@@ -278,7 +279,8 @@ def session_defaults(config: ServiceConfig, names: dict[str, str]) -> SessionDef
         max_output_tokens=config.max_output_tokens,
         max_output_tokens_limit=config.max_output_tokens_limit,
         max_item_chars=config.limits.max_item_chars,
-        max_history_chars=config.limits.max_history_chars)
+        max_history_chars=config.limits.max_history_chars,
+        assistant=Assistant(config.assistant_name.strip(), config.assistant_persona))
 
 
 def _pair(text: str) -> tuple[str, str]:

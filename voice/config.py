@@ -32,6 +32,10 @@ Example ``voice.toml`` (every key optional)::
     partial_interval_s = 1.0   # 0 turns partial transcripts off
     beam_size = 1
 
+    [assistant]
+    name = "Nova"              # what the assistant calls itself
+    persona = ""               # more about it for the model, e.g. "You work at ACME's help desk."
+
     [llm]
     max_output_tokens = 200         # a reply's length unless the client asks otherwise
     max_output_tokens_limit = 1024  # the most a client may ask for ("inf" means this)
@@ -58,6 +62,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from llm.prompts import DEFAULT_ASSISTANT_NAME
 from voice.gate import is_loopback_name, normalize_host, normalize_origin
 
 DEFAULT_LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "pt", "pl")
@@ -109,6 +114,8 @@ class ServiceConfig:
     # every turn's prompt is processed again, so on a CPU its length is latency (and memory).
     llm_context_tokens: int = 2048
     max_output_tokens_limit: int = 1024
+    assistant_name: str = DEFAULT_ASSISTANT_NAME
+    assistant_persona: str = ""
     limits: Limits = dataclasses.field(default_factory=Limits)
     shutdown_grace_s: float = 10.0
 
@@ -153,6 +160,13 @@ class ServiceConfig:
             raise ConfigError(f"llm context_tokens ({self.llm_context_tokens}) must leave room "
                               f"for a reply of max_output_tokens_limit "
                               f"({self.max_output_tokens_limit}) and a prompt (256 or more)")
+        if not isinstance(self.assistant_name, str) or not self.assistant_name.strip() \
+                or "\n" in self.assistant_name or len(self.assistant_name) > 64:
+            raise ConfigError("assistant name must be one line of 1 to 64 characters")
+        if not isinstance(self.assistant_persona, str) \
+                or len(self.assistant_persona) > self.limits.max_item_chars:
+            raise ConfigError(f"assistant persona must be text of at most max_item_chars "
+                              f"({self.limits.max_item_chars}) characters")
         if self.languages:
             from asr.whisper import whisper_languages
 
@@ -190,6 +204,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "llm": {"max_output_tokens": "max_output_tokens",
             "max_output_tokens_limit": "max_output_tokens_limit", "replicas": "llm_replicas",
             "context_tokens": "llm_context_tokens"},
+    "assistant": {"name": "assistant_name", "persona": "assistant_persona"},
 }
 
 

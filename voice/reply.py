@@ -22,7 +22,7 @@ import numpy as np
 
 from asr.whisper import Transcript
 from llm.chat import Message, SamplingOptions
-from llm.prompts import system_prompt
+from llm.prompts import Assistant, system_prompt
 from tts.segmenter import Segmenter, SegmenterConfig, speakable
 from voice.audio import ASR_RATE, encode_base64_pcm16, to_output
 from voice.conversation import Conversation, Item, heard_text
@@ -86,12 +86,14 @@ class ReplySettings:
     sampling: SamplingOptions
     instructions: str | None
     output_rate: int
+    assistant: Assistant = dataclasses.field(default_factory=Assistant)
 
 
 def prompt_messages(conversation: Conversation, settings: ReplySettings, language: str, *,
                     exclude: str | None = None) -> list[Message]:
     """The prompt of a reply in ``language``: the system prompt, then the conversation."""
-    return conversation.prompt(system_prompt(language, settings.instructions), exclude=exclude)
+    return conversation.prompt(system_prompt(language, settings.instructions, settings.assistant),
+                               exclude=exclude)
 
 
 def sampling_of(settings: ReplySettings) -> SamplingOptions:

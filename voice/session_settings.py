@@ -7,6 +7,7 @@ import dataclasses
 
 from asr.whisper import whisper_languages
 from llm.chat import SamplingOptions
+from llm.prompts import Assistant
 from voice.protocol import (
     JsonObject,
     ProtocolError,
@@ -45,6 +46,7 @@ class SessionDefaults:
     max_item_chars: int = 16_000  # text of one conversation item, and of instructions
     max_history_chars: int = 64_000  # the oldest items are forgotten beyond this
     known_languages: frozenset[str] = dataclasses.field(default_factory=whisper_languages)
+    assistant: Assistant = dataclasses.field(default_factory=Assistant)  # name, persona
 
 
 class Settings:
@@ -110,4 +112,5 @@ class Settings:
             max_output_tokens=self.token_limit(limit),
             sampling=sampling,
             instructions=instructions or config.instructions or None,
+            assistant=self.defaults.assistant,
             output_rate=config.output_rate)

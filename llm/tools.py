@@ -1,0 +1,281 @@
+"""Function calling at the engine level: tool schemas into the prompt, tool calls out of the
+token stream.
+
+Tools arrive in the OpenAI Realtime ``session.tools`` format (``{"type": "function", "name",
+"description", "parameters"}``, ``parameters`` a JSON Schema object). :func:`template_tools`
+turns them into what chat templates take as ``tools=`` (Hugging Face's format, the function
+nested under ``"function"``); ``ChatModel.render``/``stream`` pass it to the model's own
+template, which writes the tools and the call syntax into the system turn.
+
+Qwen2.5 answers a call as ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``.
+:class:`ToolCallParser` reads the reply's text deltas as they come and splits them into text
+that is safe to speak and completed calls, each checked against its tool's schema. Text that
+could be the start of ``<tool_call>`` is held back until it is known not to be, so no piece of
+the markup is ever spoken. Synchronous and pure: one parser per reply, fed from any thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import jsonschema
+
+CALL_START = "<tool_call>"
+CALL_END = "</tool_call>"
+
+
+class ToolError(ValueError):
+    """A tool definition that cannot be used (not a function, no name, a broken schema)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tool:
+    """One function the model may call."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = dataclasses.field(
+        default_factory=lambda: {"type": "object", "properties": {}})
+
+    @classmethod
+    def from_json(cls, value: object) -> Tool:
+        """Read one entry of Realtime's ``session.tools``; raises :class:`ToolError`."""
+        if not isinstance(value, dict) or value.get("type", "function") != "function":
+            raise ToolError('a tool must be an object with "type": "function"')
+        name = value.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ToolError("a tool needs a name")
+        description = value.get("description", "")
+        if not isinstance(description, str):
+            raise ToolError(f"the description of tool {name} must be a string")
+        parameters = value.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(parameters, dict):
+            raise ToolError(f"the parameters of tool {name} must be a JSON Schema object")
+        try:
+            jsonschema.Draft202012Validator.check_schema(parameters)
+        except jsonschema.SchemaError as error:
+            raise ToolError(f"the parameters of tool {name} are not a valid JSON Schema: "
+                            f"{error.message}") from error
+        return cls(name, description, parameters)
+
+    def to_json(self) -> dict[str, Any]:
+        """The Realtime ``session.tools`` entry."""
+        return {"type": "function", "name": self.name, "description": self.description,
+                "parameters": dict(self.parameters)}
+
+
+def template_tools(tools: Iterable[Tool]) -> list[dict[str, Any]]:
+    """The tools as chat templates take them (``tools=``): Hugging Face's JSON format."""
+    return [{"type": "function", "function": {"name": tool.name,
+                                              "description": tool.description,
+                                              "parameters": dict(tool.parameters)}}
+            for tool in tools]
+
+
+def template_supports_tools(chat_template: str) -> bool:
+    """Whether a chat template renders ``tools`` at all (many small models' do not)."""
+    return "tools" in chat_template
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolCall:
+    """A completed call whose arguments satisfy its tool's schema."""
+
+    name: str
+    arguments: Mapping[str, Any]
+
+    @property
+    def arguments_json(self) -> str:
+        """The arguments as the JSON text Realtime's ``function_call`` items carry."""
+        return json.dumps(self.arguments, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolCallError:
+    """A call block the model wrote that cannot be made: ``text`` is what was between the
+    markers, ``message`` says why (bad JSON, unknown tool, arguments against the schema)."""
+
+    text: str
+    message: str
+
+
+Output = str | ToolCall | ToolCallError
+
+
+class ToolCallParser:
+    """Splits a reply's text deltas into speakable text and tool calls. One per reply.
+
+    :meth:`feed` takes each delta and returns what is now certain, in order: ``str`` pieces of
+    text, :class:`ToolCall` and :class:`ToolCallError` values. :meth:`finish` ends the reply and
+    returns what was held back (an unfinished call is a :class:`ToolCallError`). The returned
+    text concatenates to the reply with every call taken out.
+
+    Calls are ``<tool_call>{json}</tool_call>`` anywhere in the reply (what Qwen2.5 templates
+    ask for), or JSON objects that open the reply, bare or in a ```` ``` ```` fence: the 0.5B
+    Qwen2.5 models often write a call that way, without the tags. A reply that opens with
+    ``{`` is held back until the object is complete; a fence is held until it closes and is
+    text if it does not hold a JSON object with a ``"name"``.
+    """
+
+    def __init__(self, tools: Sequence[Tool]) -> None:
+        self._tools = {tool.name: tool for tool in tools}
+        self._validators = {tool.name: jsonschema.Draft202012Validator(dict(tool.parameters))
+                            for tool in tools}
+        self._pending = ""
+        self._mode = _START
+        self._spoke = False  # whether any text went out (then a bare "{" is text)
+        self._finished = False
+
+    def feed(self, delta: str) -> list[Output]:
+        if self._finished:
+            raise RuntimeError("feed() after finish()")
+        self._pending += delta
+        out: list[Output] = []
+        while self._step(out):
+            pass
+        return out
+
+    def finish(self) -> list[Output]:
+        """The end of the reply: release held text; an unfinished call is an error."""
+        self._finished = True
+        out: list[Output] = []
+        pending, self._pending = self._pending, ""
+        if self._mode == _TAGGED:
+            out.append(ToolCallError(pending, f"the call has no {CALL_END}"))
+        elif self._mode == _BARE:
+            out.append(self._parse(pending))
+        elif self._mode == _FENCED:
+            inner = _fence_content(pending)
+            out.append(self._parse(inner) if _looks_like_call(inner) else pending)
+        elif pending.strip() or self._mode == _TEXT:
+            self._text(out, pending)
+        return out
+
+    def _step(self, out: list[Output]) -> bool:
+        """Consume what can be decided of the pending text; whether to go on."""
+        pending = self._pending
+        if self._mode == _START:  # nothing but calls and blank space so far
+            text = pending.lstrip()
+            if not text or _is_proper_prefix(text, FENCE) or _is_proper_prefix(text, CALL_START):
+                return False
+            if text.startswith("{"):
+                self._pending, self._mode = text, _BARE
+            elif text.startswith(FENCE):
+                self._pending, self._mode = text, _FENCED
+            elif text.startswith(CALL_START):
+                self._pending, self._mode = text[len(CALL_START):], _TAGGED
+            else:
+                self._mode = _TEXT
+            return True
+        if self._mode == _TAGGED:
+            end = pending.find(CALL_END)
+            if end < 0:
+                return False
+            out.append(self._parse(pending[:end]))
+            self._pending = pending[end + len(CALL_END):]
+            self._mode = _TEXT if self._spoke else _START
+            return True
+        if self._mode == _BARE:
+            try:
+                _, end = _DECODER.raw_decode(pending)
+            except json.JSONDecodeError:
+                return False  # not complete yet (or never: then finish() says why)
+            out.append(self._parse(pending[:end]))
+            self._pending, self._mode = pending[end:], _START
+            return True
+        if self._mode == _FENCED:
+            end = pending.find(FENCE, len(FENCE))
+            if end < 0:
+                return False
+            block, self._pending = pending[:end + len(FENCE)], pending[end + len(FENCE):]
+            inner = _fence_content(block)
+            if _looks_like_call(inner):
+                out.append(self._parse(inner))
+                self._mode = _START
+            else:
+                self._text(out, block)
+                self._mode = _TEXT
+            return True
+        start = pending.find(CALL_START)
+        if start >= 0:
+            self._text(out, pending[:start])
+            self._pending, self._mode = pending[start + len(CALL_START):], _TAGGED
+            return True
+        held = _partial_marker_length(pending)
+        self._text(out, pending[:len(pending) - held])
+        self._pending = pending[len(pending) - held:]
+        return False
+
+    def _text(self, out: list[Output], text: str) -> None:
+        if not text:
+            return
+        self._spoke = self._spoke or bool(text.strip())
+        if out and isinstance(out[-1], str):
+            out[-1] += text
+        else:
+            out.append(text)
+
+    def _parse(self, text: str) -> ToolCall | ToolCallError:
+        text = text.strip()
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            return ToolCallError(text, f"the call is not valid JSON: {error}")
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            return ToolCallError(text, 'the call is not a JSON object with a "name"')
+        name: str = value["name"]
+        if name not in self._tools:
+            known = ", ".join(sorted(self._tools)) or "none"
+            return ToolCallError(text, f"there is no tool {name!r} (tools: {known})")
+        arguments = value.get("arguments", value.get("parameters", {}))
+        if isinstance(arguments, str):  # some models write the arguments as a JSON string
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except json.JSONDecodeError as error:
+                return ToolCallError(text, f"the arguments of {name} are not valid JSON: "
+                                           f"{error}")
+        if not isinstance(arguments, dict):
+            return ToolCallError(text, f"the arguments of {name} are not a JSON object")
+        problem = jsonschema.exceptions.best_match(self._validators[name].iter_errors(arguments))
+        if problem is not None:
+            where = "/".join(str(part) for part in problem.absolute_path)
+            return ToolCallError(text, f"the arguments of {name} do not fit its parameters"
+                                       f"{' at ' + where if where else ''}: {problem.message}")
+        return ToolCall(name, arguments)
+
+
+FENCE = "```"
+_START, _TEXT, _TAGGED, _BARE, _FENCED = "start", "text", "tagged", "bare", "fenced"
+_DECODER = json.JSONDecoder()
+
+
+def _is_proper_prefix(text: str, marker: str) -> bool:
+    return len(text) < len(marker) and marker.startswith(text)
+
+
+def _fence_content(block: str) -> str:
+    """What a ```` ```lang ... ``` ```` block holds, without its fences and language tag."""
+    inner = block[len(FENCE):]
+    if inner.endswith(FENCE):
+        inner = inner[:-len(FENCE)]
+    first, newline, rest = inner.partition("\n")
+    return rest if newline and first.strip().isalnum() else inner
+
+
+def _looks_like_call(text: str) -> bool:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(value, dict) and "name" in value
+
+
+def _partial_marker_length(text: str) -> int:
+    """The length of the longest end of ``text`` that is a proper beginning of CALL_START."""
+    for length in range(min(len(text), len(CALL_START) - 1), 0, -1):
+        if CALL_START.startswith(text[-length:]):
+            return length
+    return 0

@@ -1,0 +1,210 @@
+"""Function calling: tool schemas into the chat template, tool calls out of the text stream."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from llm.chat import ChatConfig, ChatModel, ChatModelError, Message, SamplingOptions
+from llm.prompts import system_prompt
+from llm.tools import (
+    Output,
+    Tool,
+    ToolCall,
+    ToolCallError,
+    ToolCallParser,
+    ToolError,
+    template_tools,
+)
+from tests.artifacts import CHATML_TEMPLATE
+
+SET_LIGHT = Tool.from_json({
+    "type": "function", "name": "set_light",
+    "description": "Switch the light in a room on or off.",
+    "parameters": {"type": "object", "properties": {
+        "room": {"type": "string", "description": "The room, e.g. kitchen"},
+        "on": {"type": "boolean", "description": "true to switch on, false to switch off"}},
+        "required": ["room", "on"], "additionalProperties": False}})
+GET_TIME = Tool.from_json({"type": "function", "name": "get_time",
+                           "description": "The current time.",
+                           "parameters": {"type": "object", "properties": {}}})
+TOOLS = [SET_LIGHT, GET_TIME]
+KITCHEN_ON = ToolCall("set_light", {"room": "kitchen", "on": True})
+CALL_JSON = '{"name": "set_light", "arguments": {"room": "kitchen", "on": true}}'
+
+
+def _every(size: int) -> Callable[[str], list[str]]:
+    return lambda text: [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def _at_markers(text: str) -> list[str]:
+    """Cut inside every marker and around every brace: the hardest places."""
+    cuts = sorted({i for i, c in enumerate(text) if c in "<>{}/`_"} | {0, len(text)})
+    return [text[a:b] for a, b in itertools.pairwise(cuts)]
+
+
+SPLITS = {"whole": lambda text: [text], "characters": _every(1), "pairs": _every(2),
+          "threes": _every(3), "sevens": _every(7), "at markers": _at_markers}
+
+
+def parse(text: str, split: Callable[[str], list[str]]) -> tuple[list[Output], list[str]]:
+    """Everything the parser returns for ``text`` fed in ``split`` pieces, with the text
+    pieces merged; and every text piece as it came out."""
+    parser = ToolCallParser(TOOLS)
+    outputs: list[Output] = []
+    for delta in split(text):
+        outputs += parser.feed(delta)
+    outputs += parser.finish()
+    pieces = [o for o in outputs if isinstance(o, str)]
+    merged: list[Output] = []
+    for output in outputs:
+        if isinstance(output, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += output
+        else:
+            merged.append(output)
+    return merged, pieces
+
+
+# (reply as the model writes it, what the parser makes of it)
+REPLIES: list[tuple[str, list[Output]]] = [
+    ("The light is on.", ["The light is on."]),
+    (f"<tool_call>\n{CALL_JSON}\n</tool_call>", [KITCHEN_ON]),
+    (f"Sure. <tool_call>\n{CALL_JSON}\n</tool_call> Done.", ["Sure. ", KITCHEN_ON, " Done."]),
+    (f"<tool_call>\n{CALL_JSON}\n</tool_call>\n<tool_call>\n"
+     '{"name": "get_time", "arguments": {}}\n</tool_call>',
+     [KITCHEN_ON, ToolCall("get_time", {})]),
+    (CALL_JSON, [KITCHEN_ON]),  # bare, as the 0.5B coder model writes calls
+    (f"  {CALL_JSON}\nI switched it on.", [KITCHEN_ON, "\nI switched it on."]),
+    (f"```json\n{CALL_JSON}\n```", [KITCHEN_ON]),
+    ("```python\nprint(1)\n```", ["```python\nprint(1)\n```"]),
+    ("I like <tools> and a < b, and <tool_call mentions.",
+     ["I like <tools> and a < b, and <tool_call mentions."]),
+    ("Say {this} later.", ["Say {this} later."]),  # braces inside text are text
+    ("Wait <tool_", ["Wait <tool_"]),  # a marker the reply never finished is text
+]
+
+
+@pytest.mark.parametrize("split", SPLITS.values(), ids=SPLITS.keys())
+@pytest.mark.parametrize(("reply", "expected"), REPLIES)
+def test_calls_and_text_come_out_the_same_however_the_deltas_are_split(
+        reply: str, expected: list[Output], split: Callable[[str], list[str]]) -> None:
+    outputs, pieces = parse(reply, split)
+    assert outputs == expected
+    if any(not isinstance(o, str) for o in expected):
+        assert not any(mark in piece for piece in pieces for mark in ("<tool", "name\"")), pieces
+
+
+def test_text_that_may_begin_a_call_is_held_until_it_cannot() -> None:
+    parser = ToolCallParser(TOOLS)
+    assert parser.feed("OK <to") == ["OK "]
+    assert parser.feed("ol") == []
+    assert parser.feed("s are fun") == ["<tools are fun"]
+    assert parser.feed("<") == []
+    assert parser.finish() == ["<"]
+
+
+def test_a_reply_that_opens_with_a_brace_is_held_until_the_object_closes() -> None:
+    parser = ToolCallParser(TOOLS)
+    assert parser.feed('{"name": "set_light", "arguments": {"room": "kitchen",') == []
+    assert parser.feed(' "on": true}} And') == [KITCHEN_ON, " And"]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('{"name": "set_light", "arguments": {"room": "kitchen", "on": tru',
+     "the call is not valid JSON"),
+    ('["set_light"]', 'not a JSON object with a "name"'),
+    ('{"name": "open_door", "arguments": {}}',
+     "there is no tool 'open_door' (tools: get_time, set_light)"),
+    ('{"name": "set_light", "arguments": {"room": "kitchen", "on": "yes"}}',
+     "the arguments of set_light do not fit its parameters at on: 'yes' is not of type "
+     "'boolean'"),
+    ('{"name": "set_light", "arguments": {"room": "kitchen"}}', "'on' is a required property"),
+    ('{"name": "set_light", "arguments": {"room": "kitchen", "on": true, "dim": 3}}',
+     "Additional properties are not allowed"),
+    ('{"name": "set_light", "arguments": "{\\"room\\": 1"}',
+     "the arguments of set_light are not valid JSON"),
+    ('{"name": "set_light", "arguments": [1]}', "the arguments of set_light are not a JSON "
+     "object"),
+])
+def test_a_call_that_cannot_be_made_is_an_error_never_a_call(body: str, message: str) -> None:
+    outputs, _ = parse(f"<tool_call>\n{body}\n</tool_call>", _every(4))
+    [error] = outputs
+    assert isinstance(error, ToolCallError) and message in error.message, error
+    assert error.text == body
+
+
+def test_arguments_written_as_a_json_string_are_read() -> None:
+    body = json.dumps({"name": "set_light", "arguments": json.dumps({"room": "kitchen",
+                                                                     "on": True})})
+    assert parse(f"<tool_call>{body}</tool_call>", _every(5))[0] == [KITCHEN_ON]
+    assert KITCHEN_ON.arguments_json == '{"room":"kitchen","on":true}'
+
+
+@pytest.mark.parametrize(("reply", "message"), [
+    (f"Sure <tool_call>\n{CALL_JSON}", "the call has no </tool_call>"),
+    ('{"name": "set_light", "arguments": {"room": "kit', "the call is not valid JSON"),
+])
+def test_a_call_cut_off_by_the_end_of_the_reply_is_an_error(reply: str, message: str) -> None:
+    outputs, _ = parse(reply, _every(3))
+    assert isinstance(outputs[-1], ToolCallError) and message in outputs[-1].message
+
+
+def test_a_realtime_tool_definition_is_read_and_written_back() -> None:
+    entry = SET_LIGHT.to_json()
+    assert Tool.from_json(entry) == SET_LIGHT and entry["type"] == "function"
+    assert template_tools([GET_TIME]) == [{"type": "function", "function": {
+        "name": "get_time", "description": "The current time.",
+        "parameters": {"type": "object", "properties": {}}}}]
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"type": "code_interpreter"}, '"type": "function"'),
+    ({"type": "function", "description": "x"}, "a tool needs a name"),
+    ({"type": "function", "name": "f", "parameters": {"type": "objekt"}},
+     "the parameters of tool f are not a valid JSON Schema"),
+    ({"type": "function", "name": "f", "parameters": []}, "must be a JSON Schema object"),
+])
+def test_unusable_tool_definitions_are_refused_with_the_reason(entry: object,
+                                                               message: str) -> None:
+    with pytest.raises(ToolError, match=message):
+        Tool.from_json(entry)
+
+
+def test_tools_reach_the_chat_template_as_plain_json(random_decoder_dir: Path,
+                                                     tmp_path: Path) -> None:
+    folder = tmp_path / "with-tools"
+    shutil.copytree(random_decoder_dir, folder)
+    chat = json.loads((folder / "chat.json").read_text())
+    chat["chat_template"] = "{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}" \
+        + CHATML_TEMPLATE
+    (folder / "chat.json").write_text(json.dumps(chat))
+    model = ChatModel(ChatConfig(str(folder), device="cpu"))
+    lamp = Tool("lamp", "Turns a <b>lamp</b> on & off, «vite».")
+    prompt = model.render([Message("user", "hi")], [lamp])
+    assert json.loads(prompt.splitlines()[0]) == template_tools([lamp])[0]
+    assert "<b>lamp</b> on & off, «vite»" in prompt  # not HTML-escaped, not \\u-escaped
+
+
+def test_a_template_without_tools_refuses_them(random_decoder_dir: Path) -> None:
+    model = ChatModel(ChatConfig(str(random_decoder_dir), device="cpu"))
+    with pytest.raises(ChatModelError, match="does not support tools"):
+        model.render([Message("user", "hi")], [GET_TIME])
+
+
+@pytest.mark.real_models
+@pytest.mark.parametrize("system", [None, "en"])
+def test_qwen_calls_set_light_for_the_kitchen(prepared_model, system: str | None) -> None:
+    model = ChatModel(ChatConfig(str(prepared_model("qwen2.5-coder-0.5b-instruct"))))
+    messages = [Message("system", system_prompt(system))] if system else []
+    messages.append(Message("user", "Turn on the light in the kitchen."))
+    parser = ToolCallParser(TOOLS)
+    outputs = [o for delta in model.stream(messages, SamplingOptions(max_new_tokens=80),
+                                           tools=TOOLS) for o in parser.feed(delta)]
+    outputs += parser.finish()
+    calls = [o for o in outputs if not isinstance(o, str)]
+    assert calls == [KITCHEN_ON], outputs
