@@ -8,7 +8,8 @@ Run after `voice models prepare`:
 
 A fixed set of questions per language (en, de, fr, es, it, nl, pt, pl: the assistant's name and
 maker, two requests to act, small talk, a fact, an explanation, advice) goes to the real model
-through ``llm.chat.ChatModel`` (greedy, as the service's default), one question per
+through ``llm.chat.ChatModel`` (greedy, no 6 tokens twice: the service's default sampling;
+``--no-repeat-ngram 0`` turns that guard off), one question per
 conversation, with a system prompt variant's ``system_prompt(language)``. Variants: the working
 tree's ``llm/prompts.py`` ("current"), the one of a git revision (``--before REV``: its
 ``llm/prompts.py`` from ``git show``, executed as a module) and any prompts file
@@ -55,6 +56,7 @@ from typing import Any
 
 from llm.chat import ChatConfig, ChatModel, Message, SamplingOptions
 from voice.models import ModelKind, ModelStore, default_model_names
+from voice.session_settings import REPLY_SAMPLING
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -255,7 +257,8 @@ def generate(args: argparse.Namespace) -> tuple[str, str, str, list[dict[str, An
     llm = args.llm or default_model_names()[ModelKind.LLM]
     model = ChatModel(ChatConfig(str(ModelStore(progress=False).resolve(llm, ModelKind.LLM)),
                                  device="cpu"))
-    options = SamplingOptions(max_new_tokens=args.max_new_tokens)
+    options = SamplingOptions(max_new_tokens=args.max_new_tokens,
+                              no_repeat_ngram_size=args.no_repeat_ngram)
     replies: list[dict[str, Any]] = []
     started = time.perf_counter()
     for language in args.languages:
@@ -268,7 +271,8 @@ def generate(args: argparse.Namespace) -> tuple[str, str, str, list[dict[str, An
                                 "question": question, "reply": reply, "prompt": prompt})
                 print(".", end="", flush=True)
     header = (f"model {llm} on {model.device}/{model.compute_type}, greedy, up to "
-              f"{args.max_new_tokens} new tokens; {len(replies)} replies in "
+              f"{args.max_new_tokens} new tokens, no_repeat_ngram_size "
+              f"{args.no_repeat_ngram}; {len(replies)} replies in "
               f"{time.perf_counter() - started:.0f} s")
     return llm, name, header, replies
 
@@ -285,6 +289,10 @@ def main() -> int:
     parser.add_argument("--languages", nargs="+", default=list(QUESTIONS),
                         choices=list(QUESTIONS))
     parser.add_argument("--max-new-tokens", type=int, default=120)
+    parser.add_argument("--no-repeat-ngram", type=int, metavar="N",
+                        default=REPLY_SAMPLING.no_repeat_ngram_size,
+                        help="SamplingOptions.no_repeat_ngram_size (default: the service's, "
+                        "%(default)s; 0 is off)")
     parser.add_argument("--name", help="the assistant's name to look for (default: the "
                         "current prompts module's default)")
     parser.add_argument("--llm", default=None, help="LLM name or path (default: the default)")

@@ -71,6 +71,9 @@ class SamplingOptions:
     top_k: int = 1
     top_p: float = 1.0
     repetition_penalty: float = 1.0
+    # 0: off. N: the reply never writes the same N tokens twice (the prompt does not count),
+    # which ends greedy loops ("des légumes, des légumes, ...").
+    no_repeat_ngram_size: int = 0
 
 
 class ChatModelError(Exception):
@@ -224,6 +227,7 @@ class ChatModel:
             sampling_topk=options.top_k,
             sampling_topp=options.top_p,
             repetition_penalty=options.repetition_penalty,
+            no_repeat_ngram_size=options.no_repeat_ngram_size,
             end_token=list(self.format.stop_tokens),
         )
         return self._deltas(steps, cancel)

@@ -12,6 +12,9 @@ Qwen2.5 answers a call as ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</
 that is safe to speak and completed calls, each checked against its tool's schema. Text that
 could be the start of ``<tool_call>`` is held back until it is known not to be, so no piece of
 the markup is ever spoken. Synchronous and pure: one parser per reply, fed from any thread.
+
+Decode replies with tools without ``SamplingOptions.no_repeat_ngram_size`` (the service's loop
+guard): a second call to the same tool repeats the first one's opening tokens.
 """
 
 from __future__ import annotations

@@ -91,18 +91,32 @@ def test_breaking_out_of_the_real_stream_closes_the_generator(tiny_chat: ChatMod
         next(stream)
 
 
-def test_stream_yields_what_greedy_generation_produces(tiny_chat: ChatModel,
-                                                       random_decoder_dir: Path) -> None:
+def _greedy_reference(model: ChatModel, folder: Path, messages: list[Message], length: int,
+                      no_repeat_ngram_size: int = 0) -> str:
     import ctranslate2
 
+    prompt = model._tokenizer.encode(model.render(messages), add_special_tokens=False).tokens
+    reference = ctranslate2.Generator(str(folder)).generate_batch(
+        [prompt], max_length=length, include_prompt_in_result=False, end_token=["<|im_end|>"],
+        no_repeat_ngram_size=no_repeat_ngram_size)
+    return str(model._tokenizer.decode(reference[0].sequences_ids[0])).rstrip("\ufffd")
+
+
+def test_stream_yields_what_greedy_generation_produces(tiny_chat: ChatModel,
+                                                       random_decoder_dir: Path) -> None:
     messages = [Message("system", "Be brief."), Message("user", "Say something.")]
     streamed = "".join(tiny_chat.stream(messages, SamplingOptions(max_new_tokens=20)))
-    prompt = tiny_chat._tokenizer.encode(tiny_chat.render(messages),
-                                         add_special_tokens=False).tokens
-    reference = ctranslate2.Generator(str(random_decoder_dir)).generate_batch(
-        [prompt], max_length=20, include_prompt_in_result=False, end_token=["<|im_end|>"])
-    expected = tiny_chat._tokenizer.decode(reference[0].sequences_ids[0])
-    assert streamed == expected.rstrip("\ufffd")
+    assert streamed == _greedy_reference(tiny_chat, random_decoder_dir, messages, 20)
+
+
+def test_no_repeat_ngram_size_reaches_the_generator(tiny_chat: ChatModel,
+                                                    random_decoder_dir: Path) -> None:
+    messages = [Message("user", "Say something.")]
+    plain = "".join(tiny_chat.stream(messages, SamplingOptions(max_new_tokens=60)))
+    guarded = "".join(tiny_chat.stream(
+        messages, SamplingOptions(max_new_tokens=60, no_repeat_ngram_size=2)))
+    assert guarded == _greedy_reference(tiny_chat, random_decoder_dir, messages, 60, 2)
+    assert guarded != plain  # the random model repeats itself, so the option shows
 
 
 def test_the_models_own_chat_template_is_applied(tiny_chat: ChatModel) -> None:

@@ -117,6 +117,7 @@ def test_a_replys_max_output_tokens_is_capped_and_reported_in_the_response() -> 
             await h.wait_done(index + 1)
             options = h.chat.options[index]
             assert options is not None and options.max_new_tokens == effective, value
+            assert options.no_repeat_ngram_size == 6  # the service's guard against loops
             for kind in ("response.created", "response.done"):
                 assert h.of(kind)[index].fields["response"]["max_output_tokens"] == effective
     run(scenario)

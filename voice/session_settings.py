@@ -19,6 +19,10 @@ from voice.protocol import (
 )
 from voice.reply import ReplySettings
 
+# Greedy, as reproducible as decoding gets, with greedy loops ("des légumes, des légumes, ...")
+# cut short: no 6 tokens twice in a reply (docs/benchmarks.md, "Reply quality").
+REPLY_SAMPLING = SamplingOptions(no_repeat_ngram_size=6)
+
 
 class SessionLimitError(Exception):
     """The client broke a limit; the server sends the error and closes the session."""
@@ -40,7 +44,7 @@ class SessionDefaults:
     beam_size: int = 1
     max_output_tokens: int = 200  # a reply's length unless the client sets one
     max_output_tokens_limit: int = 1024  # the most a client may ask for ("inf" means this)
-    sampling: SamplingOptions = dataclasses.field(default_factory=SamplingOptions)
+    sampling: SamplingOptions = REPLY_SAMPLING
     max_history_items: int = 200
     input_burst_s: float = 4.0  # audio may run this far ahead of real time, then is paced
     max_item_chars: int = 16_000  # text of one conversation item, and of instructions
