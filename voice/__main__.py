@@ -146,6 +146,7 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
     chat = _load(store, "language", names["llm"], lambda: ChatModel(
         ChatConfig(str(store.resolve(names["llm"], ModelKind.LLM)), device=config.device,
                    compute_type=config.compute_type, replicas=config.llm_replicas,
+                   cpu_threads=config.llm_threads,
                    context_tokens=config.llm_context_tokens)))
 
     def load_voices() -> VoiceBook:

@@ -35,6 +35,11 @@ class Partials:
         self._task: asyncio.Task[None] | None = None
         self.active = True
 
+    @property
+    def decoding(self) -> bool:
+        """Whether a partial decode of this item is queued or running."""
+        return self._task is not None and not self._task.done()
+
     def poll(self, detector: SpeechDetector, threshold: float, *, busy: bool = False) -> None:
         """Start a decode if one is due and none is running. Under load (``busy``: the
         engines are working for others) partials are the first thing dropped: the final

@@ -259,7 +259,10 @@ class Session:
         reply of another session in progress."""
         own = 1 if self.response is not None else 0
         asr = self.engines.asr
-        return asr.depth > 0 or asr.running > 0 or self.engines.activity.replies > own
+        # This session's own partial decode does not count: it is the one being replaced.
+        own_partial = 1 if self._partials is not None and self._partials.decoding else 0
+        return (asr.depth > 0 or asr.running > own_partial
+                or self.engines.activity.replies > own)
 
     def _transcribe_options(self) -> TranscribeOptions:
         return TranscribeOptions(language=self.config.language,
