@@ -61,15 +61,11 @@ def speech_end_sample(samples: np.ndarray) -> int:
     """Where the clip's speech ends (int16 at RATE), by the Silero VAD, in RATE samples."""
     import soxr
 
-    from asr.vad import SAMPLE_RATE, SileroVadModel, StreamingVad, VadConfig, VadEventType
+    from asr.vad import SAMPLE_RATE, SileroVadModel
+    from benchmarks.turn_cuts import speech_end
 
     audio = soxr.resample(samples.astype(np.float32) / 32768, RATE, SAMPLE_RATE)
-    vad = StreamingVad(SileroVadModel(), VadConfig(silence_duration_ms=2000, tail_ms=0))
-    end = 0
-    for event in vad.feed(np.concatenate([audio, np.zeros(3 * SAMPLE_RATE, np.float32)])):
-        if event.type is VadEventType.SPEECH_STOPPED and event.end_sample is not None:
-            end = event.end_sample
-    return end * RATE // SAMPLE_RATE
+    return speech_end(audio, SileroVadModel()) * RATE // SAMPLE_RATE
 
 
 def load_clips(folder: Path, languages: Sequence[str] | None) -> list[Utterance]:
