@@ -1,0 +1,254 @@
+"""Where a user turn ends, and what is started before it is known to be over.
+
+The part of the session (``voice/session.py``) that feeds the VAD and acts on the
+:class:`~voice.turns.TurnTaker`'s pause effects: the detector set up for the session's turn
+detection, a final decode started at the first pause (:class:`Speculation`, kept if nothing
+follows), the turn model asked whether a paused turn is complete, and a reply written ahead
+(:class:`~voice.draft.Draft`) while the turn waits for its confirming silence. A mixin of
+:class:`~voice.session.Session`, whose fields it names below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+
+from asr.vad import VadConfig, VadEventType
+from asr.whisper import TranscribeOptions, Transcript
+from llm.chat import Message
+from voice.conversation import Conversation, Item
+from voice.draft import Draft
+from voice.listening import UserAudio
+from voice.partials import Partials
+from voice.ports import Engines, SpeechDetector
+from voice.protocol import AudioCommit, ProtocolError, SessionConfig
+from voice.reply import Reply, prompt_messages, sampling_of
+from voice.schedulers import Priority
+from voice.session_settings import SessionDefaults, Settings
+from voice.turns import EAGERNESS, PAUSE_MS, Effect, TurnPolicy, TurnTaker, UserPaused
+
+logger = logging.getLogger("voice.session")
+ASR_RATE = 16_000
+
+
+@dataclasses.dataclass
+class Speculation:
+    """The final decode of a paused turn, started before the turn is known to be over."""
+
+    at: int  # media time where the speech stopped
+    audio: np.ndarray
+    decoding: asyncio.Future[Transcript]
+
+
+def _retrieve(future: asyncio.Future[object]) -> None:
+    """Mark the outcome of a decode nobody may await (a dropped speculation) as seen."""
+    if not future.cancelled():
+        future.exception()
+
+
+class Endpointing:
+    """The session's turn-end detection and early work (a mixin of Session)."""
+
+    id: str
+    engines: Engines
+    defaults: SessionDefaults
+    settings: Settings
+    conversation: Conversation
+    turns: TurnTaker
+    audio: UserAudio
+    last_language: str | None
+    _closed: bool
+    _detector: SpeechDetector | None
+    _detector_origin: int
+    _detector_lock: asyncio.Lock
+    _pause_audio: np.ndarray
+    _score_audio: np.ndarray
+    _turn_audio: np.ndarray
+    _speculation: Speculation | None
+    _draft: Draft | None
+    _speech_item: Item | None
+    _partials: Partials | None
+    _spawn: Callable[[Awaitable[object]], asyncio.Future[object]]
+    _apply: Callable[[list[Effect]], Awaitable[None]]
+    _stop_partials: Callable[[], None]
+
+    @property
+    def config(self) -> SessionConfig:
+        raise NotImplementedError
+
+    @property
+    def response(self) -> Reply | None:
+        raise NotImplementedError
+
+    def _semantic(self) -> bool:
+        turn = self.config.turn_detection
+        return (turn is not None and turn.type == "semantic_vad"
+                and self.engines.turn_model is not None)
+
+    def _policy(self) -> TurnPolicy:
+        turn = self.config.turn_detection
+        if turn is None:
+            return TurnPolicy(automatic=False, create_response=False, interrupt_response=False)
+        if not self._semantic():
+            return TurnPolicy(True, turn.create_response, turn.interrupt_response)
+        eagerness = EAGERNESS[turn.eagerness]
+        return TurnPolicy(True, turn.create_response, turn.interrupt_response,
+                          eagerness.complete_at, eagerness.confirm_ms)
+
+    def _reset_detector(self) -> None:
+        turn = self.config.turn_detection
+        if turn is None:
+            self._detector = None
+        else:
+            # semantic_vad: the silence limit is the longest wait for a turn judged unfinished.
+            silence_ms = (EAGERNESS[turn.eagerness].max_wait_ms if self._semantic()
+                          else turn.silence_duration_ms)
+            self._detector = self.engines.new_detector(VadConfig(
+                threshold=turn.threshold, prefix_padding_ms=turn.prefix_padding_ms,
+                silence_duration_ms=silence_ms, max_utterance_s=self.defaults.max_vad_utterance_s,
+                tail_ms=min(PAUSE_MS, silence_ms),
+                pause_ms=PAUSE_MS if silence_ms > PAUSE_MS + 100 else None,
+                recheck_ms=EAGERNESS[turn.eagerness].confirm_ms if self._semantic() else None))
+        self._detector_origin = self.audio.received
+        self.audio.clear()
+        self._speech_item = None
+        self._drop_speculation()
+        self._stop_partials()
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation.decoding.cancel()
+            self._speculation = None
+        self._drop_draft()
+
+    def _drop_draft(self) -> None:
+        if self._draft is not None:
+            self._spawn(self._draft.discard())
+            self._draft = None
+
+    async def _detect(self, detector: SpeechDetector, samples: np.ndarray) -> None:
+        """Feed the VAD and carry out what it heard (holding the detector lock)."""
+        origin = self._detector_origin
+        if detector.will_score(samples.size):
+            vad_events = await self.engines.vad.run(self.id, detector.feed, samples)
+        else:
+            vad_events = detector.feed(samples)  # only buffers: no thread hop for it
+        for vad_event in vad_events:
+            if detector is not self._detector:
+                return  # the session was reconfigured meanwhile
+            kind = vad_event.type
+            if kind is VadEventType.SPEECH_STARTED:
+                await self._apply(self.turns.speech_started(origin + vad_event.start_sample))
+                continue
+            assert vad_event.end_sample is not None
+            at = origin + vad_event.end_sample
+            if kind is VadEventType.SPEECH_RESUMED:
+                await self._apply(self.turns.speech_resumed(at))
+                continue
+            assert vad_event.audio is not None
+            if kind is VadEventType.SPEECH_PAUSED:
+                self._pause_audio = vad_event.audio
+                # A recheck lets the turn model hear the longer silence too.
+                self._score_audio = (detector.current_utterance()
+                                     if vad_event.reason == "recheck" else vad_event.audio)
+                await self._apply(self.turns.speech_paused(at))
+            else:
+                self._turn_audio = vad_event.audio
+                await self._apply(self.turns.speech_stopped(at))
+
+    async def _score_turn(self, detector: SpeechDetector, at: int, audio: np.ndarray) -> None:
+        """Ask the turn model whether the turn that paused at ``at`` is complete; if so, end
+        it after a short silence. On failure the VAD's silence limit still ends the turn."""
+        model = self.engines.turn_model
+        assert model is not None
+        try:
+            probability = await self.engines.vad.run(self.id, model.probability, audio,
+                                                     priority=Priority.URGENT)
+        except Exception:
+            logger.exception("session %s: the turn model failed; waiting for silence", self.id)
+            return
+        async with self._detector_lock:
+            if detector is self._detector:
+                logger.debug("session %s: turn complete p=%.2f at %d", self.id, probability, at)
+                await self._apply(self.turns.turn_end_scored(at, probability))
+
+    def _user_paused(self, pause: UserPaused) -> None:
+        """Start the final decode now (unless the engines are busy for others: a decode the
+        user's next words void would take their processor), and ask the turn model."""
+        if pause.again:
+            if self._detector is not None:
+                self._spawn(self._score_turn(self._detector, pause.at, self._score_audio))
+            return
+        self._drop_speculation()
+        audio = self._pause_audio
+        if not self._engines_busy():
+            decoding = self._spawn(self._decode(audio))
+            decoding.add_done_callback(_retrieve)
+            speculation = Speculation(pause.at, audio, decoding)  # type: ignore[arg-type]
+            self._speculation = speculation
+            decoding.add_done_callback(lambda _: self._write_ahead(speculation))
+        if pause.score and self._detector is not None:
+            self._spawn(self._score_turn(self._detector, pause.at, self._score_audio))
+
+    def _write_ahead(self, speculation: Speculation) -> None:
+        """The paused turn's transcript is ready before the turn is confirmed over: start the
+        reply's first tokens now (sent only once the turn ends with these words)."""
+        decoding = speculation.decoding
+        # Others' queued decodes or replies come first. (Not _engines_busy: the decode that
+        # just finished may still count as running on the scheduler.)
+        if (self._closed or speculation is not self._speculation or decoding.cancelled()
+                or decoding.exception() is not None or self.turns.paused_at != speculation.at
+                or not self.turns.policy.create_response or self.response is not None
+                or self.engines.asr.depth > 0 or self.engines.activity.replies > 0):
+            return
+        transcript = decoding.result()
+        if not transcript.text:
+            return
+        settings = self.settings.for_response(None, self.last_language)
+        language = settings.language if settings.language_pinned else transcript.language
+        messages = [*prompt_messages(self.conversation, settings, language),
+                    Message("user", transcript.text)]
+        self._drop_draft()
+        self._draft = Draft(self.id, self.engines, messages, sampling_of(settings))
+
+    async def _decode(self, audio: np.ndarray) -> Transcript:
+        # Batched with other sessions' finals where the engine is set up to (GPU).
+        return await self.engines.asr.run_batched(
+            self.id, self.engines.transcriber.transcribe_batch,
+            (audio, self._transcribe_options()), priority=Priority.URGENT)
+
+    def _engines_busy(self) -> bool:
+        """Whether the engines are working for others: transcripts queued or running, or a
+        reply of another session in progress."""
+        own = 1 if self.response is not None else 0
+        asr = self.engines.asr
+        # This session's own partial decode does not count: it is the one being replaced.
+        own_partial = 1 if self._partials is not None and self._partials.decoding else 0
+        return (asr.depth > 0 or asr.running > own_partial
+                or self.engines.activity.replies > own)
+
+    def _transcribe_options(self) -> TranscribeOptions:
+        return TranscribeOptions(language=self.config.language,
+                                 allowed_languages=self.config.languages,
+                                 previous_language=self.last_language,
+                                 beam_size=self.defaults.beam_size)
+
+    async def _on_commit(self, event: AudioCommit) -> None:
+        if self._detector is not None:
+            audio = self._detector.current_utterance()
+            if audio.size == 0:
+                raise ProtocolError("input_audio_buffer_commit_empty",
+                                    "the input audio buffer is empty", event_id=event.event_id)
+            self._detector.reset()
+        else:
+            if self.audio.buffered < ASR_RATE // 10:
+                raise ProtocolError("input_audio_buffer_commit_empty",
+                                    "the input audio buffer holds less than 100 ms of audio",
+                                    event_id=event.event_id)
+            audio = self.audio.take_buffer()
+        self._turn_audio = audio
+        await self._apply(self.turns.commit())
