@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from asr.whisper import TranscribeOptions, _pick_language
+from tests.fakes import FakeChat, FakeTranscriber
+from tests.test_session import Harness, run
 
 EUROPE = ("en", "de", "fr", "es", "it", "nl", "pt", "pl")
 
@@ -39,3 +41,17 @@ def test_the_margin_is_a_setting() -> None:
     assert _pick_language(close, TranscribeOptions(previous_language="it"))[0] == "it"
     assert _pick_language(close, TranscribeOptions(previous_language="it",
                                                    switch_margin=0.1))[0] == "fr"
+
+
+def test_the_next_turn_is_transcribed_with_the_conversations_language_as_a_hint() -> None:
+    async def scenario() -> None:
+        transcriber = FakeTranscriber([("Hallo", "de"), ("Ja", "de")])
+        h = Harness(transcriber, FakeChat(["Hallo!", "Gut."]))
+        await h.speak()
+        await h.wait_done()
+        await h.speak()
+        await h.wait_done(2)
+        finals = [o for o in transcriber.calls if o.max_new_tokens is None]
+        assert [o.previous_language for o in finals] == [None, "de"]
+    run(scenario)
+

@@ -402,16 +402,3 @@ def test_a_client_truncate_followed_by_cancel_keeps_the_clients_figure() -> None
         assert assistant.text == "Sentence 0 is here."
         assert assistant.status == "incomplete"
     run(scenario)
-
-
-def test_the_next_turn_is_transcribed_with_the_conversations_language_as_a_hint() -> None:
-    async def scenario() -> None:
-        transcriber = FakeTranscriber([("Hallo", "de"), ("Ja", "de")])
-        h = Harness(transcriber, FakeChat(["Hallo!", "Gut."]))
-        await h.speak()
-        await h.wait_done()
-        await h.speak()
-        await h.wait_done(2)
-        finals = [o for o in transcriber.calls if o.max_new_tokens is None]
-        assert [o.previous_language for o in finals] == [None, "de"]
-    run(scenario)
