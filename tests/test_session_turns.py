@@ -149,3 +149,21 @@ def test_a_reply_written_ahead_is_dropped_when_the_user_goes_on() -> None:
         assert done["output"][0]["content"][0]["transcript"] == "Here is your tea."
         assert "written ahead" not in str([e.fields for e in h.events])
     run(scenario)
+
+
+class _BrokenTurnModel:
+    def probability(self, audio: np.ndarray) -> float:
+        raise RuntimeError("the turn model crashed")
+
+
+def test_a_failing_turn_model_leaves_the_silence_limit_to_end_the_turn() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Hello", "en")]), FakeChat(["Hi."]),
+                    turn_model=_BrokenTurnModel())  # type: ignore[arg-type]
+        await use(h, {"type": "semantic_vad", "eagerness": "high"})  # 1 s at most
+        await h.send_audio(np.concatenate([tone(0.6), silence(1.3)]))
+        await h.wait_done()
+        assert final_transcripts(h) == ["Hello"]
+        assert h.of("response.done")[0].fields["response"]["status"] == "completed"
+        assert "error" not in h.types()  # the client is not bothered with it
+    run(scenario)

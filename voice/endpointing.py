@@ -31,7 +31,7 @@ from voice.schedulers import Priority
 from voice.session_settings import SessionDefaults, Settings
 from voice.turns import EAGERNESS, PAUSE_MS, Effect, TurnPolicy, TurnTaker, UserPaused
 
-logger = logging.getLogger("voice.session")
+logger = logging.getLogger(__name__)
 ASR_RATE = 16_000
 
 
