@@ -68,11 +68,15 @@ def speech_end_sample(samples: np.ndarray) -> int:
     return speech_end(audio, SileroVadModel()) * RATE // SAMPLE_RATE
 
 
-def load_clips(folder: Path, languages: Sequence[str] | None) -> list[Utterance]:
+def load_clips(folder: Path, languages: Sequence[str] | None,
+               per_language: int | None = None) -> list[Utterance]:
     refs = json.loads((folder / "refs.json").read_text())
-    clips = []
+    clips: list[Utterance] = []
     for name, ref in sorted(refs.items()):
         if languages and ref["lang"] not in languages:
+            continue
+        if per_language is not None and sum(c.language == ref["lang"]
+                                            for c in clips) >= per_language:
             continue
         clip = load_wav(folder / name)
         clips.append(Utterance(name, clip.samples, ref["text"], ref["lang"],
@@ -159,12 +163,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--key")
     parser.add_argument("--clips", type=Path, default=DEFAULT_CLIPS)
     parser.add_argument("--languages", help="comma-separated, e.g. de,fr (default: all)")
+    parser.add_argument("--per-language", type=int,
+                        help="only the first N clips (by name) of each language")
     parser.add_argument("--asr-model", default="whisper-base",
                         help="the service's Whisper model, for the faster-whisper reference")
     parser.add_argument("--timeout-s", type=float, default=60.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    clips = load_clips(args.clips, args.languages.split(",") if args.languages else None)
+    clips = load_clips(args.clips, args.languages.split(",") if args.languages else None,
+                       args.per_language)
     if not clips:
         raise SystemExit(f"error: no clips in {args.clips}")
     rows = asyncio.run(run_turns(args.url, args.key, clips, args.timeout_s))

@@ -20,13 +20,14 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
 import jinja2
 import jinja2.sandbox
 
+from llm.batching import BatchedDecoder, StepOptions
 from llm.detokenizer import TextDeltas
 from llm.gguf import TOKENIZER_FILE, ChatFormat
 from llm.tools import Tool, template_supports_tools, template_tools
@@ -60,6 +61,9 @@ class ChatConfig:
     # replica) for this many distinct system prompts, so their length costs nothing per turn.
     # The cache never shrinks: prompts beyond these (clients' own instructions) are not kept.
     cached_system_prompts: int = 32
+    # Replies decoded together in one batch per replica (llm.batching); None: 32 on CUDA, where
+    # a step costs about the same for 1 or 32 replies, and 1 (each reply alone) on the CPU.
+    max_batch: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,9 +118,30 @@ class ChatModel:
         self._message_overhead = self._measure_message_overhead()
         self._cached_prompts: set[str] = set()
         self._cache_lock = threading.Lock()
-        logger.info("loaded chat model %s on %s (%s, %d replica(s)) in %.1f s, context %d "
-                    "tokens", folder, self.device, self.compute_type, config.replicas,
-                    time.monotonic() - started, self.context_tokens)
+        self.max_batch = config.max_batch or (32 if self.device == "cuda" else 1)
+        self._batched = (BatchedDecoder(self._generator, loops=config.replicas,
+                                        max_batch=self.max_batch,
+                                        end_tokens=list(self.format.stop_tokens))
+                         if self.max_batch > 1 else None)
+        logger.info("loaded chat model %s on %s (%s, %d replica(s), batches of up to %d) in "
+                    "%.1f s, context %d tokens", folder, self.device, self.compute_type,
+                    config.replicas, self.max_batch, time.monotonic() - started,
+                    self.context_tokens)
+
+    def report_batches(self, observe: Callable[[int], None]) -> None:
+        """Call ``observe(size)`` for every batch decoded together (none on the CPU path)."""
+        if self._batched is not None:
+            self._batched.observe = observe
+
+    def warm_up(self) -> None:
+        """Decode one token, so the first user does not pay for CUDA's lazy initialization."""
+        for _ in self.stream([Message("user", "Hi")], SamplingOptions(max_new_tokens=1)):
+            pass
+
+    def close(self) -> None:
+        """Stop the batch loops (replies still streaming end)."""
+        if self._batched is not None:
+            self._batched.close()
 
     def render(self, messages: Sequence[Message], tools: Sequence[Tool] = ()) -> str:
         """The prompt text for ``messages``, ending with the assistant's turn header.
@@ -217,6 +242,12 @@ class ChatModel:
         kept, prompt = self._fit(messages, reserve=options.max_new_tokens, tools=tools)
         if self.format.add_bos_token and self.format.bos_token:
             prompt = [self.format.bos_token, *prompt]
+        if self._batched is not None:
+            # Batched replies share no static prompt; on a GPU a prompt's prefill is cheap.
+            steps = self._batched.steps(prompt, StepOptions(
+                options.temperature, options.top_k, options.top_p, options.repetition_penalty,
+                options.no_repeat_ngram_size), options.max_new_tokens)
+            return self._deltas(steps, cancel)
         static = self._static_prefix(kept, prompt)
         steps = self._generator.generate_tokens(
             prompt[len(static):],

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -29,6 +30,8 @@ from voice.models import (
 
 if TYPE_CHECKING:
     from asr.turn import SmartTurnModel
+    from asr.whisper import Transcriber
+    from llm.chat import ChatModel
     from voice.ports import Engines
     from voice.schedulers import Scheduler
     from voice.session import SessionDefaults
@@ -146,7 +149,7 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
     chat = _load(store, "language", names["llm"], lambda: ChatModel(
         ChatConfig(str(store.resolve(names["llm"], ModelKind.LLM)), device=config.device,
                    compute_type=config.compute_type, replicas=config.llm_replicas,
-                   cpu_threads=config.llm_threads,
+                   cpu_threads=config.llm_threads, max_batch=config.llm_batch or None,
                    context_tokens=config.llm_context_tokens)))
 
     def load_voices() -> VoiceBook:
@@ -158,14 +161,16 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
     voices = _load(store, "voice", names["voice"], load_voices)
     names["turn"] = config.turn_model or default_model_names()[ModelKind.TURN]
     turn_model = load_turn_model(store, names["turn"])
+    if "cuda" in (transcriber.device, chat.device):
+        warm_up(transcriber, chat)
     vad_model = SileroVadModel()
     sessions = config.limits.max_sessions
     engines = Engines(
         new_detector=lambda vad_config: StreamingVad(vad_model, vad_config),
         transcriber=transcriber, chat=chat, voices=voices,
-        vad=Scheduler("vad", 2), asr=_asr_scheduler(transcriber.device),
+        vad=Scheduler("vad", cpu_workers(4)), asr=_asr_scheduler(transcriber.device),
         # Each reply's next() waits on CTranslate2's own generation thread: one worker each.
-        llm=Scheduler("llm", min(32, sessions + 2)), tts=Scheduler("tts", 2),
+        llm=Scheduler("llm", min(32, sessions + 2)), tts=Scheduler("tts", cpu_workers(2)),
         turn_model=turn_model)
     return engines, names
 
@@ -178,6 +183,27 @@ def load_turn_model(store: ModelStore, name_or_path: str | None = None) -> Smart
     name = name_or_path or default_model_names()[ModelKind.TURN]
     return _load(store, "end-of-turn", name,
                  lambda: SmartTurnModel(store.resolve(name, ModelKind.TURN)))
+
+
+def warm_up(transcriber: Transcriber, chat: ChatModel) -> None:
+    """One tiny transcription and one token: CUDA initializes cuBLAS and cuDNN on the first
+    call (seen on an H200: the first user's transcript took 4.4 s instead of 25 ms)."""
+    import numpy as np
+
+    from asr.whisper import TranscribeOptions
+
+    started = time.monotonic()
+    tone = (0.1 * np.sin(np.arange(16_000) * 2 * np.pi * 220 / 16_000)).astype(np.float32)
+    transcriber.transcribe_batch([(tone, TranscribeOptions(language="en", max_new_tokens=2))])
+    chat.warm_up()
+    logger.info("warmed up the CUDA models in %.1f s", time.monotonic() - started)
+
+
+def cpu_workers(cores_each: int) -> int:
+    """Workers for a single-threaded CPU engine (Piper, Silero, Smart Turn): at least two, and
+    one per ``cores_each`` cores beyond that, so a 16-core GPU host synthesizes 8 pieces at once
+    while the 2-core machine keeps its two."""
+    return max(2, (os.cpu_count() or 1) // cores_each)
 
 
 def _asr_scheduler(device: str) -> Scheduler:

@@ -41,6 +41,7 @@ Example ``voice.toml`` (every key optional)::
     max_output_tokens_limit = 1024  # the most a client may ask for ("inf" means this)
     replicas = 2                    # model copies generating at once (share the weights)
     threads = 0                     # threads per copy; 0: the cores shared among the copies
+    batch = 0                       # replies decoded together per copy; 0: 32 on CUDA, 1 on CPU
     context_tokens = 2048           # prompt + reply; older turns are left out beyond it
 
     [limits]
@@ -112,6 +113,7 @@ class ServiceConfig:
     max_output_tokens: int = 200
     llm_replicas: int = 2
     llm_threads: int = 0  # threads per replica; 0: the machine's cores shared among replicas
+    llm_batch: int = 0  # replies decoded together per replica; 0: 32 on CUDA, 1 on the CPU
     # Prompt + reply, in tokens. A long conversation keeps only its newest turns within this:
     # every turn's prompt is processed again, so on a CPU its length is latency (and memory).
     llm_context_tokens: int = 2048
@@ -160,6 +162,8 @@ class ServiceConfig:
             raise ConfigError("llm threads must be 0 (automatic) or more")
         if self.llm_replicas < 1:
             raise ConfigError("llm replicas must be at least 1")
+        if self.llm_batch < 0:
+            raise ConfigError("llm batch must be 0 (automatic) or more")
         if self.llm_context_tokens < self.max_output_tokens_limit + 256:
             raise ConfigError(f"llm context_tokens ({self.llm_context_tokens}) must leave room "
                               f"for a reply of max_output_tokens_limit "
@@ -207,7 +211,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "beam_size": "beam_size"},
     "llm": {"max_output_tokens": "max_output_tokens",
             "max_output_tokens_limit": "max_output_tokens_limit", "replicas": "llm_replicas",
-            "threads": "llm_threads",
+            "threads": "llm_threads", "batch": "llm_batch",
             "context_tokens": "llm_context_tokens"},
     "assistant": {"name": "assistant_name", "persona": "assistant_persona"},
 }

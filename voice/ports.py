@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -58,6 +58,13 @@ class Transcribes(Protocol):
 class StreamsReplies(Protocol):
     def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
                cancel: threading.Event | None = None) -> Iterator[str]: ...
+
+
+@runtime_checkable
+class ReportsBatches(Protocol):
+    """A reply engine that decodes several replies together tells each batch's size."""
+
+    def report_batches(self, observe: Callable[[int], None]) -> None: ...
 
 
 class Speaks(Protocol):

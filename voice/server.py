@@ -37,7 +37,7 @@ from voice import gate
 from voice.config import ServiceConfig, is_loopback
 from voice.metrics import Metrics
 from voice.outbox import Outbox
-from voice.ports import Engines
+from voice.ports import Engines, ReportsBatches
 from voice.protocol import (
     ProtocolError,
     encode_server_event,
@@ -80,6 +80,8 @@ class VoiceServer:
         self.model_names = model_names
         self.metrics = Metrics()
         self.metrics.watch(engines.schedulers)
+        if isinstance(engines.chat, ReportsBatches):
+            engines.chat.report_batches(functools.partial(self.metrics.observe_batch, "llm"))
         self._clients: dict[ServerConnection, _Client] = {}
         self._server: Server | None = None
         self._stopping = False

@@ -1,0 +1,208 @@
+"""Batched decoding: replies of several sessions decoded together, each stopping on its own."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm.batching import BatchedDecoder, StepOptions
+from llm.chat import ChatConfig, ChatModel, Message, SamplingOptions
+
+GREEDY = StepOptions(temperature=1.0, top_k=1, top_p=1.0, repetition_penalty=1.0,
+                     no_repeat_ngram_size=0)
+QUESTIONS = ["What is the capital of France?",
+             "Name three colours that you can see in a rainbow, please.",
+             "Write one sentence about the sea, the wind and the boats of a small harbour."]
+
+
+@pytest.fixture(scope="module")
+def smollm2(prepared_model: Callable[[str], Path]) -> Path:
+    return prepared_model("smollm2-135m-instruct")
+
+
+def _collect(streams: list[Iterator[str]]) -> list[str]:
+    """Drain several reply iterators at once, each in its own thread, as sessions do."""
+    texts = [""] * len(streams)
+
+    def drain(index: int) -> None:
+        texts[index] = "".join(streams[index])
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(len(streams))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return texts
+
+
+def test_replies_decoded_together_each_answer_their_own_question(smollm2: Path) -> None:
+    together = ChatModel(ChatConfig(str(smollm2), device="cpu", max_batch=8))
+    sizes: list[int] = []
+    together.report_batches(sizes.append)
+    options = SamplingOptions(max_new_tokens=24)
+    try:
+        # All three are asked before the loop is free: one batch holds them all.
+        with together._batched._condition:  # type: ignore[union-attr]
+            streams = [together.stream([Message("user", q)], options) for q in QUESTIONS]
+        texts = _collect(streams)
+    finally:
+        together.close()
+    # Greedy replies decoded in a batch may drift from the same reply decoded alone after a
+    # few words (the longer prompts' tails are decoded step by step), so the check is that
+    # each reply is about its own question: no tokens crossed between batch rows.
+    assert "Paris" in texts[0]
+    assert "rainbow" in texts[1].lower() or "colo" in texts[1].lower()
+    assert any(word in texts[2].lower() for word in ("sea", "harbour", "harbor", "boat", "wind"))
+    assert "Paris" not in texts[1] + texts[2]
+    assert sizes == [3]
+
+
+def test_every_reply_gets_its_own_token_limit_whatever_its_prompt_length(smollm2: Path) -> None:
+    import ctranslate2
+    import tokenizers
+
+    generator = ctranslate2.Generator(str(smollm2), device="cpu", compute_type="int8")
+    tokenizer = tokenizers.Tokenizer.from_file(str(smollm2 / "tokenizer.json"))
+    prompts = [tokenizer.encode(text).tokens for text in
+               ["Once upon a time", "Once upon a time, in a land far away, there lived a king "
+                "who had three daughters and a very large garden full of apple trees"]]
+    assert len(prompts[1]) > len(prompts[0]) + 10
+    decoder = BatchedDecoder(generator, loops=1, max_batch=4, end_tokens=[])
+    try:
+        with decoder._condition:
+            streams = [decoder.steps(prompt, GREEDY, limit)
+                       for prompt, limit in zip(prompts, [12, 7], strict=True)]
+        counts = [0, 0]
+
+        def count(index: int) -> None:
+            counts[index] = sum(1 for _ in streams[index])
+
+        threads = [threading.Thread(target=count, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        decoder.close()
+    assert counts == [12, 7]
+
+
+@dataclasses.dataclass
+class _Step:
+    batch_id: int
+    token: str
+    token_id: int
+    is_last: bool
+
+
+class _ScriptedGenerator:
+    """Stands in for CTranslate2: each batch writes ``tokens`` steps per sequence, after
+    waiting for ``release`` on its first call; records each batch's prompts."""
+
+    def __init__(self, tokens: int = 3, fail: bool = False) -> None:
+        self.tokens = tokens
+        self.fail = fail
+        self.release = threading.Event()
+        self.hold_after_first_step: threading.Event | None = None
+        self.batches: list[list[list[str]]] = []
+        self.stopped: list[tuple[int, int, int]] = []  # (batch, sequence, step) told to stop
+
+    def generate_batch(self, prompts: list[list[str]], *, callback: Any, **options: Any
+                       ) -> None:
+        self.batches.append(prompts)
+        batch = len(self.batches) - 1
+        self.release.wait(10)
+        if self.fail:
+            raise RuntimeError("CUDA error: out of memory")
+        running = set(range(len(prompts)))
+        for step in range(self.tokens):
+            for index in sorted(running):
+                if callback(_Step(index, f"t{step}", step, step == self.tokens - 1)):
+                    running.discard(index)
+                    self.stopped.append((batch, index, step))
+            if step == 0 and self.hold_after_first_step is not None:
+                self.hold_after_first_step.wait(10)
+
+
+def test_replies_with_other_sampling_settings_wait_for_their_own_batch() -> None:
+    generator = _ScriptedGenerator()
+    decoder = BatchedDecoder(generator, loops=1, max_batch=8, end_tokens=[])
+    sampled = dataclasses.replace(GREEDY, temperature=0.7, top_k=40)
+    sizes: list[int] = []
+    decoder.observe = sizes.append
+    try:
+        first = decoder.steps(["a"], GREEDY, 10)
+        while not generator.batches:  # the loop took the first request alone
+            threading.Event().wait(0.01)
+        later = [decoder.steps(["b"], GREEDY, 10), decoder.steps(["c"], sampled, 10),
+                 decoder.steps(["d"], GREEDY, 10)]
+        generator.release.set()
+        tokens = [[step.token for step in stream] for stream in [first, *later]]
+    finally:
+        decoder.close()
+    assert tokens == [["t0", "t1", "t2"]] * 4
+    assert generator.batches == [[["a"]], [["b"], ["d"]], [["c"]]]
+    assert sizes == [1, 2, 1]
+
+
+def test_a_closed_reply_stops_alone_and_its_batch_mates_finish() -> None:
+    generator = _ScriptedGenerator(tokens=5)
+    generator.hold_after_first_step = closed = threading.Event()
+    decoder = BatchedDecoder(generator, loops=1, max_batch=8, end_tokens=[])
+    try:
+        with decoder._condition:
+            keep, leave = decoder.steps(["a"], GREEDY, 10), decoder.steps(["b"], GREEDY, 10)
+        generator.release.set()
+        assert next(leave).token == "t0"
+        leave.close()
+        closed.set()
+        kept = [step.token for step in keep]
+    finally:
+        decoder.close()
+    assert kept == ["t0", "t1", "t2", "t3", "t4"]
+    assert generator.stopped == [(0, 1, 1), (0, 0, 4)]  # at its next step; at its last
+
+
+def test_a_reply_closed_before_its_batch_starts_is_never_decoded() -> None:
+    generator = _ScriptedGenerator()
+    decoder = BatchedDecoder(generator, loops=1, max_batch=8, end_tokens=[])
+    try:
+        first = decoder.steps(["a"], GREEDY, 10)
+        while not generator.batches:
+            threading.Event().wait(0.01)
+        dropped = decoder.steps(["b"], GREEDY, 10)
+        dropped.close()  # a generator never started: its cleanup runs now
+        kept = decoder.steps(["c"], GREEDY, 10)
+        generator.release.set()
+        assert [s.token for s in first] == [s.token for s in kept] == ["t0", "t1", "t2"]
+    finally:
+        decoder.close()
+    assert generator.batches == [[["a"]], [["c"]]]
+
+
+def test_a_failing_batch_raises_in_every_reply_and_the_loop_goes_on() -> None:
+    generator = _ScriptedGenerator(fail=True)
+    decoder = BatchedDecoder(generator, loops=1, max_batch=8, end_tokens=[])
+    try:
+        with decoder._condition:
+            streams = [decoder.steps([t], GREEDY, 10) for t in "ab"]
+        generator.release.set()
+        for stream in streams:
+            with pytest.raises(RuntimeError, match="out of memory"):
+                next(stream)
+        generator.fail = False
+        assert [s.token for s in decoder.steps(["c"], GREEDY, 10)] == ["t0", "t1", "t2"]
+    finally:
+        decoder.close()
+
+
+def test_a_reply_asked_of_a_closed_decoder_is_refused() -> None:
+    decoder = BatchedDecoder(_ScriptedGenerator(), loops=1, max_batch=2, end_tokens=[])
+    decoder.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        decoder.steps(["a"], GREEDY, 10)
