@@ -30,17 +30,43 @@ import jinja2.sandbox
 from llm.batching import BatchedDecoder, StepOptions
 from llm.detokenizer import TextDeltas
 from llm.gguf import TOKENIZER_FILE, ChatFormat
-from llm.tools import Tool, template_supports_tools, template_tools
+from llm.tools import Tool, ToolCall, template_supports_tools, template_tools
 
 logger = logging.getLogger(__name__)
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Message:
+    """One turn of the chat. An assistant turn may carry the calls it made; a ``tool`` turn is
+    a call's result (``content``)."""
+
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    def template_json(self, tools_supported: bool) -> dict[str, object]:
+        """The message as chat templates take it. A template without tools gets calls and
+        results as plain text, so the conversation still reads right."""
+        if tools_supported:
+            body: dict[str, object] = {"role": self.role, "content": self.content}
+            if self.tool_calls:
+                body["tool_calls"] = [{"type": "function", "function": {
+                    "name": call.name, "arguments": dict(call.arguments)}}
+                    for call in self.tool_calls]
+            return body
+        if self.role == "tool":
+            return {"role": "user", "content": f"[function result] {self.content}"}
+        calls = " ".join(f"[called {call.name} {call.arguments_json}]"
+                         for call in self.tool_calls)
+        return {"role": self.role, "content": " ".join(filter(None, (self.content, calls)))}
+
+    @property
+    def size_text(self) -> str:
+        """What the message's length is estimated from."""
+        return self.content + "".join(call.arguments_json + call.name
+                                      for call in self.tool_calls)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +141,8 @@ class ChatModel:
         environment.filters["tojson"] = _tojson
         self._template = environment.from_string(self.format.chat_template)
         self.context_tokens = min(config.context_tokens or 4096, self.format.context_length)
+        # Whether the model's own chat template describes tools (many small models' do not).
+        self.supports_tools = template_supports_tools(self.format.chat_template)
         self._message_overhead = self._measure_message_overhead()
         self._cached_prompts: set[str] = set()
         self._cache_lock = threading.Lock()
@@ -152,11 +180,11 @@ class ChatModel:
         """
         variables: dict[str, object] = {}
         if tools:
-            if not template_supports_tools(self.format.chat_template):
+            if not self.supports_tools:
                 raise ChatModelError("this model's chat template does not support tools")
             variables["tools"] = template_tools(tools)
         return str(self._template.render(
-            messages=[{"role": m.role, "content": m.content} for m in messages],
+            messages=[m.template_json(self.supports_tools) for m in messages],
             add_generation_prompt=True,
             bos_token=self.format.bos_token or "",
             eos_token=self.format.eos_token,
@@ -204,7 +232,7 @@ class ChatModel:
         first = 1 if messages[0].role == "system" else 0
         last = len(messages) - 1
         costs = [len(tokens) + self._message_overhead
-                 for tokens in self._tokens([m.content for m in messages])]
+                 for tokens in self._tokens([m.size_text for m in messages])]
         # Estimate: drop the oldest turns until the summed lengths fit.
         total = sum(costs)
         start = first  # messages[first:start] are dropped

@@ -16,6 +16,7 @@ import numpy as np
 from asr.vad import StreamingVad, VadConfig
 from asr.whisper import TranscribeOptions, Transcript
 from llm.chat import Message, SamplingOptions
+from llm.tools import Tool
 from tts.piper import SpeechChunk
 from voice.ports import Engines
 from voice.schedulers import Scheduler
@@ -115,6 +116,7 @@ class FakeChat:
         self.delay_s = delay_s
         self.requests: list[list[Message]] = []
         self.options: list[SamplingOptions | None] = []
+        self.tools: list[list[Tool]] = []  # the tools each stream() was given
         self.threads: list[threading.Thread] = []  # where each stream() was called
         # (words streamed first, exception): the next replies fail like this, in order.
         self.failures: list[tuple[int, Exception]] = []
@@ -124,8 +126,10 @@ class FakeChat:
         self._lock = threading.Lock()
 
     def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
-               cancel: threading.Event | None = None) -> Iterator[str]:
+               cancel: threading.Event | None = None,
+               tools: Sequence[Tool] = ()) -> Iterator[str]:
         self.requests.append(list(messages))
+        self.tools.append(list(tools))
         self.options.append(options)
         self.threads.append(threading.current_thread())
         reply = self.replies.pop(0) if self.replies else "Okay."

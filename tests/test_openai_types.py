@@ -2,8 +2,8 @@
 
 One real server with fake engines; the client drives a spoken turn under server_vad (with a
 partial transcript), a barge-in, a truncation, a text-only reply, a cancelled reply, a failed
-reply, manual turns at 16/48 kHz, and a handful of errors. Every event it receives is checked
-with :func:`tests.realtime_types.ga_problems`.
+reply, manual turns at 16/48 kHz, a function call and its answer, and a handful of errors.
+Every event it receives is checked with :func:`tests.realtime_types.ga_problems`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from llm.chat import Message, SamplingOptions
+from llm.tools import Tool
 from tests.fakes import FakeChat, FakeTranscriber, fake_engines, silence, tone
 from tests.live import receive_until, running_server, url_of
 from tests.realtime_types import ga_problems
@@ -29,22 +30,29 @@ from voice.session import SessionDefaults
 
 LONG = " ".join(["word"] * 10_000)  # a reply that lasts until it is interrupted
 SHORT = "Hi there. How are you today?"
+CALL = ('One moment. <tool_call>\n{"name": "get_weather", "arguments": {"city": "Lyon"}}\n'
+        '</tool_call>')
+WEATHER = {"type": "function", "name": "get_weather", "description": "Weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                          "required": ["city"]}}
 
 
 class ScriptedChat(FakeChat):
     """FakeChat that fails when the user's last message is "fail"."""
 
     def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
-               cancel: threading.Event | None = None) -> Iterator[str]:
+               cancel: threading.Event | None = None,
+               tools: Sequence[Tool] = ()) -> Iterator[str]:
         if messages[-1].content == "fail":
             raise RuntimeError("scripted failure")
-        return super().stream(messages, options, cancel)
+        return super().stream(messages, options, cancel, tools)
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[VoiceServer]:
-    # LLM calls in order: barged-in turn, spoken turn, text reply, cancelled reply, manual turn.
-    chat = ScriptedChat([LONG, SHORT, SHORT, LONG, SHORT], delay_s=0.002)
+    # LLM calls in order: barged-in turn, spoken turn, text reply, cancelled reply, manual turn,
+    # a sentence with a function call, the answer to the function's result.
+    chat = ScriptedChat([LONG, SHORT, SHORT, LONG, SHORT, CALL, SHORT], delay_s=0.002)
     engines = fake_engines(FakeTranscriber([("Hello there", "en")] * 20, delay_s=0.002), chat)
     with running_server(ServiceConfig(port=0, shutdown_grace_s=1.0), engines,
                         SessionDefaults(partial_interval_s=0.3)) as server:
@@ -124,6 +132,22 @@ async def _drive(ws: ClientConnection, events: list[dict[str, Any]]) -> None:
     await ws.send(_append(tone(0.2, rate=16_000)))
     await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
     await until("input_audio_buffer.cleared")
+    # Function calling: tools in the session, a reply that speaks and calls, the result, the
+    # spoken answer.
+    await ws.send(json.dumps({"type": "session.update", "session": {
+        "type": "realtime", "tools": [WEATHER], "tool_choice": "auto"}}))
+    updated = await until("session.updated")
+    assert updated["session"]["tools"][0]["name"] == "get_weather"
+    await _text_turn(ws, "Weather in Lyon?")
+    called = await until("response.done")
+    assert [o["type"] for o in called["response"]["output"]] == ["message", "function_call"]
+    call = called["response"]["output"][1]
+    await ws.send(json.dumps({"type": "conversation.item.create", "item": {
+        "type": "function_call_output", "call_id": call["call_id"],
+        "output": '{"temperature_c": 18}'}}))
+    await until("conversation.item.done")
+    await ws.send(json.dumps({"type": "response.create"}))
+    assert (await until("response.done"))["response"]["status"] == "completed"
     # Errors.
     codes = [await _error(ws, message, events) for message in (
         "{not json", '{"type": "no.such.event", "event_id": "evt_7"}',
@@ -157,6 +181,7 @@ def test_every_server_event_validates_against_the_openai_sdk_types(
             "response.output_audio.delta", "response.output_audio.done",
             "response.output_audio_transcript.delta", "response.output_audio_transcript.done",
             "response.output_text.delta", "response.output_text.done", "response.done",
+            "response.function_call_arguments.delta", "response.function_call_arguments.done",
             "error"} <= kinds
     problems = sorted({problem for event in events for problem in ga_problems(event)})
     assert not problems, "\n".join(problems)

@@ -62,3 +62,35 @@ def test_the_rules_ask_for_short_plain_spoken_replies_to_the_person() -> None:
     assert "speaking directly to the person" in prompt
     assert "one to three short sentences" in prompt and "without lists or markdown" in prompt
     assert "the user" not in prompt.lower()  # it invites narration about "the user"
+
+
+def test_calls_and_results_are_folded_into_the_users_turn_in_order() -> None:
+    from llm.chat import Message
+    from llm.prompts import fold_tool_results
+    from llm.tools import ToolCall
+
+    light = ToolCall("set_light", {"room": "Küche", "on": True})
+    timer = ToolCall("set_timer", {"minutes": 5})
+    messages = [Message("system", "S"), Message("user", "Licht an, Timer 5 Minuten"),
+                Message("assistant", "Gern.", (light, timer)), Message("tool", "ok"),
+                Message("tool", '{"started": true}'), Message("assistant", "Erledigt."),
+                Message("user", "Danke")]
+    folded = fold_tool_results(messages)
+    assert folded == [
+        Message("system", "S"),
+        Message("user", 'Licht an, Timer 5 Minuten\n\n(The app ran set_light(room="Küche", '
+                'on=true) and got: ok. The app ran set_timer(minutes=5) and got: '
+                '{"started": true}.)'),
+        Message("assistant", "Gern."), Message("assistant", "Erledigt."),
+        Message("user", "Danke")]
+
+
+def test_a_conversation_that_ends_with_results_asks_for_the_outcome() -> None:
+    from llm.chat import Message
+    from llm.prompts import fold_tool_results
+    from llm.tools import ToolCall
+
+    folded = fold_tool_results([Message("user", "Weather?"), Message(
+        "assistant", "", (ToolCall("get_weather", {}),)), Message("tool", "sunny")])
+    assert folded == [Message("user", "Weather?\n\n(The app ran get_weather() and got: sunny. "
+                                      "Tell me the outcome in one short sentence.)")]

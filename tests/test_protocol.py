@@ -237,11 +237,28 @@ def test_a_missing_or_unknown_type_is_an_error_that_names_the_event(text: str,
     ('{"type": "conversation.item.create", "item": {"type": "message", "role": "user",'
      ' "content": [{"type": "input_audio", "audio": "AAAA"}]}}',
      "unsupported_content_type", "item.content[0].type"),
-    ('{"type": "conversation.item.create", "item": {"type": "function_call",'
-     ' "name": "get_weather", "call_id": "c1", "arguments": "{}"}}',
+    ('{"type": "conversation.item.create", "item": {"type": "mcp_call", "id": "m1"}}',
      "unsupported_item_type", "item.type"),
+    ('{"type": "conversation.item.create", "item": {"type": "function_call",'
+     ' "name": "get_weather", "arguments": "{}"}}', "missing_field", "item.call_id"),
+    ('{"type": "conversation.item.create", "item": {"type": "function_call",'
+     ' "name": "get_weather", "call_id": "c1", "arguments": "{\\"city\\": "}}',
+     "invalid_value", "item.arguments"),
+    ('{"type": "conversation.item.create", "item": {"type": "function_call",'
+     ' "name": "get_weather", "call_id": "c1", "arguments": "[1]"}}',
+     "invalid_value", "item.arguments"),
+    ('{"type": "conversation.item.create", "item": {"type": "function_call",'
+     ' "call_id": "c1", "arguments": "{}"}}', "missing_field", "item.name"),
     ('{"type": "conversation.item.create", "item": {"type": "function_call_output",'
-     ' "call_id": "c1", "output": "{}"}}', "unsupported_item_type", "item.type"),
+     ' "call_id": "c1"}}', "missing_field", "item.output"),
+    ('{"type": "conversation.item.create", "item": {"type": "function_call_output",'
+     ' "call_id": "c1", "output": {"temp": 21}}}', "invalid_type", "item.output"),
+    ('{"type": "conversation.item.create", "item": {"type": "function_call_output",'
+     ' "call_id": "", "output": "21"}}', "missing_field", "item.call_id"),
+    ('{"type": "response.create", "response": {"tools": [{"type": "function", "name": "a b"}]}}',
+     "invalid_value", "response.tools[0].name"),
+    ('{"type": "response.create", "response": {"tool_choice": "always"}}',
+     "invalid_value", "response.tool_choice"),
 ])
 def test_a_malformed_event_is_an_error_with_a_specific_code_and_param(
         text: str, code: str, param: str) -> None:

@@ -277,9 +277,24 @@ def test_an_integer_temperature_is_stored_as_a_float() -> None:
     ('{"temperature": Infinity}', "invalid_value", "session.temperature"),
     ('{"temperature": false}', "invalid_type", "session.temperature"),
     ('{"temperature": "0.8"}', "invalid_type", "session.temperature"),
-    # unsupported features
-    ('{"tools": [{"type": "function", "name": "get_weather", "parameters": {}}]}',
-     "unsupported_feature", "session.tools"),
+    # tools
+    ('{"tools": [{"type": "mcp", "server_label": "x", "server_url": "http://x"}]}',
+     "unsupported_feature", "session.tools[0].type"),
+    ('{"tools": {"name": "get_weather"}}', "invalid_type", "session.tools"),
+    ('{"tools": [{"type": "function", "name": "get weather"}]}',
+     "invalid_value", "session.tools[0].name"),
+    ('{"tools": [{"type": "function", "name": "a"}, {"type": "function", "name": "a"}]}',
+     "duplicate_tool", "session.tools[1].name"),
+    ('{"tools": [{"type": "function", "name": "a", "parameters": {"type": "objekt"}}]}',
+     "invalid_value", "session.tools[0].parameters"),
+    ('{"tools": [{"type": "function", "name": "a", "parameters": []}]}',
+     "invalid_type", "session.tools[0].parameters"),
+    ('{"tools": [{"type": "function", "name": "a", "description": 5}]}',
+     "invalid_type", "session.tools[0].description"),
+    ('{"tools": [{"type": "retrieval", "name": "a"}]}', "invalid_value", "session.tools[0].type"),
+    ('{"tools": [{"type": "function", "name": "a"}], "tool_choice": {"type": "function", '
+     '"name": "b"}}', "invalid_value", "session.tool_choice.name"),
+    ('{"tool_choice": "sometimes"}', "invalid_value", "session.tool_choice"),
     ('{"type": "transcription"}', "unsupported_session_type", "session.type"),
 ])
 def test_a_bad_session_update_is_an_error_with_a_specific_code_and_param(
@@ -306,6 +321,27 @@ def test_a_session_that_is_not_an_object_is_rejected_by_apply_session_update() -
 
 def test_an_empty_tools_list_is_accepted() -> None:
     assert update('{"type": "session.update", "session": {"tools": []}}') == SessionConfig()
+
+
+WEATHER = ('{"type": "function", "name": "get_weather", "description": "The weather in a city",'
+           ' "parameters": {"type": "object", "properties": {"city": {"type": "string"}},'
+           ' "required": ["city"]}}')
+
+
+def test_session_tools_and_a_forced_tool_choice_are_kept_and_reported() -> None:
+    config = update(f'{{"type": "session.update", "session": {{"tools": [{WEATHER}], '
+                    '"tool_choice": {"type": "function", "name": "get_weather"}}}')
+    session = config.to_json("sess_1", "local")
+    assert [tool["name"] for tool in session["tools"]] == ["get_weather"]
+    assert session["tools"][0]["parameters"]["required"] == ["city"]
+    assert session["tool_choice"] == {"type": "function", "name": "get_weather"}
+
+
+def test_removing_the_forced_tool_sets_tool_choice_back_to_auto() -> None:
+    config = update(f'{{"type": "session.update", "session": {{"tools": [{WEATHER}], '
+                    '"tool_choice": {"type": "function", "name": "get_weather"}}}')
+    config = apply_session_update(config, {"tools": []})
+    assert config.tool_choice == "auto" and config.tools == ()
 
 
 def test_a_rejected_update_leaves_the_config_unchanged() -> None:

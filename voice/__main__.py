@@ -273,7 +273,8 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
     from voice.server import VoiceServer
 
     engines, names = build_engines(config, store)
-    defaults = session_defaults(config, names)
+    defaults = session_defaults(config, names, tools_supported=bool(
+        getattr(engines.chat, "supports_tools", True)))
     server = VoiceServer(config, engines, defaults, names)
 
     async def main() -> None:
@@ -286,7 +287,8 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
     return 0
 
 
-def session_defaults(config: ServiceConfig, names: dict[str, str]) -> SessionDefaults:
+def session_defaults(config: ServiceConfig, names: dict[str, str], *,
+                     tools_supported: bool = True) -> SessionDefaults:
     from llm.prompts import Assistant
     from voice.protocol import SessionConfig, TurnDetection
     from voice.session import SessionDefaults
@@ -307,7 +309,8 @@ def session_defaults(config: ServiceConfig, names: dict[str, str]) -> SessionDef
         max_output_tokens_limit=config.max_output_tokens_limit,
         max_item_chars=config.limits.max_item_chars,
         max_history_chars=config.limits.max_history_chars,
-        assistant=Assistant(config.assistant_name.strip(), config.assistant_persona))
+        assistant=Assistant(config.assistant_name.strip(), config.assistant_persona),
+        tools_supported=tools_supported)
 
 
 def _pair(text: str) -> tuple[str, str]:

@@ -9,16 +9,26 @@ without limit.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 
 from llm.chat import Message
-from voice.protocol import JsonObject, ProtocolError, message_item
+from llm.tools import ToolCall
+from voice.protocol import (
+    JsonObject,
+    ProtocolError,
+    function_call_item,
+    function_call_output_item,
+    message_item,
+)
 
 
 @dataclasses.dataclass
 class Item:
-    """A message in the conversation. ``pieces`` are the spoken units of an assistant audio
-    reply: (text, milliseconds of audio) in the order they were sent."""
+    """A conversation item: a message (the default ``kind``), a ``function_call`` the
+    assistant made (``call_id``, ``name``, ``arguments`` as JSON text) or a
+    ``function_call_output`` (``call_id``, the result in ``text``). ``pieces`` are the spoken
+    units of an assistant audio reply: (text, milliseconds of audio) in the order sent."""
 
     item_id: str
     role: str  # user | assistant | system
@@ -28,6 +38,15 @@ class Item:
     status: str = "completed"  # in_progress | completed | incomplete
     pieces: list[tuple[str, float]] = dataclasses.field(default_factory=list)
     truncated_by_client: bool = False  # the client said how much it played: trust that
+    kind: str = "message"  # message | function_call | function_call_output
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+
+    @property
+    def size(self) -> int:
+        """Characters the item holds (what the history budget counts)."""
+        return len(self.text) + len(self.arguments or "")
 
     @property
     def spoken_ms(self) -> float:
@@ -36,6 +55,11 @@ class Item:
     def to_json(self, *, transcribed: bool = True) -> JsonObject:
         """The protocol's item object; a user's audio not yet ``transcribed`` has a null
         transcript."""
+        if self.kind == "function_call":
+            return function_call_item(self.item_id, self.call_id or "", self.name or "",
+                                      self.arguments or "{}", status=self.status)
+        if self.kind == "function_call_output":
+            return function_call_output_item(self.item_id, self.call_id or "", self.text)
         if self.audio:
             return message_item(self.item_id, self.role, status=self.status, audio=True,
                                 transcript=self.text if transcribed else None)
@@ -94,10 +118,10 @@ class Conversation:
         excess = len(self.items) - self.max_items
         if excess > 0:
             del self.items[:excess]
-        chars = sum(len(item.text) for item in self.items)
+        chars = sum(item.size for item in self.items)
         drop = 0
         while chars > self.max_chars and drop < len(self.items) - 1:
-            chars -= len(self.items[drop].text)
+            chars -= self.items[drop].size
             drop += 1
         del self.items[:drop]
 
@@ -123,7 +147,24 @@ class Conversation:
 
     def prompt(self, system: str, *, exclude: str | None = None) -> list[Message]:
         """The messages for the language model: the system prompt, then every item with text
-        (what was heard of replies), except ``exclude`` (the reply being written)."""
-        return [Message("system", system), *(
-            Message(item.role, item.text)  # type: ignore[arg-type]
-            for item in self.items if item.text and item.item_id != exclude)]
+        (what was heard of replies), calls and their results, except ``exclude`` (the reply
+        being written)."""
+        messages = [Message("system", system)]
+        for item in self.items:
+            if item.item_id == exclude:
+                continue
+            if item.kind == "function_call":
+                messages.append(Message("assistant", "", (_call_of(item),)))
+            elif item.kind == "function_call_output":
+                messages.append(Message("tool", item.text))
+            elif item.text:
+                messages.append(Message(item.role, item.text))  # type: ignore[arg-type]
+        return messages
+
+
+def _call_of(item: Item) -> ToolCall:
+    try:
+        arguments = json.loads(item.arguments or "{}")
+    except ValueError:  # only valid JSON objects are ever stored; be safe anyway
+        arguments = {}
+    return ToolCall(item.name or "", arguments if isinstance(arguments, dict) else {})

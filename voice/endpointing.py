@@ -26,7 +26,8 @@ from voice.listening import UserAudio
 from voice.partials import Partials
 from voice.ports import Engines, SpeechDetector
 from voice.protocol import AudioCommit, ProtocolError, SessionConfig
-from voice.reply import Reply, prompt_messages, sampling_of
+from voice.reply import Reply
+from voice.reply_settings import active_tools, prompt_messages, sampling_of
 from voice.schedulers import Priority
 from voice.session_settings import SessionDefaults, Settings
 from voice.turns import EAGERNESS, PAUSE_MS, Effect, TurnPolicy, TurnTaker, UserPaused
@@ -209,6 +210,8 @@ class Endpointing:
         if not transcript.text:
             return
         settings = self.settings.for_response(None, self.last_language)
+        if active_tools(settings):
+            return  # a draft is written without tools; replies with tools are not drafted
         language = settings.language if settings.language_pinned else transcript.language
         messages = [*prompt_messages(self.conversation, settings, language),
                     Message("user", transcript.text)]

@@ -15,6 +15,7 @@ import numpy as np
 from asr.vad import VadConfig, VadEvent
 from asr.whisper import TranscribeOptions, Transcript
 from llm.chat import Message, SamplingOptions
+from llm.tools import Tool
 from tts.piper import SpeechChunk
 from voice.schedulers import Scheduler
 
@@ -57,7 +58,8 @@ class Transcribes(Protocol):
 
 class StreamsReplies(Protocol):
     def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
-               cancel: threading.Event | None = None) -> Iterator[str]: ...
+               cancel: threading.Event | None = None,
+               tools: Sequence[Tool] = ()) -> Iterator[str]: ...
 
 
 @runtime_checkable

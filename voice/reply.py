@@ -11,7 +11,6 @@ runs in a worker thread. Once cancelled, nothing more of the reply is sent excep
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
 import time
@@ -21,8 +20,7 @@ from typing import Any
 import numpy as np
 
 from asr.whisper import Transcript
-from llm.chat import Message, SamplingOptions
-from llm.prompts import Assistant, system_prompt
+from llm.tools import Tool, ToolCall, ToolCallError, ToolCallParser
 from tts.segmenter import Segmenter, SegmenterConfig, speakable
 from voice.audio import ASR_RATE, encode_base64_pcm16, to_output
 from voice.conversation import Conversation, Item, heard_text
@@ -30,13 +28,15 @@ from voice.draft import Draft
 from voice.faults import engine_failure
 from voice.ports import Engines
 from voice.protocol import (
-    LATENCY_STAGES,
     AudioDelta,
     AudioDone,
     AudioTranscriptDelta,
     AudioTranscriptDone,
     ContentPartAdded,
     ContentPartDone,
+    FunctionCallArgumentsDelta,
+    FunctionCallArgumentsDone,
+    FunctionTool,
     ItemAdded,
     ItemDone,
     OutputItemAdded,
@@ -47,57 +47,16 @@ from voice.protocol import (
     ServerEvent,
     TextDelta,
     TextDone,
+    new_id,
     response_object,
 )
+from voice.reply_settings import ReplySettings, TurnTimes, prompt_messages, reply_tools, sampling_of
 from voice.schedulers import Priority
 
 logger = logging.getLogger(__name__)
 
 AUDIO_DELTA_MS = 200  # audio is sent in deltas of at most this length
 URGENT_BELOW_MS = 1000  # a piece is urgent while the client has less than this left to play
-
-
-@dataclasses.dataclass
-class TurnTimes:
-    """Monotonic seconds of the stages of one turn; ``speech_end`` is the reference."""
-
-    speech_end: float
-    vad: float | None = None
-    transcript: float | None = None
-    llm_first_token: float | None = None
-    first_audio_ready: float | None = None
-    first_audio_sent: float | None = None  # stamped by the writer, when it hit the socket
-
-    def report(self) -> dict[str, float]:
-        stages = (self.vad, self.transcript, self.llm_first_token, self.first_audio_ready,
-                  self.first_audio_sent)
-        return {name: (value - self.speech_end) * 1000
-                for name, value in zip(LATENCY_STAGES, stages, strict=True) if value is not None}
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplySettings:
-    """What a reply is asked to be: set when it starts, from the session and response.create."""
-
-    modalities: tuple[str, ...]
-    language: str  # until the transcript says otherwise (unless pinned)
-    language_pinned: bool
-    max_output_tokens: int
-    sampling: SamplingOptions
-    instructions: str | None
-    output_rate: int
-    assistant: Assistant = dataclasses.field(default_factory=Assistant)
-
-
-def prompt_messages(conversation: Conversation, settings: ReplySettings, language: str, *,
-                    exclude: str | None = None) -> list[Message]:
-    """The prompt of a reply in ``language``: the system prompt, then the conversation."""
-    return conversation.prompt(system_prompt(language, settings.instructions, settings.assistant),
-                               exclude=exclude)
-
-
-def sampling_of(settings: ReplySettings) -> SamplingOptions:
-    return dataclasses.replace(settings.sampling, max_new_tokens=settings.max_output_tokens)
 
 
 class Reply:
@@ -130,6 +89,9 @@ class Reply:
         self.task: asyncio.Task[None] | None = None
         self.finished = False
         self._draft = draft  # written ahead while the turn was unconfirmed, if any
+        self.outputs: list[Item] = []  # the response's output items, in order
+        self._message_index: int | None = None  # the message's output index, once opened
+        self._tools: tuple[FunctionTool, ...] = ()  # shown to the model for this reply
 
     @property
     def audio_out(self) -> bool:
@@ -217,7 +179,39 @@ class Reply:
 
     def _ids(self) -> dict[str, Any]:
         return {"response_id": self.response_id, "item_id": self.item.item_id,
-                "output_index": 0, "content_index": 0}
+                "output_index": self._message_index or 0, "content_index": 0}
+
+    async def _open_message(self) -> None:
+        """Add the reply's message item: at once, or with tools at its first words (a reply
+        that only calls a function has no message)."""
+        self._message_index = len(self.outputs)
+        self.outputs.append(self.item)
+        self._conversation.add(self.item)
+        added = self.item.to_json()
+        await self._send(OutputItemAdded(self.response_id, self._message_index, added))
+        await self._send(ItemAdded(added))
+        await self._send(ContentPartAdded(**self._ids(), part=self._part("")))
+
+    async def _call(self, call: ToolCall) -> None:
+        """A function call of the model, as its own output item (nothing of it is spoken)."""
+        item = Item(new_id("item"), "assistant", kind="function_call", call_id=new_id("call"),
+                    name=call.name, arguments=call.arguments_json, status="in_progress")
+        index = len(self.outputs)
+        self.outputs.append(item)
+        self._conversation.add(item)
+        await self._send(OutputItemAdded(self.response_id, index, item.to_json()))
+        await self._send(ItemAdded(item.to_json()))
+        call_id = item.call_id or ""
+        await self._send(FunctionCallArgumentsDelta(self.response_id, item.item_id, index,
+                                                    call_id, call.arguments_json))
+        await self._send(FunctionCallArgumentsDone(self.response_id, item.item_id, index,
+                                                   call_id, call.name, call.arguments_json))
+        if not self.cancelled:
+            item.status = "completed"
+        await self._send(OutputItemDone(self.response_id, index, item.to_json()))
+        await self._send(ItemDone(item.to_json()))
+        logger.info("session %s: response %s calls %s", self._owner, self.response_id,
+                    call.name)
 
     async def _generate(self) -> None:
         settings = self.settings
@@ -226,11 +220,9 @@ class Reply:
             language=self.language, max_output_tokens=settings.max_output_tokens)))
         messages = prompt_messages(self._conversation, settings, self.language,
                                    exclude=self.item.item_id)
-        self._conversation.add(self.item)
-        added = self.item.to_json()
-        await self._send(OutputItemAdded(self.response_id, 0, added))
-        await self._send(ItemAdded(added))
-        await self._send(ContentPartAdded(**self._ids(), part=self._part("")))
+        self._tools = reply_tools(self._conversation, settings, exclude=self.item.item_id)
+        if not self._tools:
+            await self._open_message()
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.ensure_future(self._speak(pieces)) if self.audio_out else None
         speech_error: BaseException | None = None
@@ -253,11 +245,13 @@ class Reply:
     async def _write(self, messages: list[Any], pieces: asyncio.Queue[str | None]) -> None:
         """Pull LLM deltas in a worker thread; stream them as text and as speakable pieces."""
         llm = self._engines.llm
-        sampling = sampling_of(self.settings)
+        sampling = sampling_of(self.settings, bool(self._tools))
+        tools = [Tool(t.name, t.description, t.parameters) for t in self._tools]
+        calls = ToolCallParser(tools) if tools else None
         ahead: list[str] = []
         stream: Iterator[str] | None = None
         draft, self._draft = self._draft, None
-        if draft is not None and draft.matches(messages, sampling):
+        if draft is not None and calls is None and draft.matches(messages, sampling):
             self._draft = draft  # a cancel reaches its stream
             ahead, stream = await draft.adopt()
             logger.debug("session %s: %s adopts %d token(s) written ahead", self._owner,
@@ -265,10 +259,10 @@ class Reply:
         else:
             if draft is not None:
                 await draft.discard()
-            stream = await self._run_engine(
-                llm, self._engines.chat.stream, messages, sampling, self.cancel_event)
+            extra = (tools,) if tools else ()  # engines without tools take three arguments
+            stream = await self._run_engine(llm, self._engines.chat.stream, messages, sampling,
+                                            self.cancel_event, *extra)
         segmenter = Segmenter(SegmenterConfig(language=self.language))
-        delta_event = AudioTranscriptDelta if self.audio_out else TextDelta
         try:
             while True:
                 if ahead:
@@ -281,14 +275,11 @@ class Reply:
                     break
                 if self.times.llm_first_token is None:
                     self.times.llm_first_token = time.monotonic()
-                self.text += delta
                 self.tokens += 1
-                if not self.audio_out:
-                    self.item.text = self.text
-                await self._send(delta_event(**self._ids(), delta=delta))
-                for piece in segmenter.feed(delta):
-                    await pieces.put(piece)
+                await self._output(calls.feed(delta) if calls else [delta], segmenter, pieces)
             if not self.cancelled:
+                if calls is not None:
+                    await self._output(calls.finish(), segmenter, pieces)
                 for piece in segmenter.flush():
                     await pieces.put(piece)
         finally:
@@ -296,6 +287,32 @@ class Reply:
             if close is not None:
                 # Stops generation in the engine; after a cancel, next() has returned already.
                 await self._run_engine(llm, close)
+
+    async def _output(self, outputs: list[str | ToolCall | ToolCallError], segmenter: Segmenter,
+                      pieces: asyncio.Queue[str | None]) -> None:
+        """Text to the client and the speaker; calls as function-call items; a call the model
+        got wrong as an error event (never a call with arguments that do not fit)."""
+        for output in outputs:
+            if isinstance(output, ToolCall):
+                await self._call(output)
+            elif isinstance(output, ToolCallError):
+                logger.warning("session %s: dropped a malformed tool call: %s (%r)",
+                               self._owner, output.message, output.text[:200])
+                await self._report_error(ProtocolError(
+                    "invalid_tool_call", f"the model wrote a function call that cannot be made "
+                    f"({output.message}); it was left out", error_type="server_error"))
+            elif output:
+                if self._message_index is None:
+                    if not output.strip():
+                        continue  # no message for the whitespace around a call
+                    await self._open_message()
+                self.text += output
+                if not self.audio_out:
+                    self.item.text = self.text
+                delta_event = AudioTranscriptDelta if self.audio_out else TextDelta
+                await self._send(delta_event(**self._ids(), delta=output))
+                for piece in segmenter.feed(output):
+                    await pieces.put(piece)
 
     async def _speak(self, pieces: asyncio.Queue[str | None]) -> None:
         """Synthesize pieces as they come and send their audio at once, in small deltas.
@@ -342,7 +359,12 @@ class Reply:
 
     async def _finish(self, status: str) -> None:
         item = self.item
-        if status == "failed":
+        for call in self.outputs:
+            if call.kind == "function_call" and call.status == "in_progress":
+                call.status = "incomplete"
+        if self._message_index is None:
+            pass  # no message was opened: nothing of it to finish
+        elif status == "failed":
             item.status = "incomplete"  # it keeps what was written or spoken before the fault
         elif status == "cancelled":
             if item.status == "in_progress":
@@ -358,11 +380,11 @@ class Reply:
                 await self._send(TextDone(**ids, text=item.text))
             await self._send(ContentPartDone(**ids, part=self._part(item.text)))
             done = item.to_json()
-            await self._send(OutputItemDone(self.response_id, 0, done))
+            await self._send(OutputItemDone(self.response_id, self._message_index, done))
             await self._send(ItemDone(done))
         failure = self.failure
         await self._send_now(ResponseDone(response_object(
-            self.response_id, status, output=[item.to_json()],
+            self.response_id, status, output=[output.to_json() for output in self.outputs],
             modalities=self.settings.modalities, reason=self.cancel_reason,
             language=self.language, latency=self.times.report(),
             usage={"output_tokens": self.tokens, "input_tokens": 0,

@@ -60,7 +60,8 @@ from voice.protocol import (
     TranscriptFailed,
     new_id,
 )
-from voice.reply import Reply, ReplySettings, TurnTimes
+from voice.reply import Reply
+from voice.reply_settings import ReplySettings, TurnTimes
 from voice.session_settings import SessionDefaults, SessionLimitError, Settings
 from voice.turns import (
     CancelReply,
@@ -265,9 +266,10 @@ class Session(Endpointing):
             self._partials.poll(detector, turn.threshold, busy=self._engines_busy())
 
     async def _on_item_create(self, event: ItemCreate) -> None:
-        self.settings.check_size(event.text, "item_too_large", "the item's text",
-                                 "item.content", event.event_id)
-        item = Item(event.item_id or new_id("item"), event.role, event.text)
+        self.settings.check_size(event.text + (event.arguments or ""), "item_too_large",
+                                 "the item's text", "item.content", event.event_id)
+        item = Item(event.item_id or new_id("item"), event.role, event.text, kind=event.kind,
+                    call_id=event.call_id, name=event.name, arguments=event.arguments)
         if self.conversation.find(item.item_id) is not None:
             raise ProtocolError("item_id_in_use", f"item {item.item_id} already exists",
                                 event_id=event.event_id, param="item.id")

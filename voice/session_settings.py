@@ -9,6 +9,8 @@ from asr.whisper import whisper_languages
 from llm.chat import SamplingOptions
 from llm.prompts import Assistant
 from voice.protocol import (
+    TOOL_CHOICES,
+    FunctionTool,
     JsonObject,
     ProtocolError,
     ResponseCreate,
@@ -17,7 +19,7 @@ from voice.protocol import (
     TokenLimit,
     apply_session_update,
 )
-from voice.reply import ReplySettings
+from voice.reply_settings import ReplySettings
 
 # Greedy, as reproducible as decoding gets, with greedy loops ("des légumes, des légumes, ...")
 # cut short: no 6 tokens twice in a reply (docs/benchmarks.md, "Reply quality").
@@ -51,6 +53,7 @@ class SessionDefaults:
     max_history_chars: int = 64_000  # the oldest items are forgotten beyond this
     known_languages: frozenset[str] = dataclasses.field(default_factory=whisper_languages)
     assistant: Assistant = dataclasses.field(default_factory=Assistant)  # name, persona
+    tools_supported: bool = True  # whether the language model's chat template takes tools
 
 
 class Settings:
@@ -84,6 +87,8 @@ class Settings:
         part of it is refused."""
         config = apply_session_update(self.config, event.session, event.event_id,
                                       known_languages=self.defaults.known_languages)
+        if config.tools and not self.defaults.tools_supported:
+            self._refuse_tools(event.event_id, "session.tools")
         if config.instructions != self.config.instructions:
             self.check_size(config.instructions, "instructions_too_large", "the instructions",
                             "session.instructions", event.event_id)
@@ -92,10 +97,36 @@ class Settings:
                 config, max_output_tokens=self.token_limit(config.max_output_tokens))
         self.config = config
 
+    def _refuse_tools(self, event_id: str | None, param: str) -> None:
+        raise ProtocolError("unsupported_feature", f"the language model {self.defaults.model_name}"
+                            " cannot call functions (its chat template has no tools); "
+                            "configure one that can, such as qwen2.5-coder-0.5b-instruct",
+                            event_id=event_id, param=param)
+
+    def _tools_for(self, event: ResponseCreate | None) -> tuple[tuple[FunctionTool, ...], str]:
+        """The tools and tool_choice of a response: its own, else the session's."""
+        tools, choice = self.config.tools, self.config.tool_choice
+        if event is None:
+            return tools, choice
+        if event.tools is not None:
+            if event.tools and not self.defaults.tools_supported:
+                self._refuse_tools(event.event_id, "response.tools")
+            tools = event.tools
+            if choice not in TOOL_CHOICES and not any(t.name == choice for t in tools):
+                choice = "auto"  # the session's forced tool is not among this response's
+        if event.tool_choice is not None:
+            choice = event.tool_choice
+            if choice not in TOOL_CHOICES and not any(t.name == choice for t in tools):
+                raise ProtocolError("invalid_value", "response.tool_choice.name must name one "
+                                    "of the tools", event_id=event.event_id,
+                                    param="response.tool_choice.name")
+        return tools, choice
+
     def for_response(self, event: ResponseCreate | None,
                      last_language: str | None) -> ReplySettings:
         """What a reply is asked to be: ``response.create``'s fields over the session's."""
         config = self.config
+        tools, tool_choice = self._tools_for(event)
         instructions = event.instructions if event is not None else None
         if instructions is not None:
             assert event is not None
@@ -117,4 +148,5 @@ class Settings:
             sampling=sampling,
             instructions=instructions or config.instructions or None,
             assistant=self.defaults.assistant,
-            output_rate=config.output_rate)
+            output_rate=config.output_rate,
+            tools=tools, tool_choice=tool_choice)

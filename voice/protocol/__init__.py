@@ -74,18 +74,32 @@ from voice.protocol.server_events import (
     response_object,
 )
 from voice.protocol.session_config import SessionConfig, TurnDetection, apply_session_update
+from voice.protocol.tools import (
+    TOOL_CHOICES,
+    FunctionCallArgumentsDelta,
+    FunctionCallArgumentsDone,
+    FunctionTool,
+    function_call_item,
+    function_call_output_item,
+    parse_tool_choice,
+    parse_tools,
+    tool_choice_json,
+)
 
 __all__ = [
-    "AUDIO_RATES", "BETA_NAMES", "DEFAULT_AUDIO_RATE", "LATENCY_STAGES", "AudioAppend",
-    "AudioClear", "AudioCleared", "AudioCommit", "AudioCommitted", "AudioDelta", "AudioDone",
+    "AUDIO_RATES", "BETA_NAMES", "DEFAULT_AUDIO_RATE", "LATENCY_STAGES", "TOOL_CHOICES",
+    "AudioAppend", "AudioClear", "AudioCleared", "AudioCommit", "AudioCommitted", "AudioDelta",
+    "AudioDone",
     "AudioTranscriptDelta", "AudioTranscriptDone", "ClientEvent", "ContentPartAdded",
-    "ContentPartDone", "Error", "ItemAdded", "ItemCreate", "ItemDone", "ItemTruncate",
-    "ItemTruncated", "JsonObject", "OutputItemAdded", "OutputItemDone", "ProtocolError",
-    "ResponseCancel", "ResponseCreate", "ResponseCreated", "ResponseDone", "ServerEvent",
-    "SessionConfig", "SessionCreated", "SessionUpdate", "SessionUpdated", "SpeechStarted",
-    "SpeechStopped", "TextDelta", "TextDone", "TokenLimit", "TranscriptCompleted",
-    "TranscriptDelta", "TranscriptFailed", "TurnDetection", "UnknownServerEvent",
-    "apply_session_update", "encode_server_event", "error_body", "error_event",
-    "message_item", "new_id", "parse_binary_audio", "parse_client_event", "parse_server_event",
-    "response_object",
+    "ContentPartDone", "Error", "FunctionCallArgumentsDelta", "FunctionCallArgumentsDone",
+    "FunctionTool", "ItemAdded", "ItemCreate", "ItemDone", "ItemTruncate", "ItemTruncated",
+    "JsonObject", "OutputItemAdded", "OutputItemDone", "ProtocolError", "ResponseCancel",
+    "ResponseCreate", "ResponseCreated", "ResponseDone", "ServerEvent", "SessionConfig",
+    "SessionCreated", "SessionUpdate", "SessionUpdated", "SpeechStarted", "SpeechStopped",
+    "TextDelta", "TextDone", "TokenLimit", "TranscriptCompleted", "TranscriptDelta",
+    "TranscriptFailed", "TurnDetection", "UnknownServerEvent", "apply_session_update",
+    "encode_server_event", "error_body", "error_event", "function_call_item",
+    "function_call_output_item", "message_item", "new_id", "parse_binary_audio",
+    "parse_client_event", "parse_server_event", "parse_tool_choice", "parse_tools",
+    "response_object", "tool_choice_json",
 ]

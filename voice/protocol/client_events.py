@@ -19,6 +19,7 @@ from voice.protocol.common import (
     is_modalities,
     token_limit,
 )
+from voice.protocol.tools import FunctionTool, parse_tool_choice, parse_tools
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,10 +46,18 @@ class AudioClear:
 
 @dataclasses.dataclass(frozen=True)
 class ItemCreate:
+    """``conversation.item.create``: a message (``role``, ``text``), a function call the
+    client records (``call_id``, ``name``, ``arguments``), or a function's result
+    (``call_id``, ``text`` = its output)."""
+
     event_id: str | None
     item_id: str | None
     role: Literal["user", "system", "assistant"]
     text: str
+    kind: Literal["message", "function_call", "function_call_output"] = "message"
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +66,8 @@ class ResponseCreate:
     instructions: str | None
     output_modalities: tuple[str, ...] | None
     max_output_tokens: TokenLimit | None = None  # None: the session's setting
+    tools: tuple[FunctionTool, ...] | None = None  # None: the session's
+    tool_choice: str | None = None  # None: the session's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,10 +185,13 @@ def _parse_item_create(data: JsonObject, event_id: str | None) -> ItemCreate:
     if not isinstance(item, dict):
         raise ProtocolError("invalid_type", "item must be an object", event_id=event_id,
                             param="item")
-    if item.get("type", "message") != "message":
+    kind = item.get("type", "message")
+    if kind in ("function_call", "function_call_output"):
+        return _parse_function_item(item, kind, event_id)
+    if kind != "message":
         raise ProtocolError("unsupported_item_type",
-                            f"item.type {item.get('type')!r} is not supported (message)",
-                            event_id=event_id, param="item.type")
+                            f"item.type {kind!r} is not supported (message, function_call, "
+                            "function_call_output)", event_id=event_id, param="item.type")
     role = item.get("role")
     if role not in ("user", "system", "assistant"):
         raise ProtocolError("invalid_value", "item.role must be user, system or assistant",
@@ -208,6 +222,36 @@ def _parse_item_create(data: JsonObject, event_id: str | None) -> ItemCreate:
     return ItemCreate(event_id, item_id, role, "".join(texts))
 
 
+def _parse_function_item(item: JsonObject, kind: str, event_id: str | None) -> ItemCreate:
+    item_id = get_field(item, "id", str, event_id, "item.id")
+    call_id = get_field(item, "call_id", str, event_id, "item.call_id")
+    if call_id is UNSET or not call_id:
+        raise ProtocolError("missing_field", f"a {kind} item needs a call_id",
+                            event_id=event_id, param="item.call_id")
+    item_id = None if item_id is UNSET else item_id
+    if kind == "function_call_output":
+        output = get_field(item, "output", str, event_id, "item.output")
+        if output is UNSET:
+            raise ProtocolError("missing_field", "a function_call_output item needs an output "
+                                "string", event_id=event_id, param="item.output")
+        return ItemCreate(event_id, item_id, "user", output, "function_call_output", call_id)
+    name = get_field(item, "name", str, event_id, "item.name")
+    arguments = get_field(item, "arguments", str, event_id, "item.arguments")
+    if name is UNSET or not name:
+        raise ProtocolError("missing_field", "a function_call item needs a name",
+                            event_id=event_id, param="item.name")
+    arguments = "{}" if arguments is UNSET else arguments
+    try:
+        valid = isinstance(json.loads(arguments), dict)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ProtocolError("invalid_value", "item.arguments must be a JSON object as text",
+                            event_id=event_id, param="item.arguments")
+    return ItemCreate(event_id, item_id, "assistant", "", "function_call", call_id, name,
+                      arguments)
+
+
 def _parse_response_create(data: JsonObject, event_id: str | None) -> ResponseCreate:
     response = data.get("response")
     if response is None:
@@ -229,8 +273,12 @@ def _parse_response_create(data: JsonObject, event_id: str | None) -> ResponseCr
         value = token_limit(response, key, event_id, f"response.{key}")
         if value is not UNSET:
             limit = value
+    tools = (parse_tools(response["tools"], event_id, "response.tools")
+             if "tools" in response else None)
+    choice = (parse_tool_choice(response["tool_choice"], tools, event_id,
+                                "response.tool_choice") if "tool_choice" in response else None)
     return ResponseCreate(event_id, None if instructions is UNSET else instructions, modalities,
-                          limit)
+                          limit, tools, choice)
 
 
 def _parse_cancel(data: JsonObject, event_id: str | None) -> ResponseCancel:

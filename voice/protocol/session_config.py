@@ -19,6 +19,13 @@ from voice.protocol.common import (
     is_modalities,
     token_limit,
 )
+from voice.protocol.tools import (
+    TOOL_CHOICES,
+    FunctionTool,
+    parse_tool_choice,
+    parse_tools,
+    tool_choice_json,
+)
 
 EAGERNESS = ("low", "medium", "high", "auto")
 
@@ -63,6 +70,8 @@ class SessionConfig:
     output_modalities: tuple[str, ...] = ("audio",)
     max_output_tokens: TokenLimit | None = None  # None: the server's default
     temperature: float | None = None
+    tools: tuple[FunctionTool, ...] = ()
+    tool_choice: str = "auto"  # auto | none | required | the name of the one tool to call
 
     def to_json(self, session_id: str, model: str) -> JsonObject:
         """The GA ``session`` object."""
@@ -79,6 +88,8 @@ class SessionConfig:
             "instructions": self.instructions,
             "output_modalities": list(self.output_modalities),
             "max_output_tokens": self.max_output_tokens or "inf",
+            "tools": [tool.to_json() for tool in self.tools],
+            "tool_choice": tool_choice_json(self.tool_choice),
             "audio": {
                 "input": {"format": {"type": "audio/pcm", "rate": self.input_rate},
                           "turn_detection": turn, "transcription": transcription},
@@ -196,9 +207,15 @@ def apply_session_update(config: SessionConfig, session: Any, event_id: str | No
         raise ProtocolError("unsupported_session_type",
                             f"session.type {kind!r} is not supported (realtime)",
                             event_id=event_id, param="session.type")
-    if session.get("tools"):
-        raise ProtocolError("unsupported_feature", "tools (function calling) are not supported",
-                            event_id=event_id, param="session.tools")
+    if "tools" in session:
+        changes["tools"] = parse_tools(session["tools"], event_id, "session.tools")
+    tools = changes.get("tools", config.tools)
+    if "tool_choice" in session:
+        changes["tool_choice"] = parse_tool_choice(session["tool_choice"], tools, event_id,
+                                                   "session.tool_choice")
+    elif config.tool_choice not in TOOL_CHOICES and not any(
+            tool.name == config.tool_choice for tool in tools):
+        changes["tool_choice"] = "auto"  # the forced tool is gone
     instructions = get_field(session, "instructions", str, event_id, "session.instructions")
     if instructions is not UNSET:
         changes["instructions"] = instructions

@@ -1,0 +1,108 @@
+"""Function calling end to end with the real default models and the official ``openai`` SDK.
+
+A spoken request (Piper's English voice) asks for a light; the default model must call the
+app's function with the right arguments; the app sends the result back and the assistant
+answers aloud. Every event is also checked against the SDK's GA types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.live import pcm16_b64, running_server
+from tests.realtime_types import ga_problems
+from tests.speech import to_16k, with_silence
+from voice.config import ServiceConfig
+from voice.server import VoiceServer
+
+pytestmark = pytest.mark.real_models
+
+LIGHT = {"type": "function", "name": "set_light",
+         "description": "Switch the light of a room on or off.",
+         "parameters": {"type": "object", "properties": {
+             "room": {"type": "string", "description": "The room, e.g. kitchen"},
+             "on": {"type": "boolean", "description": "true to switch on, false for off"}},
+             "required": ["room", "on"]}}
+
+
+@pytest.fixture(scope="module")
+def tool_server(prepared_model) -> Iterator[VoiceServer]:  # type: ignore[no-untyped-def]
+    from voice.__main__ import build_engines, session_defaults
+    from voice.models import ModelStore
+
+    for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium"):
+        prepared_model(name)
+    config = ServiceConfig(port=0, device="cpu", max_output_tokens=80)
+    engines, names = build_engines(config, ModelStore(progress=False))
+    with running_server(config, engines, session_defaults(config, names), names) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def light_request(joe_voice) -> np.ndarray:  # type: ignore[no-untyped-def]
+    chunks = list(joe_voice.synthesize("Please turn on the light in the kitchen."))
+    return with_silence(to_16k(np.concatenate([c.samples for c in chunks]),
+                               chunks[0].sample_rate))
+
+
+def test_the_openai_sdk_round_trip_speaks_calls_a_function_and_speaks_its_result(
+        tool_server: VoiceServer, light_request: np.ndarray) -> None:
+    from openai import AsyncOpenAI
+
+    events: list[dict[str, Any]] = []
+
+    async def scenario() -> tuple[dict[str, Any], str, bytes]:
+        client = AsyncOpenAI(api_key="unused-locally",
+                             websocket_base_url=f"ws://127.0.0.1:{tool_server.port}/v1")
+        async with client.realtime.connect(model="local") as connection:
+            await connection.session.update(session={
+                "type": "realtime", "tools": [LIGHT], "tool_choice": "auto",  # type: ignore[list-item]
+                "audio": {"input": {"turn_detection": {"type": "server_vad"}}}})
+            silence = np.zeros(int(1.2 * 16000), np.float32)
+            for chunk in pcm16_b64(np.concatenate([light_request, silence])):
+                await connection.input_audio_buffer.append(audio=chunk)
+                await asyncio.sleep(0.02)
+            call: dict[str, Any] = {}
+            async for event in connection:
+                events.append(event.model_dump(mode="json", exclude_unset=True))
+                if event.type == "response.function_call_arguments.done":
+                    call = {"call_id": event.call_id, "name": event.name,
+                            "arguments": json.loads(event.arguments)}
+                elif event.type == "error":
+                    raise AssertionError(event.error)
+                elif event.type == "response.done":
+                    break
+            assert call, f"no function call; events: {[e['type'] for e in events]}"
+            await connection.conversation.item.create(item={
+                "type": "function_call_output", "call_id": call["call_id"],
+                "output": json.dumps({"room": "kitchen", "light": "on"})})
+            await connection.response.create()
+            reply, audio = "", b""
+            async for event in connection:
+                events.append(event.model_dump(mode="json", exclude_unset=True))
+                if event.type == "response.output_audio_transcript.delta":
+                    reply += event.delta
+                elif event.type == "response.output_audio.delta":
+                    audio += base64.b64decode(event.delta)
+                elif event.type == "error":
+                    raise AssertionError(event.error)
+                elif event.type == "response.done":
+                    assert event.response.status == "completed"
+                    break
+            return call, reply, audio
+
+    call, reply, audio = asyncio.run(asyncio.wait_for(scenario(), 240))
+    assert call["name"] == "set_light"
+    assert call["arguments"]["on"] is True
+    assert "kitchen" in str(call["arguments"]["room"]).lower()
+    assert reply.strip() and "<tool_call>" not in reply and "{" not in reply, reply
+    assert len(audio) > 24_000 * 2 // 2  # at least half a second of speech
+    problems = sorted({p for event in events for p in ga_problems(event)})
+    assert not problems, "\n".join(problems)

@@ -1,0 +1,160 @@
+"""Function calling in a session: calls become function_call items, results are answered."""
+
+from __future__ import annotations
+
+import json
+
+from llm.chat import Message
+from tests.fakes import FakeChat, FakeTranscriber
+from tests.test_session import Harness, run
+from voice.protocol import ItemCreate, ResponseCreate, SessionUpdate
+
+LIGHT = {"type": "function", "name": "set_light", "description": "Switch a room's light",
+         "parameters": {"type": "object", "properties": {
+             "room": {"type": "string"}, "on": {"type": "boolean"}},
+             "required": ["room", "on"]}}
+CALL = ('<tool_call>\n{"name": "set_light", "arguments": {"room": "kitchen", "on": true}}\n'
+        '</tool_call>')
+
+
+async def with_tools(h: Harness, **session: object) -> None:
+    await h.session.handle(SessionUpdate("u1", {"type": "realtime", "tools": [LIGHT],
+                                                **session}))
+
+
+def test_a_spoken_request_becomes_a_function_call_and_nothing_of_it_is_spoken() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Turn on the kitchen light", "en")]), FakeChat([CALL]))
+        await h.session.start()
+        await with_tools(h)
+        await h.speak()
+        await h.wait_done()
+        added = h.of("response.output_item.added")
+        assert [e.fields["item"]["type"] for e in added] == ["function_call"]
+        assert added[0].fields["item"]["status"] == "in_progress"
+        done = h.of("response.function_call_arguments.done")[0].fields
+        assert done["name"] == "set_light"
+        assert json.loads(done["arguments"]) == {"room": "kitchen", "on": True}
+        delta = h.of("response.function_call_arguments.delta")[0].fields
+        assert (delta["call_id"], delta["item_id"]) == (done["call_id"], done["item_id"])
+        item_done = h.of("response.output_item.done")[0].fields
+        assert item_done["item"]["status"] == "completed"
+        assert item_done["item"]["call_id"] == done["call_id"]
+        response = h.of("response.done")[0].fields["response"]
+        assert response["status"] == "completed"
+        assert [o["type"] for o in response["output"]] == ["function_call"]
+        # Nothing spoken, no message: the model's markup never reaches the client or TTS.
+        assert not h.of("response.output_audio.delta")
+        assert not h.of("response.output_audio_transcript.delta")
+        assert h.voices.voices.get("en") is None or not h.voices.voices["en"].spoken
+        assert [tool.name for tool in h.chat.tools[0]] == ["set_light"]
+        assert h.chat.options[0] is not None and h.chat.options[0].no_repeat_ngram_size == 0
+    run(scenario)
+
+
+def test_the_functions_result_is_given_to_the_model_and_answered_aloud() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Turn on the kitchen light", "en")]),
+                    FakeChat([CALL, "The kitchen light is on."]))
+        await h.session.start()
+        await with_tools(h)
+        await h.speak()
+        await h.wait_done()
+        call_id = h.of("response.function_call_arguments.done")[0].fields["call_id"]
+        await h.session.handle(ItemCreate("o1", None, "user", '{"ok": true}',
+                                          "function_call_output", call_id))
+        added = [e.fields["item"] for e in h.of("conversation.item.added")]
+        assert added[-1]["type"] == "function_call_output" and added[-1]["call_id"] == call_id
+        await h.session.handle(ResponseCreate("r2", None, None))
+        await h.wait_done(2)
+        # The call and its result reach the model as a note in the user's turn, and the
+        # answer is written without tools (the small model would call again).
+        assert h.chat.requests[1][1:] == [Message("user", (
+            'Turn on the kitchen light\n\n(The app ran set_light(room="kitchen", on=true) and '
+            'got: {"ok": true}. Tell me the outcome in one short sentence.)'))]
+        assert h.chat.tools[1] == []
+        assert h.of("response.output_audio_transcript.done")[0].fields["transcript"] == \
+            "The kitchen light is on."
+        assert h.voices.voices["en"].spoken == ["The kitchen light is on."]
+    run(scenario)
+
+
+def test_one_response_can_say_a_sentence_and_call_a_function() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([]), FakeChat([f"Sure, one moment. {CALL}"]))
+        await with_tools(h)
+        await h.session.handle(ItemCreate("i1", None, "user", "Kitchen light on, please"))
+        await h.session.handle(ResponseCreate("r1", None, None))
+        await h.wait_done()
+        output = h.of("response.done")[0].fields["response"]["output"]
+        assert [o["type"] for o in output] == ["message", "function_call"]
+        assert output[0]["content"][0]["transcript"] == "Sure, one moment."
+        indexes = {e.fields["item"]["type"]: e.fields["output_index"]
+                   for e in h.of("response.output_item.added")}
+        assert indexes == {"message": 0, "function_call": 1}
+        assert h.voices.voices["en"].spoken == ["Sure, one moment."]
+    run(scenario)
+
+
+def test_a_call_that_breaks_its_schema_is_an_error_never_a_call() -> None:
+    async def scenario() -> None:
+        bad = ('<tool_call>\n{"name": "set_light", "arguments": {"room": 5}}\n</tool_call>')
+        h = Harness(FakeTranscriber([]), FakeChat([bad]))
+        await with_tools(h)
+        await h.session.handle(ItemCreate("i1", None, "user", "Light"))
+        await h.session.handle(ResponseCreate("r1", None, None))
+        await h.wait_done()
+        errors = [e.fields["error"] for e in h.of("error")]
+        assert [e["code"] for e in errors] == ["invalid_tool_call"]
+        assert errors[0]["type"] == "server_error"
+        assert not h.of("response.function_call_arguments.done")
+        assert h.of("response.done")[0].fields["response"]["status"] == "completed"
+    run(scenario)
+
+
+def test_tool_choice_none_for_one_response_hides_the_tools_from_the_model() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([]), FakeChat(["Hello!"]))
+        await with_tools(h)
+        await h.session.handle(ItemCreate("i1", None, "user", "Hi"))
+        await h.session.handle(ResponseCreate("r1", None, None, tool_choice="none"))
+        await h.wait_done()
+        assert h.chat.tools == [[]]
+        assert h.chat.options[0] is not None and h.chat.options[0].no_repeat_ngram_size == 6
+    run(scenario)
+
+
+def test_a_forced_function_is_asked_for_in_the_system_prompt() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([]), FakeChat([CALL]))
+        await with_tools(h, tool_choice={"type": "function", "name": "set_light"})
+        await h.session.handle(ItemCreate("i1", None, "user", "Kitchen"))
+        await h.session.handle(ResponseCreate("r1", None, None))
+        await h.wait_done()
+        assert "calling the function set_light" in h.chat.requests[0][0].content
+    run(scenario)
+
+
+def test_a_response_may_bring_its_own_tools() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([]), FakeChat([CALL]))
+        await h.session.handle(ItemCreate("i1", None, "user", "Kitchen light on"))
+        from voice.protocol import parse_tools
+        tools = parse_tools([LIGHT], None, "response.tools")
+        await h.session.handle(ResponseCreate("r1", None, None, tools=tools))
+        await h.wait_done()
+        assert [tool.name for tool in h.chat.tools[0]] == ["set_light"]
+        assert h.of("response.function_call_arguments.done")
+        assert h.session.settings.config.tools == ()  # the session's own stay as they were
+    run(scenario)
+
+
+def test_a_model_that_cannot_call_functions_refuses_tools_clearly() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([]), FakeChat([]), tools_supported=False)
+        await with_tools(h)
+        error = h.of("error")[0].fields["error"]
+        assert (error["code"], error["param"]) == ("unsupported_feature", "session.tools")
+        assert "cannot call functions" in error["message"]
+        assert h.session.settings.config.tools == ()
+    run(scenario)
