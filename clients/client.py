@@ -136,9 +136,16 @@ class VoiceClient:
                         server_vad: bool | None = None, language: str | None = None,
                         languages: Sequence[str] | None = None,
                         vad: dict[str, Any] | None = None,
-                        output_modalities: Sequence[str] | None = None) -> None:
-        """Send ``session.update`` with the given settings (others stay as they are)."""
+                        output_modalities: Sequence[str] | None = None,
+                        tools: Sequence[dict[str, Any]] | None = None,
+                        tool_choice: str | dict[str, Any] | None = None) -> None:
+        """Send ``session.update`` with the given settings (others stay as they are).
+        ``tools`` are Realtime function definitions (``{"type": "function", "name", ...}``)."""
         session: dict[str, Any] = {"type": "realtime"}
+        if tools is not None:
+            session["tools"] = list(tools)
+        if tool_choice is not None:
+            session["tool_choice"] = tool_choice
         audio_in: dict[str, Any] = {}
         audio_out: dict[str, Any] = {}
         for rate in (input_rate, output_rate):

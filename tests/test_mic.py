@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 
 from clients.mic import devices, main
-from clients.mic.app import MicApp, Options
+from clients.mic.app import MicApp
 from clients.mic.console import Console, format_latency
 from clients.mic.devices import DeviceError, PlaybackBuffer, SoundDeviceAudio, resolve_device
+from clients.mic.options import Options
 from tests.fake_audio import FakeAudio
 from tests.fakes import FakeChat, FakeTranscriber, fake_engines, tone
 from tests.live import running_server, url_of

@@ -115,20 +115,28 @@ def _piper_voice_path(explicit: str | None) -> Path | None:
 def generate_utterances(languages: Sequence[str], per_language: int,
                         piper_voice: str | None) -> list[Utterance]:
     """Spoken questions: Piper for English (if its voice is prepared), espeak-ng otherwise."""
+    return speak_texts([(f"{language}-{index + 1}", language, text) for language in languages
+                        for index, text in enumerate(QUESTIONS[language][:per_language])],
+                       piper_voice)
+
+
+def speak_texts(texts: Sequence[tuple[str, str, str]],
+                piper_voice: str | None = None) -> list[Utterance]:
+    """(name, language, text) -> utterances at RATE: Piper's English voice for English when it
+    is prepared (or given), espeak-ng for everything else."""
     voice = None
     path = _piper_voice_path(piper_voice)
-    if "en" in languages and path is not None:
+    if any(language == "en" for _, language, _ in texts) and path is not None:
         from piper import PiperVoice
 
         voice = PiperVoice.load(str(path))
     utterances = []
-    for language in languages:
-        for index, text in enumerate(QUESTIONS[language][:per_language]):
-            if language == "en" and voice is not None:
-                chunks = list(voice.synthesize(text))
-                audio = np.concatenate([c.audio_float_array for c in chunks])
-                samples = _to_rate(audio, chunks[0].sample_rate)
-            else:
-                samples = _espeak(language, text)
-            utterances.append(Utterance(f"{language}-{index + 1}", samples, text, language))
+    for name, language, text in texts:
+        if language == "en" and voice is not None:
+            chunks = list(voice.synthesize(text))
+            audio = np.concatenate([c.audio_float_array for c in chunks])
+            samples = _to_rate(audio, chunks[0].sample_rate)
+        else:
+            samples = _espeak(language, text)
+        utterances.append(Utterance(name, samples, text, language))
     return utterances

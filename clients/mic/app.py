@@ -24,9 +24,10 @@ from clients.mic.console import (
     refused_for_good,
 )
 from clients.mic.devices import AudioDevice, DeviceError, Resampler
+from clients.mic.options import Options
+from clients.mic.tools import LocalTools, ring_tone
 from voice.protocol import (
     AUDIO_RATES,
-    DEFAULT_AUDIO_RATE,
     AudioDelta,
     AudioTranscriptDelta,
     Error,
@@ -40,23 +41,6 @@ from voice.protocol import (
     TranscriptCompleted,
     TranscriptDelta,
 )
-
-DEFAULT_URL = "ws://127.0.0.1:8765/v1/realtime"
-
-
-@dataclasses.dataclass
-class Options:
-    url: str = DEFAULT_URL
-    key: str | None = None
-    language: str | None = None
-    rate: int = DEFAULT_AUDIO_RATE
-    push_to_talk: bool = False
-    mute_while_speaking: bool = False
-    mute_tail_s: float = 0.3
-    reconnect: bool = False
-    instructions: str | None = None
-    reconnect_delays_s: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)  # then the last again
-    open_timeout_s: float = 10.0
 
 
 @dataclasses.dataclass
@@ -107,6 +91,7 @@ class MicApp:
         self._dropped: set[str] = set()  # interrupted responses whose late audio is ignored
         self._expected_errors: collections.Counter[str] = collections.Counter()
         self._out_resampler = Resampler(options.rate, audio.output_rate)
+        self.tools = None if options.tools is None else LocalTools(options.tools, self._ring)
         # Observable state.
         self.connections = 0
         self.session_ids: list[str] = []
@@ -160,6 +145,8 @@ class MicApp:
                 client = reconnected
         finally:
             self._online = False
+            if self.tools is not None:
+                self.tools.cancel_timers()
             self.audio.close()
             if client is not None and not client.closed:  # Ctrl-C: say goodbye to the server
                 with contextlib.suppress(Exception):
@@ -195,7 +182,8 @@ class MicApp:
         try:
             await client.configure(input_rate=options.rate, output_rate=options.rate,
                                    server_vad=not options.push_to_talk,
-                                   language=options.language, instructions=options.instructions)
+                                   language=options.language, instructions=options.instructions,
+                                   tools=None if self.tools is None else self.tools.definitions())
         except Exception as error:  # the connection closed right away
             return describe_close(client, error)
         while not self._mic.empty():  # nothing recorded while offline is sent
@@ -343,6 +331,12 @@ class MicApp:
             if self._on_event is not None:
                 self._on_event(event)
             await self._handle(client, event)
+            if self.tools is not None:
+                await self.tools.observe(client, event)
+
+    def _ring(self, label: str) -> None:
+        self.console.line(f"timer {label}: time is up")
+        self.audio.play(ring_tone(self.audio.output_rate))
 
     async def _handle(self, client: VoiceClient, event: ServerEvent) -> None:
         console = self.console

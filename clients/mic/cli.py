@@ -22,6 +22,10 @@ Which mode when:
                           decide when your turn ends: press Enter, talk, press Enter to send.
                           Enter during a reply interrupts it. Type q + Enter (or Ctrl-C) to quit.
 
+--tools lets the assistant act on this computer: ask for the time ("What time is it?"), a
+timer ("Set a timer for two minutes", it rings here) or notes ("Note that I need milk",
+"What are my notes?"). The functions run in this program; the server only asks for them.
+
 The server address defaults to ws://127.0.0.1:8765/v1/realtime; a server with API keys needs
 --key or VOICE_API_KEY. --reconnect keeps trying (with backoff) when the connection drops.
 """
@@ -33,11 +37,14 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
-from clients.mic.app import DEFAULT_URL, MicApp, Options
+from clients.mic.app import MicApp
 from clients.mic.console import PROGRAM
 from clients.mic.devices import AudioDevice, DeviceError, SoundDeviceAudio, list_devices
+from clients.mic.options import DEFAULT_URL, Options
+from clients.mic.tools import default_notes_path
 from voice.protocol import AUDIO_RATES, DEFAULT_AUDIO_RATE
 
 
@@ -67,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-device", help="speaker: number or part of the name")
     parser.add_argument("--list-devices", action="store_true",
                         help="list input and output devices and exit")
+    parser.add_argument("--tools", action="store_true",
+                        help="let the assistant use local functions: the time, timers that "
+                             "ring, a notes file (see below)")
+    parser.add_argument("--notes", type=Path, default=None,
+                        help=f"with --tools, the notes file (default: {default_notes_path()})")
     return parser
 
 
@@ -91,7 +103,8 @@ def main(argv: Sequence[str] | None = None, *, audio: AudioDevice | None = None,
                       rate=args.rate, push_to_talk=args.push_to_talk,
                       mute_while_speaking=args.mute_while_speaking,
                       mute_tail_s=max(0, args.mute_tail_ms) / 1000, reconnect=args.reconnect,
-                      instructions=args.instructions)
+                      instructions=args.instructions,
+                      tools=(args.notes or default_notes_path()) if args.tools else None)
     app = MicApp(options, audio, out=out, err=err, keys=keys)
     try:
         return asyncio.run(app.run())

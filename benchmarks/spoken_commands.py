@@ -1,0 +1,227 @@
+"""Spoken commands -> function calls: does the service call the right function with the right
+arguments, in each language, and how soon after the end of speech?
+
+    .venv/bin/python -m benchmarks.spoken_commands --url ws://127.0.0.1:8765/v1/realtime \
+        [--languages de,fr] [--text] [--json out.json]
+
+Three functions an app would offer (lights with a fixed set of rooms, a kitchen timer, a weather
+lookup) and five commands in each of en, de, fr, es, it, nl, pt and pl. There are no real
+recordings of such commands, so they are generated: Piper's English voice for English,
+espeak-ng for the other languages (a harder input for Whisper than a person). Each command is
+played at real-time pace into a fresh session with the tools set, and the first call of the
+reply is checked: its name, and every expected argument (rooms exactly, as the schema's enum
+says; cities by name, with the local spellings of a few). The delay is from the end of the
+speech to ``response.function_call_arguments.done`` at the client. ``--text`` sends the
+commands as text instead (no speech recognition): the model's own share of the errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from clients.client import VoiceClient, stream_file_realtime
+from clients.latency.speech import RATE, Utterance, speak_texts
+from voice.protocol import (
+    Error,
+    FunctionCallArgumentsDone,
+    ResponseDone,
+    TranscriptCompleted,
+)
+
+ROOMS = ["kitchen", "living_room", "bedroom", "bathroom"]
+TOOLS: list[dict[str, Any]] = [
+    {"type": "function", "name": "set_light", "description": "Switch the light of a room.",
+     "parameters": {"type": "object", "properties": {
+         "room": {"type": "string", "enum": ROOMS, "description": "The room, in English"},
+         "on": {"type": "boolean", "description": "true: on, false: off"}},
+         "required": ["room", "on"]}},
+    {"type": "function", "name": "set_timer", "description": "Start a countdown timer.",
+     "parameters": {"type": "object", "properties": {
+         "minutes": {"type": "integer", "minimum": 1, "maximum": 600}},
+         "required": ["minutes"]}},
+    {"type": "function", "name": "get_weather", "description": "Today's weather in a city.",
+     "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                    "required": ["city"]}},
+]
+
+
+def light(room: str, on: bool) -> tuple[str, dict[str, Any]]:
+    return "set_light", {"room": room, "on": on}
+
+
+def timer(minutes: int) -> tuple[str, dict[str, Any]]:
+    return "set_timer", {"minutes": minutes}
+
+
+def weather(city: str) -> tuple[str, dict[str, Any]]:
+    return "get_weather", {"city": city}
+
+
+COMMANDS: dict[str, list[tuple[str, tuple[str, dict[str, Any]]]]] = {
+    "en": [("Turn on the light in the kitchen.", light("kitchen", True)),
+           ("Switch off the bedroom light.", light("bedroom", False)),
+           ("Set a timer for ten minutes.", timer(10)),
+           ("What is the weather like in Madrid?", weather("Madrid")),
+           ("Please turn the living room light off.", light("living_room", False))],
+    "de": [("Schalte das Licht in der Küche ein.", light("kitchen", True)),
+           ("Mach das Licht im Schlafzimmer aus.", light("bedroom", False)),
+           ("Stell einen Timer auf fünf Minuten.", timer(5)),
+           ("Wie ist das Wetter in Berlin?", weather("Berlin")),
+           ("Schalte das Licht im Wohnzimmer an.", light("living_room", True))],
+    "fr": [("Allume la lumière de la cuisine.", light("kitchen", True)),
+           ("Éteins la lumière de la chambre.", light("bedroom", False)),
+           ("Mets un minuteur de dix minutes.", timer(10)),
+           ("Quel temps fait-il à Paris ?", weather("Paris")),
+           ("Allume la lumière du salon.", light("living_room", True))],
+    "es": [("Enciende la luz de la cocina.", light("kitchen", True)),
+           ("Apaga la luz del dormitorio.", light("bedroom", False)),
+           ("Pon un temporizador de cinco minutos.", timer(5)),
+           ("¿Qué tiempo hace en Madrid?", weather("Madrid")),
+           ("Apaga la luz del salón.", light("living_room", False))],
+    "it": [("Accendi la luce della cucina.", light("kitchen", True)),
+           ("Spegni la luce della camera da letto.", light("bedroom", False)),
+           ("Imposta un timer di dieci minuti.", timer(10)),
+           ("Che tempo fa a Roma?", weather("Rome")),
+           ("Accendi la luce del soggiorno.", light("living_room", True))],
+    "nl": [("Zet het licht in de keuken aan.", light("kitchen", True)),
+           ("Doe het licht in de slaapkamer uit.", light("bedroom", False)),
+           ("Zet een timer van vijf minuten.", timer(5)),
+           ("Wat voor weer is het in Amsterdam?", weather("Amsterdam")),
+           ("Zet het licht in de woonkamer uit.", light("living_room", False))],
+    "pt": [("Acende a luz da cozinha.", light("kitchen", True)),
+           ("Apaga a luz do quarto.", light("bedroom", False)),
+           ("Define um temporizador de dez minutos.", timer(10)),
+           ("Como está o tempo em Lisboa?", weather("Lisbon")),
+           ("Acende a luz da sala.", light("living_room", True))],
+    "pl": [("Włącz światło w kuchni.", light("kitchen", True)),
+           ("Wyłącz światło w sypialni.", light("bedroom", False)),
+           ("Ustaw minutnik na pięć minut.", timer(5)),
+           ("Jaka jest pogoda w Warszawie?", weather("Warsaw")),
+           ("Włącz światło w salonie.", light("living_room", True))],
+}
+CITY_NAMES = {"rome": {"roma", "rom"}, "lisbon": {"lisboa", "lissabon"},
+              "warsaw": {"warszawa", "warszawie"}}
+
+
+def _plain(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.strip().lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def arguments_match(expected: dict[str, Any], got: dict[str, Any]) -> bool:
+    for key, value in expected.items():
+        if key == "city":
+            city = _plain(str(got.get("city", ""))).split(",")[0].strip()
+            if city != _plain(value) and city not in CITY_NAMES.get(_plain(value), set()):
+                return False
+        elif got.get(key) != value or type(got.get(key)) is not type(value):
+            return False
+    return True
+
+
+async def run_command(url: str, key: str | None, utterance: Utterance, text_only: bool,
+                      timeout_s: float) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": utterance.name, "language": utterance.language,
+                           "text": utterance.text, "transcript": None, "calls": [],
+                           "errors": [], "call_ms": None, "status": None}
+    async with await VoiceClient.connect(url, api_key=key) as client:
+        await client.configure(tools=TOOLS, tool_choice="auto", output_modalities=["text"])
+        if text_only:
+            await client.say(utterance.text or "")
+            await client.create_response()
+            speech_end = time.monotonic()
+        else:
+            speech_end = await stream_file_realtime(client, utterance.samples, RATE,
+                                                    trailing_silence_s=2.5)
+        deadline = speech_end + timeout_s
+        events = client.events()
+        while time.monotonic() < deadline:
+            try:
+                event = await asyncio.wait_for(anext(events), deadline - time.monotonic())
+            except (TimeoutError, StopAsyncIteration):
+                break
+            if isinstance(event, TranscriptCompleted):
+                row["transcript"] = event.transcript
+            elif isinstance(event, FunctionCallArgumentsDone):
+                if row["call_ms"] is None:
+                    row["call_ms"] = (time.monotonic() - speech_end) * 1000
+                row["calls"].append({"name": event.name,
+                                     "arguments": json.loads(event.arguments)})
+            elif isinstance(event, Error):
+                row["errors"].append(event.code)
+            elif isinstance(event, ResponseDone):
+                row["status"] = event.response.get("status")
+                break
+    return row
+
+
+def judge(row: dict[str, Any], expected: tuple[str, dict[str, Any]]) -> bool:
+    if not row["calls"]:
+        return False
+    first = row["calls"][0]
+    return bool(first["name"] == expected[0] and arguments_match(expected[1], first["arguments"]))
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print("| language | correct | call after end of speech p50 / p90 (ms) |")
+    print("|---|---:|---:|")
+    languages = sorted({row["language"] for row in rows})
+    for language in [*languages, "all"]:
+        chosen = [r for r in rows if language in ("all", r["language"])]
+        delays = sorted(r["call_ms"] for r in chosen if r["call_ms"] is not None)
+        p50 = f"{statistics.median(delays):.0f}" if delays else "-"
+        p90 = f"{delays[min(len(delays) - 1, int(0.9 * len(delays)))]:.0f}" if delays else "-"
+        correct = sum(r["correct"] for r in chosen)
+        print(f"| {language} | {correct}/{len(chosen)} ({100 * correct / len(chosen):.0f} %) "
+              f"| {p50} / {p90} |")
+    for row in rows:
+        if not row["correct"]:
+            print(f"  wrong: {row['name']} {row['text']!r} heard {row['transcript']!r} -> "
+                  f"{row['calls'] or 'no call'} {row['errors'] or ''}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="ws://127.0.0.1:8765/v1/realtime")
+    parser.add_argument("--key")
+    parser.add_argument("--languages", help="comma-separated, e.g. de,fr (default: all)")
+    parser.add_argument("--text", action="store_true", help="send the commands as text")
+    parser.add_argument("--timeout-s", type=float, default=60.0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    languages = args.languages.split(",") if args.languages else list(COMMANDS)
+    items = [(f"{language}-{index + 1}", language, text, expected)
+             for language in languages for index, (text, expected) in
+             enumerate(COMMANDS[language])]
+    if args.text:
+        utterances = [Utterance(name, None, text, language)  # type: ignore[arg-type]
+                      for name, language, text, _ in items]
+    else:
+        utterances = speak_texts([(name, language, text) for name, language, text, _ in items])
+    rows = []
+    for utterance, (_, _, _, expected) in zip(utterances, items, strict=True):
+        row = asyncio.run(run_command(args.url, args.key, utterance, args.text, args.timeout_s))
+        row["expected"] = {"name": expected[0], "arguments": expected[1]}
+        row["correct"] = judge(row, expected)
+        print(f"  {row['name']}: {'ok' if row['correct'] else 'WRONG'} {row['calls']}",
+              file=sys.stderr)
+        rows.append(row)
+    print(f"\n{len(rows)} {'typed' if args.text else 'spoken'} commands, one fresh session "
+          "each\n")
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
