@@ -9,9 +9,10 @@ lookup) and five commands in each of en, de, fr, es, it, nl, pt and pl. There ar
 recordings of such commands, so they are generated: Piper's English voice for English,
 espeak-ng for the other languages (a harder input for Whisper than a person). Each command is
 played at real-time pace into a fresh session with the tools set, and the first call of the
-reply is checked: its name, and every expected argument (rooms exactly, as the schema's enum
-says; cities by name, with the local spellings of a few). The delay is from the end of the
-speech to ``response.function_call_arguments.done`` at the client. ``--text`` sends the
+reply is checked: its name, and every expected argument (rooms by their names in the eight
+languages, as the user says them; cities by name, with the local spellings of a few). The
+delay is from the end of the speech to ``response.function_call_arguments.done`` at the
+client. ``--text`` sends the
 commands as text instead (no speech recognition): the model's own share of the errors.
 """
 
@@ -34,21 +35,34 @@ from voice.protocol import (
     Error,
     FunctionCallArgumentsDone,
     ResponseDone,
+    TextDelta,
     TranscriptCompleted,
 )
 
-ROOMS = ["kitchen", "living_room", "bedroom", "bathroom"]
+# The rooms as people name them (an app such as Home Assistant names its areas in the user's
+# language, so the room is whatever the user said; a list of English names forced the 0.5B
+# model to translate, and it answered "kitchen" for most rooms).
+ROOMS = {
+    "kitchen": {"kitchen", "küche", "kuche", "cuisine", "cocina", "cucina", "keuken", "cozinha",
+                "kuchnia", "kuchni"},
+    "bedroom": {"bedroom", "schlafzimmer", "chambre", "dormitorio", "camera da letto",
+                "camera", "slaapkamer", "quarto", "sypialnia", "sypialni"},
+    "living_room": {"living room", "living_room", "wohnzimmer", "salon", "salón", "soggiorno",
+                    "woonkamer", "sala", "salonie"},
+}
 TOOLS: list[dict[str, Any]] = [
     {"type": "function", "name": "set_light", "description": "Switch the light of a room.",
      "parameters": {"type": "object", "properties": {
-         "room": {"type": "string", "enum": ROOMS, "description": "The room, in English"},
-         "on": {"type": "boolean", "description": "true: on, false: off"}},
+         "room": {"type": "string", "description": "the room, as the user names it"},
+         "on": {"type": "boolean",
+                "description": "true to switch the light on, false to switch it off"}},
          "required": ["room", "on"]}},
     {"type": "function", "name": "set_timer", "description": "Start a countdown timer.",
      "parameters": {"type": "object", "properties": {
          "minutes": {"type": "integer", "minimum": 1, "maximum": 600}},
          "required": ["minutes"]}},
-    {"type": "function", "name": "get_weather", "description": "Today's weather in a city.",
+    {"type": "function", "name": "get_weather",
+     "description": "Look up the current weather in a city.",
      "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                     "required": ["city"]}},
 ]
@@ -119,7 +133,11 @@ def _plain(text: str) -> str:
 
 def arguments_match(expected: dict[str, Any], got: dict[str, Any]) -> bool:
     for key, value in expected.items():
-        if key == "city":
+        if key == "room":
+            if _plain(str(got.get("room", ""))).replace("_", " ") not in {
+                    _plain(name).replace("_", " ") for name in ROOMS[value]}:
+                return False
+        elif key == "city":
             city = _plain(str(got.get("city", ""))).split(",")[0].strip()
             if city != _plain(value) and city not in CITY_NAMES.get(_plain(value), set()):
                 return False
@@ -132,12 +150,11 @@ async def run_command(url: str, key: str | None, utterance: Utterance, text_only
                       timeout_s: float) -> dict[str, Any]:
     row: dict[str, Any] = {"name": utterance.name, "language": utterance.language,
                            "text": utterance.text, "transcript": None, "calls": [],
-                           "errors": [], "call_ms": None, "status": None}
+                           "errors": [], "call_ms": None, "status": None, "reply": ""}
     async with await VoiceClient.connect(url, api_key=key) as client:
         await client.configure(tools=TOOLS, tool_choice="auto", output_modalities=["text"])
         if text_only:
-            await client.say(utterance.text or "")
-            await client.create_response()
+            await client.say(utterance.text or "")  # the item and response.create
             speech_end = time.monotonic()
         else:
             speech_end = await stream_file_realtime(client, utterance.samples, RATE,
@@ -156,6 +173,8 @@ async def run_command(url: str, key: str | None, utterance: Utterance, text_only
                     row["call_ms"] = (time.monotonic() - speech_end) * 1000
                 row["calls"].append({"name": event.name,
                                      "arguments": json.loads(event.arguments)})
+            elif isinstance(event, TextDelta):
+                row["reply"] += event.delta
             elif isinstance(event, Error):
                 row["errors"].append(event.code)
             elif isinstance(event, ResponseDone):
@@ -186,7 +205,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if not row["correct"]:
             print(f"  wrong: {row['name']} {row['text']!r} heard {row['transcript']!r} -> "
-                  f"{row['calls'] or 'no call'} {row['errors'] or ''}", file=sys.stderr)
+                  f"{row['calls'] or 'no call'} {row['errors'] or ''} {row['reply'][:80]!r}",
+                  file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
