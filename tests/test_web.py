@@ -29,7 +29,7 @@ import soxr
 
 from tests.live import running_server
 from tests.prerequisites import missing
-from tests.speech import to_16k, with_silence
+from tests.speech import to_16k, with_silence, word_error_rate
 from voice.config import ServiceConfig
 from voice.server import VoiceServer
 
@@ -242,7 +242,9 @@ def test_speaking_over_the_reply_stops_it_and_truncates_it(
         assert "interrupted at" in page.get_by_test_id("reply").first.inner_text().lower()
         # The conversation goes on with the new question.
         finals = [t["text"].lower() for t in state["transcripts"] if t["text"].strip()]
-        assert len(finals) == 2 and "weather" in finals[0] and "paris" in finals[1], context_info
+        # Whisper-base hears "Paris" as "pairs" on some CPUs: judge the whole sentence.
+        assert len(finals) == 2 and "weather" in finals[0], context_info
+        assert word_error_rate(INTERRUPTION, finals[1]) <= 0.34, context_info
         assert second["status"] == "completed" and second["audioSamples"] > 0, context_info
     finally:
         context.close()
