@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from llm.chat import Message
-from tests.fakes import FakeChat, FakeTranscriber
+from tests.fakes import FakeChat, FakeTranscriber, FakeTurnModel, silence, tone
 from tests.test_session import Harness, run
 from voice.protocol import ItemCreate, ResponseCreate, SessionUpdate
 
@@ -157,4 +159,25 @@ def test_a_model_that_cannot_call_functions_refuses_tools_clearly() -> None:
         assert (error["code"], error["param"]) == ("unsupported_feature", "session.tools")
         assert "cannot call functions" in error["message"]
         assert h.session.settings.config.tools == ()
+    run(scenario)
+
+
+def test_a_call_is_written_ahead_with_the_tools_and_sent_as_a_call_after_the_turn() -> None:
+    async def scenario() -> None:
+        chat = FakeChat([CALL])
+        h = Harness(FakeTranscriber([("Turn on the kitchen light", "en")]), chat,
+                    turn_model=FakeTurnModel(rest=0.9))
+        await with_tools(h, audio={"input": {"turn_detection": {
+            "type": "semantic_vad", "eagerness": "auto"}}})
+        # The pause is reported at 200 ms; 400 ms into the confirming silence the model writes.
+        await h.send_audio(np.concatenate([tone(0.6), silence(0.4)]), pace_s=0.02)
+        await h.wait_for(lambda: bool(chat.requests))
+        assert not [t for t in h.types() if t.startswith("response.")]  # nothing sent yet
+        assert [tool.name for tool in chat.tools[0]] == ["set_light"]
+        await h.send_audio(silence(0.4), pace_s=0.02)
+        await h.wait_done()
+        assert len(chat.requests) == 1  # the reply adopted what was written ahead
+        done = h.of("response.function_call_arguments.done")[0].fields
+        assert json.loads(done["arguments"]) == {"room": "kitchen", "on": True}
+        assert not h.of("response.output_audio_transcript.delta")
     run(scenario)

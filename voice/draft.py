@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from llm.chat import Message, SamplingOptions
+from llm.tools import Tool
 from voice.ports import Engines
 from voice.schedulers import Priority
 
@@ -30,9 +31,10 @@ class Draft:
     """The first tokens of a reply to ``messages``, written while the turn is unconfirmed."""
 
     def __init__(self, owner: str, engines: Engines, messages: Sequence[Message],
-                 sampling: SamplingOptions) -> None:
+                 sampling: SamplingOptions, tools: Sequence[Tool] = ()) -> None:
         self.messages = list(messages)
         self.sampling = sampling
+        self.tools = list(tools)  # shown to the model (the deltas may hold a call's markup)
         self.deltas: list[str] = []
         self.cancel_event = threading.Event()
         self._owner = owner
@@ -48,8 +50,9 @@ class Draft:
                                            priority=Priority.URGENT)
 
     async def _write(self) -> None:
+        extra = (self.tools,) if self.tools else ()  # engines without tools take three
         self._stream = await self._run(self._engines.chat.stream, self.messages, self.sampling,
-                                       self.cancel_event)
+                                       self.cancel_event, *extra)
         while not self._stop and len(self.deltas) < AHEAD_TOKENS:
             delta = await self._run(next, self._stream, None)
             if delta is None:
@@ -57,8 +60,10 @@ class Draft:
                 return
             self.deltas.append(delta)
 
-    def matches(self, messages: Sequence[Message], sampling: SamplingOptions) -> bool:
-        return list(messages) == self.messages and sampling == self.sampling
+    def matches(self, messages: Sequence[Message], sampling: SamplingOptions,
+                tools: Sequence[Tool] = ()) -> bool:
+        return (list(messages) == self.messages and sampling == self.sampling
+                and list(tools) == self.tools)
 
     async def adopt(self) -> tuple[list[str], Iterator[str] | None]:
         """Stop writing ahead; the deltas so far and the stream to go on with (None when the

@@ -20,6 +20,7 @@ import numpy as np
 from asr.vad import VadConfig, VadEventType
 from asr.whisper import TranscribeOptions, Transcript
 from llm.chat import Message
+from llm.tools import Tool
 from voice.conversation import Conversation, Item
 from voice.draft import Draft
 from voice.listening import UserAudio
@@ -210,13 +211,13 @@ class Endpointing:
         if not transcript.text:
             return
         settings = self.settings.for_response(None, self.last_language)
-        if active_tools(settings):
-            return  # a draft is written without tools; replies with tools are not drafted
         language = settings.language if settings.language_pinned else transcript.language
         messages = [*prompt_messages(self.conversation, settings, language),
                     Message("user", transcript.text)]
+        # The reply will answer the user's new words, so it shows the model all its tools.
+        tools = [Tool(t.name, t.description, t.parameters) for t in active_tools(settings)]
         self._drop_draft()
-        self._draft = Draft(self.id, self.engines, messages, sampling_of(settings))
+        self._draft = Draft(self.id, self.engines, messages, sampling_of(settings), tools)
 
     async def _decode(self, audio: np.ndarray) -> Transcript:
         # Batched with other sessions' finals where the engine is set up to (GPU).

@@ -251,7 +251,7 @@ class Reply:
         ahead: list[str] = []
         stream: Iterator[str] | None = None
         draft, self._draft = self._draft, None
-        if draft is not None and calls is None and draft.matches(messages, sampling):
+        if draft is not None and draft.matches(messages, sampling, tools):
             self._draft = draft  # a cancel reaches its stream
             ahead, stream = await draft.adopt()
             logger.debug("session %s: %s adopts %d token(s) written ahead", self._owner,
