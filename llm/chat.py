@@ -276,7 +276,7 @@ class ChatModel:
                 options.temperature, options.top_k, options.top_p, options.repetition_penalty,
                 options.no_repeat_ngram_size), options.max_new_tokens)
             return self._deltas(steps, cancel)
-        static = self._static_prefix(kept, prompt)
+        static = self._static_prefix(kept, prompt, tools)
         steps = self._generator.generate_tokens(
             prompt[len(static):],
             static_prompt=static or None,
@@ -291,20 +291,24 @@ class ChatModel:
         )
         return self._deltas(steps, cancel)
 
-    def _static_prefix(self, messages: Sequence[Message], prompt: list[str]) -> list[str]:
-        """The tokens of the system prompt at the start of ``prompt`` if its model state may
-        be cached (one of the first ``cached_system_prompts`` distinct ones), else []."""
+    def _static_prefix(self, messages: Sequence[Message], prompt: list[str],
+                       tools: Sequence[Tool] = ()) -> list[str]:
+        """The tokens of the system turn (the system prompt, and the tools the template writes
+        into it) at the start of ``prompt`` if its model state may be cached (one of the first
+        ``cached_system_prompts`` distinct ones), else []."""
         if not messages or messages[0].role != "system" or len(messages) < 2:
             return []
         content = messages[0].content
+        variables: dict[str, object] = {"tools": template_tools(tools)} if tools else {}
+        key = content + json.dumps(variables, sort_keys=True, ensure_ascii=False)
         with self._cache_lock:
-            if content not in self._cached_prompts:
+            if key not in self._cached_prompts:
                 if len(self._cached_prompts) >= self.config.cached_system_prompts:
                     return []
-                self._cached_prompts.add(content)
+                self._cached_prompts.add(key)
         block = str(self._template.render(
             messages=[{"role": "system", "content": content}], add_generation_prompt=False,
-            bos_token=self.format.bos_token or "", eos_token=self.format.eos_token))
+            bos_token=self.format.bos_token or "", eos_token=self.format.eos_token, **variables))
         tokens = self._tokens([block])[0]
         if self.format.add_bos_token and self.format.bos_token:
             tokens = [self.format.bos_token, *tokens]

@@ -190,6 +190,40 @@ def test_tools_reach_the_chat_template_as_plain_json(random_decoder_dir: Path,
     assert "<b>lamp</b> on & off, «vite»" in prompt  # not HTML-escaped, not \\u-escaped
 
 
+TOOLS_IN_SYSTEM_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] }}"
+    "{% if loop.first and tools %}{% for tool in tools %}{{ '\\n' + (tool | tojson) }}"
+    "{% endfor %}{% endif %}{{ '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def test_the_system_turn_with_its_tools_is_cached_and_changes_nothing_in_the_reply(
+        random_decoder_dir: Path, tmp_path: Path) -> None:
+    import ctranslate2
+
+    folder = tmp_path / "tools-in-system"
+    shutil.copytree(random_decoder_dir, folder)
+    chat = json.loads((folder / "chat.json").read_text())
+    chat["chat_template"] = TOOLS_IN_SYSTEM_TEMPLATE
+    (folder / "chat.json").write_text(json.dumps(chat))
+    model = ChatModel(ChatConfig(str(folder), device="cpu", cached_system_prompts=4))
+    reference = ctranslate2.Generator(str(folder))
+    messages = [Message("system", "Be brief."), Message("user", "Lights!")]
+    prompt = model._tokens([model.render(messages, [GET_TIME])])[0]
+    static = model._static_prefix(messages, prompt, [GET_TIME])
+    assert static and "get_time" in "".join(static)  # the tools are in the cached part
+    assert model._static_prefix(messages, prompt) == []  # without them it is not a prefix
+    result = reference.generate_batch([prompt], max_length=12, include_prompt_in_result=False,
+                                      end_token=["<|im_end|>"])
+    expected = model._tokenizer.decode(result[0].sequences_ids[0],
+                                       skip_special_tokens=False).rstrip("\ufffd")
+    for _ in range(2):  # caching, then from the cache
+        reply = "".join(model.stream(messages, SamplingOptions(max_new_tokens=12),
+                                     tools=[GET_TIME]))
+        assert reply == expected
+
+
 def test_a_template_without_tools_refuses_them(random_decoder_dir: Path) -> None:
     model = ChatModel(ChatConfig(str(random_decoder_dir), device="cpu"))
     with pytest.raises(ChatModelError, match="does not support tools"):
