@@ -50,6 +50,21 @@ def running_server(config: ServiceConfig, engines: Engines, defaults: SessionDef
         thread.join(30)
 
 
+@contextmanager
+def default_models_server(prepared_model: Any, max_output_tokens: int) -> Iterator[VoiceServer]:
+    """The real server with the real default models on the CPU (``prepared_model`` is the
+    conftest fixture: a missing model fails under ``make test``, else skips)."""
+    from voice.__main__ import build_engines, session_defaults
+    from voice.models import ModelStore
+
+    for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium"):
+        prepared_model(name)
+    config = ServiceConfig(port=0, device="cpu", max_output_tokens=max_output_tokens)
+    engines, names = build_engines(config, ModelStore(progress=False))
+    with running_server(config, engines, session_defaults(config, names), names) as server:
+        yield server
+
+
 def url_of(server: VoiceServer, path: str = "/v1/realtime") -> str:
     return f"ws://127.0.0.1:{server.port}{path}"
 

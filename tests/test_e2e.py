@@ -18,10 +18,10 @@ import pytest
 
 from asr.whisper import TranscribeOptions
 from tests.live import (
+    default_models_server,
     open_session,
     receive_until,
     reply_audio,
-    running_server,
     stream_audio,
     url_of,
 )
@@ -37,7 +37,6 @@ from tests.speech import (
 from tts.segmenter import Segmenter, SegmenterConfig, speakable
 from tts.voices import EspeakSynthesizer
 from voice.audio import to_output
-from voice.config import ServiceConfig
 from voice.server import VoiceServer
 
 pytestmark = pytest.mark.real_models
@@ -58,14 +57,7 @@ def language_votes(text: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def real_server(prepared_model, whisper_base) -> Iterator[VoiceServer]:  # type: ignore[no-untyped-def]
-    from voice.__main__ import build_engines, session_defaults
-    from voice.models import ModelStore
-
-    for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium"):
-        prepared_model(name)
-    config = ServiceConfig(port=0, device="cpu", max_output_tokens=80)
-    engines, names = build_engines(config, ModelStore(progress=False))
-    with running_server(config, engines, session_defaults(config, names), names) as server:
+    with default_models_server(prepared_model, 80) as server:
         yield server
 
 

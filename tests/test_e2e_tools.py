@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.live import pcm16_b64, running_server
+from tests.live import default_models_server, pcm16_b64
 from tests.realtime_types import ga_problems
 from tests.speech import to_16k, with_silence
-from voice.config import ServiceConfig
 from voice.server import VoiceServer
 
 pytestmark = pytest.mark.real_models
@@ -34,14 +33,7 @@ LIGHT = {"type": "function", "name": "set_light",
 
 @pytest.fixture(scope="module")
 def tool_server(prepared_model) -> Iterator[VoiceServer]:  # type: ignore[no-untyped-def]
-    from voice.__main__ import build_engines, session_defaults
-    from voice.models import ModelStore
-
-    for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium"):
-        prepared_model(name)
-    config = ServiceConfig(port=0, device="cpu", max_output_tokens=80)
-    engines, names = build_engines(config, ModelStore(progress=False))
-    with running_server(config, engines, session_defaults(config, names), names) as server:
+    with default_models_server(prepared_model, 80) as server:
         yield server
 
 

@@ -27,7 +27,7 @@ from clients.mic.devices import DeviceError, PlaybackBuffer, SoundDeviceAudio, r
 from clients.mic.options import Options
 from tests.fake_audio import FakeAudio
 from tests.fakes import FakeChat, FakeTranscriber, fake_engines, tone
-from tests.live import running_server, url_of
+from tests.live import default_models_server, running_server, url_of
 from voice.config import Limits, ServiceConfig
 from voice.protocol import ResponseDone, ServerEvent
 from voice.server import VoiceServer
@@ -506,14 +506,7 @@ def test_latency_is_one_line() -> None:
 
 @pytest.fixture(scope="module")
 def real_server(prepared_model) -> Iterator[VoiceServer]:  # type: ignore[no-untyped-def]
-    from voice.__main__ import build_engines, session_defaults
-    from voice.models import ModelStore
-
-    for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium"):
-        prepared_model(name)
-    config = ServiceConfig(port=0, device="cpu", max_output_tokens=60)
-    engines, names = build_engines(config, ModelStore(progress=False))
-    with running_server(config, engines, session_defaults(config, names), names) as server:
+    with default_models_server(prepared_model, 60) as server:
         yield server
 
 

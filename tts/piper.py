@@ -34,7 +34,7 @@ class PiperSynthesizer:
     kind = "piper"
 
     def __init__(self, model_path: Path, *, threads: int = 1, use_cuda: bool = False,
-                 length_scale: float | None = None) -> None:
+                 length_scale: float | None = None, deterministic: bool = False) -> None:
         import onnxruntime
         from piper import PiperVoice
         from piper.config import PiperConfig
@@ -61,6 +61,9 @@ class PiperSynthesizer:
         self.sample_rate = int(self._voice.config.sample_rate)
         self.language = language_of_piper_config(config)
         self._length_scale = length_scale
+        # Piper adds random variation to each synthesis; tests that score its speech turn it
+        # off, so the same text always gives the same audio.
+        self._deterministic = deterministic
         logger.info("loaded Piper voice %s (%s, %d Hz) in %.2f s", self.name, self.language,
                     self.sample_rate, time.monotonic() - started)
 
@@ -69,6 +72,8 @@ class PiperSynthesizer:
         from piper import SynthesisConfig
 
         config = SynthesisConfig(length_scale=self._length_scale)
+        if self._deterministic:
+            config.noise_scale = config.noise_w_scale = 0.0
         for chunk in self._voice.synthesize(text, syn_config=config):
             yield SpeechChunk(chunk.audio_int16_array, chunk.sample_rate)
 
