@@ -38,8 +38,12 @@ def tool_server(prepared_model) -> Iterator[VoiceServer]:  # type: ignore[no-unt
 
 
 @pytest.fixture(scope="module")
-def light_request(joe_voice) -> np.ndarray:  # type: ignore[no-untyped-def]
-    chunks = list(joe_voice.synthesize("Please turn on the light in the kitchen."))
+def light_request(prepared_model) -> np.ndarray:  # type: ignore[no-untyped-def]
+    from tts.piper import PiperSynthesizer
+
+    voice = PiperSynthesizer(prepared_model("en_US-joe-medium") / "en_US-joe-medium.onnx",
+                             deterministic=True)  # the same audio on every run
+    chunks = list(voice.synthesize("Please turn on the light in the kitchen."))
     return with_silence(to_16k(np.concatenate([c.samples for c in chunks]),
                                chunks[0].sample_rate))
 
