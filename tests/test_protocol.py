@@ -239,6 +239,12 @@ def test_a_missing_or_unknown_type_is_an_error_that_names_the_event(text: str,
      "unsupported_content_type", "item.content[0].type"),
     ('{"type": "conversation.item.create", "item": {"type": "mcp_call", "id": "m1"}}',
      "unsupported_item_type", "item.type"),
+    ('{"type": "conversation.item.create", "item": {"type": "mcp_approval_response",'
+     ' "approve": true}}', "missing_field", "item.approval_request_id"),
+    ('{"type": "conversation.item.create", "item": {"type": "mcp_approval_response",'
+     ' "approval_request_id": "r1"}}', "missing_field", "item.approve"),
+    ('{"type": "conversation.item.create", "item": {"type": "mcp_approval_response",'
+     ' "approval_request_id": "r1", "approve": "yes"}}', "invalid_type", "item.approve"),
     ('{"type": "conversation.item.create", "item": {"type": "function_call",'
      ' "name": "get_weather", "arguments": "{}"}}', "missing_field", "item.call_id"),
     ('{"type": "conversation.item.create", "item": {"type": "function_call",'

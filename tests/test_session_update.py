@@ -278,8 +278,28 @@ def test_an_integer_temperature_is_stored_as_a_float() -> None:
     ('{"temperature": false}', "invalid_type", "session.temperature"),
     ('{"temperature": "0.8"}', "invalid_type", "session.temperature"),
     # tools
-    ('{"tools": [{"type": "mcp", "server_label": "x", "server_url": "http://x"}]}',
-     "unsupported_feature", "session.tools[0].type"),
+    ('{"tools": [{"type": "mcp", "server_label": "x", "server_url": "ftp://x"}]}',
+     "invalid_value", "session.tools[0].server_url"),
+    ('{"tools": [{"type": "mcp", "server_label": "x", "server_url": "http://[::1"}]}',
+     "invalid_value", "session.tools[0].server_url"),
+    ('{"tools": [{"type": "mcp", "server_label": "a b", "server_url": "http://x"}]}',
+     "invalid_value", "session.tools[0].server_label"),
+    ('{"tools": [{"type": "mcp", "server_label": "x", "connector_id": "connector_gmail"}]}',
+     "unsupported_feature", "session.tools[0].connector_id"),
+    ('{"tools": [{"type": "mcp", "server_label": "x", "server_url": "http://x", '
+     '"headers": {"A": 1}}]}', "invalid_value", "session.tools[0].headers"),
+    ('{"tools": [{"type": "mcp", "server_label": "x", "server_url": "http://x", '
+     '"allowed_tools": {"names": ["a"]}}]}', "unknown_parameter",
+     "session.tools[0].allowed_tools.names"),
+    ('{"tools": [{"type": "mcp", "server_label": "x", "server_url": "http://x", '
+     '"require_approval": "sometimes"}]}', "invalid_value",
+     "session.tools[0].require_approval"),
+    ('{"tools": [{"type": "mcp", "server_label": "x", "server_url": "http://x"}, '
+     '{"type": "mcp", "server_label": "x", "server_url": "http://y"}]}', "duplicate_tool",
+     "session.tools[1].server_label"),
+    ('{"tools": [{"type": "mcp", "server_label": "x", "server_url": "http://x"}], '
+     '"tool_choice": {"type": "mcp", "server_label": "x", "name": "a"}}',
+     "unsupported_feature", "session.tool_choice"),
     ('{"tools": {"name": "get_weather"}}', "invalid_type", "session.tools"),
     ('{"tools": [{"type": "function", "name": "get weather"}]}',
      "invalid_value", "session.tools[0].name"),

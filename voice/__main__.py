@@ -118,6 +118,7 @@ def _cmd_serve(args: argparse.Namespace, store: ModelStore) -> int:
             "idle_timeout_s": args.idle_timeout,
             "max_output_tokens": args.max_output_tokens,
             "llm_replicas": args.llm_replicas,
+            "mcp_hosts": tuple(args.mcp_host) if args.mcp_host else None,
         })
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -310,7 +311,9 @@ def session_defaults(config: ServiceConfig, names: dict[str, str], *,
         max_item_chars=config.limits.max_item_chars,
         max_history_chars=config.limits.max_history_chars,
         assistant=Assistant(config.assistant_name.strip(), config.assistant_persona),
-        tools_supported=tools_supported)
+        tools_supported=tools_supported,
+        mcp_hosts=frozenset(host.strip().lower() for host in config.mcp_hosts),
+        mcp_timeout_s=config.mcp_timeout_s)
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -382,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-output-tokens", type=int)
     serve.add_argument("--llm-replicas", type=int,
                        help="language model copies generating at once (default 2)")
+    serve.add_argument("--mcp-host", action="append", metavar="HOST[:PORT]",
+                       help="let clients name MCP servers on this host; the service then "
+                       "calls them (repeatable; default: none, MCP tools off)")
     serve.set_defaults(handler=_cmd_serve)
     return parser
 

@@ -44,6 +44,10 @@ Example ``voice.toml`` (every key optional)::
     batch = 0                       # replies decoded together per copy; 0: 32 on CUDA, 1 on CPU
     context_tokens = 2048           # prompt + reply; older turns are left out beyond it
 
+    [mcp]                      # MCP tools the service runs for clients (session tools "mcp")
+    hosts = []                 # hosts ("name" or "name:port") clients may name; empty: MCP off
+    timeout_s = 10             # one listing or call of an MCP server, connection included
+
     [limits]
     max_sessions = 16
     max_message_bytes = 1048576
@@ -120,6 +124,10 @@ class ServiceConfig:
     max_output_tokens_limit: int = 1024
     assistant_name: str = DEFAULT_ASSISTANT_NAME
     assistant_persona: str = ""
+    # The service calls the MCP servers clients name, but only on these hosts: outbound
+    # requests to where a client says are the operator's choice (docs/tools.md).
+    mcp_hosts: tuple[str, ...] = ()
+    mcp_timeout_s: float = 10.0
     limits: Limits = dataclasses.field(default_factory=Limits)
     shutdown_grace_s: float = 10.0
 
@@ -175,6 +183,13 @@ class ServiceConfig:
                 or len(self.assistant_persona) > self.limits.max_item_chars:
             raise ConfigError(f"assistant persona must be text of at most max_item_chars "
                               f"({self.limits.max_item_chars}) characters")
+        if not isinstance(self.mcp_hosts, tuple | list) or not all(
+                isinstance(h, str) and h.strip() and "/" not in h and " " not in h
+                for h in self.mcp_hosts):
+            raise ConfigError("mcp hosts must be a list of host names, optionally with a port "
+                              "(e.g. \"127.0.0.1:8000\"), without a scheme or path")
+        if not 0 < self.mcp_timeout_s <= 300:
+            raise ConfigError("mcp timeout_s must be between 0 and 300 seconds")
         if self.languages:
             from asr.whisper import whisper_languages
 
@@ -214,6 +229,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "threads": "llm_threads", "batch": "llm_batch",
             "context_tokens": "llm_context_tokens"},
     "assistant": {"name": "assistant_name", "persona": "assistant_persona"},
+    "mcp": {"hosts": "mcp_hosts", "timeout_s": "mcp_timeout_s"},
 }
 
 

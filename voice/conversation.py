@@ -19,6 +19,10 @@ from voice.protocol import (
     ProtocolError,
     function_call_item,
     function_call_output_item,
+    mcp_approval_request_item,
+    mcp_approval_response_item,
+    mcp_call_item,
+    mcp_list_tools_item,
     message_item,
 )
 
@@ -27,8 +31,12 @@ from voice.protocol import (
 class Item:
     """A conversation item: a message (the default ``kind``), a ``function_call`` the
     assistant made (``call_id``, ``name``, ``arguments`` as JSON text) or a
-    ``function_call_output`` (``call_id``, the result in ``text``). ``pieces`` are the spoken
-    units of an assistant audio reply: (text, milliseconds of audio) in the order sent."""
+    ``function_call_output`` (``call_id``, the result in ``text``). MCP items
+    (voice.protocol.mcp): ``mcp_list_tools`` (``server_label``, ``tools``), ``mcp_call``
+    (``server_label``, ``name``, ``arguments``, the output in ``text`` or an ``error``),
+    ``mcp_approval_request`` and ``mcp_approval_response`` (``approval_request_id``,
+    ``approve``, the reason in ``text``). ``pieces`` are the spoken units of an assistant
+    audio reply: (text, milliseconds of audio) in the order sent."""
 
     item_id: str
     role: str  # user | assistant | system
@@ -38,15 +46,21 @@ class Item:
     status: str = "completed"  # in_progress | completed | incomplete
     pieces: list[tuple[str, float]] = dataclasses.field(default_factory=list)
     truncated_by_client: bool = False  # the client said how much it played: trust that
-    kind: str = "message"  # message | function_call | function_call_output
+    kind: str = "message"  # message | function_call | function_call_output | mcp_*
     call_id: str | None = None
     name: str | None = None
     arguments: str | None = None
+    server_label: str | None = None
+    tools: list[JsonObject] | None = None  # mcp_list_tools
+    error: JsonObject | None = None  # mcp_call
+    approval_request_id: str | None = None
+    approve: bool | None = None
 
     @property
     def size(self) -> int:
         """Characters the item holds (what the history budget counts)."""
-        return len(self.text) + len(self.arguments or "")
+        listed = len(json.dumps(self.tools)) if self.tools else 0
+        return len(self.text) + len(self.arguments or "") + listed
 
     @property
     def spoken_ms(self) -> float:
@@ -60,10 +74,28 @@ class Item:
                                       self.arguments or "{}", status=self.status)
         if self.kind == "function_call_output":
             return function_call_output_item(self.item_id, self.call_id or "", self.text)
+        if self.kind.startswith("mcp_"):
+            return self._mcp_json()
         if self.audio:
             return message_item(self.item_id, self.role, status=self.status, audio=True,
                                 transcript=self.text if transcribed else None)
         return message_item(self.item_id, self.role, status=self.status, text=self.text)
+
+
+    def _mcp_json(self) -> JsonObject:
+        label = self.server_label or ""
+        if self.kind == "mcp_list_tools":
+            return mcp_list_tools_item(self.item_id, label, list(self.tools or []))
+        if self.kind == "mcp_call":
+            return mcp_call_item(self.item_id, label, self.name or "", self.arguments or "{}",
+                                 output=self.text if self.status == "completed" else None,
+                                 error=self.error,
+                                 approval_request_id=self.approval_request_id)
+        if self.kind == "mcp_approval_request":
+            return mcp_approval_request_item(self.item_id, label, self.name or "",
+                                             self.arguments or "{}")
+        return mcp_approval_response_item(self.item_id, self.approval_request_id or "",
+                                          bool(self.approve), self.text or None)
 
 
 def heard_text(pieces: list[tuple[str, float]], heard_ms: float) -> str:
@@ -153,13 +185,30 @@ class Conversation:
         for item in self.items:
             if item.item_id == exclude:
                 continue
-            if item.kind == "function_call":
+            if item.kind in ("function_call", "mcp_call"):
                 messages.append(Message("assistant", "", (_call_of(item),)))
+                if item.kind == "mcp_call" and item.status != "in_progress":
+                    messages.append(Message("tool", _outcome(item)))
             elif item.kind == "function_call_output":
                 messages.append(Message("tool", item.text))
+            elif item.kind == "mcp_approval_response" and item.approve is False:
+                request = self.find(item.approval_request_id or "")
+                if request is not None:  # the model learns the user said no
+                    messages.append(Message("assistant", "", (_call_of(request),)))
+                    messages.append(Message("tool", "Not run: the user declined"
+                                            + (f" ({item.text})." if item.text else ".")))
+            elif item.kind.startswith("mcp_"):
+                continue  # listings and open approval requests are not part of the talk
             elif item.text:
                 messages.append(Message(item.role, item.text))  # type: ignore[arg-type]
         return messages
+
+
+def _outcome(call: Item) -> str:
+    """What an MCP call gave, as the model reads it."""
+    if call.error is not None:
+        return f"It failed: {call.error.get('message') or call.error.get('type')}"
+    return call.text
 
 
 def _call_of(item: Item) -> ToolCall:

@@ -20,15 +20,15 @@ import numpy as np
 from asr.vad import VadConfig, VadEventType
 from asr.whisper import TranscribeOptions, Transcript
 from llm.chat import Message
-from llm.tools import Tool
 from voice.conversation import Conversation, Item
 from voice.draft import Draft
 from voice.listening import UserAudio
+from voice.mcp_listing import SessionMcp
 from voice.partials import Partials
 from voice.ports import Engines, SpeechDetector
 from voice.protocol import AudioCommit, ProtocolError, SessionConfig
 from voice.reply import Reply
-from voice.reply_settings import active_tools, prompt_messages, sampling_of
+from voice.reply_settings import active_tools, model_tools, prompt_messages, sampling_of
 from voice.schedulers import Priority
 from voice.session_settings import SessionDefaults, Settings
 from voice.turns import EAGERNESS, PAUSE_MS, Effect, TurnPolicy, TurnTaker, UserPaused
@@ -60,6 +60,7 @@ class Endpointing:
     defaults: SessionDefaults
     settings: Settings
     conversation: Conversation
+    mcp: SessionMcp
     turns: TurnTaker
     audio: UserAudio
     last_language: str | None
@@ -215,7 +216,8 @@ class Endpointing:
         messages = [*prompt_messages(self.conversation, settings, language),
                     Message("user", transcript.text)]
         # The reply will answer the user's new words, so it shows the model all its tools.
-        tools = [Tool(t.name, t.description, t.parameters) for t in active_tools(settings)]
+        tools, _ = model_tools(active_tools(settings),
+                               self.mcp.listed_now(settings.mcp_servers))
         self._drop_draft()
         self._draft = Draft(self.id, self.engines, messages, sampling_of(settings), tools)
 

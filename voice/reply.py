@@ -26,6 +26,7 @@ from voice.audio import ASR_RATE, encode_base64_pcm16, to_output
 from voice.conversation import Conversation, Item, heard_text
 from voice.draft import Draft
 from voice.faults import engine_failure
+from voice.mcp_listing import SessionMcp
 from voice.ports import Engines
 from voice.protocol import (
     AudioDelta,
@@ -34,11 +35,9 @@ from voice.protocol import (
     AudioTranscriptDone,
     ContentPartAdded,
     ContentPartDone,
-    FunctionCallArgumentsDelta,
-    FunctionCallArgumentsDone,
-    FunctionTool,
     ItemAdded,
     ItemDone,
+    ListedTool,
     OutputItemAdded,
     OutputItemDone,
     ProtocolError,
@@ -47,10 +46,17 @@ from voice.protocol import (
     ServerEvent,
     TextDelta,
     TextDone,
-    new_id,
     response_object,
 )
-from voice.reply_settings import ReplySettings, TurnTimes, prompt_messages, reply_tools, sampling_of
+from voice.reply_calls import ReplyCalls
+from voice.reply_settings import (
+    ReplySettings,
+    TurnTimes,
+    model_tools,
+    prompt_messages,
+    reply_tools,
+    sampling_of,
+)
 from voice.schedulers import Priority
 
 logger = logging.getLogger(__name__)
@@ -66,7 +72,8 @@ class Reply:
                  times: TurnTimes, *, owner: str, engines: Engines, conversation: Conversation,
                  send: Callable[[ServerEvent], Awaitable[None]],
                  report_error: Callable[[ProtocolError], Awaitable[None]],
-                 media_now: Callable[[], int], draft: Draft | None = None) -> None:
+                 media_now: Callable[[], int], draft: Draft | None = None,
+                 mcp: SessionMcp | None = None) -> None:
         self.response_id = response_id
         self.turn_id = turn_id
         self.item = item
@@ -91,7 +98,13 @@ class Reply:
         self._draft = draft  # written ahead while the turn was unconfirmed, if any
         self.outputs: list[Item] = []  # the response's output items, in order
         self._message_index: int | None = None  # the message's output index, once opened
-        self._tools: tuple[FunctionTool, ...] = ()  # shown to the model for this reply
+        self._tools: list[Tool] = []  # shown to the model for this reply
+        self._mcp = mcp
+        self._mcp_tools: dict[str, ListedTool] = {}  # which of them an MCP server runs
+        self._stopped = asyncio.Event()  # set with cancel_event, for awaiting it
+        self._space_before = False  # the next text continues a sentence already sent
+        self._calls = ReplyCalls(response_id, owner, conversation, self.outputs, self._send,
+                                 mcp.connector if mcp is not None else None, self._stopped)
 
     @property
     def audio_out(self) -> bool:
@@ -106,6 +119,7 @@ class Reply:
             return
         self.cancel_reason = reason
         self.cancel_event.set()
+        self._stopped.set()
         if self._draft is not None:
             self._draft.cancel_event.set()  # its stream may be this reply's now
         logger.info("session %s: response %s cancelled (%s)", self._owner, self.response_id,
@@ -192,35 +206,17 @@ class Reply:
         await self._send(ItemAdded(added))
         await self._send(ContentPartAdded(**self._ids(), part=self._part("")))
 
-    async def _call(self, call: ToolCall) -> None:
-        """A function call of the model, as its own output item (nothing of it is spoken)."""
-        item = Item(new_id("item"), "assistant", kind="function_call", call_id=new_id("call"),
-                    name=call.name, arguments=call.arguments_json, status="in_progress")
-        index = len(self.outputs)
-        self.outputs.append(item)
-        self._conversation.add(item)
-        await self._send(OutputItemAdded(self.response_id, index, item.to_json()))
-        await self._send(ItemAdded(item.to_json()))
-        call_id = item.call_id or ""
-        await self._send(FunctionCallArgumentsDelta(self.response_id, item.item_id, index,
-                                                    call_id, call.arguments_json))
-        await self._send(FunctionCallArgumentsDone(self.response_id, item.item_id, index,
-                                                   call_id, call.name, call.arguments_json))
-        if not self.cancelled:
-            item.status = "completed"
-        await self._send(OutputItemDone(self.response_id, index, item.to_json()))
-        await self._send(ItemDone(item.to_json()))
-        logger.info("session %s: response %s calls %s", self._owner, self.response_id,
-                    call.name)
-
     async def _generate(self) -> None:
         settings = self.settings
         await self._send(ResponseCreated(response_object(
             self.response_id, "in_progress", modalities=settings.modalities,
             language=self.language, max_output_tokens=settings.max_output_tokens)))
-        messages = prompt_messages(self._conversation, settings, self.language,
-                                   exclude=self.item.item_id)
-        self._tools = reply_tools(self._conversation, settings, exclude=self.item.item_id)
+        exclude = self.item.item_id
+        listed = await self._mcp.tools(settings.mcp_servers) if self._mcp is not None else []
+        await self._calls.run_approved({(t.server.server_label, t.name): t for t in listed})
+        messages = prompt_messages(self._conversation, settings, self.language, exclude=exclude)
+        self._tools, self._mcp_tools = model_tools(
+            reply_tools(self._conversation, settings, exclude=exclude), listed)
         if not self._tools:
             await self._open_message()
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
@@ -228,6 +224,12 @@ class Reply:
         speech_error: BaseException | None = None
         try:
             await self._write(messages, pieces)
+            if self._calls.answer_needed and not self.cancelled:
+                # The MCP calls ran: say what came of them, without calling again.
+                self._tools, self._mcp_tools = [], {}
+                self._space_before = bool(self.text) and not self.text[-1].isspace()
+                await self._write(prompt_messages(self._conversation, settings, self.language,
+                                                  exclude=exclude), pieces)
         except BaseException:
             self.cancel_event.set()  # failed or cancelled: stop speaking at once
             raise
@@ -246,7 +248,7 @@ class Reply:
         """Pull LLM deltas in a worker thread; stream them as text and as speakable pieces."""
         llm = self._engines.llm
         sampling = sampling_of(self.settings, bool(self._tools))
-        tools = [Tool(t.name, t.description, t.parameters) for t in self._tools]
+        tools = self._tools
         calls = ToolCallParser(tools) if tools else None
         ahead: list[str] = []
         stream: Iterator[str] | None = None
@@ -294,7 +296,7 @@ class Reply:
         got wrong as an error event (never a call with arguments that do not fit)."""
         for output in outputs:
             if isinstance(output, ToolCall):
-                await self._call(output)
+                await self._calls.call(output, self._mcp_tools)
             elif isinstance(output, ToolCallError):
                 logger.warning("session %s: dropped a malformed tool call: %s (%r)",
                                self._owner, output.message, output.text[:200])
@@ -306,6 +308,9 @@ class Reply:
                     if not output.strip():
                         continue  # no message for the whitespace around a call
                     await self._open_message()
+                elif self._space_before and not output[0].isspace():
+                    output = " " + output  # the answer to a call goes on after a space
+                self._space_before = False
                 self.text += output
                 if not self.audio_out:
                     self.item.text = self.text
@@ -360,7 +365,7 @@ class Reply:
     async def _finish(self, status: str) -> None:
         item = self.item
         for call in self.outputs:
-            if call.kind == "function_call" and call.status == "in_progress":
+            if call.kind in ("function_call", "mcp_call") and call.status == "in_progress":
                 call.status = "incomplete"
         if self._message_index is None:
             pass  # no message was opened: nothing of it to finish

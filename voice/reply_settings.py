@@ -8,11 +8,23 @@ prompt and sampling options the same way.
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Sequence
 
 from llm.chat import Message, SamplingOptions
 from llm.prompts import Assistant, fold_tool_results, system_prompt
+from llm.tools import Tool
 from voice.conversation import Conversation
-from voice.protocol import LATENCY_STAGES, FunctionTool
+from voice.protocol import (
+    LATENCY_STAGES,
+    AnyTool,
+    ListedTool,
+    McpTool,
+    functions_of,
+    mcp_servers_of,
+)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -45,13 +57,39 @@ class ReplySettings:
     instructions: str | None
     output_rate: int
     assistant: Assistant = dataclasses.field(default_factory=Assistant)
-    tools: tuple[FunctionTool, ...] = ()
+    tools: tuple[AnyTool, ...] = ()  # functions and MCP servers
     tool_choice: str = "auto"  # auto | none | required | the name of the one tool to call
 
+    @property
+    def mcp_servers(self) -> tuple[McpTool, ...]:
+        """The MCP servers this reply may use (none when tool_choice is "none")."""
+        return mcp_servers_of(active_tools(self))
 
-def active_tools(settings: ReplySettings) -> tuple[FunctionTool, ...]:
+
+def active_tools(settings: ReplySettings) -> tuple[AnyTool, ...]:
     """The tools the model is shown for this reply (none when tool_choice is "none")."""
     return () if settings.tool_choice == "none" else settings.tools
+
+
+def model_tools(tools: tuple[AnyTool, ...],
+                listed: Sequence[ListedTool]) -> tuple[list[Tool], dict[str, ListedTool]]:
+    """What the model is shown: the functions, then the listed tools of the MCP servers among
+    ``tools``; and which names are MCP tools. A name already taken (a function, or a tool of
+    an earlier server) hides a later tool of that name."""
+    shown = [Tool(t.name, t.description, t.parameters) for t in functions_of(tools)]
+    servers = {server.server_label for server in mcp_servers_of(tools)}
+    mcp: dict[str, ListedTool] = {}
+    for tool in listed:
+        if tool.server.server_label not in servers:
+            continue
+        if any(t.name == tool.name for t in shown):
+            logger.warning("MCP tool %s of %s is hidden by another tool of that name",
+                           tool.name, tool.server.server_label)
+            continue
+        description = tool.description or tool.server.server_description
+        shown.append(Tool(tool.name, description, dict(tool.input_schema)))
+        mcp[tool.name] = tool
+    return shown, mcp
 
 
 def prompt_messages(conversation: Conversation, settings: ReplySettings, language: str, *,
@@ -69,15 +107,16 @@ def prompt_messages(conversation: Conversation, settings: ReplySettings, languag
 
 
 def reply_tools(conversation: Conversation, settings: ReplySettings,
-                exclude: str | None = None) -> tuple[FunctionTool, ...]:
-    """The tools shown to the model for this reply. A reply to function results (the
-    conversation ends with them) answers from them without tools under ``tool_choice`` auto:
-    the small default model would otherwise call the same function again."""
+                exclude: str | None = None) -> tuple[AnyTool, ...]:
+    """The tools shown to the model for this reply. A reply to function or MCP results, or to
+    a declined approval (the conversation ends with them), answers from them without tools
+    under ``tool_choice`` auto: the small default model would otherwise call again."""
     tools = active_tools(settings)
     if tools and settings.tool_choice == "auto":
         last = next((item for item in reversed(conversation.items)
-                     if item.item_id != exclude), None)
-        if last is not None and last.kind == "function_call_output":
+                     if item.item_id != exclude and item.kind != "mcp_list_tools"), None)
+        if last is not None and last.kind in ("function_call_output", "mcp_call",
+                                              "mcp_approval_response"):
             return ()
     return tools
 

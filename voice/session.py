@@ -29,6 +29,8 @@ from voice.draft import Draft
 from voice.endpointing import Endpointing, Speculation
 from voice.faults import engine_failure
 from voice.listening import BufferTooLongError, UserAudio
+from voice.mcp_client import McpConnector
+from voice.mcp_listing import SessionMcp
 from voice.partials import Partials
 from voice.ports import Engines, SpeechDetector
 from voice.protocol import (
@@ -58,6 +60,7 @@ from voice.protocol import (
     SpeechStopped,
     TranscriptCompleted,
     TranscriptFailed,
+    mcp_servers_of,
     new_id,
 )
 from voice.reply import Reply
@@ -108,6 +111,8 @@ class Session(Endpointing):
         self._on_error = on_error
         self.conversation = Conversation(max_items=defaults.max_history_items,
                                          max_chars=defaults.max_history_chars)
+        self.mcp = SessionMcp(self.id, McpConnector(defaults.mcp_timeout_s), self.conversation,
+                              self._emit, self.error)
         self.turns = TurnTaker(self._policy())
         self.audio = UserAudio(self.config.input_rate, burst_s=defaults.input_burst_s,
                                max_buffer_s=defaults.max_buffer_s)
@@ -179,6 +184,7 @@ class Session(Endpointing):
             self._partials.cancel()
         self._drop_speculation()
         self._closed = True
+        await self.mcp.close()
         for scheduler in self.engines.schedulers:  # queued work of a leaver is never run
             scheduler.drop(self.id)
         if self._tasks:
@@ -213,6 +219,7 @@ class Session(Endpointing):
                 self._reset_detector()
                 self.turns.configure(self._policy())
             await self._emit(SessionUpdated(self.settings.to_json(self.id)))
+            self.mcp.update(mcp_servers_of(self.config.tools))  # their tools are listed now
         elif isinstance(event, AudioCommit):
             await self._on_commit(event)
         elif isinstance(event, AudioClear):
@@ -223,6 +230,7 @@ class Session(Endpointing):
             await self._on_item_create(event)
         elif isinstance(event, ResponseCreate):
             settings = self.settings.for_response(event, self.last_language)
+            self.mcp.update(settings.mcp_servers)
             await self._apply(self.turns.reply_requested(), settings)
         elif isinstance(event, ResponseCancel):
             reply = self.response
@@ -269,7 +277,14 @@ class Session(Endpointing):
         self.settings.check_size(event.text + (event.arguments or ""), "item_too_large",
                                  "the item's text", "item.content", event.event_id)
         item = Item(event.item_id or new_id("item"), event.role, event.text, kind=event.kind,
-                    call_id=event.call_id, name=event.name, arguments=event.arguments)
+                    call_id=event.call_id, name=event.name, arguments=event.arguments,
+                    approval_request_id=event.approval_request_id, approve=event.approve)
+        request = self.conversation.find(event.approval_request_id or "")
+        if event.kind == "mcp_approval_response" and (
+                request is None or request.kind != "mcp_approval_request"):
+            raise ProtocolError("item_not_found", f"no MCP approval request with id "
+                                f"{event.approval_request_id}", event_id=event.event_id,
+                                param="item.approval_request_id")
         if self.conversation.find(item.item_id) is not None:
             raise ProtocolError("item_id_in_use", f"item {item.item_id} already exists",
                                 event_id=event.event_id, param="item.id")
@@ -375,7 +390,8 @@ class Session(Endpointing):
                     status="in_progress")
         reply = Reply(new_id("resp"), turn_id, item, settings, times, owner=self.id,
                       engines=self.engines, conversation=self.conversation, send=self._emit,
-                      report_error=self.error, media_now=lambda: self.turns.now, draft=draft)
+                      report_error=self.error, media_now=lambda: self.turns.now, draft=draft,
+                      mcp=self.mcp)
         self.reply = reply
         reply.task = self._spawn(self._run_reply(  # type: ignore[assignment]
             reply, turn.transcript if turn else None))

@@ -10,7 +10,7 @@ from llm.chat import SamplingOptions
 from llm.prompts import Assistant
 from voice.protocol import (
     TOOL_CHOICES,
-    FunctionTool,
+    AnyTool,
     JsonObject,
     ProtocolError,
     ResponseCreate,
@@ -18,6 +18,8 @@ from voice.protocol import (
     SessionUpdate,
     TokenLimit,
     apply_session_update,
+    mcp_servers_of,
+    names_of,
 )
 from voice.reply_settings import ReplySettings
 
@@ -54,6 +56,9 @@ class SessionDefaults:
     known_languages: frozenset[str] = dataclasses.field(default_factory=whisper_languages)
     assistant: Assistant = dataclasses.field(default_factory=Assistant)  # name, persona
     tools_supported: bool = True  # whether the language model's chat template takes tools
+    # Hosts ("name" or "name:port") whose MCP servers clients may name; empty: MCP is off.
+    mcp_hosts: frozenset[str] = frozenset()
+    mcp_timeout_s: float = 10.0  # one MCP listing or call, connection included
 
 
 class Settings:
@@ -87,8 +92,7 @@ class Settings:
         part of it is refused."""
         config = apply_session_update(self.config, event.session, event.event_id,
                                       known_languages=self.defaults.known_languages)
-        if config.tools and not self.defaults.tools_supported:
-            self._refuse_tools(event.event_id, "session.tools")
+        self._check_tools(config.tools, event.event_id, "session.tools")
         if config.instructions != self.config.instructions:
             self.check_size(config.instructions, "instructions_too_large", "the instructions",
                             "session.instructions", event.event_id)
@@ -97,26 +101,42 @@ class Settings:
                 config, max_output_tokens=self.token_limit(config.max_output_tokens))
         self.config = config
 
+    def _check_tools(self, tools: tuple[AnyTool, ...], event_id: str | None,
+                     param: str) -> None:
+        """Refuse tools the model cannot call, and MCP servers the operator did not allow."""
+        if tools and not self.defaults.tools_supported:
+            self._refuse_tools(event_id, param)
+        hosts = self.defaults.mcp_hosts
+        for server in mcp_servers_of(tools):
+            if not hosts:
+                raise ProtocolError("unsupported_feature", "MCP tools are off on this server; "
+                                    "its operator enables them for chosen hosts with [mcp] "
+                                    "hosts in the config", event_id=event_id, param=param)
+            if server.host not in hosts and server.netloc not in hosts:
+                raise ProtocolError("mcp_host_not_allowed", f"MCP server {server.server_label}: "
+                                    f"{server.netloc} is not among the hosts this server may "
+                                    "call ([mcp] hosts in its config)", event_id=event_id,
+                                    param=param)
+
     def _refuse_tools(self, event_id: str | None, param: str) -> None:
         raise ProtocolError("unsupported_feature", f"the language model {self.defaults.model_name}"
                             " cannot call functions (its chat template has no tools); "
                             "configure one that can, such as qwen2.5-coder-0.5b-instruct",
                             event_id=event_id, param=param)
 
-    def _tools_for(self, event: ResponseCreate | None) -> tuple[tuple[FunctionTool, ...], str]:
+    def _tools_for(self, event: ResponseCreate | None) -> tuple[tuple[AnyTool, ...], str]:
         """The tools and tool_choice of a response: its own, else the session's."""
         tools, choice = self.config.tools, self.config.tool_choice
         if event is None:
             return tools, choice
         if event.tools is not None:
-            if event.tools and not self.defaults.tools_supported:
-                self._refuse_tools(event.event_id, "response.tools")
+            self._check_tools(event.tools, event.event_id, "response.tools")
             tools = event.tools
-            if choice not in TOOL_CHOICES and not any(t.name == choice for t in tools):
+            if choice not in TOOL_CHOICES and choice not in names_of(tools):
                 choice = "auto"  # the session's forced tool is not among this response's
         if event.tool_choice is not None:
             choice = event.tool_choice
-            if choice not in TOOL_CHOICES and not any(t.name == choice for t in tools):
+            if choice not in TOOL_CHOICES and choice not in names_of(tools):
                 raise ProtocolError("invalid_value", "response.tool_choice.name must name one "
                                     "of the tools", event_id=event.event_id,
                                     param="response.tool_choice.name")

@@ -19,7 +19,7 @@ from voice.protocol.common import (
     is_modalities,
     token_limit,
 )
-from voice.protocol.tools import FunctionTool, parse_tool_choice, parse_tools
+from voice.protocol.tools import AnyTool, parse_tool_choice, parse_tools
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,17 +47,21 @@ class AudioClear:
 @dataclasses.dataclass(frozen=True)
 class ItemCreate:
     """``conversation.item.create``: a message (``role``, ``text``), a function call the
-    client records (``call_id``, ``name``, ``arguments``), or a function's result
-    (``call_id``, ``text`` = its output)."""
+    client records (``call_id``, ``name``, ``arguments``), a function's result (``call_id``,
+    ``text`` = its output), or the answer to an MCP approval request
+    (``approval_request_id``, ``approve``, ``text`` = the reason)."""
 
     event_id: str | None
     item_id: str | None
     role: Literal["user", "system", "assistant"]
     text: str
-    kind: Literal["message", "function_call", "function_call_output"] = "message"
+    kind: Literal["message", "function_call", "function_call_output",
+                  "mcp_approval_response"] = "message"
     call_id: str | None = None
     name: str | None = None
     arguments: str | None = None
+    approval_request_id: str | None = None
+    approve: bool | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +70,7 @@ class ResponseCreate:
     instructions: str | None
     output_modalities: tuple[str, ...] | None
     max_output_tokens: TokenLimit | None = None  # None: the session's setting
-    tools: tuple[FunctionTool, ...] | None = None  # None: the session's
+    tools: tuple[AnyTool, ...] | None = None  # None: the session's
     tool_choice: str | None = None  # None: the session's
 
 
@@ -188,10 +192,13 @@ def _parse_item_create(data: JsonObject, event_id: str | None) -> ItemCreate:
     kind = item.get("type", "message")
     if kind in ("function_call", "function_call_output"):
         return _parse_function_item(item, kind, event_id)
+    if kind == "mcp_approval_response":
+        return _parse_approval(item, event_id)
     if kind != "message":
         raise ProtocolError("unsupported_item_type",
                             f"item.type {kind!r} is not supported (message, function_call, "
-                            "function_call_output)", event_id=event_id, param="item.type")
+                            "function_call_output, mcp_approval_response)", event_id=event_id,
+                            param="item.type")
     role = item.get("role")
     if role not in ("user", "system", "assistant"):
         raise ProtocolError("invalid_value", "item.role must be user, system or assistant",
@@ -250,6 +257,25 @@ def _parse_function_item(item: JsonObject, kind: str, event_id: str | None) -> I
                             event_id=event_id, param="item.arguments")
     return ItemCreate(event_id, item_id, "assistant", "", "function_call", call_id, name,
                       arguments)
+
+
+def _parse_approval(item: JsonObject, event_id: str | None) -> ItemCreate:
+    item_id = get_field(item, "id", str, event_id, "item.id")
+    request = get_field(item, "approval_request_id", str, event_id, "item.approval_request_id")
+    if request is UNSET or not request:
+        raise ProtocolError("missing_field", "a mcp_approval_response item needs the "
+                            "approval_request_id it answers", event_id=event_id,
+                            param="item.approval_request_id")
+    approve = get_field(item, "approve", bool, event_id, "item.approve")
+    if approve is UNSET:
+        raise ProtocolError("missing_field", "a mcp_approval_response item needs approve "
+                            "(true or false)", event_id=event_id, param="item.approve")
+    reason = item.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ProtocolError("invalid_type", "item.reason must be a string", event_id=event_id,
+                            param="item.reason")
+    return ItemCreate(event_id, None if item_id is UNSET else item_id, "user", reason or "",
+                      "mcp_approval_response", approval_request_id=request, approve=approve)
 
 
 def _parse_response_create(data: JsonObject, event_id: str | None) -> ResponseCreate:

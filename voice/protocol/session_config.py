@@ -21,7 +21,8 @@ from voice.protocol.common import (
 )
 from voice.protocol.tools import (
     TOOL_CHOICES,
-    FunctionTool,
+    AnyTool,
+    names_of,
     parse_tool_choice,
     parse_tools,
     tool_choice_json,
@@ -70,7 +71,7 @@ class SessionConfig:
     output_modalities: tuple[str, ...] = ("audio",)
     max_output_tokens: TokenLimit | None = None  # None: the server's default
     temperature: float | None = None
-    tools: tuple[FunctionTool, ...] = ()
+    tools: tuple[AnyTool, ...] = ()  # functions and MCP servers
     tool_choice: str = "auto"  # auto | none | required | the name of the one tool to call
 
     def to_json(self, session_id: str, model: str) -> JsonObject:
@@ -213,8 +214,7 @@ def apply_session_update(config: SessionConfig, session: Any, event_id: str | No
     if "tool_choice" in session:
         changes["tool_choice"] = parse_tool_choice(session["tool_choice"], tools, event_id,
                                                    "session.tool_choice")
-    elif config.tool_choice not in TOOL_CHOICES and not any(
-            tool.name == config.tool_choice for tool in tools):
+    elif config.tool_choice not in TOOL_CHOICES and config.tool_choice not in names_of(tools):
         changes["tool_choice"] = "auto"  # the forced tool is gone
     instructions = get_field(session, "instructions", str, event_id, "session.instructions")
     if instructions is not UNSET:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import jsonschema
 
 from voice.protocol.common import JsonObject, ProtocolError
+from voice.protocol.mcp import McpTool, parse_mcp_tool
 from voice.protocol.server_events import ServerEvent
 
 MAX_TOOLS = 64
@@ -44,8 +45,20 @@ class FunctionTool:
                 "parameters": dict(self.parameters)}
 
 
-def parse_tools(value: Any, event_id: str | None, param: str) -> tuple[FunctionTool, ...]:
-    """A ``tools`` list -> function tools; :class:`ProtocolError` names the first bad entry."""
+AnyTool = FunctionTool | McpTool
+
+
+def functions_of(tools: tuple[AnyTool, ...]) -> tuple[FunctionTool, ...]:
+    return tuple(tool for tool in tools if isinstance(tool, FunctionTool))
+
+
+def mcp_servers_of(tools: tuple[AnyTool, ...]) -> tuple[McpTool, ...]:
+    return tuple(tool for tool in tools if isinstance(tool, McpTool))
+
+
+def parse_tools(value: Any, event_id: str | None, param: str) -> tuple[AnyTool, ...]:
+    """A ``tools`` list -> function tools and MCP servers (:mod:`voice.protocol.mcp`);
+    :class:`ProtocolError` names the first bad entry."""
     if not isinstance(value, list):
         raise ProtocolError("invalid_type", f"{param} must be a list", event_id=event_id,
                             param=param)
@@ -56,7 +69,7 @@ def parse_tools(value: Any, event_id: str | None, param: str) -> tuple[FunctionT
         raise ProtocolError("tools_too_large", f"{param} is over {MAX_TOOLS_CHARS} characters "
                             "as JSON (every prompt carries them)", event_id=event_id,
                             param=param)
-    tools: list[FunctionTool] = []
+    tools: list[AnyTool] = []
     for index, entry in enumerate(value):
         where = f"{param}[{index}]"
         if not isinstance(entry, dict):
@@ -64,17 +77,22 @@ def parse_tools(value: Any, event_id: str | None, param: str) -> tuple[FunctionT
                                 param=where)
         kind = entry.get("type", "function")
         if kind == "mcp":
-            raise ProtocolError("unsupported_feature", f"{where}: MCP tools are not supported "
-                                "yet; declare functions and run them in the client",
-                                event_id=event_id, param=f"{where}.type")
+            server = parse_mcp_tool(entry, event_id, where)
+            if any(isinstance(tool, McpTool) and tool.server_label == server.server_label
+                   for tool in tools):
+                raise ProtocolError("duplicate_tool", f"two MCP servers are labelled "
+                                    f"{server.server_label!r}", event_id=event_id,
+                                    param=f"{where}.server_label")
+            tools.append(server)
+            continue
         if kind != "function":
-            raise ProtocolError("invalid_value", f"{where}.type must be 'function'",
+            raise ProtocolError("invalid_value", f"{where}.type must be 'function' or 'mcp'",
                                 event_id=event_id, param=f"{where}.type")
         name = entry.get("name")
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ProtocolError("invalid_value", f"{where}.name must be 1 to 64 letters, digits, "
                                 "'_' or '-'", event_id=event_id, param=f"{where}.name")
-        if any(tool.name == name for tool in tools):
+        if any(isinstance(tool, FunctionTool) and tool.name == name for tool in tools):
             raise ProtocolError("duplicate_tool", f"two tools are named {name!r}",
                                 event_id=event_id, param=f"{where}.name")
         description = entry.get("description", "")
@@ -95,21 +113,29 @@ def parse_tools(value: Any, event_id: str | None, param: str) -> tuple[FunctionT
     return tuple(tools)
 
 
-def parse_tool_choice(value: Any, tools: tuple[FunctionTool, ...] | None, event_id: str | None,
+def parse_tool_choice(value: Any, tools: tuple[AnyTool, ...] | None, event_id: str | None,
                       param: str) -> str:
-    """``tool_choice`` -> "auto", "none", "required", or the name of the one tool to call
+    """``tool_choice`` -> "auto", "none", "required", or the name of the one function to call
     (one of ``tools``; not checked when ``tools`` is None)."""
     if isinstance(value, str) and value in TOOL_CHOICES:
         return value
+    if isinstance(value, dict) and value.get("type") == "mcp":
+        raise ProtocolError("unsupported_feature", f"{param}: forcing an MCP tool is not "
+                            "supported; use auto or required", event_id=event_id, param=param)
     if isinstance(value, dict) and value.get("type") == "function":
         name = value.get("name")
         if not isinstance(name, str) or not name or (
-                tools is not None and not any(tool.name == name for tool in tools)):
+                tools is not None and name not in names_of(tools)):
             raise ProtocolError("invalid_value", f"{param}.name must name one of the tools",
                                 event_id=event_id, param=f"{param}.name")
         return name
     raise ProtocolError("invalid_value", f"{param} must be auto, none, required or "
                         '{"type": "function", "name": ...}', event_id=event_id, param=param)
+
+
+def names_of(tools: tuple[AnyTool, ...]) -> set[str]:
+    """The names of the functions among ``tools``."""
+    return {tool.name for tool in functions_of(tools)}
 
 
 def tool_choice_json(choice: str) -> str | JsonObject:
