@@ -214,6 +214,7 @@ class Reply:
         exclude = self.item.item_id
         listed = await self._mcp.tools(settings.mcp_servers) if self._mcp is not None else []
         await self._calls.run_approved({(t.server.server_label, t.name): t for t in listed})
+        self._calls.answer_needed = False  # the prompt below holds their outcome already
         messages = prompt_messages(self._conversation, settings, self.language, exclude=exclude)
         self._tools, self._mcp_tools = model_tools(
             reply_tools(self._conversation, settings, exclude=exclude), listed)
