@@ -51,7 +51,8 @@ def running_server(config: ServiceConfig, engines: Engines, defaults: SessionDef
 
 
 @contextmanager
-def default_models_server(prepared_model: Any, max_output_tokens: int) -> Iterator[VoiceServer]:
+def default_models_server(prepared_model: Any, max_output_tokens: int,
+                          mcp_hosts: tuple[str, ...] = ()) -> Iterator[VoiceServer]:
     """The real server with the real default models on the CPU (``prepared_model`` is the
     conftest fixture: a missing model fails under ``make test``, else skips)."""
     from voice.__main__ import build_engines, session_defaults
@@ -59,7 +60,8 @@ def default_models_server(prepared_model: Any, max_output_tokens: int) -> Iterat
 
     for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium"):
         prepared_model(name)
-    config = ServiceConfig(port=0, device="cpu", max_output_tokens=max_output_tokens)
+    config = ServiceConfig(port=0, device="cpu", max_output_tokens=max_output_tokens,
+                           mcp_hosts=mcp_hosts)
     engines, names = build_engines(config, ModelStore(progress=False))
     with running_server(config, engines, session_defaults(config, names), names) as server:
         yield server
