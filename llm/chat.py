@@ -139,7 +139,7 @@ class ChatModel:
             trim_blocks=True, lstrip_blocks=True)
         environment.globals["raise_exception"] = _raise_template_error
         environment.filters["tojson"] = _tojson
-        self._template = environment.from_string(self.format.chat_template)
+        self._template = environment.from_string(repair_template(self.format.chat_template))
         self.context_tokens = min(config.context_tokens or 4096, self.format.context_length)
         # Whether the model's own chat template describes tools (many small models' do not).
         self.supports_tools = template_supports_tools(self.format.chat_template)
@@ -331,6 +331,20 @@ class ChatModel:
             close = getattr(steps, "close", None)
             if close is not None:
                 close()  # stops the generation inside CTranslate2
+
+
+# A defect of some packaged Qwen2.5 templates (the GGUF of qwen2.5-coder-1.5b-instruct): the
+# example call is written with doubled braces, as if for Python's str.format, and the model
+# copies them ("{{"name": ...}}}"), which is not JSON. Qwen's own template has single braces.
+_DOUBLED_CALL_EXAMPLE = '{{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}}'
+
+
+def repair_template(template: str) -> str:
+    """The chat template with known defects of packaged templates repaired."""
+    if _DOUBLED_CALL_EXAMPLE in template:
+        logger.info("chat template: the example tool call had doubled braces; repaired")
+        return template.replace(_DOUBLED_CALL_EXAMPLE, _DOUBLED_CALL_EXAMPLE[1:-1])
+    return template
 
 
 def _tojson(value: object, ensure_ascii: bool = False, indent: int | None = None,

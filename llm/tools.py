@@ -28,6 +28,10 @@ import jsonschema
 
 CALL_START = "<tool_call>"
 CALL_END = "</tool_call>"
+# Start and end markers of a call at the start of a reply. Besides Qwen2.5's own tags, its 1.5B
+# coder model sometimes wraps a call in the <tools></tools> tags its prompt lists functions in
+# (only there: later in a reply, "<tools>" is text).
+MARKERS = {CALL_START: CALL_END, "<tools>": "</tools>"}
 
 
 class ToolError(ValueError):
@@ -117,10 +121,13 @@ class ToolCallParser:
     text concatenates to the reply with every call taken out.
 
     Calls are ``<tool_call>{json}</tool_call>`` anywhere in the reply (what Qwen2.5 templates
-    ask for), or JSON objects that open the reply, bare or in a ```` ``` ```` fence: the 0.5B
-    Qwen2.5 models often write a call that way, without the tags. A reply that opens with
-    ``{`` is held back until the object is complete; a fence is held until it closes and is
-    text if it does not hold a JSON object with a ``"name"``.
+    ask for; ``<tools>{json}</tools>`` opening a reply too, which the 1.5B coder model
+    sometimes writes), or
+    JSON objects that open the reply, bare or in a ```` ``` ```` fence: the 0.5B Qwen2.5
+    models often write a call that way, without the tags. Doubled braces around a call
+    (``{{...}}``, copied from a defective template example) are read as single ones. A reply
+    that opens with ``{`` is held back until the object is complete; a fence is held until it
+    closes and is text if it does not hold a JSON object with a ``"name"``.
     """
 
     def __init__(self, tools: Sequence[Tool]) -> None:
@@ -129,6 +136,7 @@ class ToolCallParser:
                             for tool in tools}
         self._pending = ""
         self._mode = _START
+        self._end = CALL_END  # the end marker of the tagged call being read
         self._spoke = False  # whether any text went out (then a bare "{" is text)
         self._finished = False
 
@@ -146,8 +154,11 @@ class ToolCallParser:
         self._finished = True
         out: list[Output] = []
         pending, self._pending = self._pending, ""
-        if self._mode == _TAGGED:
-            out.append(ToolCallError(pending, f"the call has no {CALL_END}"))
+        if self._mode == _TAGGED and self._end != CALL_END and not _looks_like_call(
+                pending.strip()):
+            self._text(out, "<tools>" + pending)  # words about tools, not a call
+        elif self._mode == _TAGGED:
+            out.append(ToolCallError(pending, f"the call has no {self._end}"))
         elif self._mode == _BARE:
             out.append(self._parse(pending))
         elif self._mode == _FENCED:
@@ -162,32 +173,42 @@ class ToolCallParser:
         pending = self._pending
         if self._mode == _START:  # nothing but calls and blank space so far
             text = pending.lstrip()
-            if not text or _is_proper_prefix(text, FENCE) or _is_proper_prefix(text, CALL_START):
+            if not text or _is_proper_prefix(text, FENCE) or any(
+                    _is_proper_prefix(text, marker) for marker in MARKERS):
                 return False
+            marker = next((m for m in MARKERS if text.startswith(m)), None)
             if text.startswith("{"):
                 self._pending, self._mode = text, _BARE
             elif text.startswith(FENCE):
                 self._pending, self._mode = text, _FENCED
-            elif text.startswith(CALL_START):
-                self._pending, self._mode = text[len(CALL_START):], _TAGGED
+            elif marker is not None:
+                self._pending, self._mode = text[len(marker):], _TAGGED
+                self._end = MARKERS[marker]
             else:
                 self._mode = _TEXT
             return True
         if self._mode == _TAGGED:
-            end = pending.find(CALL_END)
+            end = pending.find(self._end)
             if end < 0:
                 return False
             out.append(self._parse(pending[:end]))
-            self._pending = pending[end + len(CALL_END):]
+            self._pending = pending[end + len(self._end):]
             self._mode = _TEXT if self._spoke else _START
             return True
         if self._mode == _BARE:
+            doubled = pending.startswith("{{")  # "{{...}}": a template's doubled braces
             try:
-                _, end = _DECODER.raw_decode(pending)
+                _, end = _DECODER.raw_decode(pending, 1 if doubled else 0)
             except json.JSONDecodeError:
                 return False  # not complete yet (or never: then finish() says why)
-            out.append(self._parse(pending[:end]))
-            self._pending, self._mode = pending[end:], _START
+            rest = pending[end:]
+            if doubled:
+                if not rest.lstrip():
+                    return False  # the closing brace is still to come
+                if rest.lstrip().startswith("}"):
+                    rest = rest.lstrip()[1:]
+            out.append(self._parse(pending[1 if doubled else 0:end]))
+            self._pending, self._mode = rest, _START
             return True
         if self._mode == _FENCED:
             end = pending.find(FENCE, len(FENCE))
@@ -206,6 +227,7 @@ class ToolCallParser:
         if start >= 0:
             self._text(out, pending[:start])
             self._pending, self._mode = pending[start + len(CALL_START):], _TAGGED
+            self._end = CALL_END
             return True
         held = _partial_marker_length(pending)
         self._text(out, pending[:len(pending) - held])
@@ -226,7 +248,12 @@ class ToolCallParser:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as error:
-            return ToolCallError(text, f"the call is not valid JSON: {error}")
+            if not (text.startswith("{{") and text.endswith("}}")):
+                return ToolCallError(text, f"the call is not valid JSON: {error}")
+            try:  # "{{...}}": the doubled braces of a template's example call
+                value = json.loads(text[1:-1])
+            except json.JSONDecodeError:
+                return ToolCallError(text, f"the call is not valid JSON: {error}")
         if not isinstance(value, dict) or not isinstance(value.get("name"), str):
             return ToolCallError(text, 'the call is not a JSON object with a "name"')
         name: str = value["name"]

@@ -266,3 +266,14 @@ def test_a_cached_system_prompt_changes_nothing_in_the_reply_and_the_cache_is_bo
             == expected(messages)
     assert chat._static_prefix(first, chat._tokens([chat.render(first)])[0])
     assert chat._static_prefix(other, chat._tokens([chat.render(other)])[0]) == []
+
+
+def test_a_packaged_template_with_a_doubled_brace_call_example_shows_single_braces() -> None:
+    from llm.chat import repair_template
+
+    doubled = ('{{- "<tool_call>\\n{{\\"name\\": <function-name>, \\"arguments\\": '
+               '<args-json-object>}}\\n</tool_call>" }}')
+    repaired = repair_template(doubled)
+    assert '\\n{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}\\n' in repaired
+    assert "{{\\\"name" not in repaired
+    assert repair_template("{{ messages }}") == "{{ messages }}"

@@ -84,6 +84,12 @@ REPLIES: list[tuple[str, list[Output]]] = [
     ("```python\nprint(1)\n```", ["```python\nprint(1)\n```"]),
     ("I like <tools> and a < b, and <tool_call mentions.",
      ["I like <tools> and a < b, and <tool_call mentions."]),
+    # As the 1.5B coder model writes calls: in the tags its prompt lists tools in, and with the
+    # doubled braces of its packaged template's example.
+    (f"<tools>\n{CALL_JSON}\n</tools>", [KITCHEN_ON]),
+    (f"{{{CALL_JSON}}}", [KITCHEN_ON]),
+    (f"<tool_call>\n{{{CALL_JSON}}}\n</tool_call> Done.", [KITCHEN_ON, " Done."]),
+    ("<tools> are what I use.", ["<tools> are what I use."]),
     ("Say {this} later.", ["Say {this} later."]),  # braces inside text are text
     ("Wait <tool_", ["Wait <tool_"]),  # a marker the reply never finished is text
 ]
