@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from llm.chat import Message
 from llm.tools import ToolCall
 from voice.protocol import (
+    ItemCreate,
     JsonObject,
     ProtocolError,
     function_call_item,
@@ -156,6 +157,24 @@ class Conversation:
             chars -= self.items[drop].size
             drop += 1
         del self.items[:drop]
+
+    def item_from(self, event: ItemCreate, new_id: str) -> Item:
+        """The item a ``conversation.item.create`` makes (``new_id`` if it names none), not
+        added yet; :class:`ProtocolError` if its id is taken or it answers no approval
+        request."""
+        item = Item(event.item_id or new_id, event.role, event.text, kind=event.kind,
+                    call_id=event.call_id, name=event.name, arguments=event.arguments,
+                    approval_request_id=event.approval_request_id, approve=event.approve)
+        if self.find(item.item_id) is not None:
+            raise ProtocolError("item_id_in_use", f"item {item.item_id} already exists",
+                                event_id=event.event_id, param="item.id")
+        request = self.find(event.approval_request_id or "")
+        if event.kind == "mcp_approval_response" and (
+                request is None or request.kind != "mcp_approval_request"):
+            raise ProtocolError("item_not_found", f"no MCP approval request with id "
+                                f"{event.approval_request_id}", event_id=event.event_id,
+                                param="item.approval_request_id")
+        return item
 
     def truncate(self, item_id: str, audio_end_ms: int, event_id: str | None) -> Item:
         """The client played only ``audio_end_ms`` of an assistant audio item: keep what was

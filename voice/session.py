@@ -276,18 +276,7 @@ class Session(Endpointing):
     async def _on_item_create(self, event: ItemCreate) -> None:
         self.settings.check_size(event.text + (event.arguments or ""), "item_too_large",
                                  "the item's text", "item.content", event.event_id)
-        item = Item(event.item_id or new_id("item"), event.role, event.text, kind=event.kind,
-                    call_id=event.call_id, name=event.name, arguments=event.arguments,
-                    approval_request_id=event.approval_request_id, approve=event.approve)
-        request = self.conversation.find(event.approval_request_id or "")
-        if event.kind == "mcp_approval_response" and (
-                request is None or request.kind != "mcp_approval_request"):
-            raise ProtocolError("item_not_found", f"no MCP approval request with id "
-                                f"{event.approval_request_id}", event_id=event.event_id,
-                                param="item.approval_request_id")
-        if self.conversation.find(item.item_id) is not None:
-            raise ProtocolError("item_id_in_use", f"item {item.item_id} already exists",
-                                event_id=event.event_id, param="item.id")
+        item = self.conversation.item_from(event, new_id("item"))
         previous = self.conversation.add(item)
         await self._emit(ItemAdded(item.to_json(), previous))
         await self._emit(ItemDone(item.to_json(), previous))
