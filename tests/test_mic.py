@@ -39,11 +39,13 @@ LONG_REPLY = " ".join(f"This is sentence number {n} of a long story." for n in r
 
 @contextlib.contextmanager
 def fake_server(transcripts: list[tuple[str, str]], replies: list[str], *,
-                chat_delay_s: float = 0.01, **config: Any) -> Iterator[VoiceServer]:
+                chat_delay_s: float = 0.01, mcp_hosts: frozenset[str] = frozenset(),
+                **config: Any) -> Iterator[VoiceServer]:
     engines = fake_engines(FakeTranscriber(transcripts, delay_s=0.02),
                            FakeChat(replies, delay_s=chat_delay_s))
     service = ServiceConfig(port=config.pop("port", 0), shutdown_grace_s=0.5, **config)
-    with running_server(service, engines, SessionDefaults(partial_interval_s=0.2)) as server:
+    defaults = SessionDefaults(partial_interval_s=0.2, mcp_hosts=mcp_hosts)
+    with running_server(service, engines, defaults) as server:
         yield server
 
 

@@ -11,6 +11,7 @@ from clients.mic.tools import LocalTools, ring_tone
 from tests.fake_audio import FakeAudio
 from tests.fakes import tone
 from tests.live import url_of
+from tests.mcp_server import home_server
 from tests.test_mic import RATE, fake_server, run, running_app, until
 
 NOON = datetime.datetime(2026, 11, 26, 12, 0, 5)
@@ -71,4 +72,27 @@ def test_a_call_is_run_here_answered_and_the_outcome_spoken(tmp_path: Path) -> N
                 assert app.tools is not None and app.tools.calls[0][0] == "add_note"
                 await until(lambda: audio.played_samples > 0, 10, "the answer's audio")
                 assert "assistant: Noted: buy milk." in run_.out.getvalue()
+        run(scenario)
+
+
+def test_an_mcp_server_named_with_mcp_is_run_by_the_service_and_shown(tmp_path: Path) -> None:
+    call = '<tool_call>\n{"name": "set_light", "arguments": {"room": "hall", "on": true}}\n' \
+        '</tool_call>'
+    with home_server() as home, fake_server(
+            [("Hall light on", "en")], [call, "The hall light is on."],
+            mcp_hosts=frozenset({"127.0.0.1"})) as server:
+        async def scenario() -> None:
+            audio = FakeAudio(rate=RATE)
+            options = Options(url=url_of(server), mcp=(("home", home.url),))
+            async with running_app(options, audio) as run_:
+                app = run_.app
+                await until(lambda: "MCP home:" in run_.out.getvalue(), 15, "the listing")
+                audio.say(tone(0.8))
+                await until(lambda: len(app.responses) == 1, 30, "the reply")
+                assert home.calls == [("set_light", {"room": "hall", "on": True})]
+                out = run_.out.getvalue()
+                assert "MCP home: set_light, get_weather, slow_lookup, broken_switch" in out
+                assert 'MCP home.set_light({"room":"hall","on":true}) -> The hall light is ' \
+                    "now on." in out
+                assert "assistant: The hall light is on." in out
         run(scenario)

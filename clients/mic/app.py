@@ -25,7 +25,7 @@ from clients.mic.console import (
 )
 from clients.mic.devices import AudioDevice, DeviceError, Resampler
 from clients.mic.options import Options
-from clients.mic.tools import LocalTools, ring_tone
+from clients.mic.tools import LocalTools, mcp_note, mcp_servers, ring_tone
 from voice.protocol import (
     AUDIO_RATES,
     AudioDelta,
@@ -183,7 +183,8 @@ class MicApp:
             await client.configure(input_rate=options.rate, output_rate=options.rate,
                                    server_vad=not options.push_to_talk,
                                    language=options.language, instructions=options.instructions,
-                                   tools=None if self.tools is None else self.tools.definitions())
+                                   tools=[*(self.tools.definitions() if self.tools else []),
+                                          *mcp_servers(options.mcp)] or None)
         except Exception as error:  # the connection closed right away
             return describe_close(client, error)
         while not self._mic.empty():  # nothing recorded while offline is sent
@@ -331,6 +332,8 @@ class MicApp:
             if self._on_event is not None:
                 self._on_event(event)
             await self._handle(client, event)
+            if (note := mcp_note(event)) is not None:
+                self.console.note(note)
             if self.tools is not None:
                 await self.tools.observe(client, event)
 

@@ -25,6 +25,8 @@ Which mode when:
 --tools lets the assistant act on this computer: ask for the time ("What time is it?"), a
 timer ("Set a timer for two minutes", it rings here) or notes ("Note that I need milk",
 "What are my notes?"). The functions run in this program; the server only asks for them.
+--mcp LABEL=URL names an MCP server (streamable HTTP) whose tools the service itself runs; the
+service must allow its host (voice serve --mcp-host).
 
 The server address defaults to ws://127.0.0.1:8765/v1/realtime; a server with API keys needs
 --key or VOICE_API_KEY. --reconnect keeps trying (with backoff) when the connection drops.
@@ -46,6 +48,13 @@ from clients.mic.devices import AudioDevice, DeviceError, SoundDeviceAudio, list
 from clients.mic.options import DEFAULT_URL, Options
 from clients.mic.tools import default_notes_path
 from voice.protocol import AUDIO_RATES, DEFAULT_AUDIO_RATE
+
+
+def _mcp_server(text: str) -> tuple[str, str]:
+    label, separator, url = text.partition("=")
+    if not separator or not label or not url.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"expected LABEL=http(s)://..., got {text!r}")
+    return label, url
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tools", action="store_true",
                         help="let the assistant use local functions: the time, timers that "
                              "ring, a notes file (see below)")
+    parser.add_argument("--mcp", action="append", metavar="LABEL=URL", type=_mcp_server,
+                        help="an MCP server whose tools the service runs for you (repeatable)")
     parser.add_argument("--notes", type=Path, default=None,
                         help=f"with --tools, the notes file (default: {default_notes_path()})")
     return parser
@@ -104,7 +115,8 @@ def main(argv: Sequence[str] | None = None, *, audio: AudioDevice | None = None,
                       mute_while_speaking=args.mute_while_speaking,
                       mute_tail_s=max(0, args.mute_tail_ms) / 1000, reconnect=args.reconnect,
                       instructions=args.instructions,
-                      tools=(args.notes or default_notes_path()) if args.tools else None)
+                      tools=(args.notes or default_notes_path()) if args.tools else None,
+                      mcp=tuple(args.mcp or ()))
     app = MicApp(options, audio, out=out, err=err, keys=keys)
     try:
         return asyncio.run(app.run())

@@ -22,5 +22,6 @@ class Options:
     reconnect: bool = False
     instructions: str | None = None
     tools: Path | None = None  # --tools: local functions, notes in this file
+    mcp: tuple[tuple[str, str], ...] = ()  # --mcp LABEL=URL: MCP servers the service runs
     reconnect_delays_s: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)  # then the last again
     open_timeout_s: float = 10.0

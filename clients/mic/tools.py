@@ -24,9 +24,37 @@ from typing import Any
 import numpy as np
 
 from clients.client import VoiceClient
-from voice.protocol import FunctionCallArgumentsDone, ResponseDone, ServerEvent
+from voice.protocol import (
+    FunctionCallArgumentsDone,
+    ItemDone,
+    OutputItemDone,
+    ResponseDone,
+    ServerEvent,
+)
 
 MAX_TIMER_S = 24 * 3600
+
+
+def mcp_servers(servers: tuple[tuple[str, str], ...]) -> list[dict[str, Any]]:
+    """``--mcp LABEL=URL`` as session tools the service runs; you are the one asking at the
+    microphone, so calls need no approval."""
+    return [{"type": "mcp", "server_label": label, "server_url": url,
+             "require_approval": "never"} for label, url in servers]
+
+
+def mcp_note(event: ServerEvent) -> str | None:
+    """A line for the screen about an MCP listing or call the service made, if ``event`` is
+    one."""
+    if isinstance(event, ItemDone) and event.item.get("type") == "mcp_list_tools":
+        names = ", ".join(tool.get("name", "?") for tool in event.item.get("tools") or [])
+        return f"MCP {event.item.get('server_label')}: {names or 'no tools'}"
+    if isinstance(event, OutputItemDone) and event.item.get("type") == "mcp_call":
+        item = event.item
+        error = item.get("error")
+        outcome = f"failed: {error.get('message')}" if error else f"-> {item.get('output')}"
+        return (f"MCP {item.get('server_label')}.{item.get('name')}({item.get('arguments')}) "
+                f"{outcome}")
+    return None
 NOTES_SHOWN = 10
 
 DEFINITIONS: list[dict[str, Any]] = [
