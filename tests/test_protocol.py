@@ -207,7 +207,7 @@ def test_a_missing_or_unknown_type_is_an_error_that_names_the_event(text: str,
     ('{"type": "conversation.item.truncate", "item_id": 9, "audio_end_ms": 10}',
      "invalid_type", "item_id"),
     ('{"type": "conversation.item.truncate", "item_id": null, "audio_end_ms": 10}',
-     "invalid_type", "item_id"),
+     "missing_field", "item_id"),
     ('{"type": "conversation.item.truncate", "item_id": "i", "content_index": "0",'
      ' "audio_end_ms": 10}', "invalid_type", "content_index"),
     # missing required fields
@@ -390,7 +390,9 @@ def test_the_session_json_reflects_an_update() -> None:
     assert session["audio"]["input"]["format"]["rate"] == 16000
     assert session["audio"]["input"]["turn_detection"] is None
     assert session["audio"]["input"]["transcription"]["language"] == "de"
-    assert session["audio"]["input"]["transcription"]["languages"] == ["de", "en"]
+    # The allowed set is echoed beside the GA keys, never inside the GA transcription object.
+    assert session["audio"]["input"]["transcription"] == {"model": "whisper", "language": "de"}
+    assert session["languages"] == ["de", "en"]
     assert session["audio"]["output"] == {"format": {"type": "audio/pcm", "rate": 48000},
                                           "voice": "eva"}
 

@@ -260,7 +260,6 @@ def test_an_integer_temperature_is_stored_as_a_float() -> None:
     ('{"audio": {"output": {"voice": 3}}}', "invalid_type", "session.audio.output.voice"),
     ('{"voice": false}', "invalid_type", "session.voice"),
     ('{"instructions": ["Be brief."]}', "invalid_type", "session.instructions"),
-    ('{"instructions": null}', "invalid_type", "session.instructions"),
     # modalities, token limit, temperature
     ('{"output_modalities": []}', "invalid_value", "session.output_modalities"),
     ('{"output_modalities": ["video"]}', "invalid_value", "session.output_modalities"),
@@ -376,3 +375,12 @@ def test_a_rejected_update_leaves_the_config_unchanged() -> None:
 def test_session_modalities_with_object_entries_are_an_invalid_value(key: str) -> None:
     error = update_error(f'{{"type": "session.update", "session": {{"{key}": [{{}}]}}}}')
     assert (error.code, error.param) == ("invalid_value", f"session.{key}")
+
+
+def test_null_for_an_optional_field_is_the_field_left_out() -> None:
+    # Frameworks send null for what they do not set (LiveKit: "instructions": null).
+    config = apply_session_update(SessionConfig(instructions="Be brief."),
+                                  {"instructions": None, "max_output_tokens": None,
+                                   "tools": [], "output_modalities": None})
+    assert config.instructions == "Be brief."
+    assert config.output_modalities == ("audio",)

@@ -176,6 +176,21 @@ class Conversation:
                                 param="item.approval_request_id")
         return item
 
+    def delete(self, item_id: str, event_id: str | None) -> None:
+        """Forget an item; :class:`ProtocolError` if there is none with that id."""
+        item = self.find(item_id)
+        if item is None:
+            raise ProtocolError("item_not_found", f"no item with id {item_id}",
+                                event_id=event_id, param="item_id")
+        self.items.remove(item)
+
+    def get(self, item_id: str, event_id: str | None) -> Item:
+        item = self.find(item_id)
+        if item is None:
+            raise ProtocolError("item_not_found", f"no item with id {item_id}",
+                                event_id=event_id, param="item_id")
+        return item
+
     def truncate(self, item_id: str, audio_end_ms: int, event_id: str | None) -> Item:
         """The client played only ``audio_end_ms`` of an assistant audio item: keep what was
         heard. Raises :class:`ProtocolError` for an item that cannot be truncated so."""

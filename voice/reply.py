@@ -210,7 +210,8 @@ class Reply:
         settings = self.settings
         await self._send(ResponseCreated(response_object(
             self.response_id, "in_progress", modalities=settings.modalities,
-            language=self.language, max_output_tokens=settings.max_output_tokens)))
+            language=self.language, max_output_tokens=settings.max_output_tokens,
+            metadata=settings.metadata)))
         exclude = self.item.item_id
         listed = await self._mcp.tools(settings.mcp_servers) if self._mcp is not None else []
         await self._calls.run_approved({(t.server.server_label, t.name): t for t in listed})
@@ -397,7 +398,8 @@ class Reply:
                    "total_tokens": self.tokens},
             max_output_tokens=self.settings.max_output_tokens,
             error=None if failure is None else {"type": failure.error_type,
-                                                "code": failure.code})))
+                                                "code": failure.code},
+            metadata=self.settings.metadata)))
 
 
 def _synthesize(voice: Any, text: str, out_rate: int) -> np.ndarray:

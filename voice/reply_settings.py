@@ -59,6 +59,7 @@ class ReplySettings:
     assistant: Assistant = dataclasses.field(default_factory=Assistant)
     tools: tuple[AnyTool, ...] = ()  # functions and MCP servers
     tool_choice: str = "auto"  # auto | none | required | the name of the one tool to call
+    metadata: dict[str, str] | None = None  # response.create's, echoed in the response
 
     @property
     def mcp_servers(self) -> tuple[McpTool, ...]:

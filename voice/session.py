@@ -45,7 +45,11 @@ from voice.protocol import (
     Error,
     ItemAdded,
     ItemCreate,
+    ItemDelete,
+    ItemDeleted,
     ItemDone,
+    ItemRetrieve,
+    ItemRetrieved,
     ItemTruncate,
     ItemTruncated,
     ProtocolError,
@@ -239,6 +243,12 @@ class Session(Endpointing):
                                     f"there is no active response with id {event.response_id}",
                                     event_id=event.event_id, param="response_id")
             await self._apply(self.turns.cancel_requested())
+        elif isinstance(event, ItemDelete):
+            self.conversation.delete(event.item_id, event.event_id)
+            await self._emit(ItemDeleted(event.item_id))
+        elif isinstance(event, ItemRetrieve):
+            item = self.conversation.get(event.item_id, event.event_id)
+            await self._emit(ItemRetrieved(item.to_json()))
         elif isinstance(event, ItemTruncate):
             if event.content_index != 0:
                 raise ProtocolError("invalid_value", "content_index must be 0",

@@ -169,4 +169,5 @@ class Settings:
             instructions=instructions or config.instructions or None,
             assistant=self.defaults.assistant,
             output_rate=config.output_rate,
-            tools=tools, tool_choice=tool_choice)
+            tools=tools, tool_choice=tool_choice,
+            metadata=event.metadata if event is not None else None)

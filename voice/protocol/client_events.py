@@ -72,6 +72,7 @@ class ResponseCreate:
     max_output_tokens: TokenLimit | None = None  # None: the session's setting
     tools: tuple[AnyTool, ...] | None = None  # None: the session's
     tool_choice: str | None = None  # None: the session's
+    metadata: dict[str, str] | None = None  # echoed in response.created and response.done
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,8 +89,24 @@ class ItemTruncate:
     audio_end_ms: int
 
 
+@dataclasses.dataclass(frozen=True)
+class ItemDelete:
+    """``conversation.item.delete``: forget an item (frameworks keep their history in sync)."""
+
+    event_id: str | None
+    item_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemRetrieve:
+    """``conversation.item.retrieve``: send an item back as the server holds it."""
+
+    event_id: str | None
+    item_id: str
+
+
 ClientEvent = (SessionUpdate | AudioAppend | AudioCommit | AudioClear | ItemCreate
-               | ResponseCreate | ResponseCancel | ItemTruncate)
+               | ResponseCreate | ResponseCancel | ItemTruncate | ItemDelete | ItemRetrieve)
 
 
 def parse_binary_audio(data: bytes) -> AudioAppend:
@@ -300,11 +317,19 @@ def _parse_response_create(data: JsonObject, event_id: str | None) -> ResponseCr
         if value is not UNSET:
             limit = value
     tools = (parse_tools(response["tools"], event_id, "response.tools")
-             if "tools" in response else None)
+             if response.get("tools") is not None else None)
     choice = (parse_tool_choice(response["tool_choice"], tools, event_id,
-                                "response.tool_choice") if "tool_choice" in response else None)
+                                "response.tool_choice")
+              if response.get("tool_choice") is not None else None)
+    metadata = get_field(response, "metadata", dict, event_id, "response.metadata")
+    if metadata is not UNSET and (len(metadata) > 16 or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512
+            for k, v in metadata.items())):
+        raise ProtocolError("invalid_value", "response.metadata must map at most 16 keys (64 "
+                            "characters) to strings (512 characters)", event_id=event_id,
+                            param="response.metadata")
     return ResponseCreate(event_id, None if instructions is UNSET else instructions, modalities,
-                          limit, tools, choice)
+                          limit, tools, choice, None if metadata is UNSET else metadata)
 
 
 def _parse_cancel(data: JsonObject, event_id: str | None) -> ResponseCancel:
@@ -327,6 +352,14 @@ def _parse_truncate(data: JsonObject, event_id: str | None) -> ItemTruncate:
                         audio_end_ms)
 
 
+def _item_id(data: JsonObject, event_id: str | None) -> str:
+    item_id = get_field(data, "item_id", str, event_id, "item_id")
+    if item_id is UNSET or not item_id:
+        raise ProtocolError("missing_field", "item_id is required", event_id=event_id,
+                            param="item_id")
+    return str(item_id)
+
+
 _PARSERS: dict[str, Callable[[JsonObject, str | None], ClientEvent]] = {
     "session.update": _parse_session_update,
     "input_audio_buffer.append": _parse_append,
@@ -336,4 +369,8 @@ _PARSERS: dict[str, Callable[[JsonObject, str | None], ClientEvent]] = {
     "response.create": _parse_response_create,
     "response.cancel": _parse_cancel,
     "conversation.item.truncate": _parse_truncate,
+    "conversation.item.delete": lambda data, event_id: ItemDelete(
+        event_id, _item_id(data, event_id)),
+    "conversation.item.retrieve": lambda data, event_id: ItemRetrieve(
+        event_id, _item_id(data, event_id)),
 }

@@ -48,8 +48,10 @@ def get_field(obj: Mapping[str, Any], key: str, kinds: type | tuple[type, ...],
     if key not in obj:
         return UNSET
     value = obj[key]
-    if value is None and nullable:
-        return None
+    if value is None:
+        # ``null`` for an optional field is the field left out (frameworks send "instructions":
+        # null), unless null means something for it (``nullable``: e.g. no language pin).
+        return None if nullable else UNSET
     if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
         raise ProtocolError("invalid_type", f"{path} must not be a boolean",
                             event_id=event_id, param=path)

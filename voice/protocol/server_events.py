@@ -201,6 +201,18 @@ class ItemTruncated(ServerEvent):
 
 
 @dataclasses.dataclass(frozen=True)
+class ItemDeleted(ServerEvent):
+    type: ClassVar[str] = "conversation.item.deleted"
+    item_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemRetrieved(ServerEvent):
+    type: ClassVar[str] = "conversation.item.retrieved"
+    item: JsonObject
+
+
+@dataclasses.dataclass(frozen=True)
 class TranscriptDelta(ServerEvent):
     """A partial transcript: ``delta`` extends the confirmed text (extension fields say which
     words are confirmed and which are still tentative)."""
@@ -384,7 +396,8 @@ def response_object(response_id: str, status: str, *, output: list[JsonObject] |
                     language: str | None = None, latency: Mapping[str, float] | None = None,
                     usage: Mapping[str, int] | None = None,
                     max_output_tokens: int | None = None,
-                    error: Mapping[str, Any] | None = None) -> JsonObject:
+                    error: Mapping[str, Any] | None = None,
+                    metadata: Mapping[str, str] | None = None) -> JsonObject:
     details: JsonObject | None = None
     if status == "cancelled":
         details = {"type": "cancelled", "reason": reason or "client_cancelled"}
@@ -398,6 +411,8 @@ def response_object(response_id: str, status: str, *, output: list[JsonObject] |
     }
     if max_output_tokens is not None:
         body["max_output_tokens"] = max_output_tokens
+    if metadata is not None:
+        body["metadata"] = dict(metadata)  # echoed from response.create (clients match on it)
     if latency is not None:
         body["latency"] = {key: round(value, 1) for key, value in latency.items()}
     return body

@@ -79,8 +79,11 @@ class SessionConfig:
         turn = None if self.turn_detection is None else self.turn_detection.to_json()
         transcription: JsonObject | None = None
         if self.transcription:
-            transcription = {"model": "whisper", "language": self.language,
-                             "languages": list(self.languages) if self.languages else None}
+            # Only the GA keys: some clients (pipecat) fail on any other key in this object.
+            transcription = {"model": "whisper", "language": self.language}
+        extension: JsonObject = {}
+        if self.languages:  # the allowed set (set it in transcription.languages)
+            extension["languages"] = list(self.languages)
         return {
             "type": "realtime",
             "object": "realtime.session",
@@ -97,6 +100,7 @@ class SessionConfig:
                 "output": {"format": {"type": "audio/pcm", "rate": self.output_rate},
                            "voice": self.voice},
             },
+            **extension,
         }
 
 
@@ -208,10 +212,10 @@ def apply_session_update(config: SessionConfig, session: Any, event_id: str | No
         raise ProtocolError("unsupported_session_type",
                             f"session.type {kind!r} is not supported (realtime)",
                             event_id=event_id, param="session.type")
-    if "tools" in session:
+    if session.get("tools") is not None:
         changes["tools"] = parse_tools(session["tools"], event_id, "session.tools")
     tools = changes.get("tools", config.tools)
-    if "tool_choice" in session:
+    if session.get("tool_choice") is not None:
         changes["tool_choice"] = parse_tool_choice(session["tool_choice"], tools, event_id,
                                                    "session.tool_choice")
     elif config.tool_choice not in TOOL_CHOICES and config.tool_choice not in names_of(tools):
