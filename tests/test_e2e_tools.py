@@ -34,6 +34,26 @@ LIGHT = {"type": "function", "name": "set_light",
              "required": ["room", "on"]}}
 
 
+async def spoken_reply(connection: Any, events: list[dict[str, Any]]
+                       ) -> tuple[str, bytes, list[dict[str, Any]]]:
+    """Read one response to its end: its spoken text, its audio, its output items."""
+    reply, audio, items = "", b"", []
+    async for event in connection:
+        events.append(event.model_dump(mode="json", exclude_unset=True))
+        if event.type == "response.output_item.done":
+            items.append(event.item.model_dump())
+        elif event.type == "response.output_audio_transcript.delta":
+            reply += event.delta
+        elif event.type == "response.output_audio.delta":
+            audio += base64.b64decode(event.delta)
+        elif event.type == "error":
+            raise AssertionError(event.error)
+        elif event.type == "response.done":
+            assert event.response.status == "completed"
+            break
+    return reply, audio, items
+
+
 @pytest.fixture(scope="module")
 def tool_server(prepared_model) -> Iterator[VoiceServer]:  # type: ignore[no-untyped-def]
     with default_models_server(prepared_model, 80, mcp_hosts=("127.0.0.1",)) as server:
@@ -83,18 +103,7 @@ def test_the_openai_sdk_round_trip_speaks_calls_a_function_and_speaks_its_result
                 "type": "function_call_output", "call_id": call["call_id"],
                 "output": json.dumps({"room": "kitchen", "light": "on"})})
             await connection.response.create()
-            reply, audio = "", b""
-            async for event in connection:
-                events.append(event.model_dump(mode="json", exclude_unset=True))
-                if event.type == "response.output_audio_transcript.delta":
-                    reply += event.delta
-                elif event.type == "response.output_audio.delta":
-                    audio += base64.b64decode(event.delta)
-                elif event.type == "error":
-                    raise AssertionError(event.error)
-                elif event.type == "response.done":
-                    assert event.response.status == "completed"
-                    break
+            reply, audio, _ = await spoken_reply(connection, events)
             return call, reply, audio
 
     call, reply, audio = asyncio.run(asyncio.wait_for(scenario(), 240))
@@ -139,22 +148,9 @@ def test_a_spoken_request_is_answered_through_a_real_mcp_server(
             for chunk in pcm16_b64(np.concatenate([light_request, silence])):
                 await connection.input_audio_buffer.append(audio=chunk)
                 await asyncio.sleep(0.02)
-            reply, audio = "", b""
-            call: dict[str, Any] = {}
-            async for event in connection:
-                events.append(event.model_dump(mode="json", exclude_unset=True))
-                if event.type == "response.output_item.done" and event.item.type == "mcp_call":
-                    call = event.item.model_dump()
-                elif event.type == "response.output_audio_transcript.delta":
-                    reply += event.delta
-                elif event.type == "response.output_audio.delta":
-                    audio += base64.b64decode(event.delta)
-                elif event.type == "error":
-                    raise AssertionError(event.error)
-                elif event.type == "response.done":
-                    assert event.response.status == "completed"
-                    break
-            return call, reply, audio
+            reply, audio, items = await spoken_reply(connection, events)
+            calls = [item for item in items if item["type"] == "mcp_call"]
+            return (calls[0] if calls else {}), reply, audio
 
     before = len(home.calls)
     call, reply, audio = asyncio.run(asyncio.wait_for(scenario(), 240))
