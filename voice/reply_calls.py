@@ -117,11 +117,13 @@ class ReplyCalls:
 
     async def _mcp_call(self, tool: ListedTool | None, arguments: str, *,
                         request: Item | None = None) -> None:
-        source = tool if tool is not None else request
-        assert source is not None
-        label = tool.server.server_label if tool is not None else request.server_label  # type: ignore[union-attr]
+        if tool is not None:
+            label, name = tool.server.server_label, tool.name
+        else:  # an approved request whose tool is no longer offered
+            assert request is not None
+            label, name = request.server_label or "", request.name or ""
         item = Item(new_id("item"), "assistant", kind="mcp_call", server_label=label,
-                    name=source.name, arguments=arguments, status="in_progress",
+                    name=name, arguments=arguments, status="in_progress",
                     approval_request_id=request.item_id if request is not None else None)
         index = await self._add(item)
         await self._send(McpCallArgumentsDelta(self.response_id, item.item_id, index, arguments))
