@@ -279,3 +279,26 @@ def test_speaking_during_a_slow_call_stops_it_at_once(home: HomeServer) -> None:
         assert said(h) == ""
         await asyncio.sleep(0)
     run(scenario)
+
+
+def test_an_approved_call_whose_server_was_removed_fails_as_an_item_not_a_crash(
+        home: HomeServer) -> None:
+    async def scenario() -> None:
+        chat = FakeChat([call("set_light", room="hall", on=True), "That light is gone."])
+        h = harness(chat)
+        await with_mcp(h, home.url)
+        before = len(home.calls)
+        await ask(h, "Hall light on", 1)
+        request = h.of("response.done")[0].fields["response"]["output"][0]
+        await h.session.handle(SessionUpdate("u2", {"tools": []}))  # the server is removed
+        await h.session.handle(ItemCreate(None, None, "user", "", "mcp_approval_response",
+                                          approval_request_id=request["id"], approve=True))
+        await h.session.handle(ResponseCreate(None, None, None))
+        await h.wait_done(2)
+        assert home.calls[before:] == []
+        done = h.of("response.done")[1].fields["response"]
+        assert [o["type"] for o in done["output"]] == ["mcp_call", "message"]
+        assert done["output"][0]["error"]["type"] == "protocol_error"
+        assert said(h) == "That light is gone."
+        all_ga(h)
+    run(scenario)
