@@ -119,6 +119,7 @@ def _cmd_serve(args: argparse.Namespace, store: ModelStore) -> int:
             "max_output_tokens": args.max_output_tokens,
             "llm_replicas": args.llm_replicas,
             "mcp_hosts": tuple(args.mcp_host) if args.mcp_host else None,
+            "wyoming_port": args.wyoming_port,
         })
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -280,9 +281,21 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
 
     async def main() -> None:
         await server.start()
+        wyoming = None
+        if config.wyoming_port is not None:
+            from voice.wyoming import WyomingService
+
+            languages = getattr(engines.voices, "languages", dict)
+            wyoming = WyomingService(engines, defaults, names, languages())
+            port = await wyoming.start(config.host, config.wyoming_port)
+            print(f"Wyoming (Home Assistant) on tcp://{config.host}:{port}", flush=True)
         print(f"voice service ready on ws://{config.host}:{server.port}/v1/realtime "
               f"(health: http://{config.host}:{server.port}/healthz)", flush=True)
-        await server.serve_until_stopped()
+        try:
+            await server.serve_until_stopped()
+        finally:
+            if wyoming is not None:
+                await wyoming.stop()
 
     asyncio.run(main())
     return 0
@@ -385,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-output-tokens", type=int)
     serve.add_argument("--llm-replicas", type=int,
                        help="language model copies generating at once (default 2)")
+    serve.add_argument("--wyoming-port", type=int, metavar="PORT",
+                       help="also serve the Wyoming protocol (Home Assistant) on this port, "
+                       "sharing the models (10300 is Wyoming's usual port)")
     serve.add_argument("--mcp-host", action="append", metavar="HOST[:PORT]",
                        help="let clients name MCP servers on this host; the service then "
                        "calls them (repeatable; default: none, MCP tools off)")

@@ -8,6 +8,7 @@ Example ``voice.toml`` (every key optional)::
     insecure = false
     allowed_origins = []       # browser origins besides the server's own, "https://app.example"
     allowed_hosts = []         # Host names besides loopback ones when bound to loopback
+    wyoming_port = 10300       # also serve Wyoming (Home Assistant); unset: off
 
     [models]
     asr = "whisper-base"
@@ -128,6 +129,7 @@ class ServiceConfig:
     # requests to where a client says are the operator's choice (docs/tools.md).
     mcp_hosts: tuple[str, ...] = ()
     mcp_timeout_s: float = 10.0
+    wyoming_port: int | None = None  # also serve the Wyoming protocol here (same host)
     limits: Limits = dataclasses.field(default_factory=Limits)
     shutdown_grace_s: float = 10.0
 
@@ -152,6 +154,14 @@ class ServiceConfig:
             if normalize_host(host) is None:
                 raise ConfigError(f"allowed host {host!r} is not a host name without a port "
                                   "(e.g. voice.internal)")
+        if self.wyoming_port is not None and not 0 <= self.wyoming_port <= 65535:
+            raise ConfigError(f"wyoming port {self.wyoming_port} is out of range")
+        if self.wyoming_port is not None and not is_loopback(self.host) and not self.insecure:
+            raise ConfigError(
+                f"refusing to serve Wyoming on {self.host}: the Wyoming protocol has no "
+                "authentication, so anyone who can reach the port could use it. Pass --insecure "
+                "if the network is yours (Home Assistant on another machine), or keep the host "
+                "on loopback.")
         if not is_loopback(self.host) and not self.api_keys and not self.insecure:
             raise ConfigError(
                 f"refusing to listen on {self.host} without API keys: anyone who can reach it "
@@ -216,7 +226,8 @@ def is_loopback(host: str) -> bool:
 
 _SECTIONS: dict[str, dict[str, str]] = {
     "": {"host": "host", "port": "port", "api_keys": "api_keys", "insecure": "insecure",
-         "allowed_origins": "allowed_origins", "allowed_hosts": "allowed_hosts"},
+         "allowed_origins": "allowed_origins", "allowed_hosts": "allowed_hosts",
+         "wyoming_port": "wyoming_port"},
     "models": {"asr": "asr_model", "llm": "llm_model", "voice": "voice", "turn": "turn_model",
                "device": "device", "compute_type": "compute_type"},
     "vad": {"type": "vad_type", "eagerness": "vad_eagerness", "threshold": "vad_threshold",

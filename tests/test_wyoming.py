@@ -1,0 +1,221 @@
+"""The Wyoming server (Home Assistant's protocol) on the real default models, driven by the
+``wyoming`` package's own async client over TCP on port 0.
+
+Spoken audio in -> its transcript; text in -> audio that Whisper hears back (whole and
+streamed sentence by sentence); a transcript handed to the assistant -> its answer; and bad
+events or a client that leaves mid-stream cost nothing but an ``error`` event."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+from wyoming.asr import Transcribe, Transcript
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.handle import Handled
+from wyoming.info import Describe, Info
+from wyoming.tts import (
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeStopped,
+    SynthesizeVoice,
+)
+
+from tests.speech import to_16k, with_silence, word_error_rate
+from voice.wyoming import WyomingService
+
+pytestmark = pytest.mark.real_models
+SENTENCE = "Please remind me to buy bread and milk tomorrow morning."
+
+
+class Running:
+    def __init__(self, engines: Any, port: int) -> None:
+        self.engines = engines
+        self.port = port
+
+
+@pytest.fixture(scope="module")
+def wyoming(prepared_model) -> Iterator[Running]:  # type: ignore[no-untyped-def]
+    from voice.__main__ import build_engines, session_defaults
+    from voice.config import ServiceConfig
+    from voice.models import ModelStore
+
+    for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium"):
+        prepared_model(name)
+    config = ServiceConfig(port=0, device="cpu", max_output_tokens=60)
+    engines, names = build_engines(config, ModelStore(progress=False))
+    service = WyomingService(engines, session_defaults(config, names), names,
+                             engines.voices.languages())  # type: ignore[attr-defined]
+    loop = asyncio.new_event_loop()
+    port = loop.run_until_complete(service.start("127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield Running(engines, port)
+    finally:
+        asyncio.run_coroutine_threadsafe(service.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+@asynccontextmanager
+async def client(port: int) -> AsyncIterator[AsyncTcpClient]:
+    async with AsyncTcpClient("127.0.0.1", port) as connection:
+        yield connection
+
+
+async def read_until(connection: AsyncTcpClient, kind: str, timeout: float = 120) -> list[Event]:
+    events: list[Event] = []
+    while True:
+        event = await asyncio.wait_for(connection.read_event(), timeout)
+        assert event is not None, f"connection closed; got {[e.type for e in events]}"
+        events.append(event)
+        if event.type == kind:
+            return events
+
+
+def spoken(prepared_model: Any, text: str) -> tuple[np.ndarray, int]:
+    """Piper's English voice without random variation: int16 at its own rate."""
+    from tts.piper import PiperSynthesizer
+
+    voice = PiperSynthesizer(prepared_model("en_US-joe-medium") / "en_US-joe-medium.onnx",
+                             deterministic=True)
+    chunks = list(voice.synthesize(text))
+    return np.concatenate([c.samples for c in chunks]), chunks[0].sample_rate
+
+
+def heard(running: Running, events: list[Event]) -> str:
+    """What Whisper hears in the audio of ``events``."""
+    chunks = [AudioChunk.from_event(e) for e in events if AudioChunk.is_type(e.type)]
+    assert chunks, [e.type for e in events]
+    pcm = np.frombuffer(b"".join(c.audio for c in chunks), "<i2")
+    audio = with_silence(to_16k(pcm, chunks[0].rate))
+    return str(running.engines.transcriber.transcribe(audio).text)
+
+
+def test_describe_lists_speech_recognition_voices_and_the_assistant(wyoming: Running) -> None:
+    async def scenario() -> Info:
+        async with client(wyoming.port) as connection:
+            await connection.write_event(Describe().event())
+            events = await read_until(connection, "info")
+        return Info.from_event(events[-1])
+
+    info = asyncio.run(scenario())
+    assert {"en", "de", "fr"} <= set(info.asr[0].models[0].languages)
+    voices = {voice.name: voice.languages for voice in info.tts[0].voices}
+    assert voices["piper-en"] == ["en"]
+    assert info.tts[0].supports_synthesize_streaming
+    assert info.handle[0].models[0].name == "qwen2.5-coder-0.5b-instruct"
+
+
+def test_spoken_audio_in_gives_its_transcript(wyoming: Running, prepared_model: Any) -> None:
+    pcm, rate = spoken(prepared_model, SENTENCE)
+    pcm = np.concatenate([np.zeros(rate // 3, np.int16), pcm, np.zeros(rate // 3, np.int16)])
+
+    async def scenario() -> Transcript:
+        async with client(wyoming.port) as connection:
+            await connection.write_event(Transcribe(language=None).event())
+            await connection.write_event(AudioStart(rate=rate, width=2, channels=1).event())
+            for start in range(0, pcm.size, 1024):
+                await connection.write_event(AudioChunk(
+                    rate=rate, width=2, channels=1,
+                    audio=pcm[start:start + 1024].tobytes()).event())
+            await connection.write_event(AudioStop().event())
+            events = await read_until(connection, "transcript")
+        return Transcript.from_event(events[-1])
+
+    transcript = asyncio.run(scenario())
+    assert transcript.language == "en"
+    assert word_error_rate(SENTENCE, transcript.text) <= 0.2, transcript.text
+
+
+def test_synthesized_text_is_heard_back_by_whisper(wyoming: Running) -> None:
+    async def scenario() -> list[Event]:
+        async with client(wyoming.port) as connection:
+            await connection.write_event(Synthesize(
+                text=SENTENCE, voice=SynthesizeVoice(language="en")).event())
+            return await read_until(connection, "audio-stop")
+
+    events = asyncio.run(scenario())
+    assert events[0].type == "audio-start"
+    assert word_error_rate(SENTENCE, heard(wyoming, events)) <= 0.2
+
+
+def test_streamed_text_is_spoken_sentence_by_sentence_and_the_copy_is_ignored(
+        wyoming: Running) -> None:
+    parts = ["The weather is fine ", "today. Remember to buy ", "bread and milk."]
+
+    async def scenario() -> list[Event]:
+        async with client(wyoming.port) as connection:
+            await connection.write_event(SynthesizeStart(
+                voice=SynthesizeVoice(language="en")).event())
+            await connection.write_event(SynthesizeChunk(text=parts[0]).event())
+            await connection.write_event(SynthesizeChunk(text=parts[1]).event())
+            # The first sentence is complete: its audio comes before the text ends.
+            first = await read_until(connection, "audio-chunk")
+            await connection.write_event(SynthesizeChunk(text=parts[2]).event())
+            await connection.write_event(Synthesize(text="".join(parts)).event())  # the copy
+            await connection.write_event(SynthesizeStop().event())
+            return first + await read_until(connection, "synthesize-stopped")
+
+    events = asyncio.run(scenario())
+    kinds = [e.type for e in events]
+    assert kinds[0] == "audio-start" and kinds.count("audio-start") == 1
+    assert kinds.count("audio-stop") == 1 and kinds[-2:] == ["audio-stop", "synthesize-stopped"]
+    assert SynthesizeStopped.is_type(events[-1].type)
+    assert word_error_rate("".join(parts), heard(wyoming, events)) <= 0.25
+
+
+def test_a_transcript_is_handled_by_the_assistant_in_its_language(wyoming: Running) -> None:
+    async def scenario() -> Handled:
+        async with client(wyoming.port) as connection:
+            await connection.write_event(Transcript(
+                text="Wie heißt die Hauptstadt von Frankreich?", language="de").event())
+            events = await read_until(connection, "handled")
+        return Handled.from_event(events[-1])
+
+    handled = asyncio.run(scenario())
+    assert handled.text and "<" not in handled.text
+
+
+def test_bad_events_get_an_error_and_the_connection_goes_on(wyoming: Running) -> None:
+    async def scenario() -> list[Error]:
+        errors = []
+        async with client(wyoming.port) as connection:
+            for bad in (Event(type="launch-rocket"), SynthesizeChunk(text="hi").event(),
+                        AudioChunk(rate=16000, width=1, channels=1, audio=b"\0" * 10).event()):
+                await connection.write_event(bad)
+                errors.append(Error.from_event((await read_until(connection, "error"))[-1]))
+            await connection.write_event(Describe().event())
+            await read_until(connection, "info")
+        return errors
+
+    errors = asyncio.run(scenario())
+    assert [e.code for e in errors] == ["unsupported", "bad_order", "bad_audio"]
+
+
+def test_a_client_that_leaves_mid_stream_does_not_disturb_the_next(wyoming: Running) -> None:
+    async def scenario() -> Info:
+        async with client(wyoming.port) as connection:
+            await connection.write_event(Transcribe().event())
+            await connection.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+            await connection.write_event(AudioChunk(rate=16000, width=2, channels=1,
+                                                    audio=b"\0\0" * 1600).event())
+        async with client(wyoming.port) as connection:
+            await connection.write_event(SynthesizeStart().event())
+            await connection.write_event(SynthesizeChunk(text="Half a sentence and").event())
+        async with client(wyoming.port) as connection:
+            await connection.write_event(Describe().event())
+            return Info.from_event((await read_until(connection, "info"))[-1])
+
+    assert asyncio.run(scenario()).asr
