@@ -120,3 +120,20 @@ def test_serve_reports_a_model_that_fails_to_load_in_one_line_with_the_fix(
         assert f"remove {folder} and run `voice models prepare whisper-base`" in lines[0]
     else:
         assert f"check that {folder} is a speech recognition model" in lines[0]
+
+
+def test_wyoming_beyond_loopback_needs_insecure_because_it_has_no_authentication() -> None:
+    with pytest.raises(ConfigError, match="Wyoming protocol has no authentication"):
+        build_config({"host": "0.0.0.0", "api_keys": ("k",), "wyoming_port": 10300}, {})
+    assert build_config({"host": "0.0.0.0", "api_keys": ("k",), "wyoming_port": 10300,
+                         "insecure": True}, {}).wyoming_port == 10300
+    assert build_config({"wyoming_port": 10300}, {}).wyoming_port == 10300  # loopback
+
+
+def test_mcp_hosts_must_be_host_names(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="mcp hosts"):
+        build_config({"mcp_hosts": ("http://x/mcp",)}, {})
+    path = tmp_path / "voice.toml"
+    path.write_text('[mcp]\nhosts = ["127.0.0.1:8000"]\ntimeout_s = 5\n')
+    config = build_config(load_toml(path), {})
+    assert (config.mcp_hosts, config.mcp_timeout_s) == (("127.0.0.1:8000",), 5)
