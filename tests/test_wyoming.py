@@ -20,7 +20,7 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.event import Event
-from wyoming.handle import Handled
+from wyoming.handle import Handled, HandledChunk
 from wyoming.info import Describe, Info
 from wyoming.tts import (
     Synthesize,
@@ -162,7 +162,7 @@ def test_streamed_text_is_spoken_sentence_by_sentence_and_the_copy_is_ignored(
             await connection.write_event(SynthesizeChunk(text=parts[0]).event())
             await connection.write_event(SynthesizeChunk(text=parts[1]).event())
             # The first sentence is complete: its audio comes before the text ends.
-            first = await read_until(connection, "audio-chunk")
+            first = await read_until(connection, "audio-stop")
             await connection.write_event(SynthesizeChunk(text=parts[2]).event())
             await connection.write_event(Synthesize(text="".join(parts)).event())  # the copy
             await connection.write_event(SynthesizeStop().event())
@@ -170,21 +170,27 @@ def test_streamed_text_is_spoken_sentence_by_sentence_and_the_copy_is_ignored(
 
     events = asyncio.run(scenario())
     kinds = [e.type for e in events]
-    assert kinds[0] == "audio-start" and kinds.count("audio-start") == 1
-    assert kinds.count("audio-stop") == 1 and kinds[-2:] == ["audio-stop", "synthesize-stopped"]
+    # One audio stream per sentence (the copy made none), then synthesize-stopped.
+    assert kinds.count("audio-start") == kinds.count("audio-stop") == 2
+    assert kinds[0] == "audio-start" and kinds[-2:] == ["audio-stop", "synthesize-stopped"]
     assert SynthesizeStopped.is_type(events[-1].type)
     assert word_error_rate("".join(parts), heard(wyoming, events)) <= 0.25
 
 
-def test_a_transcript_is_handled_by_the_assistant_in_its_language(wyoming: Running) -> None:
-    async def scenario() -> Handled:
+def test_a_transcript_is_handled_by_the_assistant_streamed_as_it_is_written(
+        wyoming: Running) -> None:
+    async def scenario() -> list[Event]:
         async with client(wyoming.port) as connection:
             await connection.write_event(Transcript(
                 text="Wie heißt die Hauptstadt von Frankreich?", language="de").event())
-            events = await read_until(connection, "handled")
-        return Handled.from_event(events[-1])
+            return await read_until(connection, "handled-stop")
 
-    handled = asyncio.run(scenario())
+    events = asyncio.run(scenario())
+    kinds = [e.type for e in events]
+    assert kinds[0] == "handled-start" and kinds[-2:] == ["handled", "handled-stop"]
+    chunks = [HandledChunk.from_event(e).text for e in events if e.type == "handled-chunk"]
+    handled = Handled.from_event(events[-2])
+    assert len(chunks) > 1 and handled.text == "".join(chunks).strip()
     assert handled.text and "<" not in handled.text
 
 

@@ -10,10 +10,12 @@ engines' schedulers (a Wyoming request waits its turn like any session's). Built
 - ASR: ``transcribe`` then ``audio-start``/``audio-chunk``*/``audio-stop`` -> ``transcript``
   (with its language). Audio in any rate/width/channels is converted to 16 kHz mono.
 - TTS: ``synthesize`` -> ``audio-start``, ``audio-chunk``*, ``audio-stop``; and streaming:
-  ``synthesize-start``, ``synthesize-chunk``*, ``synthesize-stop`` -> audio sentence by sentence
-  as the text arrives, then ``synthesize-stopped`` (the ``synthesize`` a streaming client also
-  sends, for older servers, is then ignored).
-- handle: a ``transcript`` -> ``handled`` with the model's reply, in the transcript's language.
+  ``synthesize-start``, ``synthesize-chunk``*, ``synthesize-stop`` -> one such audio stream per
+  sentence as the text arrives, then ``synthesize-stopped`` (the ``synthesize`` a streaming
+  client also sends, for older servers, is then ignored).
+- handle: a ``transcript`` -> ``handled-start``, ``handled-chunk``* as the model writes,
+  ``handled`` (the whole reply, for older clients), ``handled-stop``; in the transcript's
+  language.
 
 A bad or unexpected event gets an ``error`` event and the connection goes on; an engine failure
 costs that request only.
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
 from wyoming.event import Event
-from wyoming.handle import Handled
+from wyoming.handle import Handled, HandledChunk, HandledStart, HandledStop
 from wyoming.info import (
     AsrModel,
     AsrProgram,
@@ -99,6 +100,7 @@ class WyomingService:
                         for language, kind in sorted(self.voices.items())])],
             handle=[HandleProgram(
                 name="voice-assistant", attribution=PROJECT, installed=True, version=None,
+                supports_handled_streaming=True,
                 description=f"{self.defaults.assistant.name}, the local language model",
                 models=[HandleModel(name=self.names.get("llm", "llm"), attribution=PROJECT,
                                     installed=True, version=None, languages=languages,
@@ -135,7 +137,6 @@ class WyomingHandler(AsyncEventHandler):
         self._audio_s = 0.0
         self._stream: Segmenter | None = None  # an open synthesize stream
         self._stream_voice: str | None = None
-        self._stream_started = False
 
     async def handle_event(self, event: Event) -> bool:
         try:
@@ -164,17 +165,16 @@ class WyomingHandler(AsyncEventHandler):
         elif Synthesize.is_type(event.type):
             if self._stream is None:  # a streaming client's copy for older servers is skipped
                 request = Synthesize.from_event(event)
-                await self._speak(request.text, _language_of(request.voice), whole=True)
+                await self._speak(request.text, _language_of(request.voice))
         elif SynthesizeStart.is_type(event.type):
             start_event = SynthesizeStart.from_event(event)
             self._stream_voice = _language_of(start_event.voice)
             self._stream = Segmenter(SegmenterConfig(language=self._stream_voice or "en"))
-            self._stream_started = False
         elif SynthesizeChunk.is_type(event.type):
             if self._stream is None:
                 raise WyomingError("synthesize-chunk without synthesize-start", "bad_order")
             for piece in self._stream.feed(SynthesizeChunk.from_event(event).text):
-                await self._speak(piece, self._stream_voice, whole=False)
+                await self._speak(piece, self._stream_voice)
         elif SynthesizeStop.is_type(event.type):
             await self._end_stream()
         elif Transcript.is_type(event.type):
@@ -215,35 +215,30 @@ class WyomingHandler(AsyncEventHandler):
 
     # -- TTS ------------------------------------------------------------------------------
 
-    async def _speak(self, text: str, language: str | None, *, whole: bool) -> None:
-        """Synthesize ``text``; ``whole``: one request (its own audio-start/stop), else a
-        piece of the open stream."""
+    async def _speak(self, text: str, language: str | None) -> None:
+        """Synthesize ``text`` as one audio stream: audio-start, audio-chunk*, audio-stop (a
+        streamed request sends one such stream per sentence, as the protocol asks)."""
         voice = await self.engines.tts.run(self.owner, self.engines.voices.for_language,
                                            language or self._default_language(),
                                            priority=Priority.URGENT)
         chunks = await self.engines.tts.run(self.owner, _synthesize, voice, speakable(text),
                                             priority=Priority.URGENT)
         rate = chunks[0].sample_rate if chunks else 22_050
-        if whole or not self._stream_started:
-            await self.write_event(AudioStart(rate=rate, width=2, channels=1).event())
-            self._stream_started = not whole
+        await self.write_event(AudioStart(rate=rate, width=2, channels=1).event())
         for chunk in chunks:
             pcm = np.asarray(chunk.samples, dtype="<i2")  # Speaks gives PCM16
             for start in range(0, pcm.size, CHUNK_SAMPLES):
                 await self.write_event(AudioChunk(
                     rate=chunk.sample_rate, width=2, channels=1,
                     audio=pcm[start:start + CHUNK_SAMPLES].tobytes()).event())
-        if whole:
-            await self.write_event(AudioStop().event())
+        await self.write_event(AudioStop().event())
 
     async def _end_stream(self) -> None:
         if self._stream is None:
             raise WyomingError("synthesize-stop without synthesize-start", "bad_order")
         for piece in self._stream.flush():
-            await self._speak(piece, self._stream_voice, whole=False)
-        if self._stream_started:
-            await self.write_event(AudioStop().event())
-        self._stream, self._stream_started = None, False
+            await self._speak(piece, self._stream_voice)
+        self._stream = None
         await self.write_event(SynthesizeStopped().event())
 
     def _default_language(self) -> str:
@@ -252,16 +247,29 @@ class WyomingHandler(AsyncEventHandler):
     # -- handle ---------------------------------------------------------------------------
 
     async def _handle(self, transcript: Transcript) -> None:
+        """The assistant's answer, streamed as it is written: handled-start, handled-chunk*,
+        handled (the whole text, for older clients), handled-stop."""
         language = transcript.language or self._default_language()
         defaults = self.service.defaults
         messages = [Message("system", system_prompt(language, None, defaults.assistant)),
                     Message("user", transcript.text)]
         sampling = dataclasses.replace(defaults.sampling,
                                        max_new_tokens=defaults.max_output_tokens)
-        text = await self.engines.llm.run(self.owner, _reply, self.engines.chat.stream,
-                                          messages, sampling)
+        llm = self.engines.llm
+        stream = await llm.run(self.owner, self.engines.chat.stream, messages, sampling)
+        await self.write_event(HandledStart().event())
+        text = ""
+        try:
+            while (delta := await llm.run(self.owner, next, stream, None)) is not None:
+                text += delta
+                await self.write_event(HandledChunk(text=delta).event())
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:  # stops generation in the engine (a client that left)
+                await llm.run(self.owner, close)
         logger.info("Wyoming %s: handled (%s) %r", self.owner, language, text)
         await self.write_event(Handled(text=text.strip()).event())
+        await self.write_event(HandledStop().event())
 
 
 class WyomingError(Exception):
@@ -283,8 +291,3 @@ def _language_of(voice: Any) -> str | None:
 def _synthesize(voice: Any, text: str) -> list[Any]:
     """All of one piece's audio chunks (runs in a TTS worker thread)."""
     return list(voice.synthesize(text)) if text else []
-
-
-def _reply(stream: Callable[..., Any], messages: list[Message], sampling: Any) -> str:
-    """A whole reply (runs in an LLM worker thread)."""
-    return "".join(stream(messages, sampling))
