@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from wyoming.asr import Transcribe, Transcript
+from wyoming.asr import Transcribe, Transcript, TranscriptChunk
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
@@ -115,6 +115,8 @@ def test_describe_lists_speech_recognition_voices_and_the_assistant(wyoming: Run
     voices = {voice.name: voice.languages for voice in info.tts[0].voices}
     assert voices["piper-en"] == ["en"]
     assert info.tts[0].supports_synthesize_streaming
+    assert info.asr[0].supports_transcript_streaming
+    assert info.handle[0].supports_handled_streaming
     assert info.handle[0].models[0].name == "qwen2.5-coder-0.5b-instruct"
 
 
@@ -131,8 +133,13 @@ def test_spoken_audio_in_gives_its_transcript(wyoming: Running, prepared_model: 
                     rate=rate, width=2, channels=1,
                     audio=pcm[start:start + 1024].tobytes()).event())
             await connection.write_event(AudioStop().event())
-            events = await read_until(connection, "transcript")
-        return Transcript.from_event(events[-1])
+            events = await read_until(connection, "transcript-stop")
+        # Wyoming 1.7's stream around the transcript older clients read.
+        kinds = [e.type for e in events]
+        assert kinds == ["transcript-start", "transcript-chunk", "transcript", "transcript-stop"]
+        assert TranscriptChunk.from_event(events[1]).text == \
+            Transcript.from_event(events[2]).text
+        return Transcript.from_event(events[2])
 
     transcript = asyncio.run(scenario())
     assert transcript.language == "en"

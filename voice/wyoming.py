@@ -8,7 +8,10 @@ engines' schedulers (a Wyoming request waits its turn like any session's). Built
   the espeak-ng fallbacks, by language, streaming supported) and a conversation handler (the
   language model, in the configured languages).
 - ASR: ``transcribe`` then ``audio-start``/``audio-chunk``*/``audio-stop`` -> ``transcript``
-  (with its language). Audio in any rate/width/channels is converted to 16 kHz mono.
+  (with its language), inside Wyoming 1.7's stream: ``transcript-start`` at ``audio-start``,
+  then ``transcript-chunk`` (the whole text: it is decoded once the audio ends),
+  ``transcript``, ``transcript-stop``. Audio of any rate or channels is converted to 16 kHz
+  mono.
 - TTS: ``synthesize`` -> ``audio-start``, ``audio-chunk``*, ``audio-stop``; and streaming:
   ``synthesize-start``, ``synthesize-chunk``*, ``synthesize-stop`` -> one such audio stream per
   sentence as the text arrives, then ``synthesize-stopped`` (the ``synthesize`` a streaming
@@ -29,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import soxr
-from wyoming.asr import Transcribe, Transcript
+from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
 from wyoming.event import Event
@@ -87,6 +90,7 @@ class WyomingService:
             asr=[AsrProgram(
                 name="voice-whisper", attribution=PROJECT, installed=True, version=None,
                 description="faster-whisper speech recognition",
+                supports_transcript_streaming=True,
                 models=[AsrModel(name=self.names.get("asr", "whisper"), attribution=PROJECT,
                                  installed=True, description="Whisper", version=None,
                                  languages=languages)])],
@@ -158,6 +162,7 @@ class WyomingHandler(AsyncEventHandler):
             start = AudioStart.from_event(event)
             self._format, self._audio, self._audio_s = (start.rate, start.width,
                                                         start.channels), [], 0.0
+            await self.write_event(TranscriptStart(language=self._language).event())
         elif AudioChunk.is_type(event.type):
             self._add_audio(AudioChunk.from_event(event))
         elif AudioStop.is_type(event.type):
@@ -211,7 +216,10 @@ class WyomingHandler(AsyncEventHandler):
         result = await self.engines.asr.run(self.owner, self.engines.transcriber.transcribe,
                                             audio, options, priority=Priority.URGENT)
         logger.info("Wyoming %s: transcript (%s) %r", self.owner, result.language, result.text)
+        if result.text:
+            await self.write_event(TranscriptChunk(text=result.text).event())
         await self.write_event(Transcript(text=result.text, language=result.language).event())
+        await self.write_event(TranscriptStop().event())
 
     # -- TTS ------------------------------------------------------------------------------
 
