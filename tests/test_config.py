@@ -137,3 +137,17 @@ def test_mcp_hosts_must_be_host_names(tmp_path: Path) -> None:
     path.write_text('[mcp]\nhosts = ["127.0.0.1:8000"]\ntimeout_s = 5\n')
     config = build_config(load_toml(path), {})
     assert (config.mcp_hosts, config.mcp_timeout_s) == (("127.0.0.1:8000",), 5)
+
+
+def test_api_keys_are_read_from_a_mounted_secret_file(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from voice.__main__ import _keys_from_environment
+
+    secret = tmp_path / "keys"
+    secret.write_text("alpha,beta\ngamma\n")
+    monkeypatch.delenv("VOICE_API_KEYS", raising=False)
+    monkeypatch.setenv("VOICE_API_KEYS_FILE", str(secret))
+    assert _keys_from_environment() == ("alpha", "beta", "gamma")
+    monkeypatch.setenv("VOICE_API_KEYS_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="cannot read VOICE_API_KEYS_FILE"):
+        _keys_from_environment()

@@ -30,7 +30,7 @@ KUBERNETES_VERSION = "1.37.0"
 def render(folder: Path) -> list[dict[str, Any]]:
     """The objects a kustomization makes (the subset of kustomize these files use)."""
     spec = yaml.safe_load((folder / "kustomization.yaml").read_text())
-    unknown = set(spec) - {"apiVersion", "kind", "labels", "resources", "patches"}
+    unknown = set(spec) - {"apiVersion", "kind", "namespace", "labels", "resources", "patches"}
     assert not unknown, f"{folder}: kustomize features this renderer does not know: {unknown}"
     objects: list[dict[str, Any]] = []
     for resource in spec.get("resources", []):
@@ -39,6 +39,10 @@ def render(folder: Path) -> list[dict[str, Any]]:
             objects += render(path)
         else:
             objects += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    if "namespace" in spec:
+        for item in objects:
+            if item["kind"] != "Namespace":
+                item.setdefault("metadata", {})["namespace"] = spec["namespace"]
     for label in spec.get("labels", []):
         for item in objects:
             item.setdefault("metadata", {}).setdefault("labels", {}).update(label["pairs"])
@@ -56,6 +60,8 @@ def _add_selector_labels(item: dict[str, Any], pairs: dict[str, str]) -> None:
     spec = item.get("spec", {})
     if item["kind"] == "Service":
         spec.setdefault("selector", {}).update(pairs)
+    if item["kind"] == "NetworkPolicy":
+        spec["podSelector"].setdefault("matchLabels", {}).update(pairs)
     if item["kind"] in ("Deployment", "PodDisruptionBudget"):
         spec.setdefault("selector", {}).setdefault("matchLabels", {}).update(pairs)
     if item["kind"] == "Deployment":
@@ -75,7 +81,10 @@ def test_every_object_validates_strictly_against_the_kubernetes_schemas(
         variant: tuple[str, list[dict[str, Any]]]) -> None:
     _, objects = variant
     assert sorted(item["kind"] for item in objects) == [
-        "Deployment", "HorizontalPodAutoscaler", "Ingress", "PodDisruptionBudget", "Service"]
+        "Deployment", "HorizontalPodAutoscaler", "Ingress", "Namespace", "NetworkPolicy",
+        "PodDisruptionBudget", "Service"]
+    assert {item["metadata"].get("namespace") for item in objects
+            if item["kind"] != "Namespace"} == {"voice"}
     for item in objects:
         kubernetes_validate.validate(copy.deepcopy(item), KUBERNETES_VERSION, strict=True)
 
@@ -108,8 +117,12 @@ def test_the_pods_run_unprivileged_with_probes_and_keys_from_a_secret(
     assert container["resources"]["requests"] and container["resources"]["limits"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    keys = next(e for e in container["env"] if e["name"] == "VOICE_API_KEYS")
-    assert "value" not in keys and keys["valueFrom"]["secretKeyRef"]["name"] == "voice-api-keys"
+    # The keys are a mounted Secret file, never a value in the manifest or the environment.
+    keys = next(e for e in container["env"] if e["name"] == "VOICE_API_KEYS_FILE")
+    mount = next(m for m in container["volumeMounts"] if keys["value"].startswith(m["mountPath"]))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "voice-api-keys"
+    assert not any(e["name"] == "VOICE_API_KEYS" for e in container["env"])
     # Running replies finish (the service drains for shutdown_grace_s) before the kill.
     assert pod["terminationGracePeriodSeconds"] > ServiceConfig().shutdown_grace_s + 5
 

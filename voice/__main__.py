@@ -128,7 +128,18 @@ def _cmd_serve(args: argparse.Namespace, store: ModelStore) -> int:
 
 
 def _keys_from_environment() -> tuple[str, ...] | None:
-    keys = tuple(k.strip() for k in os.environ.get("VOICE_API_KEYS", "").split(",") if k.strip())
+    """$VOICE_API_KEYS (comma-separated), or the file $VOICE_API_KEYS_FILE names (one key per
+    line or comma-separated: a mounted Kubernetes Secret)."""
+    text = os.environ.get("VOICE_API_KEYS", "")
+    path = os.environ.get("VOICE_API_KEYS_FILE")
+    if path:
+        from voice.config import ConfigError
+
+        try:
+            text += "," + Path(path).read_text(encoding="utf-8").replace("\n", ",")
+        except OSError as error:
+            raise ConfigError(f"cannot read VOICE_API_KEYS_FILE {path}: {error}") from error
+    keys = tuple(k.strip() for k in text.split(",") if k.strip())
     return keys or None
 
 
