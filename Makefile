@@ -10,8 +10,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := espeak-ng libportaudio2 sox
-# Only the tests need a browser (the web page is tested in headless Chromium).
-TEST_DEBIAN_PACKAGES := chromium
+# Only the tests need a browser (the web page is tested in headless Chromium) and HAProxy (the
+# scale-out test puts two replicas behind it).
+TEST_DEBIAN_PACKAGES := chromium haproxy
 # Models the test suite uses: the defaults plus the small SmolLM2 for conversion tests.
 TEST_MODELS := whisper-base qwen2.5-coder-0.5b-instruct en_US-joe-medium smart-turn-v3.2 \
 	smollm2-135m-instruct

@@ -105,6 +105,22 @@ class VoiceClient:
             raise VoiceClientError(f"expected session.created, got {first.type or 'nothing'}")
         return cls(connection, first.session)
 
+    @classmethod
+    async def connect_retrying(cls, url: str, *, api_key: str | None = None,
+                               delays_s: Sequence[float] = (0.2, 0.5, 1.0, 2.0, 4.0),
+                               open_timeout: float = 30.0) -> VoiceClient:
+        """:meth:`connect`, retried after each of ``delays_s`` when the server refuses or is
+        unreachable (a replica that is draining answers 503; behind a load balancer the
+        next attempt reaches another one). The last failure is raised."""
+        for delay in (*delays_s, None):
+            try:
+                return await cls.connect(url, api_key=api_key, open_timeout=open_timeout)
+            except VoiceClientError:
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
     async def __aenter__(self) -> VoiceClient:
         return self
 
