@@ -31,6 +31,7 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
+from tests.mcp_server import HomeServer, home_server
 from tests.speech import to_16k, with_silence, word_error_rate
 from voice.wyoming import WyomingService
 
@@ -39,33 +40,39 @@ SENTENCE = "Please remind me to buy bread and milk tomorrow morning."
 
 
 class Running:
-    def __init__(self, engines: Any, port: int) -> None:
+    def __init__(self, engines: Any, port: int, home: HomeServer) -> None:
         self.engines = engines
         self.port = port
+        self.home = home
 
 
 @pytest.fixture(scope="module")
 def wyoming(prepared_model) -> Iterator[Running]:  # type: ignore[no-untyped-def]
-    from voice.__main__ import build_engines, session_defaults
+    """The Wyoming server on the real models, its assistant given a real MCP server's
+    tools (as ``--wyoming-mcp home=URL`` does)."""
+    from voice.__main__ import build_engines, session_defaults, wyoming_mcp_servers
     from voice.config import ServiceConfig
     from voice.models import ModelStore
 
     for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium"):
         prepared_model(name)
-    config = ServiceConfig(port=0, device="cpu", max_output_tokens=60)
-    engines, names = build_engines(config, ModelStore(progress=False))
-    service = WyomingService(engines, session_defaults(config, names), names,
-                             engines.voices.languages())  # type: ignore[attr-defined]
-    loop = asyncio.new_event_loop()
-    port = loop.run_until_complete(service.start("127.0.0.1", 0))
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield Running(engines, port)
-    finally:
-        asyncio.run_coroutine_threadsafe(service.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+    with home_server() as home:
+        config = ServiceConfig(port=0, device="cpu", max_output_tokens=60,
+                               wyoming_mcp=(f"home={home.url}",))
+        engines, names = build_engines(config, ModelStore(progress=False))
+        service = WyomingService(engines, session_defaults(config, names), names,
+                                 engines.voices.languages(),  # type: ignore[attr-defined]
+                                 wyoming_mcp_servers(config))
+        loop = asyncio.new_event_loop()
+        port = loop.run_until_complete(service.start("127.0.0.1", 0))
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        try:
+            yield Running(engines, port, home)
+        finally:
+            asyncio.run_coroutine_threadsafe(service.stop(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
 
 
 @asynccontextmanager
@@ -118,6 +125,7 @@ def test_describe_lists_speech_recognition_voices_and_the_assistant(wyoming: Run
     assert info.asr[0].supports_transcript_streaming
     assert info.handle[0].supports_handled_streaming
     assert info.handle[0].models[0].name == "qwen2.5-coder-0.5b-instruct"
+    assert info.handle[0].supports_home_control  # it has the operator's MCP tools
 
 
 def test_spoken_audio_in_gives_its_transcript(wyoming: Running, prepared_model: Any) -> None:
@@ -199,6 +207,22 @@ def test_a_transcript_is_handled_by_the_assistant_streamed_as_it_is_written(
     handled = Handled.from_event(events[-2])
     assert len(chunks) > 1 and handled.text == "".join(chunks).strip()
     assert handled.text and "<" not in handled.text
+
+
+def test_a_request_is_carried_out_through_the_operators_mcp_server(wyoming: Running) -> None:
+    async def scenario() -> list[Event]:
+        async with client(wyoming.port) as connection:
+            await connection.write_event(Transcript(
+                text="Turn on the light in the kitchen.", language="en").event())
+            return await read_until(connection, "handled-stop")
+
+    before = len(wyoming.home.calls)
+    events = asyncio.run(scenario())
+    calls = wyoming.home.calls[before:]
+    assert [name for name, _ in calls] == ["set_light"], calls
+    assert calls[0][1]["on"] is True and "kitchen" in calls[0][1]["room"].lower()
+    handled = Handled.from_event(next(e for e in events if e.type == "handled"))
+    assert handled.text and "{" not in handled.text and "<" not in handled.text
 
 
 def test_bad_events_get_an_error_and_the_connection_goes_on(wyoming: Running) -> None:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from asr.whisper import Transcriber
     from llm.chat import ChatModel
     from voice.ports import Engines
+    from voice.protocol import McpTool
     from voice.schedulers import Scheduler
     from voice.session import SessionDefaults
 
@@ -120,6 +121,7 @@ def _cmd_serve(args: argparse.Namespace, store: ModelStore) -> int:
             "llm_replicas": args.llm_replicas,
             "mcp_hosts": tuple(args.mcp_host) if args.mcp_host else None,
             "wyoming_port": args.wyoming_port,
+            "wyoming_mcp": tuple(args.wyoming_mcp) if args.wyoming_mcp else None,
         })
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -297,7 +299,8 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
             from voice.wyoming import WyomingService
 
             languages = getattr(engines.voices, "languages", dict)
-            wyoming = WyomingService(engines, defaults, names, languages())
+            wyoming = WyomingService(engines, defaults, names, languages(),
+                                     wyoming_mcp_servers(config))
             port = await wyoming.start(config.host, config.wyoming_port)
             print(f"Wyoming (Home Assistant) on tcp://{config.host}:{port}", flush=True)
         print(f"voice service ready on ws://{config.host}:{server.port}/v1/realtime "
@@ -310,6 +313,20 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def wyoming_mcp_servers(config: ServiceConfig) -> tuple[McpTool, ...]:
+    """The MCP servers the operator named for Wyoming's assistant; their calls need no
+    approval (the operator chose them)."""
+    from voice.protocol import McpTool
+
+    token = os.environ.get("VOICE_WYOMING_MCP_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    servers = []
+    for entry in config.wyoming_mcp:
+        label, _, url = entry.partition("=")
+        servers.append(McpTool(label, url, headers=headers, require_approval="never"))
+    return tuple(servers)
 
 
 def session_defaults(config: ServiceConfig, names: dict[str, str], *,
@@ -412,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--wyoming-port", type=int, metavar="PORT",
                        help="also serve the Wyoming protocol (Home Assistant) on this port, "
                        "sharing the models (10300 is Wyoming's usual port)")
+    serve.add_argument("--wyoming-mcp", action="append", metavar="LABEL=URL",
+                       help="an MCP server whose tools Wyoming's assistant may use, e.g. "
+                       "Home Assistant's (repeatable; token: $VOICE_WYOMING_MCP_TOKEN)")
     serve.add_argument("--mcp-host", action="append", metavar="HOST[:PORT]",
                        help="let clients name MCP servers on this host; the service then "
                        "calls them (repeatable; default: none, MCP tools off)")

@@ -9,6 +9,8 @@ Example ``voice.toml`` (every key optional)::
     allowed_origins = []       # browser origins besides the server's own, "https://app.example"
     allowed_hosts = []         # Host names besides loopback ones when bound to loopback
     wyoming_port = 10300       # also serve Wyoming (Home Assistant); unset: off
+    wyoming_mcp = []           # "label=URL" MCP servers whose tools Wyoming's assistant uses
+                               # (bearer token, if any: $VOICE_WYOMING_MCP_TOKEN)
 
     [models]
     asr = "whisper-base"
@@ -130,6 +132,7 @@ class ServiceConfig:
     mcp_hosts: tuple[str, ...] = ()
     mcp_timeout_s: float = 10.0
     wyoming_port: int | None = None  # also serve the Wyoming protocol here (same host)
+    wyoming_mcp: tuple[str, ...] = ()  # "label=http(s)://..." for Wyoming's assistant
     limits: Limits = dataclasses.field(default_factory=Limits)
     shutdown_grace_s: float = 10.0
 
@@ -154,6 +157,10 @@ class ServiceConfig:
             if normalize_host(host) is None:
                 raise ConfigError(f"allowed host {host!r} is not a host name without a port "
                                   "(e.g. voice.internal)")
+        for entry in self.wyoming_mcp:
+            label, _, url = entry.partition("=")
+            if not label or not url.startswith(("http://", "https://")):
+                raise ConfigError(f"wyoming_mcp entry {entry!r} is not LABEL=http(s)://...")
         if self.wyoming_port is not None and not 0 <= self.wyoming_port <= 65535:
             raise ConfigError(f"wyoming port {self.wyoming_port} is out of range")
         if self.wyoming_port is not None and not is_loopback(self.host) and not self.insecure:
@@ -227,7 +234,7 @@ def is_loopback(host: str) -> bool:
 _SECTIONS: dict[str, dict[str, str]] = {
     "": {"host": "host", "port": "port", "api_keys": "api_keys", "insecure": "insecure",
          "allowed_origins": "allowed_origins", "allowed_hosts": "allowed_hosts",
-         "wyoming_port": "wyoming_port"},
+         "wyoming_port": "wyoming_port", "wyoming_mcp": "wyoming_mcp"},
     "models": {"asr": "asr_model", "llm": "llm_model", "voice": "voice", "turn": "turn_model",
                "device": "device", "compute_type": "compute_type"},
     "vad": {"type": "vad_type", "eagerness": "vad_eagerness", "threshold": "vad_threshold",

@@ -18,7 +18,7 @@ engines' schedulers (a Wyoming request waits its turn like any session's). Built
   client also sends, for older servers, is then ignored).
 - handle: a ``transcript`` -> ``handled-start``, ``handled-chunk``* as the model writes,
   ``handled`` (the whole reply, for older clients), ``handled-stop``; in the transcript's
-  language.
+  language, with the tools of the MCP servers the operator named (voice/wyoming_agent.py).
 
 A bad or unexpected event gets an ``error`` event and the connection goes on; an engine failure
 costs that request only.
@@ -26,7 +26,6 @@ costs that request only.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -58,12 +57,12 @@ from wyoming.tts import (
 )
 
 from asr.whisper import TranscribeOptions
-from llm.chat import Message
-from llm.prompts import system_prompt
 from tts.segmenter import Segmenter, SegmenterConfig, speakable
 from voice.ports import Engines
+from voice.protocol import McpTool
 from voice.schedulers import Priority
 from voice.session_settings import SessionDefaults
+from voice.wyoming_agent import WyomingAgent
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +76,12 @@ class WyomingService:
     """What the Wyoming side offers, over the shared engines."""
 
     def __init__(self, engines: Engines, defaults: SessionDefaults, names: dict[str, str],
-                 voices: dict[str, str]) -> None:
+                 voices: dict[str, str], mcp_servers: tuple[McpTool, ...] = ()) -> None:
         self.engines = engines
         self.defaults = defaults
         self.names = names
         self.voices = voices  # language -> "piper" | "espeak"
+        self.agent = WyomingAgent(engines, defaults, mcp_servers)
         self._server: AsyncTcpServer | None = None
 
     def info(self) -> Info:
@@ -105,6 +105,7 @@ class WyomingService:
             handle=[HandleProgram(
                 name="voice-assistant", attribution=PROJECT, installed=True, version=None,
                 supports_handled_streaming=True,
+                supports_home_control=bool(self.agent.servers),
                 description=f"{self.defaults.assistant.name}, the local language model",
                 models=[HandleModel(name=self.names.get("llm", "llm"), attribution=PROJECT,
                                     installed=True, version=None, languages=languages,
@@ -255,26 +256,16 @@ class WyomingHandler(AsyncEventHandler):
     # -- handle ---------------------------------------------------------------------------
 
     async def _handle(self, transcript: Transcript) -> None:
-        """The assistant's answer, streamed as it is written: handled-start, handled-chunk*,
-        handled (the whole text, for older clients), handled-stop."""
+        """The assistant's answer (with the operator's MCP tools, if any), streamed as it is
+        written: handled-start, handled-chunk*, handled (the whole text, for older clients),
+        handled-stop."""
         language = transcript.language or self._default_language()
-        defaults = self.service.defaults
-        messages = [Message("system", system_prompt(language, None, defaults.assistant)),
-                    Message("user", transcript.text)]
-        sampling = dataclasses.replace(defaults.sampling,
-                                       max_new_tokens=defaults.max_output_tokens)
-        llm = self.engines.llm
-        stream = await llm.run(self.owner, self.engines.chat.stream, messages, sampling)
         await self.write_event(HandledStart().event())
-        text = ""
-        try:
-            while (delta := await llm.run(self.owner, next, stream, None)) is not None:
-                text += delta
-                await self.write_event(HandledChunk(text=delta).event())
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:  # stops generation in the engine (a client that left)
-                await llm.run(self.owner, close)
+
+        async def emit(piece: str) -> None:
+            await self.write_event(HandledChunk(text=piece).event())
+
+        text = await self.service.agent.answer(self.owner, transcript.text, language, emit)
         logger.info("Wyoming %s: handled (%s) %r", self.owner, language, text)
         await self.write_event(Handled(text=text.strip()).event())
         await self.write_event(HandledStop().event())
