@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tools", action="store_true",
                         help="let the assistant use local functions: the time, timers that "
                              "ring, a notes file (see below)")
+    parser.add_argument("--no-aec", action="store_true",
+                        help="no echo cancellation (headsets; by default what the speaker plays "
+                        "is taken out of the microphone, so laptop speakers work hands-free)")
     parser.add_argument("--mcp", action="append", metavar="LABEL=URL", type=_mcp_server,
                         help="an MCP server whose tools the service runs for you (repeatable)")
     parser.add_argument("--notes", type=Path, default=None,
@@ -106,7 +109,9 @@ def main(argv: Sequence[str] | None = None, *, audio: AudioDevice | None = None,
             list_devices(out)
             return 0
         if audio is None:
-            audio = SoundDeviceAudio(args.rate, args.input_device, args.output_device)
+            audio = SoundDeviceAudio(args.rate, args.input_device, args.output_device,
+                                     echo_cancellation=not args.no_aec)
+            print(audio.echo_note, file=out)
     except DeviceError as error:
         print(f"{PROGRAM}: {error}", file=err)
         return 1

@@ -13,6 +13,8 @@ from typing import Any, Protocol, TextIO
 import numpy as np
 import soxr
 
+from clients.mic.echo import EchoCanceller, self_test
+
 BLOCK_MS = 20
 
 InputCallback = Callable[[np.ndarray], None]
@@ -217,7 +219,8 @@ class SoundDeviceAudio(BufferedOutput):
     """
 
     def __init__(self, rate: int, input_device: str | int | None = None,
-                 output_device: str | int | None = None, *, block_ms: int = BLOCK_MS) -> None:
+                 output_device: str | int | None = None, *, block_ms: int = BLOCK_MS,
+                 echo_cancellation: bool = True) -> None:
         self._sd = _sounddevice()
         self.input_index = resolve_device(self._sd, input_device, "input")
         self.output_index = resolve_device(self._sd, output_device, "output")
@@ -230,6 +233,22 @@ class SoundDeviceAudio(BufferedOutput):
         self._streams: list[Any] = []
         self.overflows = 0
         self.underflows = 0
+        # What the speaker plays is taken out of what the microphone hears (clients/mic/echo.py);
+        # the two streams must share a rate for that.
+        self.echo: EchoCanceller | None = None
+        self.echo_note = "echo cancellation off (--no-aec)"
+        if echo_cancellation and self.input_rate == self.output_rate:
+            decibels = self_test(self.input_rate)
+            if decibels >= 10:
+                self.echo = EchoCanceller(self.input_rate)
+                self.echo_note = (f"echo cancellation on (WebRTC; {decibels:.0f} dB off a test "
+                                  "echo)")
+            else:
+                self.echo_note = (f"echo cancellation off: its self-test removed only "
+                                  f"{decibels:.0f} dB; use headphones or --mute-while-speaking")
+        elif echo_cancellation:
+            self.echo_note = (f"echo cancellation off: the microphone ({self.input_rate} Hz) "
+                              f"and speaker ({self.output_rate} Hz) rates differ")
 
     def _rate(self, index: int, kind: str, wanted: int) -> int:
         check = (self._sd.check_input_settings if kind == "input"
@@ -244,12 +263,15 @@ class SoundDeviceAudio(BufferedOutput):
         def record(indata: np.ndarray, frames: int, when: Any, status: Any) -> None:
             if status and status.input_overflow:
                 self.overflows += 1
-            on_input(indata[:, 0].copy())
+            samples = indata[:, 0].copy()
+            on_input(self.echo.captured(samples) if self.echo is not None else samples)
 
         def play(outdata: np.ndarray, frames: int, when: Any, status: Any) -> None:
             if status and status.output_underflow:
                 self.underflows += 1
             self._buffer.read_into(outdata[:, 0])
+            if self.echo is not None:
+                self.echo.played(outdata[:, 0])
 
         try:
             output = self._sd.OutputStream(device=self.output_index, samplerate=self.output_rate,
