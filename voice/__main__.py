@@ -396,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8765; 0 picks a free one)")
     serve.add_argument("--api-key", action="append",
-                       help="accept this API key (repeatable); default: $VOICE_API_KEYS")
+                       help="accept this API key (repeatable); default: $VOICE_API_KEYS, "
+                       "or the file $VOICE_API_KEYS_FILE names (a mounted secret)")
     serve.add_argument("--insecure", action="store_true",
                        help="allow a non-loopback address without API keys")
     serve.add_argument("--allowed-origin", action="append", metavar="ORIGIN",
