@@ -425,7 +425,7 @@ def test_devices_are_chosen_by_number_or_name_and_a_missing_one_is_one_line(
 
 
 def test_sound_device_audio_wires_the_portaudio_callbacks(laptop: FakeSoundDevice) -> None:
-    audio = SoundDeviceAudio(24_000, "usb", "usb")
+    audio = SoundDeviceAudio(24_000, "usb", "usb", echo_cancellation=False)
     assert (audio.input_rate, audio.output_rate) == (24_000, 24_000)
     other = SoundDeviceAudio(16_000, None, None)  # unsupported: the device's own rate
     assert (other.input_rate, other.output_rate) == (48_000, 48_000)
@@ -448,6 +448,30 @@ def test_sound_device_audio_wires_the_portaudio_callbacks(laptop: FakeSoundDevic
     assert not block.any() and audio.played_samples == 256  # silence is not "played"
     audio.close()
     assert microphone.state == speaker.state == "closed"
+
+
+def test_with_echo_cancellation_the_played_audio_is_taken_out_of_the_microphone(
+        laptop: FakeSoundDevice) -> None:
+    audio = SoundDeviceAudio(24_000, "usb", "usb")
+    assert audio.echo is not None and audio.echo_note.startswith("echo cancellation on")
+    other = SoundDeviceAudio(16_000, None, None)  # 48 kHz both ways: still on
+    assert other.echo is not None
+    received: list[np.ndarray] = []
+    audio.start(received.append)
+    microphone = next(s for s in laptop.streams if s.kind == "input")
+    speaker = next(s for s in laptop.streams if s.kind == "output")
+    reply = (np.sin(np.arange(24_000 * 3) * 2 * np.pi * 300 / 24_000) * 8000).astype(np.int16)
+    audio.play(reply)
+    for _ in range(0, reply.size, 480):  # the speaker plays, the microphone hears it
+        block = np.zeros((480, 1), np.int16)
+        speaker.settings["callback"](block, 480, None, None)
+        microphone.settings["callback"](block // 3, 480, None, None)
+    tail = np.concatenate(received)[-24_000:].astype(np.float64)
+    heard = (reply[-24_000:] // 3).astype(np.float64)
+    assert np.mean(tail ** 2) < np.mean(heard ** 2) / 100  # more than 20 dB less
+    audio.close()
+    off = SoundDeviceAudio(24_000, "usb", "usb", echo_cancellation=False)
+    assert off.echo is None and off.echo_note == "echo cancellation off (--no-aec)"
 
 
 def test_the_playback_buffer_counts_what_was_consumed() -> None:
