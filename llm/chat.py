@@ -104,6 +104,9 @@ class SamplingOptions:
     # 0: off. N: the reply never writes the same N tokens twice (the prompt does not count),
     # which ends greedy loops ("des légumes, des légumes, ...").
     no_repeat_ngram_size: int = 0
+    # The reply starts with this text as if the model had written it (it is not yielded): the
+    # opening of a tool call forces a call (tool_choice "required" or a named function).
+    prefix: str = ""
 
 
 class ChatModelError(Exception):
@@ -270,6 +273,8 @@ class ChatModel:
         kept, prompt = self._fit(messages, reserve=options.max_new_tokens, tools=tools)
         if self.format.add_bos_token and self.format.bos_token:
             prompt = [self.format.bos_token, *prompt]
+        if options.prefix:
+            prompt = [*prompt, *self._tokens([options.prefix])[0]]
         if self._batched is not None:
             # Batched replies share no static prompt; on a GPU a prompt's prefill is cheap.
             steps = self._batched.steps(prompt, StepOptions(

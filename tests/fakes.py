@@ -133,6 +133,10 @@ class FakeChat:
         self.options.append(options)
         self.threads.append(threading.current_thread())
         reply = self.replies.pop(0) if self.replies else "Okay."
+        if options is not None and options.prefix:
+            # A model continues after the opening it was given: script the whole reply.
+            assert reply.startswith(options.prefix), (reply, options.prefix)
+            reply = reply[len(options.prefix):]
         failure = self.failures.pop(0) if self.failures else None
         if failure is not None and failure[0] == 0:
             raise failure[1]

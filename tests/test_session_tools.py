@@ -126,14 +126,43 @@ def test_tool_choice_none_for_one_response_hides_the_tools_from_the_model() -> N
     run(scenario)
 
 
-def test_a_forced_function_is_asked_for_in_the_system_prompt() -> None:
+def test_a_forced_function_is_asked_for_and_its_call_is_opened_for_the_model() -> None:
     async def scenario() -> None:
-        h = Harness(FakeTranscriber([]), FakeChat([CALL]))
+        bare = '{"name": "set_light", "arguments": {"room": "kitchen", "on": true}}'
+        h = Harness(FakeTranscriber([]), FakeChat([bare]))
         await with_tools(h, tool_choice={"type": "function", "name": "set_light"})
         await h.session.handle(ItemCreate("i1", None, "user", "Kitchen"))
         await h.session.handle(ResponseCreate("r1", None, None))
         await h.wait_done()
         assert "calling the function set_light" in h.chat.requests[0][0].content
+        # Decoding starts inside the call: the model only writes its arguments.
+        options = h.chat.options[0]
+        assert options is not None and options.prefix == '{"name": "set_light", "arguments": '
+        done = h.of("response.function_call_arguments.done")[0].fields
+        assert (done["name"], json.loads(done["arguments"])) == (
+            "set_light", {"room": "kitchen", "on": True})
+    run(scenario)
+
+
+def test_required_opens_a_call_and_the_model_names_the_function() -> None:
+    async def scenario() -> None:
+        bare = '{"name": "set_light", "arguments": {"room": "hall", "on": false}}'
+        h = Harness(FakeTranscriber([]), FakeChat([bare, "Done."]))
+        await with_tools(h, tool_choice="required")
+        await h.session.handle(ItemCreate("i1", None, "user", "Hall light off"))
+        await h.session.handle(ResponseCreate("r1", None, None))
+        await h.wait_done()
+        options = h.chat.options[0]
+        assert options is not None and options.prefix == '{"name": "'
+        assert h.of("response.function_call_arguments.done")[0].fields["name"] == "set_light"
+        assert not h.of("response.output_audio_transcript.delta")  # nothing of it is spoken
+        # Answering the result is not forced: no opening, no tools.
+        call_id = h.of("response.function_call_arguments.done")[0].fields["call_id"]
+        await h.session.handle(ItemCreate("o1", None, "user", "ok", "function_call_output",
+                                          call_id))
+        await h.session.handle(ResponseCreate("r2", None, None, tool_choice="auto"))
+        await h.wait_done(2)
+        assert h.chat.options[1] is not None and h.chat.options[1].prefix == ""
     run(scenario)
 
 

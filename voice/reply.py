@@ -267,6 +267,8 @@ class Reply:
             stream = await self._run_engine(llm, self._engines.chat.stream, messages, sampling,
                                             self.cancel_event, *extra)
         segmenter = Segmenter(SegmenterConfig(language=self.language))
+        if calls is not None and sampling.prefix:
+            calls.feed(sampling.prefix)  # the call's opening, written for the model
         try:
             while True:
                 if ahead:

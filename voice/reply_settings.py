@@ -8,6 +8,7 @@ prompt and sampling options the same way.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Sequence
 
@@ -128,5 +129,18 @@ def sampling_of(settings: ReplySettings, tools_shown: bool | None = None) -> Sam
     if active_tools(settings) if tools_shown is None else tools_shown:
         # The loop guard would stop a second call to a tool from repeating the first one's
         # opening tokens (llm/tools.py).
-        sampling = dataclasses.replace(sampling, no_repeat_ngram_size=0)
+        sampling = dataclasses.replace(sampling, no_repeat_ngram_size=0,
+                                       prefix=call_opening(settings.tool_choice))
     return sampling
+
+
+def call_opening(tool_choice: str) -> str:
+    """How a reply must start under ``tool_choice``: "required" opens a call and the model
+    names the function; a named function is opened up to its arguments; else nothing. The
+    model writes the rest of the JSON (llm.tools parses it, and checks it)."""
+    if tool_choice in ("auto", "none"):
+        return ""
+    if tool_choice == "required":
+        return '{"name": "'
+    return '{"name": ' + json.dumps(tool_choice) + ', "arguments": '
+
