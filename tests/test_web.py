@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import shutil
 import wave
 from collections.abc import Iterator
@@ -192,9 +193,14 @@ def test_a_spoken_question_gets_a_spoken_reply_in_the_page(
         for label in ("end of speech", "transcript", "first token", "audio ready",
                       "audio sent"):
             assert label in shown, shown
-        sent_ms = round(turn["latency"]["first_audio_sent_ms"])
+        # As the page rounds (JavaScript's Math.round: halves up; Python's round() would give
+        # 2620 for 2620.5).
+        sent_ms = math.floor(turn["latency"]["first_audio_sent_ms"] + 0.5)
         assert f"{sent_ms} ms" in shown, shown
         assert page.get_by_test_id("connection-state").inner_text() == "Connected"
+        # The browser applies the echo cancellation and noise suppression the page asks for.
+        detail = page.get_by_test_id("audio-detail").inner_text()
+        assert "echo cancellation on" in detail and "noise suppression on" in detail, detail
 
         page.get_by_test_id("start-button").click()  # Stop
         page.wait_for_function("() => window.voiceState.connection === 'closed'")

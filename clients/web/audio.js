@@ -28,7 +28,13 @@ export async function startAudio(onChunk) {
   source.connect(node).connect(sink).connect(ctx.destination);
   if (ctx.state !== "running") await ctx.resume();
   audio = {ctx, stream, source, node, sink};
-  $("audio-detail").textContent = `microphone at ${ctx.sampleRate / 1000} kHz, resampled here`;
+  // Whether the browser really applies its echo cancellation and noise suppression (asked for
+  // above): on laptop speakers the reply must not come back as the user talking.
+  const settings = stream.getAudioTracks()[0]?.getSettings?.() ?? {};
+  const onOff = (value) => (value ? "on" : "off");
+  $("audio-detail").textContent = `microphone at ${ctx.sampleRate / 1000} kHz, resampled here; `
+    + `echo cancellation ${onOff(settings.echoCancellation)}, `
+    + `noise suppression ${onOff(settings.noiseSuppression)}`;
 }
 
 // Releases the microphone and closes the context (callers stop the playback first).
