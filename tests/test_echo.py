@@ -5,24 +5,16 @@ and let the user's own voice through when both talk at once."""
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import soundfile
-import soxr
 
-from clients.mic.echo import EchoCanceller, self_test
+from benchmarks.echo import RATE, REPLY, USER, cancel, db, room, speech
+from clients.mic.echo import self_test
 from tests.speech import normalise_words, to_16k, with_silence
 
-RATE = 24_000
 pytestmark = pytest.mark.real_models
-REPLY = ("This is the assistant answering through the laptop speakers, and it keeps talking "
-         "for a while, about the weather, the time and the notes you asked for.")
-USER = "Stop, please wait a moment."
 
 
 def piper(prepared_model: Any, text: str) -> np.ndarray:
@@ -30,40 +22,7 @@ def piper(prepared_model: Any, text: str) -> np.ndarray:
 
     voice = PiperSynthesizer(prepared_model("en_US-joe-medium") / "en_US-joe-medium.onnx",
                              deterministic=True)
-    chunks = list(voice.synthesize(text))
-    audio = np.concatenate([c.samples for c in chunks]).astype(np.float32) / 32768
-    return soxr.resample(audio, chunks[0].sample_rate, RATE).astype(np.float32)
-
-
-def room(far: np.ndarray, delay_ms: int, gain_db: float) -> np.ndarray:
-    """What the microphone hears of ``far``: reverberated, delayed, quieter."""
-    with tempfile.TemporaryDirectory() as folder:
-        dry, wet = Path(folder) / "dry.wav", Path(folder) / "wet.wav"
-        soundfile.write(dry, far * 0.5, RATE)
-        subprocess.run(["sox", "-q", str(dry), str(wet), "reverb", "40", "50", "60"],
-                       check=True)
-        echo, _ = soundfile.read(wet, dtype="float32")
-    if echo.ndim > 1:
-        echo = echo.mean(axis=1)
-    delay = RATE * delay_ms // 1000
-    out = np.zeros(far.size, np.float32)
-    out[delay:] = echo[:far.size - delay] * 2 * 10 ** (gain_db / 20)
-    return out
-
-
-def cancel(far: np.ndarray, mic: np.ndarray) -> np.ndarray:
-    canceller = EchoCanceller(RATE)
-    out = []
-    step = canceller.frame
-    for start in range(0, far.size - step + 1, step):
-        canceller.played((far[start:start + step] * 32767).astype(np.int16))
-        out.append(canceller.captured((np.clip(mic[start:start + step], -1, 1) * 32767)
-                                      .astype(np.int16)))
-    return np.concatenate(out).astype(np.float32) / 32768
-
-
-def db(x: np.ndarray) -> float:
-    return float(10 * np.log10(np.mean(x.astype(np.float64) ** 2) + 1e-12))
+    return speech(voice, text)
 
 
 @pytest.mark.parametrize("noise", [False, True], ids=["quiet", "noisy"])
