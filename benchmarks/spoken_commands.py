@@ -147,12 +147,12 @@ def arguments_match(expected: dict[str, Any], got: dict[str, Any]) -> bool:
 
 
 async def run_command(url: str, key: str | None, utterance: Utterance, text_only: bool,
-                      timeout_s: float) -> dict[str, Any]:
+                      timeout_s: float, tool_choice: str = "auto") -> dict[str, Any]:
     row: dict[str, Any] = {"name": utterance.name, "language": utterance.language,
                            "text": utterance.text, "transcript": None, "calls": [],
                            "errors": [], "call_ms": None, "status": None, "reply": ""}
     async with await VoiceClient.connect(url, api_key=key) as client:
-        await client.configure(tools=TOOLS, tool_choice="auto", output_modalities=["text"])
+        await client.configure(tools=TOOLS, tool_choice=tool_choice, output_modalities=["text"])
         if text_only:
             await client.say(utterance.text or "")  # the item and response.create
             speech_end = time.monotonic()
@@ -216,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--languages", help="comma-separated, e.g. de,fr (default: all)")
     parser.add_argument("--text", action="store_true", help="send the commands as text")
     parser.add_argument("--timeout-s", type=float, default=60.0)
+    parser.add_argument("--tool-choice", choices=["auto", "required"], default="auto",
+                        help="required: every reply must call (an app's command mode)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     languages = args.languages.split(",") if args.languages else list(COMMANDS)
@@ -229,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         utterances = speak_texts([(name, language, text) for name, language, text, _ in items])
     rows = []
     for utterance, (_, _, _, expected) in zip(utterances, items, strict=True):
-        row = asyncio.run(run_command(args.url, args.key, utterance, args.text, args.timeout_s))
+        row = asyncio.run(run_command(args.url, args.key, utterance, args.text, args.timeout_s,
+                                      args.tool_choice))
         row["expected"] = {"name": expected[0], "arguments": expected[1]}
         row["correct"] = judge(row, expected)
         print(f"  {row['name']}: {'ok' if row['correct'] else 'WRONG'} {row['calls']}",
