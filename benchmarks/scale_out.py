@@ -195,14 +195,17 @@ async def scenario(lb: int, ports: Sequence[int], processes: Sequence[subprocess
         tasks.append(asyncio.ensure_future(person.run(pause_s=0.3)))
         await asyncio.sleep(1.0)
     await asyncio.wait_for(asyncio.gather(*(p.first_reply.wait() for p in people)), 300)
-    before = {port: (health(port) or {}).get("sessions_active") for port in ports}
+    # health() is a blocking HTTP request: off the loop, where the clients run.
+    before = {port: ((await asyncio.to_thread(health, port)) or {}).get("sessions_active")
+              for port in ports}
     victim = max(range(len(ports)), key=lambda i: before[ports[i]] or 0)
     processes[victim].send_signal(signal.SIGTERM)
     await asyncio.wait_for(asyncio.gather(*(p.finished.wait() for p in people)), 600)
     await asyncio.to_thread(processes[victim].wait, 60)  # drained and gone; its clients moved
     await asyncio.sleep(1.0)
     survivor = ports[1 - victim]
-    after = (health(survivor) or {}).get("sessions_active")  # every client is on it now
+    after = ((await asyncio.to_thread(health, survivor)) or {}).get(
+        "sessions_active")  # every client is on it now
     for person in people:
         person.leave.set()
     await asyncio.wait_for(asyncio.gather(*tasks), 60)

@@ -272,4 +272,7 @@ def test_a_call_opened_for_qwen_is_completed_even_where_it_would_answer_in_words
         outputs += parser.feed(delta)
     outputs += parser.finish()
     calls = [o for o in outputs if not isinstance(o, str)]
-    assert calls == [ToolCall("get_weather", {"city": "Madrid"})], outputs
+    # The function and the city; how the 0.5B model spells the city ("Madrid", "Madrid,
+    # Spain") may follow the CPU's kernels.
+    assert [c.name for c in calls] == ["get_weather"], outputs
+    assert isinstance(calls[0], ToolCall) and "madrid" in str(calls[0].arguments["city"]).lower()

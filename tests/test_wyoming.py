@@ -50,7 +50,7 @@ class Running:
 def wyoming(prepared_model) -> Iterator[Running]:  # type: ignore[no-untyped-def]
     """The Wyoming server on the real models, its assistant given a real MCP server's
     tools (as ``--wyoming-mcp home=URL`` does)."""
-    from voice.__main__ import build_engines, session_defaults, wyoming_mcp_servers
+    from voice.__main__ import build_engines, session_defaults
     from voice.config import ServiceConfig
     from voice.models import ModelStore
 
@@ -60,9 +60,8 @@ def wyoming(prepared_model) -> Iterator[Running]:  # type: ignore[no-untyped-def
         config = ServiceConfig(port=0, device="cpu", max_output_tokens=60,
                                wyoming_mcp=(f"home={home.url}",))
         engines, names = build_engines(config, ModelStore(progress=False))
-        service = WyomingService(engines, session_defaults(config, names), names,
-                                 engines.voices.languages(),  # type: ignore[attr-defined]
-                                 wyoming_mcp_servers(config))
+        service = WyomingService.for_config(config, engines, session_defaults(config, names),
+                                            names)
         loop = asyncio.new_event_loop()
         port = loop.run_until_complete(service.start("127.0.0.1", 0))
         thread = threading.Thread(target=loop.run_forever, daemon=True)

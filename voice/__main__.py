@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from asr.whisper import Transcriber
     from llm.chat import ChatModel
     from voice.ports import Engines
-    from voice.protocol import McpTool
     from voice.schedulers import Scheduler
     from voice.session import SessionDefaults
 
@@ -298,9 +297,7 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
         if config.wyoming_port is not None:
             from voice.wyoming import WyomingService
 
-            languages = getattr(engines.voices, "languages", dict)
-            wyoming = WyomingService(engines, defaults, names, languages(),
-                                     wyoming_mcp_servers(config))
+            wyoming = WyomingService.for_config(config, engines, defaults, names)
             port = await wyoming.start(config.host, config.wyoming_port)
             print(f"Wyoming (Home Assistant) on tcp://{config.host}:{port}", flush=True)
         print(f"voice service ready on ws://{config.host}:{server.port}/v1/realtime "
@@ -313,20 +310,6 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
 
     asyncio.run(main())
     return 0
-
-
-def wyoming_mcp_servers(config: ServiceConfig) -> tuple[McpTool, ...]:
-    """The MCP servers the operator named for Wyoming's assistant; their calls need no
-    approval (the operator chose them)."""
-    from voice.protocol import McpTool
-
-    token = os.environ.get("VOICE_WYOMING_MCP_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    servers = []
-    for entry in config.wyoming_mcp:
-        label, _, url = entry.partition("=")
-        servers.append(McpTool(label, url, headers=headers, require_approval="never"))
-    return tuple(servers)
 
 
 def session_defaults(config: ServiceConfig, names: dict[str, str], *,

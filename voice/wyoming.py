@@ -27,6 +27,7 @@ costs that request only.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,7 @@ from wyoming.tts import (
 
 from asr.whisper import TranscribeOptions
 from tts.segmenter import Segmenter, SegmenterConfig, speakable
+from voice.config import ServiceConfig
 from voice.ports import Engines
 from voice.protocol import McpTool
 from voice.schedulers import Priority
@@ -110,6 +112,19 @@ class WyomingService:
                 models=[HandleModel(name=self.names.get("llm", "llm"), attribution=PROJECT,
                                     installed=True, version=None, languages=languages,
                                     description="chat model")])])
+
+    @classmethod
+    def for_config(cls, config: ServiceConfig, engines: Engines, defaults: SessionDefaults,
+                   names: dict[str, str]) -> WyomingService:
+        """The service as ``voice serve`` configures it: every installed voice, and the MCP
+        servers of ``wyoming_mcp`` (bearer token: $VOICE_WYOMING_MCP_TOKEN; no approval, the
+        operator chose them)."""
+        token = os.environ.get("VOICE_WYOMING_MCP_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        servers = tuple(McpTool(label, url, headers=headers, require_approval="never")
+                        for label, _, url in (e.partition("=") for e in config.wyoming_mcp))
+        languages = getattr(engines.voices, "languages", dict)
+        return cls(engines, defaults, names, languages(), servers)
 
     async def start(self, host: str, port: int) -> int:
         """Serve in the background; returns the bound port (``port`` 0 picks one)."""
