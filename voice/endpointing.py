@@ -72,6 +72,7 @@ class Endpointing:
     _score_audio: np.ndarray
     _turn_audio: np.ndarray
     _speculation: Speculation | None
+    _overlap: object | None
     _draft: Draft | None
     _speech_item: Item | None
     _partials: Partials | None
@@ -96,11 +97,15 @@ class Endpointing:
         turn = self.config.turn_detection
         if turn is None:
             return TurnPolicy(automatic=False, create_response=False, interrupt_response=False)
+        interruption = self.config.interruption
+        policy = TurnPolicy(True, turn.create_response, turn.interrupt_response,
+                            guard=interruption.guard, min_overlap_ms=interruption.min_speech_ms,
+                            max_overlap_ms=interruption.max_wait_ms, resume=interruption.resume)
         if not self._semantic():
-            return TurnPolicy(True, turn.create_response, turn.interrupt_response)
+            return policy
         eagerness = EAGERNESS[turn.eagerness]
-        return TurnPolicy(True, turn.create_response, turn.interrupt_response,
-                          eagerness.complete_at, eagerness.confirm_ms)
+        return dataclasses.replace(policy, complete_at=eagerness.complete_at,
+                                   confirm_ms=eagerness.confirm_ms)
 
     def _reset_detector(self) -> None:
         turn = self.config.turn_detection
@@ -119,6 +124,7 @@ class Endpointing:
         self._detector_origin = self.audio.received
         self.audio.clear()
         self._speech_item = None
+        self._overlap = None
         self._drop_speculation()
         self._stop_partials()
 

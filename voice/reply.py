@@ -11,6 +11,7 @@ runs in a worker thread. Once cancelled, nothing more of the reply is sent excep
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -43,6 +44,7 @@ from voice.protocol import (
     ProtocolError,
     ResponseCreated,
     ResponseDone,
+    ResponseResumed,
     ServerEvent,
     TextDelta,
     TextDone,
@@ -65,6 +67,20 @@ AUDIO_DELTA_MS = 200  # audio is sent in deltas of at most this length
 URGENT_BELOW_MS = 1000  # a piece is urgent while the client has less than this left to play
 
 
+@dataclasses.dataclass(frozen=True)
+class Resume:
+    """What a reply that resumes a cut-off one says: ``lead`` (the words not heard yet),
+    then, if the cut-off reply was still being written, what the model writes after
+    ``written`` (all it wrote), with the same ``messages``."""
+
+    lead: str
+    written: str | None
+    messages: list[Any]
+    response_id: str  # the cut-off response
+    item_id: str
+    word_index: int
+
+
 class Reply:
     """One response of one session. Run it with :meth:`run`; stop it with :meth:`cancel`."""
 
@@ -73,7 +89,7 @@ class Reply:
                  send: Callable[[ServerEvent], Awaitable[None]],
                  report_error: Callable[[ProtocolError], Awaitable[None]],
                  media_now: Callable[[], int], draft: Draft | None = None,
-                 mcp: SessionMcp | None = None) -> None:
+                 mcp: SessionMcp | None = None, resume: Resume | None = None) -> None:
         self.response_id = response_id
         self.turn_id = turn_id
         self.item = item
@@ -92,7 +108,11 @@ class Reply:
         self.text = ""
         self.tokens = 0
         self.audio_sent_ms = 0.0
+        self.audio_written_ms = 0.0  # of it, written to the socket
         self.audible_at: int | None = None  # media time of the first audio written
+        self.messages: list[Any] = []  # the prompt of the message (to resume it)
+        self.written_all = False  # the model finished writing (not cut short)
+        self.resume = resume
         self.task: asyncio.Task[None] | None = None
         self.finished = False
         self._draft = draft  # written ahead while the turn was unconfirmed, if any
@@ -138,11 +158,27 @@ class Reply:
             self.item.text = heard_text(self.item.pieces, self.heard_ms(at))
             self.item.status = "incomplete"
 
-    def audio_written(self) -> None:
-        """The transport wrote one of this reply's audio deltas to the socket."""
+    def audio_written(self, duration_ms: float) -> int:
+        """The transport wrote one of this reply's audio deltas (``duration_ms`` long) to
+        the socket. Returns the media time until which the client will be playing."""
         if self.times.first_audio_sent is None:
             self.times.first_audio_sent = time.monotonic()
             self.audible_at = self._media_now()
+        self.audio_written_ms += duration_ms
+        assert self.audible_at is not None
+        return self.audible_at + int(self.audio_written_ms * ASR_RATE / 1000)
+
+    def spoken_around(self, at: int, before_ms: float = 4000, after_ms: float = 1500) -> str:
+        """The reply's words playing around media time ``at`` (what its echo may say)."""
+        if self.audible_at is None:
+            return ""
+        position = (at - self.audible_at) * 1000 / ASR_RATE
+        words, elapsed = [], 0.0
+        for text, duration in self.item.pieces:
+            if elapsed + duration >= position - before_ms and elapsed <= position + after_ms:
+                words.append(text)
+            elapsed += duration
+        return " ".join(words)
 
     async def _send(self, event: ServerEvent) -> None:
         """Send an event of this reply; dropped once it is cancelled (in one place)."""
@@ -212,6 +248,9 @@ class Reply:
             self.response_id, "in_progress", modalities=settings.modalities,
             language=self.language, max_output_tokens=settings.max_output_tokens,
             metadata=settings.metadata)))
+        if self.resume is not None:
+            await self._resume(self.resume)
+            return
         exclude = self.item.item_id
         listed = await self._mcp.tools(settings.mcp_servers) if self._mcp is not None else []
         await self._calls.run_approved({(t.server.server_label, t.name): t for t in listed})
@@ -221,10 +260,9 @@ class Reply:
             reply_tools(self._conversation, settings, exclude=exclude), listed)
         if not self._tools:
             await self._open_message()
-        pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        speaker = asyncio.ensure_future(self._speak(pieces)) if self.audio_out else None
-        speech_error: BaseException | None = None
-        try:
+        self.messages = messages
+
+        async def write(pieces: asyncio.Queue[str | None]) -> None:
             await self._write(messages, pieces)
             if self._calls.answer_needed and not self.cancelled:
                 # The MCP calls ran: say what came of them, without calling again.
@@ -232,6 +270,29 @@ class Reply:
                 self._space_before = bool(self.text) and not self.text[-1].isspace()
                 await self._write(prompt_messages(self._conversation, settings, self.language,
                                                   exclude=exclude), pieces)
+        await self._write_and_speak(write)
+
+    async def _resume(self, resume: Resume) -> None:
+        """Speak the rest of a cut-off reply (and, if it was still being written, go on
+        writing it), as this new response."""
+        await self._send(ResponseResumed(self.response_id, resume.response_id,
+                                         resume.item_id, resume.word_index))
+        await self._open_message()
+        self.messages = resume.messages
+
+        async def write(pieces: asyncio.Queue[str | None]) -> None:
+            await self._write(resume.messages, pieces, lead=resume.lead,
+                              prefix=resume.written)
+        await self._write_and_speak(write)
+
+    async def _write_and_speak(
+            self, write: Callable[[asyncio.Queue[str | None]], Awaitable[None]]) -> None:
+        """Run ``write`` (text into the queue of pieces) while the pieces are spoken."""
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        speaker = asyncio.ensure_future(self._speak(pieces)) if self.audio_out else None
+        speech_error: BaseException | None = None
+        try:
+            await write(pieces)
         except BaseException:
             self.cancel_event.set()  # failed or cancelled: stop speaking at once
             raise
@@ -246,16 +307,23 @@ class Reply:
         if speech_error is not None:
             raise speech_error
 
-    async def _write(self, messages: list[Any], pieces: asyncio.Queue[str | None]) -> None:
-        """Pull LLM deltas in a worker thread; stream them as text and as speakable pieces."""
+    async def _write(self, messages: list[Any], pieces: asyncio.Queue[str | None], *,
+                     lead: str = "", prefix: str | None = "") -> None:
+        """Pull LLM deltas in a worker thread; stream them as text and as speakable pieces.
+        A resumed reply says ``lead`` first, then lets the model go on after ``prefix`` (None:
+        the model had finished; nothing more to write)."""
         llm = self._engines.llm
         sampling = sampling_of(self.settings, bool(self._tools))
+        if prefix:
+            sampling = dataclasses.replace(sampling, prefix=prefix)
         tools = self._tools
         calls = ToolCallParser(tools) if tools else None
-        ahead: list[str] = []
+        ahead: list[str] = [lead] if lead else []
         stream: Iterator[str] | None = None
         draft, self._draft = self._draft, None
-        if draft is not None and draft.matches(messages, sampling, tools):
+        if prefix is None:
+            pass  # only the lead to say
+        elif draft is not None and draft.matches(messages, sampling, tools):
             self._draft = draft  # a cancel reaches its stream
             ahead, stream = await draft.adopt()
             logger.debug("session %s: %s adopts %d token(s) written ahead", self._owner,
@@ -278,6 +346,7 @@ class Reply:
                 else:
                     delta = None
                 if delta is None or self.cancelled:
+                    self.written_all = delta is None and not self.cancelled
                     break
                 if self.times.llm_first_token is None:
                     self.times.llm_first_token = time.monotonic()

@@ -28,6 +28,7 @@ from voice.conversation import Conversation, Item
 from voice.draft import Draft
 from voice.endpointing import Endpointing, Speculation
 from voice.faults import engine_failure
+from voice.interruptions import Interruptions, Overlap
 from voice.listening import BufferTooLongError, UserAudio
 from voice.mcp_client import McpConnector
 from voice.mcp_listing import SessionMcp
@@ -67,13 +68,16 @@ from voice.protocol import (
     mcp_servers_of,
     new_id,
 )
-from voice.reply import Reply
+from voice.reply import Reply, Resume
 from voice.reply_settings import ReplySettings, TurnTimes
 from voice.session_settings import SessionDefaults, SessionLimitError, Settings
 from voice.turns import (
     CancelReply,
     Effect,
     EndAfterSilence,
+    OverlapEnded,
+    OverlapStarted,
+    ResumeReply,
     StartReply,
     TurnError,
     TurnTaker,
@@ -99,7 +103,7 @@ class UserTurn:
     transcript: asyncio.Future[Transcript] | None = None
 
 
-class Session(Endpointing):
+class Session(Endpointing, Interruptions):
     """One client's conversation. Call :meth:`handle` for each client event, one at a time."""
 
     def __init__(self, engines: Engines, defaults: SessionDefaults,
@@ -122,6 +126,8 @@ class Session(Endpointing):
                                max_buffer_s=defaults.max_buffer_s)
         self.last_language: str | None = None
         self.reply: Reply | None = None  # the newest reply; a cancelled one may wind down
+        self._replaced: Reply | None = None  # the reply before it (it may still be playing)
+        self._overlap: Overlap | None = None  # speech over the reply, being judged
         self._last_turn: UserTurn | None = None  # committed, not yet answered
         self._turn_audio = np.zeros(0, np.float32)  # audio of the user turn ending now
         self._detector: SpeechDetector | None = None
@@ -162,8 +168,11 @@ class Session(Endpointing):
         """The writer put ``event`` on the socket (stamps when reply audio really left)."""
         if isinstance(event, AudioDelta) and self.reply is not None \
                 and self.reply.response_id == event.response_id:
-            self.reply.audio_written()
+            delta = event.delta
+            size = len(delta) * 3 // 4 - (len(delta) - len(delta.rstrip("=")))
+            until = self.reply.audio_written(size * 500 / self.reply.settings.output_rate)
             self.turns.reply_audible(self.reply.turn_id)
+            self.turns.playing(self.reply.turn_id, until)
 
     async def error(self, error: ProtocolError) -> None:
         """Send an ``error`` event: the one path every error takes (it is counted)."""
@@ -222,6 +231,8 @@ class Session(Endpointing):
             if self.config.turn_detection != before.turn_detection:
                 self._reset_detector()
                 self.turns.configure(self._policy())
+            elif self.config.interruption != before.interruption:
+                self.turns.policy = self._policy()  # the turn in progress goes on
             await self._emit(SessionUpdated(self.settings.to_json(self.id)))
             self.mcp.update(mcp_servers_of(self.config.tools))  # their tools are listed now
         elif isinstance(event, AudioCommit):
@@ -269,8 +280,11 @@ class Session(Endpointing):
         if wait > 0:
             await asyncio.sleep(wait)  # a little ahead of real time: the client waits
         self.audio.taken(samples.size, time.monotonic())
-        self.turns.audio(samples.size)
+        effects = self.turns.audio(samples.size)  # an overlap nobody could judge in time
         detector = self._detector
+        if effects:
+            async with self._detector_lock:
+                await self._apply(effects)
         if detector is None:
             try:
                 self.audio.buffer(samples)
@@ -279,6 +293,7 @@ class Session(Endpointing):
             return
         async with self._detector_lock:
             await self._detect(detector, samples)
+        self._poll_overlap()
         turn = self.config.turn_detection
         if self._partials is not None and turn is not None:
             self._partials.poll(detector, turn.threshold, busy=self._engines_busy())
@@ -314,6 +329,12 @@ class Session(Endpointing):
             elif isinstance(effect, StartReply):
                 self._start_reply(effect.reply_id, settings
                                   or self.settings.for_response(None, self.last_language))
+            elif isinstance(effect, OverlapStarted):
+                self._overlap_started(effect.at)
+            elif isinstance(effect, OverlapEnded):
+                self._overlap_ended(effect)
+            elif isinstance(effect, ResumeReply) and not self._resume(effect):
+                self.turns.reply_ended(effect.reply_id)  # nothing left to say
 
     async def _user_started(self, at: int) -> None:
         item = Item(new_id("item"), "user", audio=True)
@@ -387,13 +408,25 @@ class Session(Endpointing):
         times = turn.times if turn else TurnTimes(speech_end=time.monotonic())
         item = Item(new_id("item"), "assistant", audio="audio" in settings.modalities,
                     status="in_progress")
-        reply = Reply(new_id("resp"), turn_id, item, settings, times, owner=self.id,
-                      engines=self.engines, conversation=self.conversation, send=self._emit,
-                      report_error=self.error, media_now=lambda: self.turns.now, draft=draft,
-                      mcp=self.mcp)
-        self.reply = reply
-        reply.task = self._spawn(self._run_reply(  # type: ignore[assignment]
-            reply, turn.transcript if turn else None))
+        self._launch(Reply(new_id("resp"), turn_id, item, settings, times, owner=self.id,
+                           engines=self.engines, conversation=self.conversation,
+                           send=self._emit, report_error=self.error,
+                           media_now=lambda: self.turns.now, draft=draft, mcp=self.mcp),
+                     turn.transcript if turn else None)
+
+    def _start_resumed(self, turn_id: str, resume: Resume, settings: ReplySettings) -> None:
+        """A new response that speaks the rest of a cut-off reply (``voice/interruptions.py``)."""
+        item = Item(new_id("item"), "assistant", audio="audio" in settings.modalities,
+                    status="in_progress")
+        self._launch(Reply(new_id("resp"), turn_id, item, settings,
+                           TurnTimes(speech_end=time.monotonic()), owner=self.id,
+                           engines=self.engines, conversation=self.conversation,
+                           send=self._emit, report_error=self.error,
+                           media_now=lambda: self.turns.now, resume=resume), None)
+
+    def _launch(self, reply: Reply, transcript: Awaitable[Transcript] | None) -> None:
+        self._replaced, self.reply = self.reply, reply
+        reply.task = self._spawn(self._run_reply(reply, transcript))  # type: ignore[assignment]
 
     async def _run_reply(self, reply: Reply, transcript: Awaitable[Transcript] | None) -> None:
         activity = self.engines.activity
@@ -404,6 +437,8 @@ class Session(Endpointing):
             activity.replies -= 1
             self.turns.reply_ended(reply.turn_id)
         if status == "no_speech":
+            # Noise cut the reply before this one off? Then that one goes on.
+            await self._apply(self.turns.nothing_heard(reply.turn_id))
             return
         self.last_language = reply.language
         latency = reply.times.report()

@@ -19,8 +19,19 @@ driver (``voice/session.py``) must carry out, in order:
 - :class:`StartReply`: answer now (the transcript of the last user turn, if any, comes first);
 - :class:`CancelReply`: stop the reply; ``at`` is the media time the user cut in (barge-in) or
   the client asked, to estimate how much of it was heard.
+- :class:`OverlapStarted`: speech began while the reply is audible, and the policy guards
+  interruptions: judge what it is (:meth:`TurnTaker.overlap_heard`) before anything stops;
+- :class:`OverlapEnded`: that speech ended unconfirmed: judge all of it once
+  (:meth:`TurnTaker.overlap_judged`);
+- :class:`Backchannel`: it was only an acknowledgement ("mhm", "genau"): no turn, no cut;
+- :class:`ResumeReply`: a reply the user cut off resumes where it stopped, because what cut
+  it turned out to be nothing intelligible (:meth:`TurnTaker.nothing_heard`).
 
-Barge-in is one transition: speech that starts while a reply is active cancels it.
+Barge-in is one transition: speech that starts while a reply is active cancels it. Under a
+guard (:attr:`TurnPolicy.guard`) speech over an audible reply is first an *overlap*: it
+becomes a barge-in (with the start it had) only once it is judged to be the user's words and
+has lasted ``min_overlap_ms``, or once it has lasted ``max_overlap_ms`` with no judgement yet
+(the judge is starved of processor time); echo, backchannels and noise change nothing.
 """
 
 from __future__ import annotations
@@ -52,6 +63,12 @@ class TurnPolicy:
     # wait at a pause to ``confirm_ms`` of silence. None: server_vad (silence alone).
     complete_at: float | None = None
     confirm_ms: int = 600
+    # Speech over an audible reply interrupts only once judged to be the user's words.
+    guard: bool = False
+    min_overlap_ms: int = 250
+    max_overlap_ms: int = 1500
+    # A reply cut off by speech that transcribes to nothing resumes where it stopped.
+    resume: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,8 +135,34 @@ class CancelReply:
     at: int
 
 
+@dataclasses.dataclass(frozen=True)
+class OverlapStarted:
+    at: int
+
+
+@dataclasses.dataclass(frozen=True)
+class OverlapEnded:
+    start: int
+    at: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Backchannel:
+    start: int
+    at: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumeReply:
+    reply_id: str  # the new reply, which speaks the rest
+    resumes: str  # the reply that was cut off
+    at: int  # media time it was cut off
+
+
 Effect = (UserTurnStarted | UserPaused | UserResumed | EndAfterSilence | UserTurnEnded
-          | StartReply | CancelReply)
+          | StartReply | CancelReply | OverlapStarted | OverlapEnded | Backchannel
+          | ResumeReply)
+ECHO_TAIL = 16_000 * 300 // 1000  # a room's reverberation after the last reply audio played
 
 
 class TurnError(Exception):
@@ -142,6 +185,13 @@ class TurnTaker:
         self.paused_at: int | None = None  # the user paused here; the turn may go on
         self._judged_complete = False  # the turn model said so for this pause
         self._replies = 0
+        self.playing_until = 0  # media time the client will have played the reply audio sent
+        self._playing: str | None = None  # the reply whose audio that is
+        self.overlap: int | None = None  # start of unconfirmed speech over an audible reply
+        self._overlap_judged = False  # a judgement of it arrived
+        self._judging: tuple[int, int] | None = None  # an ended overlap awaiting its verdict
+        self._cut: tuple[str, int] | None = None  # the reply this user turn cut off, and when
+        self._resumable: tuple[str, str, int] | None = None  # (reply, the one it cut, at)
 
     def _new_reply(self) -> StartReply:
         self._replies += 1
@@ -149,9 +199,18 @@ class TurnTaker:
         self.agent = AgentState.THINKING
         return StartReply(self.reply_id)
 
+    def _audible(self, at: int) -> bool:
+        """Whether the client is still playing reply audio (or its echo) at ``at``."""
+        return self.agent is AgentState.SPEAKING or (
+            self._playing is not None and at < self.playing_until + ECHO_TAIL)
+
     def _cancel(self, reason: str, at: int) -> list[Effect]:
         if self.reply_id is None:
+            if reason == "turn_detected" and at < self.playing_until and self._playing:
+                self._cut = (self._playing, at)  # written in full, still playing: it may resume
             return []
+        if reason == "turn_detected" and self.agent is AgentState.SPEAKING:
+            self._cut = (self.reply_id, at)
         cancel = CancelReply(self.reply_id, reason, at)
         self.reply_id = None
         self.agent = AgentState.IDLE
@@ -164,24 +223,69 @@ class TurnTaker:
         self.policy = policy
         self.user = UserState.SILENT
         self.paused_at = None
+        self.overlap = None
+        self._judging = None
 
-    def audio(self, samples: int) -> None:
-        """``samples`` more of the user's audio arrived (the media clock advances)."""
+    def audio(self, samples: int) -> list[Effect]:
+        """``samples`` more of the user's audio arrived (the media clock advances). An
+        overlap nobody could judge in ``max_overlap_ms`` becomes a barge-in."""
         self.now += samples
+        if (self.overlap is not None and not self._overlap_judged
+                and self.now - self.overlap >= self.policy.max_overlap_ms * 16):
+            return self._confirm_overlap()
+        return []
+
+    def playing(self, reply_id: str, until: int) -> None:
+        """The client will be playing ``reply_id``'s audio until media time ``until``."""
+        self._playing = reply_id
+        self.playing_until = until
 
     def speech_started(self, at: int) -> list[Effect]:
+        self.paused_at = None
+        self.user = UserState.SPEAKING
+        if self.policy.interrupt_response and self.policy.guard and self._audible(at):
+            self.overlap = at
+            self._overlap_judged = False
+            return [OverlapStarted(at)]
         effects: list[Effect] = []
         if self.policy.interrupt_response:
             effects += self._cancel("turn_detected", at)
-        self.user = UserState.SPEAKING
-        self.paused_at = None
         return [*effects, UserTurnStarted(at)]
+
+    def _confirm_overlap(self) -> list[Effect]:
+        assert self.overlap is not None
+        start, self.overlap = self.overlap, None
+        return [*self._cancel("turn_detected", start), UserTurnStarted(start)]
+
+    def overlap_heard(self, user: bool, heard_ms: int) -> list[Effect]:
+        """A judgement of the overlap so far: ``user`` is whether its ``heard_ms`` of audio
+        hold the user's own words (not echo, a backchannel or noise)."""
+        if self.overlap is None:
+            return []
+        self._overlap_judged = True
+        if user and heard_ms >= self.policy.min_overlap_ms:
+            return self._confirm_overlap()
+        return []
+
+    def overlap_judged(self, start: int, at: int, verdict: str) -> list[Effect]:
+        """The verdict on the whole overlap that ended at ``at`` (``OverlapEnded``):
+        ``user`` makes it a turn that cut the reply (ended at ``at``), ``backchannel`` an
+        acknowledgement; anything else (echo, nothing) changes nothing."""
+        if self._judging != (start, at):
+            return []  # stale: reconfigured since
+        self._judging = None
+        if verdict == "backchannel":
+            return [Backchannel(start, at)]
+        if verdict != "user" or self.user is UserState.SPEAKING:
+            return []
+        effects = [*self._cancel("turn_detected", start), UserTurnStarted(start)]
+        return [*effects, *self.speech_stopped(at)]
 
     def speech_paused(self, at: int) -> list[Effect]:
         """The user's speech stopped at ``at`` a short while ago; the turn may go on. The
         same pause reported again (a longer silence) is judged again unless it was judged
         complete already."""
-        if self.user is not UserState.SPEAKING:
+        if self.user is not UserState.SPEAKING or self.overlap is not None:
             return []
         semantic = self.policy.complete_at is not None
         if self.paused_at == at:
@@ -192,7 +296,7 @@ class TurnTaker:
         return [UserPaused(at, score=semantic)]
 
     def speech_resumed(self, at: int) -> list[Effect]:
-        if self.paused_at is None:
+        if self.paused_at is None or self.overlap is not None:
             return []
         self.paused_at = None
         return [UserResumed(at)]
@@ -211,10 +315,30 @@ class TurnTaker:
         """The VAD heard the end of the user's speech at sample ``at``."""
         self.user = UserState.SILENT
         self.paused_at = None
+        if self.overlap is not None:
+            start, self.overlap = self.overlap, None
+            self._judging = (start, at)
+            return [OverlapEnded(start, at)]
         effects: list[Effect] = [UserTurnEnded(at)]
+        cut, self._cut = self._cut, None
         if self.policy.create_response and self.reply_id is None:
-            effects.append(self._new_reply())
+            reply = self._new_reply()
+            effects.append(reply)
+            self._resumable = None if cut is None else (reply.reply_id, *cut)
         return effects
+
+    def nothing_heard(self, reply_id: str) -> list[Effect]:
+        """The turn that ``reply_id`` answers transcribed to nothing (noise, a cough). If
+        that turn cut a reply off, and the policy resumes, that reply goes on where it
+        stopped (unless the user speaks again or another reply started meanwhile)."""
+        resumable, self._resumable = self._resumable, None
+        if (not self.policy.resume or resumable is None or resumable[0] != reply_id
+                or self.reply_id is not None or self.user is UserState.SPEAKING):
+            return []
+        self._replies += 1
+        self.reply_id = f"reply{self._replies}"
+        self.agent = AgentState.THINKING
+        return [ResumeReply(self.reply_id, resumable[1], resumable[2])]
 
     def commit(self) -> list[Effect]:
         """The client committed the input audio. Under automatic turns it ends the turn like
@@ -227,6 +351,8 @@ class TurnTaker:
         """The client dropped the audio of the turn in progress."""
         self.user = UserState.SILENT
         self.paused_at = None
+        self.overlap = None
+        self._judging = None
 
     def reply_requested(self) -> list[Effect]:
         if self.reply_id is not None:

@@ -39,6 +39,7 @@ from voice.protocol.common import (
     TokenLimit,
     new_id,
 )
+from voice.protocol.duplex import BackchannelHeard, ResponseResumed
 from voice.protocol.mcp import (
     ListedTool,
     McpCallArgumentsDelta,
@@ -94,7 +95,12 @@ from voice.protocol.server_events import (
     parse_server_event,
     response_object,
 )
-from voice.protocol.session_config import SessionConfig, TurnDetection, apply_session_update
+from voice.protocol.session_config import (
+    Interruption,
+    SessionConfig,
+    TurnDetection,
+    apply_session_update,
+)
 from voice.protocol.tools import (
     TOOL_CHOICES,
     AnyTool,
@@ -127,6 +133,7 @@ __all__ = [
     "AudioDone",
     "AudioTranscriptDelta",
     "AudioTranscriptDone",
+    "BackchannelHeard",
     "ClientEvent",
     "ContentPartAdded",
     "ContentPartDone",
@@ -134,6 +141,7 @@ __all__ = [
     "FunctionCallArgumentsDelta",
     "FunctionCallArgumentsDone",
     "FunctionTool",
+    "Interruption",
     "ItemAdded",
     "ItemCreate",
     "ItemDelete",
@@ -161,6 +169,7 @@ __all__ = [
     "ResponseCreate",
     "ResponseCreated",
     "ResponseDone",
+    "ResponseResumed",
     "ServerEvent",
     "SessionConfig",
     "SessionCreated",

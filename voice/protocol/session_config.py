@@ -57,6 +57,28 @@ class TurnDetection:
 
 
 @dataclasses.dataclass(frozen=True)
+class Interruption:
+    """How speech over the assistant's reply is taken (extension ``session.interruption``).
+
+    With ``guard``, speech that starts while a reply is audible cuts it only once its words
+    are the user's (not the reply's own echo, not a backchannel such as "mhm" or "genau")
+    and it has lasted ``min_speech_ms``, or once it has lasted ``max_wait_ms`` unjudged.
+    Without it, any speech cuts the reply at once (the fastest barge-in, for headsets).
+    ``backchannels``: ``ignore`` (no trace) or ``keep`` (a user item in the history).
+    ``resume``: a reply cut off by speech that transcribes to nothing (a cough, a door)
+    goes on from the word where it stopped, as a new response."""
+
+    guard: bool = True
+    min_speech_ms: int = 250
+    max_wait_ms: int = 1500
+    backchannels: str = "ignore"  # ignore | keep
+    resume: bool = True
+
+    def to_json(self) -> JsonObject:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class SessionConfig:
     """One session's settings; changed only by ``session.update``."""
 
@@ -73,6 +95,7 @@ class SessionConfig:
     temperature: float | None = None
     tools: tuple[AnyTool, ...] = ()  # functions and MCP servers
     tool_choice: str = "auto"  # auto | none | required | the name of the one tool to call
+    interruption: Interruption = Interruption()  # extension
 
     def to_json(self, session_id: str, model: str) -> JsonObject:
         """The GA ``session`` object."""
@@ -84,6 +107,8 @@ class SessionConfig:
         extension: JsonObject = {}
         if self.languages:  # the allowed set (set it in transcription.languages)
             extension["languages"] = list(self.languages)
+        if self.interruption != Interruption():
+            extension["interruption"] = self.interruption.to_json()
         return {
             "type": "realtime",
             "object": "realtime.session",
@@ -172,6 +197,29 @@ def _turn_detection(value: Any, current: TurnDetection | None, event_id: str | N
     return dataclasses.replace(base, **changes)
 
 
+def _interruption(value: Any, current: Interruption, event_id: str | None) -> Interruption:
+    path = "session.interruption"
+    if not isinstance(value, dict):
+        raise ProtocolError("invalid_type", f"{path} must be an object", event_id=event_id,
+                            param=path)
+    changes: dict[str, Any] = {}
+    for key, kind in (("guard", bool), ("resume", bool), ("min_speech_ms", int),
+                      ("max_wait_ms", int), ("backchannels", str)):
+        found = get_field(value, key, kind, event_id, f"{path}.{key}")
+        if found is not UNSET:
+            changes[key] = found
+    if not 0 <= changes.get("min_speech_ms", current.min_speech_ms) <= 5000:
+        raise ProtocolError("invalid_value", f"{path}.min_speech_ms must be 0..5000",
+                            event_id=event_id, param=f"{path}.min_speech_ms")
+    if not 100 <= changes.get("max_wait_ms", current.max_wait_ms) <= 10_000:
+        raise ProtocolError("invalid_value", f"{path}.max_wait_ms must be 100..10000",
+                            event_id=event_id, param=f"{path}.max_wait_ms")
+    if changes.get("backchannels", "ignore") not in ("ignore", "keep"):
+        raise ProtocolError("invalid_value", f"{path}.backchannels must be ignore or keep",
+                            event_id=event_id, param=f"{path}.backchannels")
+    return dataclasses.replace(current, **changes)
+
+
 def _transcription(value: Any, known: Collection[str] | None, event_id: str | None,
                    path: str) -> dict[str, Any]:
     if value is None:
@@ -242,6 +290,9 @@ def apply_session_update(config: SessionConfig, session: Any, event_id: str | No
             raise ProtocolError("invalid_value", "session.temperature must be 0..2",
                                 event_id=event_id, param="session.temperature")
         changes["temperature"] = temperature
+    interruption = session.get("interruption")
+    if interruption is not None:
+        changes["interruption"] = _interruption(interruption, config.interruption, event_id)
     # Beta flat fields.
     if "input_audio_format" in session:
         changes["input_rate"] = _audio_format_rate(session["input_audio_format"], event_id,

@@ -1,0 +1,212 @@
+"""Speech over the assistant's reply: judged before it interrupts, and a false interruption
+undone.
+
+The part of the session (``voice/session.py``) that carries out the
+:class:`~voice.turns.TurnTaker`'s overlap effects. While speech that started over an audible
+reply is unconfirmed (``OverlapStarted``), its audio so far is transcribed quickly (a fitted
+window, no retry, a few tokens, in the reply's language) every :data:`JUDGE_STEP_MS` of new
+speech, one decode at a time, and :func:`voice.overlap.judge` compares the words with the
+reply's words playing then. Once it is the user's words, the TurnTaker makes it a barge-in.
+When it ends unconfirmed (``OverlapEnded``), its whole audio is transcribed as a final
+transcript: the user's words become a turn (that transcript is kept for it), a backchannel is
+reported (``input_audio_buffer.backchannel``) and kept in the history if the client asked,
+echo and noise are dropped. ``ResumeReply`` starts a response that speaks the rest of a reply
+cut off by a turn that transcribed to nothing. A mixin of :class:`~voice.session.Session`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+
+from asr.whisper import TranscribeOptions, Transcript
+from voice.conversation import Conversation, Item
+from voice.endpointing import Speculation
+from voice.overlap import Verdict, judge
+from voice.ports import Engines, SpeechDetector
+from voice.protocol import BackchannelHeard, ItemAdded, ItemDone, ServerEvent, SessionConfig, new_id
+from voice.reply import Reply, Resume
+from voice.reply_settings import ReplySettings
+from voice.schedulers import Priority
+from voice.turns import Backchannel, Effect, OverlapEnded, ResumeReply, TurnTaker
+
+logger = logging.getLogger(__name__)
+ASR_RATE = 16_000
+JUDGE_STEP_MS = 200  # a new look at the overlap after this much more of it
+JUDGE_TOKENS = 24  # a few words are enough to tell
+
+
+@dataclasses.dataclass
+class Overlap:
+    """Unconfirmed speech over the reply, and the quick decodes of it."""
+
+    start: int
+    judged_until: int = 0  # media time up to which audio was last sent to be judged
+    decoding: asyncio.Future[object] | None = None
+    verdicts: list[Verdict] = dataclasses.field(default_factory=list)
+
+
+class Interruptions:
+    """Speech over a reply: judged, confirmed or dropped; a cut-off reply resumed."""
+
+    id: str
+    engines: Engines
+    conversation: Conversation
+    turns: TurnTaker
+    reply: Reply | None
+    last_language: str | None
+    _replaced: Reply | None
+    _detector: SpeechDetector | None
+    _detector_origin: int
+    _detector_lock: asyncio.Lock
+    _turn_audio: np.ndarray
+    _speculation: Speculation | None
+    _overlap: Overlap | None
+    _spawn: Callable[[Awaitable[object]], asyncio.Future[object]]
+    _apply: Callable[[list[Effect]], Awaitable[None]]
+    _emit: Callable[[ServerEvent], Awaitable[None]]
+    _start_resumed: Callable[[str, Resume, ReplySettings], None]
+    _transcribe_options: Callable[[], TranscribeOptions]
+
+    @property
+    def config(self) -> SessionConfig:
+        raise NotImplementedError
+
+    def _playing_reply(self) -> Reply | None:
+        """The reply whose audio the client is playing (or last played)."""
+        for reply in (self.reply, self._replaced):
+            if reply is not None and reply.audible_at is not None:
+                return reply
+        return None
+
+    def _languages(self, transcript_language: str | None = None) -> tuple[str, ...]:
+        reply = self._playing_reply()
+        found = {transcript_language, reply.language if reply else None, self.last_language}
+        return tuple(language for language in found if language)
+
+    def _quick_options(self) -> TranscribeOptions:
+        """A quick look at a few words, in the language of the reply they speak over."""
+        reply = self._playing_reply()
+        options = self._transcribe_options()
+        language = options.language or (reply.language if reply else None)
+        return dataclasses.replace(options, language=language, max_new_tokens=JUDGE_TOKENS,
+                                   retry_full_window=False)
+
+    def _verdict(self, transcript: Transcript, at: int) -> Verdict:
+        reply = self._playing_reply()
+        spoken = reply.spoken_around(at) if reply is not None else ""
+        return judge(transcript.text, spoken, self._languages(transcript.language))
+
+    # -- while it lasts ---------------------------------------------------------------------
+
+    def _overlap_started(self, at: int) -> None:
+        self._overlap = Overlap(at)
+        logger.debug("session %s: speech over the reply at %d; judging it", self.id, at)
+
+    def _poll_overlap(self) -> None:
+        """After each audio frame: send the overlap so far to be judged, when due."""
+        overlap, detector = self._overlap, self._detector
+        if overlap is None or detector is None or self.turns.overlap != overlap.start:
+            return
+        if overlap.decoding is not None and not overlap.decoding.done():
+            return
+        now = self.turns.now
+        if now - max(overlap.start, overlap.judged_until) < JUDGE_STEP_MS * ASR_RATE // 1000:
+            return
+        overlap.judged_until = now
+        overlap.decoding = self._spawn(self._judge_overlap(overlap, detector,
+                                                           detector.current_utterance(), now))
+
+    async def _judge_overlap(self, overlap: Overlap, detector: SpeechDetector,
+                             audio: np.ndarray, upto: int) -> None:
+        try:
+            transcript = await self.engines.asr.run(
+                self.id, self.engines.transcriber.transcribe, audio, self._quick_options(),
+                priority=Priority.URGENT)
+        except Exception:
+            logger.exception("session %s: judging speech over the reply failed", self.id)
+            return
+        verdict = self._verdict(transcript, upto)
+        overlap.verdicts.append(verdict)
+        heard_ms = (upto - overlap.start) * 1000 // ASR_RATE
+        logger.info("session %s: over the reply after %d ms: %r -> %s", self.id, heard_ms,
+                    transcript.text, verdict.value)
+        async with self._detector_lock:
+            if detector is self._detector and self.turns.overlap == overlap.start:
+                await self._apply(self.turns.overlap_heard(verdict is Verdict.USER, heard_ms))
+
+    # -- once it ended ----------------------------------------------------------------------
+
+    def _overlap_ended(self, ended: OverlapEnded) -> None:
+        self._overlap = None
+        if self._detector is not None:
+            self._spawn(self._judge_ended(ended, self._detector, self._turn_audio))
+
+    async def _judge_ended(self, ended: OverlapEnded, detector: SpeechDetector,
+                           audio: np.ndarray) -> None:
+        """Transcribe all of the overlap (as a final transcript) and act on the verdict."""
+        try:
+            transcript = await self.engines.asr.run_batched(
+                self.id, self.engines.transcriber.transcribe_batch,
+                (audio, self._transcribe_options()), priority=Priority.URGENT)
+        except Exception:
+            logger.exception("session %s: transcribing speech over the reply failed", self.id)
+            transcript = None
+        verdict = Verdict.USER if transcript is None else self._verdict(transcript, ended.at)
+        logger.info("session %s: speech over the reply ended: %r -> %s", self.id,
+                    transcript.text if transcript else None, verdict.value)
+        async with self._detector_lock:
+            if detector is not self._detector:
+                return
+            if verdict is Verdict.USER and transcript is not None:
+                decoded: asyncio.Future[Transcript] = asyncio.get_running_loop().create_future()
+                decoded.set_result(transcript)
+                self._turn_audio = audio
+                self._speculation = Speculation(ended.at, audio, decoded)  # the turn's transcript
+            effects = self.turns.overlap_judged(ended.start, ended.at, verdict.value)
+            if effects and isinstance(effects[0], Backchannel) and transcript is not None:
+                await self._backchannel(effects[0], transcript)
+                effects = effects[1:]
+            await self._apply(effects)
+
+    async def _backchannel(self, heard: Backchannel, transcript: Transcript) -> None:
+        item_id = None
+        if self.config.interruption.backchannels == "keep":
+            item = Item(new_id("item"), "user", transcript.text, audio=True,
+                        language=transcript.language)
+            item_id = item.item_id
+            previous = self.conversation.add(item)
+            await self._emit(ItemAdded(item.to_json(), previous))
+            await self._emit(ItemDone(item.to_json()))
+        origin = self._detector_origin
+        await self._emit(BackchannelHeard(
+            (heard.start - origin) * 1000 // ASR_RATE, (heard.at - origin) * 1000 // ASR_RATE,
+            transcript.text, transcript.language, item_id))
+
+    # -- a false interruption ---------------------------------------------------------------
+
+    def _resume(self, effect: ResumeReply) -> bool:
+        """Start the response that speaks the rest of the cut-off reply; False if there is no
+        rest to speak (the reply had called tools, or every word was heard)."""
+        cut = next((r for r in (self.reply, self._replaced)
+                    if r is not None and r.turn_id == effect.resumes), None)
+        if cut is None or cut.item.kind != "message" or len(cut.outputs) != 1:
+            return False
+        if not cut.item.truncated_by_client and cut.item.status != "incomplete":
+            cut.keep_heard(effect.at)  # it had been written in full, and played in part
+        written = cut.text.split()
+        index = len(cut.item.text.split())
+        lead = " ".join(written[index:])
+        if not lead and cut.written_all:
+            return False
+        logger.info("session %s: resuming %s from word %d of %d", self.id, cut.response_id,
+                    index, len(written))
+        self._start_resumed(effect.reply_id, Resume(
+            lead, None if cut.written_all else cut.text, cut.messages, cut.response_id,
+            cut.item.item_id, index), dataclasses.replace(cut.settings, language=cut.language,
+                                                           language_pinned=True))
+        return True

@@ -1,0 +1,146 @@
+"""What someone said over the assistant's reply: its own echo, a backchannel, or the user.
+
+Pure functions on text, no I/O. The session transcribes speech that starts while a reply is
+audible and asks :func:`judge` what it is, given the words of the reply that were playing
+around that moment:
+
+- :attr:`Verdict.ECHO`: mostly the reply's own words (the microphone hears the speakers);
+- :attr:`Verdict.BACKCHANNEL`: only short acknowledgements ("mhm", "yeah", "genau",
+  "d'accord", "vale", "ja hoor", "tak", ...), at most :data:`BACKCHANNEL_MAX_WORDS` words;
+- :attr:`Verdict.USER`: words of the user's own (or a stop word such as "stop", "warte",
+  "arrête", heard even inside echo): an interruption;
+- :attr:`Verdict.NOTHING`: no words (noise, a cough, a door).
+
+Words are compared after folding case, punctuation and diacritics, so "Sí." is "si" and
+"D'accord !" is "daccord". Echo words are matched fuzzily (speech recognition of a reverberant
+echo gets words slightly wrong).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import unicodedata
+from collections.abc import Iterable
+
+from rapidfuzz import fuzz
+
+BACKCHANNEL_MAX_WORDS = 4
+# A word of the transcript is the reply's echo when it is this similar (0-100) to one of the
+# reply's words around the playback position; words of up to 3 letters must match exactly.
+ECHO_SIMILARITY = 75
+# Share of the transcript's words that must be neither echo nor backchannel for it to count
+# as the user's own speech (a reverberant echo transcribes with a few wrong words).
+USER_SHARE = 0.34
+
+_HUMS = ("mhm", "mm", "mmm", "hm", "hmm", "mmhmm", "mhmm", "uhhuh", "uhhum", "aha", "ah", "oh",
+         "uh", "um", "ok", "okay", "oke")
+
+# Acknowledgements per language, as phrases of folded words. A transcript is a backchannel
+# when it is a sequence of these (in the transcript's language, the reply's or English).
+BACKCHANNELS: dict[str, tuple[str, ...]] = {
+    "en": ("yeah", "yes", "yep", "yup", "right", "sure", "alright", "all right", "i see",
+           "got it", "cool", "nice", "great", "uh huh", "mm hmm", "oh okay", "exactly",
+           "true", "indeed", "fine", "good"),
+    "de": ("ja", "jaja", "genau", "richtig", "stimmt", "klar", "gut", "ach so", "achso",
+           "jawohl", "okay", "alles klar", "verstehe", "aha", "ja genau", "naja", "sicher",
+           "prima", "super"),
+    "fr": ("oui", "ouais", "daccord", "bon", "voila", "exactement", "bien sur", "cest ca",
+           "tout a fait", "entendu", "parfait", "ah oui", "bien", "super", "je vois", "ok"),
+    "es": ("si", "vale", "claro", "aja", "ya", "bien", "exacto", "de acuerdo", "bueno",
+           "entiendo", "perfecto", "sin duda", "eso", "ya veo", "muy bien", "cierto"),
+    "it": ("si", "certo", "va bene", "esatto", "gia", "giusto", "daccordo", "capito",
+           "bene", "perfetto", "chiaro", "ecco", "infatti", "appunto", "ho capito"),
+    "nl": ("ja", "ja hoor", "jawel", "oke", "okee", "precies", "klopt", "inderdaad", "goed",
+           "prima", "zeker", "helemaal", "aha", "juist", "ik snap het", "snap ik"),
+    "pt": ("sim", "ta", "ta bom", "certo", "claro", "e", "pois", "pois e", "exato",
+           "exatamente", "uhum", "beleza", "entendi", "isso", "perfeito", "com certeza"),
+    "pl": ("tak", "no", "no tak", "aha", "okej", "dobrze", "jasne", "wlasnie", "rozumiem",
+           "oczywiscie", "pewnie", "zgadza sie", "no jasne", "dokladnie", "super"),
+}
+
+# Words that ask the assistant to stop: an interruption even when echo is heard with them.
+STOP_WORDS = frozenset({
+    "stop", "wait", "hold", "pause", "enough", "shut",  # en
+    "halt", "warte", "warten", "moment", "aufhoren", "stopp",  # de
+    "arrete", "arretez", "attends", "attendez", "stoppe",  # fr
+    "para", "parar", "espera", "basta", "alto",  # es
+    "fermati", "aspetta", "ferma",  # it
+    "wacht", "ophouden",  # nl
+    "pare", "espere", "chega",  # pt
+    "czekaj", "przestan", "zaczekaj", "dosc",  # pl
+})
+
+
+class Verdict(enum.Enum):
+    NOTHING = "nothing"
+    ECHO = "echo"
+    BACKCHANNEL = "backchannel"
+    USER = "user"
+
+
+def fold(text: str) -> list[str]:
+    """The words of ``text``, lowercase, without diacritics, apostrophes or hyphens."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold().replace("ł", "l"))
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    plain = re.sub(r"['’`-]", "", plain)
+    return re.findall(r"\w+", plain)
+
+
+def _phrases(languages: Iterable[str]) -> dict[int, set[tuple[str, ...]]]:
+    """Backchannel phrases by length in words."""
+    by_length: dict[int, set[tuple[str, ...]]] = {}
+    for language in {*languages, "en"}:
+        for phrase in (*BACKCHANNELS.get(language, ()), *_HUMS):
+            words = tuple(phrase.split())
+            by_length.setdefault(len(words), set()).add(words)
+    return by_length
+
+
+def is_backchannel(words: list[str], languages: Iterable[str]) -> bool:
+    """Whether ``words`` (folded) are only acknowledgements in one of ``languages`` (or
+    English, or a hum), and at most :data:`BACKCHANNEL_MAX_WORDS` of them."""
+    if not words or len(words) > BACKCHANNEL_MAX_WORDS:
+        return False
+    phrases = _phrases(languages)
+    longest = max(phrases)
+    position = 0
+    while position < len(words):
+        for length in range(min(longest, len(words) - position), 0, -1):
+            if tuple(words[position:position + length]) in phrases.get(length, ()):
+                position += length
+                break
+        else:
+            return False
+    return True
+
+
+def _is_echo_word(word: str, spoken: set[str]) -> bool:
+    if word in spoken:
+        return True
+    if len(word) <= 3:
+        return False
+    return any(fuzz.ratio(word, other) >= ECHO_SIMILARITY for other in spoken if len(other) > 2)
+
+
+def judge(text: str, spoken: str, languages: Iterable[str]) -> Verdict:
+    """What ``text`` (a transcript of speech heard over the reply) is, given ``spoken`` (the
+    reply's words playing around that moment) and the ``languages`` in play (the
+    transcript's and the reply's)."""
+    words = fold(text)
+    if not words:
+        return Verdict.NOTHING
+    if any(word in STOP_WORDS for word in words):
+        return Verdict.USER
+    languages = tuple(languages)
+    if is_backchannel(words, languages):
+        return Verdict.BACKCHANNEL
+    reply_words = set(fold(spoken))
+    own = [word for word in words if not _is_echo_word(word, reply_words)]
+    if not own:
+        return Verdict.ECHO
+    if is_backchannel(own, languages):
+        return Verdict.BACKCHANNEL  # an acknowledgement heard with some echo
+    if len(own) < USER_SHARE * len(words):
+        return Verdict.ECHO
+    return Verdict.USER
