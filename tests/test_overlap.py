@@ -1,0 +1,58 @@
+"""What is said over a reply: echo, backchannel, the user's words or nothing (voice/overlap.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from voice.overlap import Verdict, fold, is_backchannel, judge
+
+REPLY = ("Berlin is the capital of Germany. It has about three point seven million people "
+         "and many museums on its island in the river Spree.")
+
+
+@pytest.mark.parametrize(("language", "said"), [
+    ("en", "Mhm."), ("en", "Yeah, yeah."), ("en", "Okay."), ("en", "Uh-huh."),
+    ("de", "Ja."), ("de", "Genau."), ("de", "Ach so."), ("fr", "Oui."), ("fr", "D'accord !"),
+    ("fr", "Ouais, bien sûr."), ("es", "Sí."), ("es", "Vale, vale."), ("es", "Claro."),
+    ("it", "Certo."), ("it", "Sì, va bene."), ("nl", "Ja hoor."), ("nl", "Precies."),
+    ("pt", "Sim."), ("pt", "Tá bom."), ("pl", "Tak."), ("pl", "No tak."), ("pl", "Właśnie."),
+])
+def test_acknowledgements_in_eight_languages_are_backchannels(language: str, said: str) -> None:
+    assert judge(said, REPLY, (language,)) is Verdict.BACKCHANNEL
+
+
+def test_a_backchannel_has_a_length_limit() -> None:
+    assert not is_backchannel(fold("yeah yeah yeah okay right"), ("en",))
+    assert judge("Yeah, right, but what about Hamburg?", REPLY, ("en",)) is Verdict.USER
+
+
+def test_a_word_that_acknowledges_in_one_language_only_counts_in_that_language() -> None:
+    assert judge("No.", REPLY, ("pl",)) is Verdict.BACKCHANNEL  # Polish "no": yes, well
+    assert judge("No.", REPLY, ("en",)) is Verdict.USER
+
+
+def test_the_replys_own_words_are_echo_even_when_recognised_slightly_wrong() -> None:
+    assert judge("the capital of Germany", REPLY, ("en",)) is Verdict.ECHO
+    assert judge("three point seven millions people", REPLY, ("en",)) is Verdict.ECHO
+    assert judge("museum on it's island in the river spray", REPLY, ("en",)) is Verdict.ECHO
+
+
+def test_words_of_the_users_own_interrupt() -> None:
+    assert judge("What about Munich instead?", REPLY, ("en",)) is Verdict.USER
+    assert judge("Kannst du mir das Wetter sagen?", REPLY, ("de", "en")) is Verdict.USER
+
+
+@pytest.mark.parametrize("said", ["Stop.", "Wait, wait.", "Warte mal.", "Arrête !", "Basta.",
+                                  "Aspetta.", "Wacht even.", "Czekaj."])
+def test_a_stop_word_interrupts_even_inside_echo(said: str) -> None:
+    assert judge(said, REPLY, ("en",)) is Verdict.USER
+    assert judge(f"capital of Germany {said}", REPLY, ("en",)) is Verdict.USER
+
+
+def test_no_words_is_nothing() -> None:
+    assert judge("", REPLY, ("en",)) is Verdict.NOTHING
+    assert judge(" ... ", REPLY, ("en",)) is Verdict.NOTHING
+
+
+def test_folding_drops_case_diacritics_apostrophes_and_punctuation() -> None:
+    assert fold("D'accord, Sí! Właśnie — Genau.") == ["daccord", "si", "wlasnie", "genau"]

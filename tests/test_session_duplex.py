@@ -1,0 +1,143 @@
+"""Speech over a reply, with fake engines: backchannels, echo and noise do not cut it, the
+user's words do, and a reply cut off by noise resumes from the word where it stopped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.fakes import FakeChat, FakeTranscriber, silence
+from tests.test_session import Harness, run
+from voice.protocol import SessionUpdate
+
+STORY = " ".join(f"Sentence number {n} is here." for n in range(40))
+
+
+async def replying(h: Harness, interruption: dict[str, Any] | None = None) -> None:
+    """The user asks; the story's audio starts going out."""
+    if interruption is not None:
+        await h.session.handle(SessionUpdate("e1", {"type": "realtime",
+                                                    "interruption": interruption}))
+    await h.speak()
+    await h.wait_for(lambda: len(h.of("response.output_audio.delta")) >= 3)
+
+
+def speech_starts(h: Harness) -> int:
+    return len(h.of("input_audio_buffer.speech_started"))
+
+
+def test_a_backchannel_over_the_reply_neither_cuts_it_nor_starts_a_turn() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Mhm, genau.", "de")]),
+                    FakeChat([STORY]))
+        await replying(h)
+        await h.speak(seconds=0.4)
+        await h.wait_for(lambda: bool(h.of("input_audio_buffer.backchannel")))
+        await h.wait_done()
+        heard = h.of("input_audio_buffer.backchannel")[0].fields
+        assert heard["transcript"] == "Mhm, genau." and heard["item_id"] is None
+        assert heard["audio_end_ms"] > heard["audio_start_ms"]
+        assert speech_starts(h) == 1  # only the question's
+        assert [d.fields["response"]["status"] for d in h.of("response.done")] == ["completed"]
+        assert [i.text for i in h.session.history if i.role == "user"] == ["Tell me a story"]
+    run(scenario)
+
+
+def test_a_backchannel_is_kept_in_the_history_when_the_client_asks() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Oui, d'accord.", "fr")]),
+                    FakeChat([STORY]))
+        await replying(h, {"backchannels": "keep"})
+        await h.speak(seconds=0.4)
+        await h.wait_done()
+        kept = h.of("input_audio_buffer.backchannel")[0].fields["item_id"]
+        users = [i for i in h.session.history if i.role == "user"]
+        assert [(i.item_id, i.text) for i in users][1:] == [(kept, "Oui, d'accord.")]
+        assert len(h.of("response.done")) == 1
+    run(scenario)
+
+
+def test_the_replys_own_echo_does_not_cut_it() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"),
+                                     ("sentence number is here sentence number", "en")]),
+                    FakeChat([STORY]))
+        await replying(h)
+        await h.speak(seconds=0.5)
+        await h.wait_done()
+        assert speech_starts(h) == 1
+        assert h.of("response.done")[0].fields["response"]["status"] == "completed"
+        assert not h.of("input_audio_buffer.backchannel")
+    run(scenario)
+
+
+def test_the_users_words_cut_the_reply_from_the_moment_they_began() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Stop, what about Rome?", "en")]),
+                    FakeChat([STORY, "Rome is lovely."]))
+        await replying(h)
+        await h.speak(seconds=0.8)
+        await h.wait_done(2)
+        first, second = (d.fields["response"] for d in h.of("response.done"))
+        assert first["status"] == "cancelled"
+        assert first["status_details"]["reason"] == "turn_detected"
+        assert second["status"] == "completed"
+        started = h.of("input_audio_buffer.speech_started")
+        assert len(started) == 2
+        # The question took 0.6 s of speech and 0.7 s of silence: the interruption began
+        # after that, whenever the judge confirmed it.
+        assert started[1].fields["audio_start_ms"] >= 1000
+        assert [i.text for i in h.session.history if i.role == "user"][-1] == \
+            "Stop, what about Rome?"
+    run(scenario)
+
+
+def test_noise_over_the_reply_does_not_cut_it() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("", "en")]),
+                    FakeChat([STORY]))
+        await replying(h)
+        await h.speak(seconds=0.3)
+        await h.wait_done()
+        assert speech_starts(h) == 1
+        assert h.of("response.done")[0].fields["response"]["status"] == "completed"
+    run(scenario)
+
+
+def test_a_reply_cut_off_by_noise_resumes_from_the_word_where_it_stopped() -> None:
+    async def scenario() -> None:
+        # Without the guard any speech cuts the reply at once; the cough transcribes to
+        # nothing, so the reply goes on as a new response (the model continues after what it
+        # had written: FakeChat strips that prefix from the scripted reply).
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("", "en")]),
+                    FakeChat([STORY, STORY], delay_s=0.02))
+        await replying(h, {"guard": False})
+        await h.send_audio(silence(1.0))  # a second of the story is heard
+        await h.speak(seconds=0.3)
+        await h.wait_done(2)
+        first, second = (d.fields["response"] for d in h.of("response.done"))
+        assert (first["status"], second["status"]) == ("cancelled", "completed")
+        resumed = h.of("response.resumed")[0].fields
+        assert resumed["resumed_response_id"] == first["id"]
+        assert resumed["response_id"] == second["id"]
+        assistant = [i for i in h.session.history if i.role == "assistant"]
+        heard, rest = assistant[0].text.split(), assistant[1].text.split()
+        assert resumed["word_index"] == len(heard) > 0
+        assert heard + rest == STORY.split()  # nothing lost, nothing said twice
+        assert speech_starts(h) == 2
+    run(scenario)
+
+
+def test_interruption_settings_are_checked_and_shown_once_changed() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([]), FakeChat([]))
+        await h.session.handle(SessionUpdate("e1", {"type": "realtime"}))
+        assert "interruption" not in h.of("session.updated")[-1].fields["session"]
+        await h.session.handle(SessionUpdate("e2", {"interruption": {"min_speech_ms": -1}}))
+        await h.session.handle(SessionUpdate("e3", {"interruption": {"backchannels": "x"}}))
+        assert [e.fields["error"]["param"] for e in h.of("error")] == [
+            "session.interruption.min_speech_ms", "session.interruption.backchannels"]
+        await h.session.handle(SessionUpdate("e4", {"interruption": {"guard": False}}))
+        shown = h.of("session.updated")[-1].fields["session"]["interruption"]
+        assert shown["guard"] is False and shown["resume"] is True
+        assert h.session.turns.policy.guard is False
+    run(scenario)
