@@ -1,0 +1,373 @@
+"""Full duplex on a simulated laptop: does the assistant interrupt itself, and does the user?
+
+    .venv/bin/python -m benchmarks.full_duplex --url ws://127.0.0.1:8811/v1/realtime
+
+A client that behaves like ``voice-mic`` on laptop speakers, in real time (20 ms frames): it
+plays the reply audio it receives, the "room" plays it back into the microphone (``sox reverb``
+impulse response, 20-200 ms later, 6-20 dB quieter, half the replies with background noise at
+-45 dBFS), optionally through voice-mic's echo canceller (:class:`clients.mic.echo.
+EchoCanceller`), and it stops playback on ``input_audio_buffer.speech_started`` as Realtime
+clients do. Each reply answers a spoken question (Piper English; a real recording in the
+other languages); then, 1.5 s into the reply's playback, the scenario adds:
+
+- ``echo``: nothing. Any speech_started or turn_detected cancel is a self-interruption.
+- ``interrupt``: the user talks over the reply (the head of a real recording in the reply's
+  language, or Piper's "Stop, wait a moment." in English). Reported: the delay from the start
+  of that speech to the moment playback stopped (speech_started arrived at the client).
+- ``backchannel``: an acknowledgement in the reply's language (espeak-ng, e.g. "genau"); it
+  must not interrupt.
+- ``noise``: a cough-like burst, a door knock, a noise burst; it must not interrupt, or with
+  the guard off, the reply must resume (``response.resumed``).
+
+Configurations: today's behaviour (``guard off, no AEC``) against ``AEC + guard``, in the same
+run, on the same server, and a few others with ``--configs``. Prints one line per reply and a
+summary table (medians, p90).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import dataclasses
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+import soxr
+from websockets.asyncio.client import connect
+
+from clients.mic.echo import EchoCanceller
+
+RATE = 24_000
+FRAME = RATE // 50  # 20 ms
+REAL = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "real"
+EVENT_AFTER_S = 1.5  # into the reply's playback
+INSTRUCTIONS = "Answer in three or four full sentences."
+BACKCHANNELS = {"en": "yeah", "de": "genau", "fr": "d'accord", "es": "vale", "it": "certo",
+                "nl": "ja hoor", "pt": "sim", "pl": "tak"}
+QUESTIONS = {"en": "Tell me about the city of Berlin.",
+             "de": "de_voxforge_05.wav", "fr": "fr_voxforge_02.wav", "es": "es_voxforge_03.wav",
+             "it": "it_voxforge_04.wav", "nl": "nl_voxforge_02.wav", "pt": "pt_voxforge_02.wav",
+             "pl": "pl_neon_02.wav"}
+INTERRUPTIONS = {"en": "Stop, wait a moment.", "de": "de_voxforge_03.wav",
+                 "fr": "fr_voxforge_03.wav", "es": "es_voxforge_01.wav",
+                 "it": "it_voxforge_01.wav", "nl": "nl_voxforge_04.wav",
+                 "pt": "pt_voxforge_04.wav", "pl": "pl_neon_01.wav"}
+
+
+# -- sounds -----------------------------------------------------------------------------------
+
+def piper(text: str) -> np.ndarray:
+    from tts.piper import PiperSynthesizer
+    from voice.models import ModelKind, ModelStore, default_model_names
+    name = default_model_names()[ModelKind.TTS]
+    voice = PiperSynthesizer(ModelStore(progress=False).resolve(name, ModelKind.TTS)
+                             / f"{name}.onnx")
+    chunks = list(voice.synthesize(text))
+    audio = np.concatenate([c.samples for c in chunks]).astype(np.float32) / 32768
+    return soxr.resample(audio, chunks[0].sample_rate, RATE).astype(np.float32)
+
+
+def espeak(language: str, text: str) -> np.ndarray:
+    wav = subprocess.run(["espeak-ng", "-v", language, "-s", "150", "--stdout", text],
+                         check=True, capture_output=True).stdout
+    with tempfile.NamedTemporaryFile(suffix=".wav") as file:
+        Path(file.name).write_bytes(wav)
+        audio, rate = soundfile.read(file.name, dtype="float32")
+    return soxr.resample(audio, rate, RATE).astype(np.float32) * 0.8
+
+
+def recording(name: str, seconds: float | None = None) -> np.ndarray:
+    audio, rate = soundfile.read(REAL / name, dtype="float32")
+    audio = audio.mean(axis=1) if audio.ndim > 1 else audio
+    audio = soxr.resample(audio, rate, RATE).astype(np.float32)
+    if seconds is not None:
+        onset = int(np.argmax(np.abs(audio) > 0.05))
+        audio = audio[max(0, onset - RATE // 10):onset + int(seconds * RATE)]
+    peak = float(np.abs(audio).max()) or 1.0
+    return audio * (0.5 / peak)
+
+
+def spoken(language: str, text_or_file: str, seconds: float | None = None) -> np.ndarray:
+    if text_or_file.endswith(".wav"):
+        return recording(text_or_file, seconds)
+    return piper(text_or_file) if language == "en" else espeak(language, text_or_file)
+
+
+def noises(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A cough (a filtered noise burst with a sharp attack), a door knock (two low thumps),
+    and a plain noise burst: all about 0.3-0.5 s."""
+    t = np.arange(int(0.35 * RATE)) / RATE
+    cough = rng.normal(0, 1, t.size) * np.exp(-t / 0.08)
+    cough = np.convolve(cough, np.ones(8) / 8, mode="same")
+    knock = np.zeros(int(0.5 * RATE))
+    for start in (0, int(0.2 * RATE)):
+        n = np.arange(int(0.08 * RATE))
+        knock[start:start + n.size] += np.sin(2 * np.pi * 90 * n / RATE) * np.exp(-n / 600)
+    burst = rng.normal(0, 1, int(0.3 * RATE))
+    return {name: (0.4 * sound / np.abs(sound).max()).astype(np.float32)
+            for name, sound in (("cough", cough), ("door", knock), ("burst", burst))}
+
+
+# -- the room ---------------------------------------------------------------------------------
+
+class Room:
+    """The speaker-to-microphone path: ``sox reverb`` impulse response, a delay and a gain,
+    applied to played audio frame by frame (FFT overlap-add)."""
+
+    def __init__(self, delay_ms: int, gain_db: float, reverb: int) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            dry, wet = Path(folder) / "dry.wav", Path(folder) / "wet.wav"
+            impulse = np.zeros(RATE // 2, np.float32)
+            impulse[0] = 0.5
+            soundfile.write(dry, impulse, RATE)
+            subprocess.run(["sox", "-q", str(dry), str(wet), "reverb", str(reverb), "50", "60"],
+                           check=True)
+            response, _ = soundfile.read(wet, dtype="float32")
+        response = response.mean(axis=1) if response.ndim > 1 else response
+        response = response / 0.5 * 10 ** (gain_db / 20)
+        delay = RATE * delay_ms // 1000
+        self.response = np.concatenate([np.zeros(delay, np.float32), response])
+        self.size = 1 << int(np.ceil(np.log2(self.response.size + FRAME)))
+        self.spectrum = np.fft.rfft(self.response, self.size)
+        self.tail = np.zeros(self.size, np.float32)
+
+    def echo(self, played: np.ndarray) -> np.ndarray:
+        out = np.fft.irfft(np.fft.rfft(played, self.size) * self.spectrum, self.size)
+        self.tail = np.concatenate([self.tail[FRAME:], np.zeros(FRAME, np.float32)])
+        self.tail += out.astype(np.float32)
+        return self.tail[:FRAME].copy()
+
+
+# -- one reply --------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    name: str
+    aec: bool
+    guard: bool
+
+
+@dataclasses.dataclass
+class Outcome:
+    config: str
+    scenario: str
+    language: str
+    detail: str
+    room: str
+    self_interruptions: int = 0  # speech_started that no injected sound explains
+    interrupted: bool = False  # the injected sound stopped playback
+    delay_ms: float | None = None  # from its onset to playback stopping
+    resumed: bool = False
+    backchannel_event: bool = False
+    played_s: float = 0.0
+    error: str | None = None
+
+
+def pcm(audio: np.ndarray) -> bytes:
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+async def one_reply(url: str, config: Config, scenario: str, language: str,
+                    question: np.ndarray, event: np.ndarray | None, detail: str,
+                    rng: random.Random, noisy: bool) -> Outcome:
+    delay_ms, gain_db = rng.randint(20, 200), rng.uniform(-20, -6)
+    reverb = rng.choice((30, 50, 70))
+    room = Room(delay_ms, gain_db, reverb)
+    outcome = Outcome(config.name, scenario, language, detail,
+                      f"{delay_ms}ms {gain_db:.0f}dB rv{reverb}{' noise' if noisy else ''}")
+    canceller = EchoCanceller(RATE) if config.aec else None
+    noise_rng = np.random.default_rng(rng.randint(0, 1 << 30))
+    playback: list[np.ndarray] = []  # queued reply audio
+    interrupted: set[str] = set()
+    pending: set[str] = set()  # responses created, not done
+    state: dict[str, Any] = {"first_play": None, "event_onset": None, "done": 0,
+                             "speech_starts": [], "asked": False}
+    user = np.concatenate([np.zeros(RATE // 2, np.float32), question])
+    async with connect(url, max_size=None) as ws:
+        await ws.send(json.dumps({"type": "session.update", "session": {
+            "type": "realtime", "instructions": INSTRUCTIONS, "max_output_tokens": 80,
+            "interruption": {"guard": config.guard}}}))
+
+        async def receive() -> None:
+            async for message in ws:
+                event_json = json.loads(message)
+                kind = event_json["type"]
+                now = time.monotonic()
+                if kind == "response.created":
+                    pending.add(event_json["response"]["id"])
+                elif kind == "response.output_audio.delta":
+                    if event_json["response_id"] not in interrupted:
+                        audio = np.frombuffer(base64.b64decode(event_json["delta"]), "<i2")
+                        playback.append(audio.astype(np.float32) / 32768)
+                elif kind == "input_audio_buffer.speech_started":
+                    state["speech_starts"].append(now)
+                    interrupted.update(pending)
+                    playback.clear()
+                    state["stop"] = True  # what is buffered too, at the next frame
+                elif kind == "response.done":
+                    pending.discard(event_json["response"]["id"])
+                    state["done"] += 1
+                elif kind == "response.resumed":
+                    outcome.resumed = True
+                elif kind == "input_audio_buffer.backchannel":
+                    outcome.backchannel_event = True
+                elif kind == "error":
+                    print("  server error:", event_json["error"].get("message"), file=sys.stderr)
+
+        receiver = asyncio.ensure_future(receive())
+        position, buffered = 0, np.zeros(0, np.float32)
+        started = time.monotonic()
+        tick = 0
+        quiet_since: float | None = None
+        event_at: int | None = None  # sample index in `user` where the event's sound starts
+        try:
+            while time.monotonic() - started < 60:
+                tick += 1
+                await asyncio.sleep(max(0.0, started + tick * 0.02 - time.monotonic()))
+                # What the speaker plays in these 20 ms.
+                if state.pop("stop", False):
+                    buffered = np.zeros(0, np.float32)
+                while buffered.size < FRAME and playback:
+                    buffered = np.concatenate([buffered, playback.pop(0)])
+                played = np.zeros(FRAME, np.float32)
+                take = min(FRAME, buffered.size)
+                played[:take], buffered = buffered[:take], buffered[take:]
+                if take and state["first_play"] is None:
+                    state["first_play"] = tick
+                outcome.played_s += take / RATE
+                # The event's sound, 1.5 s into the playback.
+                if (event is not None and event_at is None and state["first_play"] is not None
+                        and tick - state["first_play"] >= EVENT_AFTER_S * 50):
+                    event_at = position  # the question was sent before the reply came
+                    user = np.concatenate([np.zeros(position, np.float32), event])
+                    onset = int(np.argmax(np.abs(event) > 0.02))
+                    state["event_onset"] = time.monotonic() + onset / RATE
+                mic = np.zeros(FRAME, np.float32)
+                piece = user[position:position + FRAME]
+                mic[:piece.size] += piece
+                position += FRAME
+                mic += room.echo(played)
+                if noisy:
+                    mic += noise_rng.normal(0, 10 ** (-45 / 20), FRAME).astype(np.float32)
+                if canceller is not None:
+                    canceller.played((played * 32767).astype(np.int16))
+                    sent = canceller.captured((np.clip(mic, -1, 1) * 32767).astype(np.int16))
+                    data = sent.astype("<i2").tobytes()
+                else:
+                    data = pcm(mic)
+                if data:
+                    await ws.send(json.dumps({"type": "input_audio_buffer.append",
+                                              "audio": base64.b64encode(data).decode()}))
+                busy = pending or playback or buffered.size or position < user.size
+                if state["done"] and not busy:
+                    quiet_since = quiet_since or time.monotonic()
+                    if time.monotonic() - quiet_since > 2.0:
+                        break
+                else:
+                    quiet_since = None
+        finally:
+            receiver.cancel()
+    starts = state["speech_starts"][1:]  # the first is the question
+    onset = state["event_onset"]
+    caused = [s for s in starts if onset is not None and s >= onset - 0.1]
+    outcome.self_interruptions = len(starts) - len(caused)
+    if caused:
+        outcome.interrupted = True
+        outcome.delay_ms = (caused[0] - onset) * 1000
+    if state["first_play"] is None:
+        outcome.error = "no reply audio"
+    return outcome
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    sounds = noises(np.random.default_rng(args.seed))
+    configs = {"today": Config("guard off, no AEC", False, False),
+               "both": Config("AEC + guard", True, True),
+               "guard": Config("guard, no AEC", False, True),
+               "aec": Config("AEC, guard off", True, False)}
+    english = spoken("en", QUESTIONS["en"])
+    outcomes: list[Outcome] = []
+
+    async def run(config: Config, scenario: str, language: str, event: np.ndarray | None,
+                  detail: str, noisy: bool) -> None:
+        question = english if language == "en" else spoken(language, QUESTIONS[language])
+        outcome = await one_reply(args.url, config, scenario, language, question, event,
+                                  detail, rng, noisy)
+        outcomes.append(outcome)
+        print(f"{outcome.config:18} {scenario:11} {language} {detail:12} {outcome.room:22} "
+              f"self={outcome.self_interruptions} cut={outcome.interrupted} "
+              f"delay={outcome.delay_ms and round(outcome.delay_ms)} resumed={outcome.resumed} "
+              f"played={outcome.played_s:.1f}s {outcome.error or ''}", flush=True)
+
+    for name in args.configs:
+        for index in range(args.replies):
+            await run(configs[name], "echo", "en", None, "-", noisy=index % 2 == 1)
+    languages = list(QUESTIONS)
+    if args.events:
+        for name in args.event_configs:
+            config = configs[name]
+            for index, language in enumerate(languages):
+                await run(config, "interrupt", language,
+                          spoken(language, INTERRUPTIONS[language], 2.0), "words",
+                          noisy=index % 2 == 1)
+            for index, language in enumerate(languages):
+                await run(config, "backchannel", language,
+                          spoken(language, BACKCHANNELS[language]), BACKCHANNELS[language],
+                          noisy=index % 2 == 1)
+            for index, (kind, sound) in enumerate(sounds.items()):
+                await run(config, "noise", "en", sound, kind, noisy=index % 2 == 1)
+    summarize(outcomes)
+    return 0
+
+
+def summarize(outcomes: list[Outcome]) -> None:
+    print("\n| configuration | scenario | replies | self-interruptions (replies with one) | "
+          "cut by the event | resumed | delay p50 / p90 ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    keys = sorted({(o.config, o.scenario) for o in outcomes}, key=lambda k: (k[1], k[0]))
+    for config, scenario in keys:
+        group = [o for o in outcomes if (o.config, o.scenario) == (config, scenario)]
+        delays = [o.delay_ms for o in group if o.delay_ms is not None]
+        timing = (f"{statistics.median(delays):.0f} / {percentile(delays, 0.9):.0f}"
+                  if delays else "-")
+        errors = sum(o.error is not None for o in group)
+        count = f"{len(group)}" + (f" ({errors} without audio)" if errors else "")
+        print(f"| {config} | {scenario} | {count} "
+              f"| {sum(o.self_interruptions for o in group)} "
+              f"({sum(o.self_interruptions > 0 for o in group)}) "
+              f"| {sum(o.interrupted for o in group)} | {sum(o.resumed for o in group)} "
+              f"| {timing} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", default="ws://127.0.0.1:8811/v1/realtime")
+    parser.add_argument("--replies", type=int, default=20, help="echo-only replies per config")
+    parser.add_argument("--configs", nargs="+", default=["today", "both"],
+                        choices=["today", "both", "guard", "aec"])
+    parser.add_argument("--event-configs", nargs="+", default=["both", "today"],
+                        choices=["today", "both", "guard", "aec"])
+    parser.add_argument("--no-events", dest="events", action="store_false",
+                        help="only the echo-only replies")
+    parser.add_argument("--seed", type=int, default=7)
+    return asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
