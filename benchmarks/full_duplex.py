@@ -71,7 +71,7 @@ def piper(text: str) -> np.ndarray:
     from voice.models import ModelKind, ModelStore, default_model_names
     name = default_model_names()[ModelKind.TTS]
     voice = PiperSynthesizer(ModelStore(progress=False).resolve(name, ModelKind.TTS)
-                             / f"{name}.onnx")
+                             / f"{name}.onnx", deterministic=True)  # the same audio every run
     chunks = list(voice.synthesize(text))
     audio = np.concatenate([c.samples for c in chunks]).astype(np.float32) / 32768
     return soxr.resample(audio, chunks[0].sample_rate, RATE).astype(np.float32)
@@ -190,8 +190,8 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
     playback: list[np.ndarray] = []  # queued reply audio
     interrupted: set[str] = set()
     pending: set[str] = set()  # responses created, not done
-    state: dict[str, Any] = {"first_play": None, "event_onset": None, "done": 0,
-                             "speech_starts": [], "asked": False}
+    state: dict[str, Any] = {"first_play": None, "event_onset": None, "speech_starts": []}
+    watched: set[str] = set()  # the reply and its resumption: the run ends once they are done
     user = np.concatenate([np.zeros(RATE // 2, np.float32), question])
     async with connect(url, max_size=None) as ws:
         await ws.send(json.dumps({"type": "session.update", "session": {
@@ -205,6 +205,7 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                 now = time.monotonic()
                 if kind == "response.created":
                     pending.add(event_json["response"]["id"])
+                    state.setdefault("first", event_json["response"]["id"])
                 elif kind == "response.output_audio.delta":
                     if event_json["response_id"] not in interrupted:
                         audio = np.frombuffer(base64.b64decode(event_json["delta"]), "<i2")
@@ -216,9 +217,10 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                     state["stop"] = True  # what is buffered too, at the next frame
                 elif kind == "response.done":
                     pending.discard(event_json["response"]["id"])
-                    state["done"] += 1
+                    watched.discard(event_json["response"]["id"])
                 elif kind == "response.resumed":
                     outcome.resumed = True
+                    watched.add(event_json["response_id"])
                 elif kind == "input_audio_buffer.backchannel":
                     outcome.backchannel_event = True
                 elif kind == "error":
@@ -231,7 +233,7 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
         quiet_since: float | None = None
         event_at: int | None = None  # sample index in `user` where the event's sound starts
         try:
-            while time.monotonic() - started < 60:
+            while time.monotonic() - started < 45:
                 tick += 1
                 await asyncio.sleep(max(0.0, started + tick * 0.02 - time.monotonic()))
                 # What the speaker plays in these 20 ms.
@@ -268,8 +270,13 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                 if data:
                     await ws.send(json.dumps({"type": "input_audio_buffer.append",
                                               "audio": base64.b64encode(data).decode()}))
-                busy = pending or playback or buffered.size or position < user.size
-                if state["done"] and not busy:
+                if "first" in state and not state.get("watching"):
+                    state["watching"] = True
+                    watched.add(state["first"])
+                # The reply (and a resumption of it) done and played out: the turns that
+                # self-interruptions start are not followed further.
+                busy = watched or playback or buffered.size or position < user.size
+                if state.get("watching") and not busy:
                     quiet_since = quiet_since or time.monotonic()
                     if time.monotonic() - quiet_since > 2.0:
                         break
