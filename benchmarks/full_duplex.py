@@ -190,7 +190,8 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
     playback: list[np.ndarray] = []  # queued reply audio
     interrupted: set[str] = set()
     pending: set[str] = set()  # responses created, not done
-    state: dict[str, Any] = {"first_play": None, "event_onset": None, "speech_starts": []}
+    state: dict[str, Any] = {"first_play": None, "event_onset": None, "speech_starts": [],
+                             "first": None}
     watched: set[str] = set()  # the reply and its resumption: the run ends once they are done
     user = np.concatenate([np.zeros(RATE // 2, np.float32), question])
     async with connect(url, max_size=None) as ws:
@@ -205,9 +206,15 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                 now = time.monotonic()
                 if kind == "response.created":
                     pending.add(event_json["response"]["id"])
-                    state.setdefault("first", event_json["response"]["id"])
+                    if state["first"] is None:
+                        state["first"] = event_json["response"]["id"]
+                        watched.add(state["first"])
                 elif kind == "response.output_audio.delta":
-                    if event_json["response_id"] not in interrupted:
+                    # Only the reply under test (and its resumption) is played: the replies
+                    # to turns its echo started are not followed.
+                    response_id = event_json["response_id"]
+                    if response_id not in interrupted and (
+                            response_id == state["first"] or response_id in watched):
                         audio = np.frombuffer(base64.b64decode(event_json["delta"]), "<i2")
                         playback.append(audio.astype(np.float32) / 32768)
                 elif kind == "input_audio_buffer.speech_started":
@@ -270,13 +277,10 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                 if data:
                     await ws.send(json.dumps({"type": "input_audio_buffer.append",
                                               "audio": base64.b64encode(data).decode()}))
-                if "first" in state and not state.get("watching"):
-                    state["watching"] = True
-                    watched.add(state["first"])
                 # The reply (and a resumption of it) done and played out: the turns that
                 # self-interruptions start are not followed further.
                 busy = watched or playback or buffered.size or position < user.size
-                if state.get("watching") and not busy:
+                if state["first"] is not None and not busy:
                     quiet_since = quiet_since or time.monotonic()
                     if time.monotonic() - quiet_since > 2.0:
                         break

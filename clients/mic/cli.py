@@ -10,11 +10,12 @@ is written, and per turn the latency measured by the server from the end of your
 
 Which mode when:
 
-  hands-free (default)    With headphones or a headset. The server hears when you start and
-                          stop talking; talk over a reply to interrupt it (barge-in): playback
-                          stops at once and the server keeps only the part you heard. Without
-                          headphones the reply leaks from the speakers into the microphone and
-                          interrupts itself: use one of the two modes below.
+  hands-free (default)    Headphones, or laptop speakers (echo cancellation is on, and the
+                          server tells its own echo from you). The server hears when you start
+                          and stop talking; talk over a reply to interrupt it (barge-in):
+                          playback stops once your words are heard and the server keeps only
+                          the part you heard; "mhm" or "okay" does not interrupt. If the reply
+                          still interrupts itself on your hardware, use a mode below.
   --mute-while-speaking   Hands-free on laptop speakers: the microphone is not sent while the
                           reply plays (and a short tail after it), so the assistant does not
                           hear itself. You cannot interrupt it by voice; wait for it to finish.
