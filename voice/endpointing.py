@@ -4,7 +4,8 @@ The part of the session (``voice/session.py``) that feeds the VAD and acts on th
 :class:`~voice.turns.TurnTaker`'s pause effects: the detector set up for the session's turn
 detection, a final decode started at the first pause (:class:`Speculation`, kept if nothing
 follows), the turn model asked whether a paused turn is complete, and a reply written ahead
-(:class:`~voice.draft.Draft`) while the turn waits for its confirming silence. A mixin of
+(:class:`~voice.draft.Draft`) while the turn waits for its confirming silence; then the turn's
+start and end as events and items, and its final transcript. A mixin of
 :class:`~voice.session.Session`, whose fields it names below.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import numpy as np
@@ -22,13 +24,28 @@ from asr.whisper import TranscribeOptions, Transcript
 from llm.chat import Message
 from voice.conversation import Conversation, Item
 from voice.draft import Draft
+from voice.faults import engine_failure
 from voice.listening import UserAudio
 from voice.mcp_listing import SessionMcp
 from voice.partials import Partials
 from voice.ports import Engines, SpeechDetector
-from voice.protocol import AudioCommit, ProtocolError, SessionConfig
+from voice.protocol import (
+    AudioCommit,
+    AudioCommitted,
+    Error,
+    ItemAdded,
+    ItemDone,
+    ProtocolError,
+    ServerEvent,
+    SessionConfig,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptCompleted,
+    TranscriptFailed,
+    new_id,
+)
 from voice.reply import Reply
-from voice.reply_settings import active_tools, model_tools, prompt_messages, sampling_of
+from voice.reply_settings import TurnTimes, active_tools, model_tools, prompt_messages, sampling_of
 from voice.schedulers import Priority
 from voice.session_settings import SessionDefaults, Settings
 from voice.turns import EAGERNESS, PAUSE_MS, Effect, TurnPolicy, TurnTaker, UserPaused
@@ -52,6 +69,16 @@ def _retrieve(future: asyncio.Future[object]) -> None:
         future.exception()
 
 
+@dataclasses.dataclass
+class UserTurn:
+    """A committed user audio item on its way to a transcript."""
+
+    item: Item
+    audio: np.ndarray
+    times: TurnTimes
+    transcript: asyncio.Future[Transcript] | None = None
+
+
 class Endpointing:
     """The session's turn-end detection and early work (a mixin of Session)."""
 
@@ -71,6 +98,9 @@ class Endpointing:
     _pause_audio: np.ndarray
     _score_audio: np.ndarray
     _turn_audio: np.ndarray
+    _last_turn: UserTurn | None
+    _emit: Callable[[ServerEvent], Awaitable[None]]
+    error: Callable[[ProtocolError], Awaitable[None]]
     _speculation: Speculation | None
     _overlap: object | None
     _draft: Draft | None
@@ -264,3 +294,69 @@ class Endpointing:
             audio = self.audio.take_buffer()
         self._turn_audio = audio
         await self._apply(self.turns.commit())
+
+    # -- the user's turn -------------------------------------------------------------------
+
+    async def _user_started(self, at: int) -> None:
+        item = Item(new_id("item"), "user", audio=True)
+        self._speech_item = item
+        self._stop_partials()
+        if self.config.transcription and self.defaults.partial_interval_s > 0:
+            self._partials = Partials(item.item_id, self.id, self.engines.transcriber,
+                                      self._transcribe_options(), self.engines.asr,
+                                      self.defaults.partial_interval_s, self._emit)
+        await self._emit(SpeechStarted((at - self._detector_origin) * 1000 // ASR_RATE,
+                                       item.item_id))
+
+    async def _user_ended(self, at: int) -> None:
+        now = time.monotonic()
+        item = self._speech_item or Item(new_id("item"), "user", audio=True)
+        self._speech_item = None
+        self._stop_partials()  # a partial still running is abandoned, never awaited
+        if self._detector is not None:
+            times = TurnTimes(speech_end=self.audio.arrival_time(at, now), vad=now)
+            await self._emit(SpeechStopped((at - self._detector_origin) * 1000 // ASR_RATE,
+                                           item.item_id))
+        else:
+            times = TurnTimes(speech_end=now, vad=now)
+        previous = self.conversation.add(item)
+        await self._emit(AudioCommitted(item.item_id, previous))
+        await self._emit(ItemAdded(item.to_json(transcribed=False), previous))
+        turn = UserTurn(item, self._turn_audio, times)
+        speculation, self._speculation = self._speculation, None
+        decoding: asyncio.Future[Transcript] | None = None
+        if speculation is not None:
+            if speculation.at == at and speculation.audio.size == turn.audio.size:
+                decoding = speculation.decoding  # nothing was said since the pause: keep it
+            else:
+                speculation.decoding.cancel()
+        turn.transcript = self._spawn(  # type: ignore[assignment]
+            self._transcribe(turn, decoding))
+        self._last_turn = turn
+
+    async def _transcribe(self, turn: UserTurn,
+                          decoding: Awaitable[Transcript] | None = None) -> Transcript:
+        """The final transcript (of the decode started at the pause, if it is still right);
+        a failed decode is an error for the client and no reply."""
+        try:
+            transcript = await (decoding if decoding is not None else self._decode(turn.audio))
+        except Exception as error:
+            logger.exception("session %s: transcription of %s failed", self.id,
+                             turn.item.item_id)
+            failure = engine_failure("transcription_failed", "transcription", error)
+            if self.config.transcription:
+                await self._emit(TranscriptFailed(turn.item.item_id, 0,
+                                                  Error.of(failure).error))
+            await self.error(failure)
+            return Transcript("", self.config.language or "en", 0.0, 1.0, 0.0, 0.0,
+                              turn.audio.size / ASR_RATE, 0.0, "transcription_failed")
+        turn.times.transcript = time.monotonic()
+        turn.item.text = transcript.text
+        turn.item.language = transcript.language if transcript.text else None
+        if self.config.transcription:
+            await self._emit(TranscriptCompleted(
+                turn.item.item_id, 0, transcript.text,
+                {"type": "duration", "seconds": round(transcript.duration_s, 3)},
+                transcript.language, round(transcript.language_probability, 3)))
+        await self._emit(ItemDone(turn.item.to_json()))
+        return transcript

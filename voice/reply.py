@@ -18,19 +18,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-import numpy as np
-
 from asr.whisper import Transcript
 from llm.tools import Tool, ToolCall, ToolCallError, ToolCallParser
-from tts.segmenter import Segmenter, SegmenterConfig, speakable
-from voice.audio import ASR_RATE, encode_base64_pcm16, to_output
-from voice.conversation import Conversation, Item, heard_text
+from tts.segmenter import Segmenter, SegmenterConfig
+from voice.conversation import Conversation, Item
 from voice.draft import Draft
 from voice.faults import engine_failure
 from voice.mcp_listing import SessionMcp
 from voice.ports import Engines
 from voice.protocol import (
-    AudioDelta,
     AudioDone,
     AudioTranscriptDelta,
     AudioTranscriptDone,
@@ -50,6 +46,7 @@ from voice.protocol import (
     TextDone,
     response_object,
 )
+from voice.reply_audio import ReplyAudio
 from voice.reply_calls import ReplyCalls
 from voice.reply_settings import (
     ReplySettings,
@@ -63,8 +60,6 @@ from voice.schedulers import Priority
 
 logger = logging.getLogger(__name__)
 
-AUDIO_DELTA_MS = 200  # audio is sent in deltas of at most this length
-URGENT_BELOW_MS = 1000  # a piece is urgent while the client has less than this left to play
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +76,7 @@ class Resume:
     word_index: int
 
 
-class Reply:
+class Reply(ReplyAudio):
     """One response of one session. Run it with :meth:`run`; stop it with :meth:`cancel`."""
 
     def __init__(self, response_id: str, turn_id: str, item: Item, settings: ReplySettings,
@@ -126,14 +121,6 @@ class Reply:
         self._calls = ReplyCalls(response_id, owner, conversation, self.outputs, self._send,
                                  mcp.connector if mcp is not None else None, self._stopped)
 
-    @property
-    def audio_out(self) -> bool:
-        return "audio" in self.settings.modalities
-
-    @property
-    def cancelled(self) -> bool:
-        return self.cancel_event.is_set()
-
     def cancel(self, reason: str) -> None:
         if self.cancelled:
             return
@@ -144,41 +131,6 @@ class Reply:
             self._draft.cancel_event.set()  # its stream may be this reply's now
         logger.info("session %s: response %s cancelled (%s)", self._owner, self.response_id,
                     reason)
-
-    def heard_ms(self, at: int) -> float:
-        """How much of the reply's audio the user heard by media time ``at``."""
-        if self.audible_at is None:
-            return 0.0
-        return min(self.audio_sent_ms, max(0, at - self.audible_at) * 1000 / ASR_RATE)
-
-    def keep_heard(self, at: int) -> None:
-        """The reply stops at media time ``at``: its item keeps only what was heard (unless
-        the client already said how much it played)."""
-        if self.item.audio and not self.item.truncated_by_client:
-            self.item.text = heard_text(self.item.pieces, self.heard_ms(at))
-            self.item.status = "incomplete"
-
-    def audio_written(self, duration_ms: float) -> int:
-        """The transport wrote one of this reply's audio deltas (``duration_ms`` long) to
-        the socket. Returns the media time until which the client will be playing."""
-        if self.times.first_audio_sent is None:
-            self.times.first_audio_sent = time.monotonic()
-            self.audible_at = self._media_now()
-        self.audio_written_ms += duration_ms
-        assert self.audible_at is not None
-        return self.audible_at + int(self.audio_written_ms * ASR_RATE / 1000)
-
-    def spoken_around(self, at: int, before_ms: float = 4000, after_ms: float = 1500) -> str:
-        """The reply's words playing around media time ``at`` (what its echo may say)."""
-        if self.audible_at is None:
-            return ""
-        position = (at - self.audible_at) * 1000 / ASR_RATE
-        words, elapsed = [], 0.0
-        for text, duration in self.item.pieces:
-            if elapsed + duration >= position - before_ms and elapsed <= position + after_ms:
-                words.append(text)
-            elapsed += duration
-        return " ".join(words)
 
     async def _send(self, event: ServerEvent) -> None:
         """Send an event of this reply; dropped once it is cancelled (in one place)."""
@@ -285,28 +237,6 @@ class Reply:
                               prefix=resume.written)
         await self._write_and_speak(write)
 
-    async def _write_and_speak(
-            self, write: Callable[[asyncio.Queue[str | None]], Awaitable[None]]) -> None:
-        """Run ``write`` (text into the queue of pieces) while the pieces are spoken."""
-        pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        speaker = asyncio.ensure_future(self._speak(pieces)) if self.audio_out else None
-        speech_error: BaseException | None = None
-        try:
-            await write(pieces)
-        except BaseException:
-            self.cancel_event.set()  # failed or cancelled: stop speaking at once
-            raise
-        finally:
-            await pieces.put(None)
-            if speaker is not None:
-                if self.cancelled:
-                    speaker.cancel()
-                [outcome] = await asyncio.gather(speaker, return_exceptions=True)
-                if isinstance(outcome, Exception):
-                    speech_error = outcome
-        if speech_error is not None:
-            raise speech_error
-
     async def _write(self, messages: list[Any], pieces: asyncio.Queue[str | None], *,
                      lead: str = "", prefix: str | None = "") -> None:
         """Pull LLM deltas in a worker thread; stream them as text and as speakable pieces.
@@ -392,49 +322,6 @@ class Reply:
                 for piece in segmenter.feed(output):
                     await pieces.put(piece)
 
-    async def _speak(self, pieces: asyncio.Queue[str | None]) -> None:
-        """Synthesize pieces as they come and send their audio at once, in small deltas.
-        If synthesis fails, generation is stopped too and the error is raised."""
-        try:
-            await self._speak_pieces(pieces)
-        except Exception:
-            self.cancel_event.set()
-            raise
-
-    def _tts_priority(self) -> Priority:
-        """The piece whose audio is needed soonest goes first: urgent while the client has
-        little of this reply left to play."""
-        left_ms = self.audio_sent_ms - self.heard_ms(self._media_now())
-        return Priority.URGENT if left_ms < URGENT_BELOW_MS else Priority.NORMAL
-
-    async def _speak_pieces(self, pieces: asyncio.Queue[str | None]) -> None:
-        tts = self._engines.tts
-        voice = await self._run_engine(tts, self._engines.voices.for_language, self.language,
-                                       priority=Priority.URGENT)
-        out_rate = self.settings.output_rate
-        step = out_rate * AUDIO_DELTA_MS // 1000
-        while (piece := await pieces.get()) is not None:
-            if self.cancelled:
-                return
-            text = speakable(piece)
-            if not text:
-                continue
-            audio = await self._run_engine(tts, _synthesize, voice, text, out_rate,
-                                           priority=self._tts_priority())
-            if self.cancelled:
-                return
-            if self.times.first_audio_ready is None:
-                self.times.first_audio_ready = time.monotonic()
-            for start in range(0, audio.size, step):
-                await self._send(AudioDelta(**self._ids(),
-                                            delta=encode_base64_pcm16(audio[start:start + step])))
-            duration_ms = audio.size * 1000 / out_rate
-            if not self.cancelled:
-                self.audio_sent_ms += duration_ms
-                self.item.pieces.append((piece, duration_ms))
-                if not self.item.truncated_by_client:
-                    self.item.text = " ".join(text for text, _ in self.item.pieces)
-
     async def _finish(self, status: str) -> None:
         item = self.item
         for call in self.outputs:
@@ -471,9 +358,3 @@ class Reply:
             error=None if failure is None else {"type": failure.error_type,
                                                 "code": failure.code},
             metadata=self.settings.metadata)))
-
-
-def _synthesize(voice: Any, text: str, out_rate: int) -> np.ndarray:
-    """One piece as int16 at the client's rate (runs in a TTS worker thread)."""
-    chunks = [to_output(c.samples, c.sample_rate, out_rate) for c in voice.synthesize(text)]
-    return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)

@@ -16,7 +16,6 @@ event loop only moves data.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,8 +25,7 @@ import numpy as np
 from asr.whisper import Transcript
 from voice.conversation import Conversation, Item
 from voice.draft import Draft
-from voice.endpointing import Endpointing, Speculation
-from voice.faults import engine_failure
+from voice.endpointing import Endpointing, Speculation, UserTurn
 from voice.interruptions import Interruptions, Overlap
 from voice.listening import BufferTooLongError, UserAudio
 from voice.mcp_client import McpConnector
@@ -40,7 +38,6 @@ from voice.protocol import (
     AudioClear,
     AudioCleared,
     AudioCommit,
-    AudioCommitted,
     AudioDelta,
     ClientEvent,
     Error,
@@ -61,10 +58,6 @@ from voice.protocol import (
     SessionCreated,
     SessionUpdate,
     SessionUpdated,
-    SpeechStarted,
-    SpeechStopped,
-    TranscriptCompleted,
-    TranscriptFailed,
     mcp_servers_of,
     new_id,
 )
@@ -91,16 +84,6 @@ logger = logging.getLogger(__name__)
 ASR_RATE = 16_000
 
 __all__ = ["LATENCY_STAGES", "Session", "SessionDefaults", "SessionLimitError"]
-
-
-@dataclasses.dataclass
-class UserTurn:
-    """A committed user audio item on its way to a transcript."""
-
-    item: Item
-    audio: np.ndarray
-    times: TurnTimes
-    transcript: asyncio.Future[Transcript] | None = None
 
 
 class Session(Endpointing, Interruptions):
@@ -335,70 +318,6 @@ class Session(Endpointing, Interruptions):
                 self._overlap_ended(effect)
             elif isinstance(effect, ResumeReply) and not self._resume(effect):
                 self.turns.reply_ended(effect.reply_id)  # nothing left to say
-
-    async def _user_started(self, at: int) -> None:
-        item = Item(new_id("item"), "user", audio=True)
-        self._speech_item = item
-        self._stop_partials()
-        if self.config.transcription and self.defaults.partial_interval_s > 0:
-            self._partials = Partials(item.item_id, self.id, self.engines.transcriber,
-                                      self._transcribe_options(), self.engines.asr,
-                                      self.defaults.partial_interval_s, self._emit)
-        await self._emit(SpeechStarted((at - self._detector_origin) * 1000 // ASR_RATE,
-                                       item.item_id))
-
-    async def _user_ended(self, at: int) -> None:
-        now = time.monotonic()
-        item = self._speech_item or Item(new_id("item"), "user", audio=True)
-        self._speech_item = None
-        self._stop_partials()  # a partial still running is abandoned, never awaited
-        if self._detector is not None:
-            times = TurnTimes(speech_end=self.audio.arrival_time(at, now), vad=now)
-            await self._emit(SpeechStopped((at - self._detector_origin) * 1000 // ASR_RATE,
-                                           item.item_id))
-        else:
-            times = TurnTimes(speech_end=now, vad=now)
-        previous = self.conversation.add(item)
-        await self._emit(AudioCommitted(item.item_id, previous))
-        await self._emit(ItemAdded(item.to_json(transcribed=False), previous))
-        turn = UserTurn(item, self._turn_audio, times)
-        speculation, self._speculation = self._speculation, None
-        decoding: asyncio.Future[Transcript] | None = None
-        if speculation is not None:
-            if speculation.at == at and speculation.audio.size == turn.audio.size:
-                decoding = speculation.decoding  # nothing was said since the pause: keep it
-            else:
-                speculation.decoding.cancel()
-        turn.transcript = self._spawn(  # type: ignore[assignment]
-            self._transcribe(turn, decoding))
-        self._last_turn = turn
-
-    async def _transcribe(self, turn: UserTurn,
-                          decoding: Awaitable[Transcript] | None = None) -> Transcript:
-        """The final transcript (of the decode started at the pause, if it is still right);
-        a failed decode is an error for the client and no reply."""
-        try:
-            transcript = await (decoding if decoding is not None else self._decode(turn.audio))
-        except Exception as error:
-            logger.exception("session %s: transcription of %s failed", self.id,
-                             turn.item.item_id)
-            failure = engine_failure("transcription_failed", "transcription", error)
-            if self.config.transcription:
-                await self._emit(TranscriptFailed(turn.item.item_id, 0,
-                                                  Error.of(failure).error))
-            await self.error(failure)
-            return Transcript("", self.config.language or "en", 0.0, 1.0, 0.0, 0.0,
-                              turn.audio.size / ASR_RATE, 0.0, "transcription_failed")
-        turn.times.transcript = time.monotonic()
-        turn.item.text = transcript.text
-        turn.item.language = transcript.language if transcript.text else None
-        if self.config.transcription:
-            await self._emit(TranscriptCompleted(
-                turn.item.item_id, 0, transcript.text,
-                {"type": "duration", "seconds": round(transcript.duration_s, 3)},
-                transcript.language, round(transcript.language_probability, 3)))
-        await self._emit(ItemDone(turn.item.to_json()))
-        return transcript
 
     # -- replies --------------------------------------------------------------------------
 

@@ -1,0 +1,160 @@
+"""The audio side of a reply: synthesis of its pieces, and what the client played and heard.
+
+A mixin of :class:`~voice.reply.Reply`: pieces are synthesized (in the TTS scheduler's
+threads) as the text is written and their audio is sent at once, in small deltas; the media
+clock (the user's audio received) says how much of it the client has played, which is what a
+barge-in keeps, what the TTS priority follows and what an echo of the reply may say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from tts.segmenter import speakable
+from voice.audio import ASR_RATE, encode_base64_pcm16, to_output
+from voice.conversation import Item, heard_text
+from voice.ports import Engines
+from voice.protocol import AudioDelta, ServerEvent
+from voice.reply_settings import ReplySettings, TurnTimes
+from voice.schedulers import Priority
+
+AUDIO_DELTA_MS = 200  # audio is sent in deltas of at most this length
+URGENT_BELOW_MS = 1000  # a piece is urgent while the client has less than this left to play
+
+
+class ReplyAudio:
+    """Synthesis and playback accounting of one reply (a mixin of Reply)."""
+
+    item: Item
+    settings: ReplySettings
+    times: TurnTimes
+    cancel_event: threading.Event
+    audio_sent_ms: float
+    audio_written_ms: float
+    audible_at: int | None
+    language: str
+    _engines: Engines
+    _media_now: Callable[[], int]
+    _send: Callable[[ServerEvent], Awaitable[None]]
+    _run_engine: Callable[..., Awaitable[Any]]
+    _ids: Callable[[], dict[str, Any]]
+
+    @property
+    def audio_out(self) -> bool:
+        return "audio" in self.settings.modalities
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def heard_ms(self, at: int) -> float:
+        """How much of the reply's audio the user heard by media time ``at``."""
+        if self.audible_at is None:
+            return 0.0
+        return min(self.audio_sent_ms, max(0, at - self.audible_at) * 1000 / ASR_RATE)
+
+    def keep_heard(self, at: int) -> None:
+        """The reply stops at media time ``at``: its item keeps only what was heard (unless
+        the client already said how much it played)."""
+        if self.item.audio and not self.item.truncated_by_client:
+            self.item.text = heard_text(self.item.pieces, self.heard_ms(at))
+            self.item.status = "incomplete"
+
+    def audio_written(self, duration_ms: float) -> int:
+        """The transport wrote one of this reply's audio deltas (``duration_ms`` long) to
+        the socket. Returns the media time until which the client will be playing."""
+        if self.times.first_audio_sent is None:
+            self.times.first_audio_sent = time.monotonic()
+            self.audible_at = self._media_now()
+        self.audio_written_ms += duration_ms
+        assert self.audible_at is not None
+        return self.audible_at + int(self.audio_written_ms * ASR_RATE / 1000)
+
+    def spoken_around(self, at: int, before_ms: float = 4000, after_ms: float = 1500) -> str:
+        """The reply's words playing around media time ``at`` (what its echo may say)."""
+        if self.audible_at is None:
+            return ""
+        position = (at - self.audible_at) * 1000 / ASR_RATE
+        words, elapsed = [], 0.0
+        for text, duration in self.item.pieces:
+            if elapsed + duration >= position - before_ms and elapsed <= position + after_ms:
+                words.append(text)
+            elapsed += duration
+        return " ".join(words)
+
+    async def _write_and_speak(
+            self, write: Callable[[asyncio.Queue[str | None]], Awaitable[None]]) -> None:
+        """Run ``write`` (text into the queue of pieces) while the pieces are spoken."""
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        speaker = asyncio.ensure_future(self._speak(pieces)) if self.audio_out else None
+        speech_error: BaseException | None = None
+        try:
+            await write(pieces)
+        except BaseException:
+            self.cancel_event.set()  # failed or cancelled: stop speaking at once
+            raise
+        finally:
+            await pieces.put(None)
+            if speaker is not None:
+                if self.cancelled:
+                    speaker.cancel()
+                [outcome] = await asyncio.gather(speaker, return_exceptions=True)
+                if isinstance(outcome, Exception):
+                    speech_error = outcome
+        if speech_error is not None:
+            raise speech_error
+
+    async def _speak(self, pieces: asyncio.Queue[str | None]) -> None:
+        """Synthesize pieces as they come and send their audio at once, in small deltas.
+        If synthesis fails, generation is stopped too and the error is raised."""
+        try:
+            await self._speak_pieces(pieces)
+        except Exception:
+            self.cancel_event.set()
+            raise
+
+    def _tts_priority(self) -> Priority:
+        """The piece whose audio is needed soonest goes first: urgent while the client has
+        little of this reply left to play."""
+        left_ms = self.audio_sent_ms - self.heard_ms(self._media_now())
+        return Priority.URGENT if left_ms < URGENT_BELOW_MS else Priority.NORMAL
+
+    async def _speak_pieces(self, pieces: asyncio.Queue[str | None]) -> None:
+        tts = self._engines.tts
+        voice = await self._run_engine(tts, self._engines.voices.for_language, self.language,
+                                       priority=Priority.URGENT)
+        out_rate = self.settings.output_rate
+        step = out_rate * AUDIO_DELTA_MS // 1000
+        while (piece := await pieces.get()) is not None:
+            if self.cancelled:
+                return
+            text = speakable(piece)
+            if not text:
+                continue
+            audio = await self._run_engine(tts, _synthesize, voice, text, out_rate,
+                                           priority=self._tts_priority())
+            if self.cancelled:
+                return
+            if self.times.first_audio_ready is None:
+                self.times.first_audio_ready = time.monotonic()
+            for start in range(0, audio.size, step):
+                await self._send(AudioDelta(**self._ids(),
+                                            delta=encode_base64_pcm16(audio[start:start + step])))
+            duration_ms = audio.size * 1000 / out_rate
+            if not self.cancelled:
+                self.audio_sent_ms += duration_ms
+                self.item.pieces.append((piece, duration_ms))
+                if not self.item.truncated_by_client:
+                    self.item.text = " ".join(text for text, _ in self.item.pieces)
+
+
+def _synthesize(voice: Any, text: str, out_rate: int) -> np.ndarray:
+    """One piece as int16 at the client's rate (runs in a TTS worker thread)."""
+    chunks = [to_output(c.samples, c.sample_rate, out_rate) for c in voice.synthesize(text)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
