@@ -4,8 +4,8 @@ undone.
 The part of the session (``voice/session.py``) that carries out the
 :class:`~voice.turns.TurnTaker`'s overlap effects. While speech that started over an audible
 reply is unconfirmed (``OverlapStarted``), its audio so far is transcribed quickly (a fitted
-window, no retry, a few tokens, in the reply's language) every :data:`JUDGE_STEP_MS` of new
-speech, one decode at a time, and :func:`voice.overlap.judge` compares the words with the
+window, no retry, a few tokens, in the reply's language) once it lasted ``min_speech_ms``, then
+every :data:`JUDGE_STEP_MS`, one decode at a time, and :func:`voice.overlap.judge` compares the words with the
 reply's words playing then. Once it is the user's words, the TurnTaker makes it a barge-in.
 When it ends unconfirmed (``OverlapEnded``), its whole audio is transcribed as a final
 transcript: the user's words become a turn (that transcript is kept for it), a backchannel is
@@ -36,7 +36,7 @@ from voice.turns import Backchannel, Effect, OverlapEnded, ResumeReply, TurnTake
 
 logger = logging.getLogger(__name__)
 ASR_RATE = 16_000
-JUDGE_STEP_MS = 200  # a new look at the overlap after this much more of it
+JUDGE_STEP_MS = 200  # a new look at the overlap after this much more of it (once judged)
 JUDGE_TOKENS = 24  # a few words are enough to tell
 
 
@@ -115,7 +115,10 @@ class Interruptions:
         if overlap.decoding is not None and not overlap.decoding.done():
             return
         now = self.turns.now
-        if now - max(overlap.start, overlap.judged_until) < JUDGE_STEP_MS * ASR_RATE // 1000:
+        # The first look once the speech is long enough to interrupt, then every step.
+        due = (overlap.judged_until + JUDGE_STEP_MS * ASR_RATE // 1000 if overlap.judged_until
+               else overlap.start + self.config.interruption.min_speech_ms * ASR_RATE // 1000)
+        if now < due:
             return
         overlap.judged_until = now
         overlap.decoding = self._spawn(self._judge_overlap(overlap, detector,
