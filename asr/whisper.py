@@ -79,8 +79,9 @@ class TranscribeOptions:
     compression_ratio_threshold: float = 2.4
     max_new_tokens: int | None = None
     # A decode in a fitted window that looks wrong is decoded again in the 30 s window (about
-    # 0.9 s on a 2-core CPU). False keeps the fitted decode's trustworthy part instead: for
-    # a quick look at a few words (what someone said over a reply), not for a final transcript.
+    # 0.9 s on a 2-core CPU). False keeps the fitted decode's trustworthy part instead (none
+    # of a loop): for a quick look at a few words (what someone said over a reply), not for a
+    # final transcript.
     retry_full_window: bool = True
 
 
@@ -280,6 +281,8 @@ class Transcriber:
                             "the 30 s window", frames, problem)
                 retry.append(dataclasses.replace(pending, language=(language, probability)))
                 continue
+            if problem in ("runaway", "repetitive") and not pending.options.retry_full_window:
+                text = ""  # a loop, not speech: nothing of it is trustworthy
             # As faster-whisper: the mean log probability counts the end token; an empty
             # decode yields no segment at all.
             segments = [_Segment(text, result.scores[0] * len(tokens) / (len(tokens) + 1),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voice.overlap import Verdict, fold, is_backchannel, judge
+from voice.overlap import Judgement, Verdict, fold, is_backchannel, judge
 
 REPLY = ("Berlin is the capital of Germany. It has about three point seven million people "
          "and many museums on its island in the river Spree.")
@@ -18,41 +18,47 @@ REPLY = ("Berlin is the capital of Germany. It has about three point seven milli
     ("pt", "Sim."), ("pt", "Tá bom."), ("pl", "Tak."), ("pl", "No tak."), ("pl", "Właśnie."),
 ])
 def test_acknowledgements_in_eight_languages_are_backchannels(language: str, said: str) -> None:
-    assert judge(said, REPLY, (language,)) is Verdict.BACKCHANNEL
+    assert judge(said, REPLY, (language,)).verdict is Verdict.BACKCHANNEL
 
 
 def test_a_backchannel_has_a_length_limit() -> None:
     assert not is_backchannel(fold("yeah yeah yeah okay right"), ("en",))
-    assert judge("Yeah, right, but what about Hamburg?", REPLY, ("en",)) is Verdict.USER
+    assert judge("Yeah, right, but what about Hamburg?", REPLY, ("en",)).verdict is Verdict.USER
 
 
 def test_a_word_that_acknowledges_in_one_language_only_counts_in_that_language() -> None:
-    assert judge("No.", REPLY, ("pl",)) is Verdict.BACKCHANNEL  # Polish "no": yes, well
-    assert judge("No.", REPLY, ("en",)) is Verdict.USER
+    assert judge("No.", REPLY, ("pl",)).verdict is Verdict.BACKCHANNEL  # Polish "no": yes, well
+    assert judge("No.", REPLY, ("en",)).verdict is Verdict.USER
 
 
 def test_the_replys_own_words_are_echo_even_when_recognised_slightly_wrong() -> None:
-    assert judge("the capital of Germany", REPLY, ("en",)) is Verdict.ECHO
-    assert judge("three point seven millions people", REPLY, ("en",)) is Verdict.ECHO
-    assert judge("museum on it's island in the river spray", REPLY, ("en",)) is Verdict.ECHO
+    assert judge("the capital of Germany", REPLY, ("en",)).verdict is Verdict.ECHO
+    assert judge("three point seven millions people", REPLY, ("en",)).verdict is Verdict.ECHO
+    assert judge("museum on it's island in the river spray", REPLY, ("en",)).verdict is Verdict.ECHO
 
 
 def test_words_of_the_users_own_interrupt() -> None:
-    assert judge("What about Munich instead?", REPLY, ("en",)) is Verdict.USER
-    assert judge("Kannst du mir das Wetter sagen?", REPLY, ("de", "en")) is Verdict.USER
+    assert judge("What about Munich instead?", REPLY, ("en",)).verdict is Verdict.USER
+    assert judge("Kannst du mir das Wetter sagen?", REPLY, ("de", "en")).verdict is Verdict.USER
 
 
 @pytest.mark.parametrize("said", ["Stop.", "Wait, wait.", "Warte mal.", "Arrête !", "Basta.",
                                   "Aspetta.", "Wacht even.", "Czekaj."])
 def test_a_stop_word_interrupts_even_inside_echo(said: str) -> None:
-    assert judge(said, REPLY, ("en",)) is Verdict.USER
-    assert judge(f"capital of Germany {said}", REPLY, ("en",)) is Verdict.USER
+    assert judge(said, REPLY, ("en",)).verdict is Verdict.USER
+    assert judge(f"capital of Germany {said}", REPLY, ("en",)).verdict is Verdict.USER
 
 
 def test_no_words_is_nothing() -> None:
-    assert judge("", REPLY, ("en",)) is Verdict.NOTHING
-    assert judge(" ... ", REPLY, ("en",)) is Verdict.NOTHING
+    assert judge("", REPLY, ("en",)).verdict is Verdict.NOTHING
+    assert judge(" ... ", REPLY, ("en",)).verdict is Verdict.NOTHING
 
 
 def test_folding_drops_case_diacritics_apostrophes_and_punctuation() -> None:
     assert fold("D'accord, Sí! Właśnie — Genau.") == ["daccord", "si", "wlasnie", "genau"]
+
+
+def test_one_or_two_words_of_the_users_own_need_a_second_look_and_a_stop_word_does_not() -> None:
+    assert judge("For London.", REPLY, ("en",)) == Judgement(Verdict.USER, sure=False)
+    assert judge("What about Munich or Hamburg?", REPLY, ("en",)) == Judgement(Verdict.USER)
+    assert judge("Stop.", REPLY, ("en",)) == Judgement(Verdict.USER, sure=True)

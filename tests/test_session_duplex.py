@@ -141,3 +141,21 @@ def test_interruption_settings_are_checked_and_shown_once_changed() -> None:
         assert shown["guard"] is False and shown["resume"] is True
         assert h.session.turns.policy.guard is False
     run(scenario)
+
+
+def test_a_short_unclear_word_over_the_reply_does_not_cut_it_but_a_stop_word_does() -> None:
+    async def scenario() -> None:
+        # 0.2 s of speech: over before the first look; the final transcript alone decides.
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Rome please", "en"),
+                                     ("Stop", "en")]),
+                    FakeChat([STORY, "Okay."]))
+        await replying(h)
+        await h.speak(seconds=0.2)
+        await h.wait_for(lambda: bool(h.of("input_audio_buffer.backchannel")))
+        assert h.of("input_audio_buffer.backchannel")[0].fields["transcript"] == "Rome please"
+        assert speech_starts(h) == 1 and not h.of("response.done")
+        await h.speak(seconds=0.2)
+        await h.wait_done(2)
+        assert h.of("response.done")[0].fields["response"]["status"] == "cancelled"
+        assert speech_starts(h) == 2
+    run(scenario)

@@ -5,8 +5,9 @@ The part of the session (``voice/session.py``) that carries out the
 :class:`~voice.turns.TurnTaker`'s overlap effects. While speech that started over an audible
 reply is unconfirmed (``OverlapStarted``), its audio so far is transcribed quickly (a fitted
 window, no retry, a few tokens, in the reply's language) once it lasted ``min_speech_ms``, then
-every :data:`JUDGE_STEP_MS`, one decode at a time, and :func:`voice.overlap.judge` compares the words with the
-reply's words playing then. Once it is the user's words, the TurnTaker makes it a barge-in.
+every :data:`JUDGE_STEP_MS`, one decode at a time, and :func:`voice.overlap.judge` compares
+the words with the reply's words playing then. Once it is the user's words (surely, or twice
+in a row), the TurnTaker makes it a barge-in.
 When it ends unconfirmed (``OverlapEnded``), its whole audio is transcribed as a final
 transcript: the user's words become a turn (that transcript is kept for it), a backchannel is
 reported (``input_audio_buffer.backchannel``) and kept in the history if the client asked,
@@ -26,7 +27,7 @@ import numpy as np
 from asr.whisper import TranscribeOptions, Transcript
 from voice.conversation import Conversation, Item
 from voice.endpointing import Speculation
-from voice.overlap import Verdict, judge
+from voice.overlap import Judgement, Verdict, judge
 from voice.ports import Engines, SpeechDetector
 from voice.protocol import BackchannelHeard, ItemAdded, ItemDone, ServerEvent, SessionConfig, new_id
 from voice.reply import Reply, Resume
@@ -38,6 +39,10 @@ logger = logging.getLogger(__name__)
 ASR_RATE = 16_000
 JUDGE_STEP_MS = 200  # a new look at the overlap after this much more of it (once judged)
 JUDGE_TOKENS = 24  # a few words are enough to tell
+# The reply's words that its echo may hold: from a little before the speech began (the
+# decode hears the VAD's padding, and the room delays the echo) to a little after now.
+ECHO_BEFORE_MS, ECHO_AFTER_MS = 2000, 1500
+SHORT_MS = 800  # speech over the reply this short is taken for an interruption only if sure
 
 
 @dataclasses.dataclass
@@ -47,7 +52,13 @@ class Overlap:
     start: int
     judged_until: int = 0  # media time up to which audio was last sent to be judged
     decoding: asyncio.Future[object] | None = None
-    verdicts: list[Verdict] = dataclasses.field(default_factory=list)
+    judgements: list[Judgement] = dataclasses.field(default_factory=list)
+
+    def user(self, judgement: Judgement) -> bool:
+        """Whether this look makes it the user's: sure, or agreeing with the look before."""
+        last = self.judgements[-1] if self.judgements else None
+        return judgement.verdict is Verdict.USER and (
+            judgement.sure or (last is not None and last.verdict is Verdict.USER))
 
 
 class Interruptions:
@@ -96,9 +107,10 @@ class Interruptions:
         return dataclasses.replace(options, language=language, max_new_tokens=JUDGE_TOKENS,
                                    retry_full_window=False)
 
-    def _verdict(self, transcript: Transcript, at: int) -> Verdict:
+    def _judge(self, transcript: Transcript, start: int, end: int) -> Judgement:
         reply = self._playing_reply()
-        spoken = reply.spoken_around(at) if reply is not None else ""
+        spoken = "" if reply is None else reply.spoken_between(
+            start - ECHO_BEFORE_MS * ASR_RATE // 1000, end + ECHO_AFTER_MS * ASR_RATE // 1000)
         return judge(transcript.text, spoken, self._languages(transcript.language))
 
     # -- while it lasts ---------------------------------------------------------------------
@@ -133,14 +145,15 @@ class Interruptions:
         except Exception:
             logger.exception("session %s: judging speech over the reply failed", self.id)
             return
-        verdict = self._verdict(transcript, upto)
-        overlap.verdicts.append(verdict)
+        judgement = self._judge(transcript, overlap.start, upto)
+        user = overlap.user(judgement)
+        overlap.judgements.append(judgement)
         heard_ms = (upto - overlap.start) * 1000 // ASR_RATE
-        logger.info("session %s: over the reply after %d ms: %r -> %s", self.id, heard_ms,
-                    transcript.text, verdict.value)
+        logger.info("session %s: over the reply after %d ms: %r -> %s%s", self.id, heard_ms,
+                    transcript.text, judgement.verdict.value, "" if judgement.sure else "?")
         async with self._detector_lock:
             if detector is self._detector and self.turns.overlap == overlap.start:
-                await self._apply(self.turns.overlap_heard(verdict is Verdict.USER, heard_ms))
+                await self._apply(self.turns.overlap_heard(user, heard_ms))
 
     # -- once it ended ----------------------------------------------------------------------
 
@@ -151,7 +164,10 @@ class Interruptions:
 
     async def _judge_ended(self, ended: OverlapEnded, detector: SpeechDetector,
                            audio: np.ndarray) -> None:
-        """Transcribe all of the overlap (as a final transcript) and act on the verdict."""
+        """Transcribe all of the overlap (as a final transcript) and act on the verdict: a
+        short one with only a word or two of its own does not interrupt (a misheard "mhm" is
+        likelier than a one- or two-word command without a stop word); it is reported as a
+        backchannel."""
         try:
             transcript = await self.engines.asr.run_batched(
                 self.id, self.engines.transcriber.transcribe_batch,
@@ -159,7 +175,14 @@ class Interruptions:
         except Exception:
             logger.exception("session %s: transcribing speech over the reply failed", self.id)
             transcript = None
-        verdict = Verdict.USER if transcript is None else self._verdict(transcript, ended.at)
+        if transcript is None:
+            verdict = Verdict.USER
+        else:
+            judgement = self._judge(transcript, ended.start, ended.at)
+            verdict = judgement.verdict
+            short = (ended.at - ended.start) * 1000 < SHORT_MS * ASR_RATE
+            if verdict is Verdict.USER and short and not judgement.sure:
+                verdict = Verdict.BACKCHANNEL
         logger.info("session %s: speech over the reply ended: %r -> %s", self.id,
                     transcript.text if transcript else None, verdict.value)
         async with self._detector_lock:

@@ -8,7 +8,10 @@ around that moment:
 - :attr:`Verdict.BACKCHANNEL`: only short acknowledgements ("mhm", "yeah", "genau",
   "d'accord", "vale", "ja hoor", "tak", ...), at most :data:`BACKCHANNEL_MAX_WORDS` words;
 - :attr:`Verdict.USER`: words of the user's own (or a stop word such as "stop", "warte",
-  "arrête", heard even inside echo): an interruption;
+  "arrête", heard even inside echo): an interruption. :attr:`Judgement.sure` says whether one
+  look is enough: a stop word, or at least :data:`SURE_WORDS` words of the user's own; one or
+  two words may be a misheard echo (whisper hears "Berlin" coming back from the room as "for
+  one"), so the session waits for a second look that agrees;
 - :attr:`Verdict.NOTHING`: no words (noise, a cough, a door).
 
 Words are compared after folding case, punctuation and diacritics, so "Sí." is "si" and
@@ -22,6 +25,7 @@ import enum
 import re
 import unicodedata
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from rapidfuzz import fuzz
 
@@ -32,6 +36,7 @@ ECHO_SIMILARITY = 75
 # Share of the transcript's words that must be neither echo nor backchannel for it to count
 # as the user's own speech (a reverberant echo transcribes with a few wrong words).
 USER_SHARE = 0.34
+SURE_WORDS = 3  # words of the user's own that make one look enough
 
 _HUMS = ("mhm", "mm", "mmm", "hm", "hmm", "mmhmm", "mhmm", "uhhuh", "uhhum", "aha", "ah", "oh",
          "uh", "um", "ok", "okay", "oke")
@@ -79,6 +84,11 @@ class Verdict(enum.Enum):
     USER = "user"
 
 
+class Judgement(NamedTuple):
+    verdict: Verdict
+    sure: bool = True  # for USER: a stop word or SURE_WORDS words of the user's own
+
+
 def fold(text: str) -> list[str]:
     """The words of ``text``, lowercase, without diacritics, apostrophes or hyphens."""
     decomposed = unicodedata.normalize("NFKD", text.casefold().replace("ł", "l"))
@@ -123,24 +133,24 @@ def _is_echo_word(word: str, spoken: set[str]) -> bool:
     return any(fuzz.ratio(word, other) >= ECHO_SIMILARITY for other in spoken if len(other) > 2)
 
 
-def judge(text: str, spoken: str, languages: Iterable[str]) -> Verdict:
+def judge(text: str, spoken: str, languages: Iterable[str]) -> Judgement:
     """What ``text`` (a transcript of speech heard over the reply) is, given ``spoken`` (the
     reply's words playing around that moment) and the ``languages`` in play (the
     transcript's and the reply's)."""
     words = fold(text)
     if not words:
-        return Verdict.NOTHING
+        return Judgement(Verdict.NOTHING)
     if any(word in STOP_WORDS for word in words):
-        return Verdict.USER
+        return Judgement(Verdict.USER)
     languages = tuple(languages)
     if is_backchannel(words, languages):
-        return Verdict.BACKCHANNEL
+        return Judgement(Verdict.BACKCHANNEL)
     reply_words = set(fold(spoken))
     own = [word for word in words if not _is_echo_word(word, reply_words)]
     if not own:
-        return Verdict.ECHO
+        return Judgement(Verdict.ECHO)
     if is_backchannel(own, languages):
-        return Verdict.BACKCHANNEL  # an acknowledgement heard with some echo
+        return Judgement(Verdict.BACKCHANNEL)  # an acknowledgement heard with some echo
     if len(own) < USER_SHARE * len(words):
-        return Verdict.ECHO
-    return Verdict.USER
+        return Judgement(Verdict.ECHO)
+    return Judgement(Verdict.USER, sure=len(own) >= SURE_WORDS)

@@ -76,14 +76,16 @@ class ReplyAudio:
         assert self.audible_at is not None
         return self.audible_at + int(self.audio_written_ms * ASR_RATE / 1000)
 
-    def spoken_around(self, at: int, before_ms: float = 4000, after_ms: float = 1500) -> str:
-        """The reply's words playing around media time ``at`` (what its echo may say)."""
+    def spoken_between(self, start: int, end: int) -> str:
+        """The reply's pieces playing at any time between media times ``start`` and ``end``
+        (what its echo over that stretch may say)."""
         if self.audible_at is None:
             return ""
-        position = (at - self.audible_at) * 1000 / ASR_RATE
+        first = (start - self.audible_at) * 1000 / ASR_RATE
+        last = (end - self.audible_at) * 1000 / ASR_RATE
         words, elapsed = [], 0.0
         for text, duration in self.item.pieces:
-            if elapsed + duration >= position - before_ms and elapsed <= position + after_ms:
+            if elapsed + duration >= first and elapsed <= last:
                 words.append(text)
             elapsed += duration
         return " ".join(words)

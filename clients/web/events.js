@@ -77,6 +77,19 @@ export function onEvent(event) {
     case "conversation.item.truncated":
       voiceState.truncated.push({itemId: event.item_id, audioEndMs: event.audio_end_ms});
       break;
+    case "input_audio_buffer.backchannel":
+      // "mhm" over the reply: it goes on, no turn started (docs/protocol.md).
+      voiceState.backchannels.push({transcript: event.transcript, language: event.language});
+      break;
+    case "response.resumed": {
+      // A false interruption (a cough): the reply goes on from the word where it stopped.
+      const turn = turnsById.get(event.response_id);
+      if (turn) {
+        turn.resumes = event.resumed_response_id;
+        renderTurn(turn);
+      }
+      break;
+    }
     case "error":
       onError(event.error || {});
       break;
@@ -134,7 +147,7 @@ function onResponseCreated(response) {
     responseId: response.id, itemId: null, userItemId: lastUserItemId, status: "in_progress",
     language: response.language ?? null, text: "", audioSamples: 0, latency: null,
     statusReason: null, speechStoppedAt, firstAudioAt: null, clientFirstAudioMs: null,
-    interruptedAtMs: null,
+    interruptedAtMs: null, resumes: null,
   };
   voiceState.turns.push(turn);
   turnsById.set(turn.responseId, turn);

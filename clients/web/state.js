@@ -14,6 +14,7 @@ export const voiceState = {
   turns: [], // {responseId, itemId, userItemId, status, language, text, audioSamples, latency, ...}
   truncations: [], // sent: {itemId, audioEndMs, playedBefore, sourcesAfter}
   truncated: [], // confirmed by the server: {itemId, audioEndMs}
+  backchannels: [], // said over a reply without interrupting it: {transcript, language}
   replyAudioSamples: 0,
   sentAudioMs: 0,
   events: 0,

@@ -161,6 +161,13 @@ export function renderTurn(turn) {
       ? `interrupted at ${(turn.interruptedAtMs / 1000).toFixed(1)} s` : "cancelled";
     tags.append(tag);
   }
+  if (turn.resumes) {
+    const tag = document.createElement("span");
+    tag.className = "tag";
+    tag.textContent = "resumed";
+    tag.title = "goes on after a false interruption (noise)";
+    tags.append(tag);
+  }
   if (turn.status === "failed") {
     const tag = document.createElement("span");
     tag.className = "tag warn";
