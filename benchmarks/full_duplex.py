@@ -372,7 +372,7 @@ def main() -> int:
     parser.add_argument("--replies", type=int, default=20, help="echo-only replies per config")
     parser.add_argument("--configs", nargs="+", default=["today", "both"],
                         choices=["today", "both", "guard", "aec"])
-    parser.add_argument("--event-configs", nargs="+", default=["both", "today"],
+    parser.add_argument("--event-configs", nargs="+", default=["both", "aec"],
                         choices=["today", "both", "guard", "aec"])
     parser.add_argument("--no-events", dest="events", action="store_false",
                         help="only the echo-only replies")

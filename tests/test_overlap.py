@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from voice.overlap import Judgement, Verdict, fold, is_backchannel, judge
+from voice.overlap import (
+    ECHO_FOLLOWS,
+    Judgement,
+    Verdict,
+    fold,
+    follows,
+    is_backchannel,
+    judge,
+    loudness,
+)
 
 REPLY = ("Berlin is the capital of Germany. It has about three point seven million people "
          "and many museums on its island in the river Spree.")
@@ -62,3 +72,39 @@ def test_one_or_two_words_of_the_users_own_need_a_second_look_and_a_stop_word_do
     assert judge("For London.", REPLY, ("en",)) == Judgement(Verdict.USER, sure=False)
     assert judge("What about Munich or Hamburg?", REPLY, ("en",)) == Judgement(Verdict.USER)
     assert judge("Stop.", REPLY, ("en",)) == Judgement(Verdict.USER, sure=True)
+
+
+def test_a_stop_word_the_reply_itself_says_is_its_echo() -> None:
+    reply = "Wait, let me think about that for a moment."
+    assert judge("wait let me think", reply, ("en",)).verdict is Verdict.ECHO
+
+
+def speech_like(rng: np.random.Generator, seconds: float) -> np.ndarray:
+    """Noise with a syllable-like loudness contour: bursts of random length and strength."""
+    size = int(seconds * 16_000)
+    lengths = rng.integers(800, 4800, size // 800)  # 50-300 ms
+    strengths = np.repeat(rng.uniform(0.02, 1.0, lengths.size), lengths)[:size]
+    return (rng.normal(0, 0.2, size) * np.pad(strengths, (0, size - strengths.size))
+            ).astype(np.float32)
+
+
+def test_an_echo_follows_the_replys_loudness_and_a_voice_of_its_own_does_not() -> None:
+    rng = np.random.default_rng(3)
+    reply = speech_like(rng, 6.0)
+    room = np.exp(-np.arange(1600) / 400.0)  # 100 ms of decaying reverberation
+    echo = np.convolve(reply, room)[:reply.size] * 0.02
+    delay = 16_000 * 120 // 1000
+    heard_echo = np.concatenate([np.zeros(delay, np.float32), echo])[:reply.size]
+    voice = speech_like(np.random.default_rng(4), 6.0)
+    reply_contour = loudness(reply, 16_000)
+    start = 200  # frames: 2 s into the reply
+    window = slice(start * 160, (start + 100) * 160)
+    assert follows(loudness(heard_echo[window], 16_000), reply_contour, start) > ECHO_FOLLOWS
+    over = voice[window] + heard_echo[window] * 0.1
+    assert follows(loudness(over, 16_000), reply_contour, start) < ECHO_FOLLOWS
+    assert follows(loudness(np.zeros(1600, np.float32), 16_000), reply_contour, start) == 0.0
+
+
+def test_sound_that_follows_the_reply_is_echo_whatever_whisper_made_of_it() -> None:
+    assert judge("For one is a city.", REPLY, ("en",), echo_like=True).verdict is Verdict.ECHO
+    assert judge("Stop!", REPLY, ("en",), echo_like=True).verdict is Verdict.USER

@@ -27,7 +27,7 @@ import numpy as np
 from asr.whisper import TranscribeOptions, Transcript
 from voice.conversation import Conversation, Item
 from voice.endpointing import Speculation
-from voice.overlap import Judgement, Verdict, judge
+from voice.overlap import ECHO_FOLLOWS, Judgement, Verdict, follows, judge, loudness
 from voice.ports import Engines, SpeechDetector
 from voice.protocol import BackchannelHeard, ItemAdded, ItemDone, ServerEvent, SessionConfig, new_id
 from voice.reply import Reply, Resume
@@ -43,6 +43,7 @@ JUDGE_TOKENS = 24  # a few words are enough to tell
 # decode hears the VAD's padding, and the room delays the echo) to a little after now.
 ECHO_BEFORE_MS, ECHO_AFTER_MS = 2000, 1500
 SHORT_MS = 800  # speech over the reply this short is taken for an interruption only if sure
+ECHO_WINDOW_S = 1.5  # the latest stretch of the speech whose loudness is compared
 
 
 @dataclasses.dataclass
@@ -107,11 +108,21 @@ class Interruptions:
         return dataclasses.replace(options, language=language, max_new_tokens=JUDGE_TOKENS,
                                    retry_full_window=False)
 
-    def _judge(self, transcript: Transcript, start: int, end: int) -> Judgement:
+    def _judge(self, transcript: Transcript, audio: np.ndarray, start: int,
+               end: int) -> Judgement:
+        """What the speech over the reply is: ``audio`` (ending at media time ``end``; the
+        speech began at ``start``) and its ``transcript``."""
         reply = self._playing_reply()
-        spoken = "" if reply is None else reply.spoken_between(
-            start - ECHO_BEFORE_MS * ASR_RATE // 1000, end + ECHO_AFTER_MS * ASR_RATE // 1000)
-        return judge(transcript.text, spoken, self._languages(transcript.language))
+        if reply is None or reply.audible_at is None:
+            return judge(transcript.text, "", self._languages(transcript.language))
+        spoken = reply.spoken_between(start - ECHO_BEFORE_MS * ASR_RATE // 1000,
+                                      end + ECHO_AFTER_MS * ASR_RATE // 1000)
+        recent = audio[-int(ECHO_WINDOW_S * ASR_RATE):]
+        frame = (end - recent.size - reply.audible_at) * 100 // ASR_RATE
+        similarity = follows(loudness(recent, ASR_RATE), reply.contour(), frame)
+        logger.debug("session %s: loudness follows the reply's at %.2f", self.id, similarity)
+        return judge(transcript.text, spoken, self._languages(transcript.language),
+                     echo_like=similarity >= ECHO_FOLLOWS)
 
     # -- while it lasts ---------------------------------------------------------------------
 
@@ -145,7 +156,7 @@ class Interruptions:
         except Exception:
             logger.exception("session %s: judging speech over the reply failed", self.id)
             return
-        judgement = self._judge(transcript, overlap.start, upto)
+        judgement = self._judge(transcript, audio, overlap.start, upto)
         user = overlap.user(judgement)
         overlap.judgements.append(judgement)
         heard_ms = (upto - overlap.start) * 1000 // ASR_RATE
@@ -160,10 +171,11 @@ class Interruptions:
     def _overlap_ended(self, ended: OverlapEnded) -> None:
         self._overlap = None
         if self._detector is not None:
-            self._spawn(self._judge_ended(ended, self._detector, self._turn_audio))
+            self._spawn(self._judge_ended(ended, self._detector, self._turn_audio,
+                                          self.turns.now))
 
     async def _judge_ended(self, ended: OverlapEnded, detector: SpeechDetector,
-                           audio: np.ndarray) -> None:
+                           audio: np.ndarray, audio_end: int) -> None:
         """Transcribe all of the overlap (as a final transcript) and act on the verdict: a
         short one with only a word or two of its own does not interrupt (a misheard "mhm" is
         likelier than a one- or two-word command without a stop word); it is reported as a
@@ -178,7 +190,7 @@ class Interruptions:
         if transcript is None:
             verdict = Verdict.USER
         else:
-            judgement = self._judge(transcript, ended.start, ended.at)
+            judgement = self._judge(transcript, audio, ended.start, audio_end)
             verdict = judgement.verdict
             short = (ended.at - ended.start) * 1000 < SHORT_MS * ASR_RATE
             if verdict is Verdict.USER and short and not judgement.sure:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import numpy as np
+
 from asr.whisper import Transcript
 from llm.tools import Tool, ToolCall, ToolCallError, ToolCallParser
 from tts.segmenter import Segmenter, SegmenterConfig
@@ -104,6 +106,7 @@ class Reply(ReplyAudio):
         self.tokens = 0
         self.audio_sent_ms = 0.0
         self.audio_written_ms = 0.0  # of it, written to the socket
+        self.contours: list[np.ndarray] = []  # loudness of each piece sent
         self.audible_at: int | None = None  # media time of the first audio written
         self.messages: list[Any] = []  # the prompt of the message (to resume it)
         self.written_all = False  # the model finished writing (not cut short)

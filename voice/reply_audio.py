@@ -19,6 +19,7 @@ import numpy as np
 from tts.segmenter import speakable
 from voice.audio import ASR_RATE, encode_base64_pcm16, to_output
 from voice.conversation import Item, heard_text
+from voice.overlap import loudness
 from voice.ports import Engines
 from voice.protocol import AudioDelta, ServerEvent
 from voice.reply_settings import ReplySettings, TurnTimes
@@ -38,6 +39,7 @@ class ReplyAudio:
     audio_sent_ms: float
     audio_written_ms: float
     audible_at: int | None
+    contours: list[np.ndarray]  # loudness of each piece sent, in order
     language: str
     _engines: Engines
     _media_now: Callable[[], int]
@@ -75,6 +77,12 @@ class ReplyAudio:
         self.audio_written_ms += duration_ms
         assert self.audible_at is not None
         return self.audible_at + int(self.audio_written_ms * ASR_RATE / 1000)
+
+    def contour(self) -> np.ndarray:
+        """The loudness contour of the audio sent so far (voice.overlap.loudness)."""
+        if len(self.contours) > 1:
+            self.contours[:] = [np.concatenate(self.contours)]
+        return self.contours[0] if self.contours else np.zeros(0)
 
     def spoken_between(self, start: int, end: int) -> str:
         """The reply's pieces playing at any time between media times ``start`` and ``end``
@@ -152,6 +160,7 @@ class ReplyAudio:
             if not self.cancelled:
                 self.audio_sent_ms += duration_ms
                 self.item.pieces.append((piece, duration_ms))
+                self.contours.append(loudness(audio, out_rate))
                 if not self.item.truncated_by_client:
                     self.item.text = " ".join(text for text, _ in self.item.pieces)
 
