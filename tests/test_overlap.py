@@ -108,3 +108,13 @@ def test_an_echo_follows_the_replys_loudness_and_a_voice_of_its_own_does_not() -
 def test_sound_that_follows_the_reply_is_echo_whatever_whisper_made_of_it() -> None:
     assert judge("For one is a city.", REPLY, ("en",), echo_like=True).verdict is Verdict.ECHO
     assert judge("Stop!", REPLY, ("en",), echo_like=True).verdict is Verdict.USER
+
+
+def test_an_echo_of_the_replys_first_words_follows_it_from_silence() -> None:
+    rng = np.random.default_rng(5)
+    reply = speech_like(rng, 3.0)
+    delay = 16_000 * 80 // 1000
+    heard = np.concatenate([np.full(4_800 + delay, 1e-4, np.float32), reply * 0.05])
+    # The decode's padding reaches 300 ms (30 frames) before the reply became audible.
+    assert follows(loudness(heard[:24_000], 16_000), loudness(reply, 16_000), -30) \
+        > ECHO_FOLLOWS

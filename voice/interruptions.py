@@ -120,7 +120,7 @@ class Interruptions:
         recent = audio[-int(ECHO_WINDOW_S * ASR_RATE):]
         frame = (end - recent.size - reply.audible_at) * 100 // ASR_RATE
         similarity = follows(loudness(recent, ASR_RATE), reply.contour(), frame)
-        logger.debug("session %s: loudness follows the reply's at %.2f", self.id, similarity)
+        logger.info("session %s: loudness follows the reply's at %.2f", self.id, similarity)
         return judge(transcript.text, spoken, self._languages(transcript.language),
                      echo_like=similarity >= ECHO_FOLLOWS)
 

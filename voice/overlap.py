@@ -156,18 +156,19 @@ def loudness(samples: np.ndarray, rate: int) -> np.ndarray:
 def follows(heard: np.ndarray, reply: np.ndarray, at: int) -> float:
     """How closely the contour ``heard`` follows ``reply``'s from frame ``at`` on, a little
     later or earlier (:data:`ECHO_LAGS_MS`): the best correlation, 0 when there is nothing to
-    compare (too short, silent, or outside the reply)."""
+    compare (too short or flat). Before and after the reply its contour is silence."""
     if heard.size < LOUDNESS_HZ // 4 or np.ptp(heard) < 1e-6:
         return 0.0
+    lags = range(ECHO_LAGS_MS[0] * LOUDNESS_HZ // 1000, ECHO_LAGS_MS[1] * LOUDNESS_HZ // 1000)
+    silence = float(reply.min()) if reply.size else 0.0
+    before = max(0, lags.stop - at)
+    after = max(0, at - lags.start + heard.size - reply.size)
+    padded = np.concatenate([np.full(before, silence), reply, np.full(after, silence)])
     best = 0.0
-    for lag in range(ECHO_LAGS_MS[0] * LOUDNESS_HZ // 1000, ECHO_LAGS_MS[1] * LOUDNESS_HZ // 1000):
-        start = at - lag
-        if start < 0 or start + heard.size > reply.size:
-            continue
-        part = reply[start:start + heard.size]
-        if np.ptp(part) < 1e-6:
-            continue
-        best = max(best, float(np.corrcoef(heard, part)[0, 1]))
+    for lag in lags:
+        part = padded[before + at - lag:before + at - lag + heard.size]
+        if part.size == heard.size and np.ptp(part) >= 1e-6:
+            best = max(best, float(np.corrcoef(heard, part)[0, 1]))
     return best
 
 
