@@ -44,6 +44,7 @@ JUDGE_TOKENS = 24  # a few words are enough to tell
 ECHO_BEFORE_MS, ECHO_AFTER_MS = 2000, 1500
 SHORT_MS = 800  # speech over the reply this short is taken for an interruption only if sure
 ECHO_WINDOW_S = 1.5  # the latest stretch of the speech whose loudness is compared
+LOOK_S = 3  # a quick look hears at most the latest seconds of the speech
 
 
 @dataclasses.dataclass
@@ -120,7 +121,7 @@ class Interruptions:
         recent = audio[-int(ECHO_WINDOW_S * ASR_RATE):]
         frame = (end - recent.size - reply.audible_at) * 100 // ASR_RATE
         similarity = follows(loudness(recent, ASR_RATE), reply.contour(), frame)
-        logger.info("session %s: loudness follows the reply's at %.2f", self.id, similarity)
+        logger.debug("session %s: loudness follows the reply's at %.2f", self.id, similarity)
         return judge(transcript.text, spoken, self._languages(transcript.language),
                      echo_like=similarity >= ECHO_FOLLOWS)
 
@@ -144,8 +145,10 @@ class Interruptions:
         if now < due:
             return
         overlap.judged_until = now
-        overlap.decoding = self._spawn(self._judge_overlap(overlap, detector,
-                                                           detector.current_utterance(), now))
+        # The latest seconds only: a long overlap (echo the whole reply long) may turn into
+        # the user's words at any time.
+        audio = detector.current_utterance()[-LOOK_S * ASR_RATE:]
+        overlap.decoding = self._spawn(self._judge_overlap(overlap, detector, audio, now))
 
     async def _judge_overlap(self, overlap: Overlap, detector: SpeechDetector,
                              audio: np.ndarray, upto: int) -> None:
@@ -156,7 +159,7 @@ class Interruptions:
         except Exception:
             logger.exception("session %s: judging speech over the reply failed", self.id)
             return
-        judgement = self._judge(transcript, audio, overlap.start, upto)
+        judgement = self._judge(transcript, audio, max(overlap.start, upto - audio.size), upto)
         user = overlap.user(judgement)
         overlap.judgements.append(judgement)
         heard_ms = (upto - overlap.start) * 1000 // ASR_RATE
