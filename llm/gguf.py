@@ -1,14 +1,19 @@
-"""GGUF -> CTranslate2 conversion for Llama- and Qwen2-architecture chat models.
+"""GGUF -> CTranslate2 conversion for Llama-, Qwen2- and Mistral3-architecture chat models.
 
 CTranslate2 has no GGUF loader, and GGUF files are the only language models on the package
 registries we can reach. :func:`convert_gguf` reads a GGUF file with the ``gguf`` package,
 dequantizes every tensor to float32, builds a ``TransformerDecoderModelSpec`` the way
 CTranslate2's own Transformers converter does for Llama and Qwen2 (pre-norm RMSNorm, rotary
 embeddings, gated SiLU FFN, grouped-query attention, q/k/v biases for Qwen2), quantizes it and
-saves it. Next to the CTranslate2 files it writes:
+saves it. ``mistral3`` (Ministral 3) is a Llama with a head size of its own and YaRN rotary
+scaling, which CTranslate2 has no name for: YaRN's per-frequency factors are given as
+CTranslate2's "Su" factors (the same formula: each inverse frequency divided by its factor)
+and its attention factor as the queries' scale. Its query temperature (``attention.
+temperature_scale``) is exactly 1 below ``rope.scaling.original_context_length``, so the
+context is capped there. Next to the CTranslate2 files it writes:
 
-* ``tokenizer.json``: a byte-level BPE tokenizer for the ``tokenizers`` library, rebuilt from the
-  GGUF vocabulary, merges and pre-tokenizer type;
+* ``tokenizer.json``: the tokenizer for the ``tokenizers`` library, rebuilt from the GGUF
+  vocabulary (``llm/gguf_tokenizers.py``: byte-level BPE or SentencePiece);
 * ``chat.json``: the chat template from the GGUF metadata, the special tokens and the context
   length (see :class:`ChatFormat`).
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,33 +35,18 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from llm.gguf_tokenizers import (
+    SPECIAL_TOKEN_TYPES,
+    build_byte_level_tokenizer_json,
+    build_sentencepiece_tokenizer_json,
+)
+
 logger = logging.getLogger(__name__)
 
 CHAT_FORMAT_FILE = "chat.json"
 TOKENIZER_FILE = "tokenizer.json"
 
-# Pre-tokenizers of the byte-level BPE vocabularies we support, keyed by ``tokenizer.ggml.pre``.
-_QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False}
-_PRE_TOKENIZERS: dict[str, dict[str, Any]] = {
-    "qwen2": {"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": _QWEN2_SPLIT}, "behavior": "Isolated",
-         "invert": False},
-        {**_BYTE_LEVEL, "use_regex": False},
-    ]},
-    "smollm": {"type": "Sequence", "pretokenizers": [
-        {"type": "Digits", "individual_digits": True},
-        {**_BYTE_LEVEL, "use_regex": True},
-    ]},
-    "gpt2": {**_BYTE_LEVEL, "use_regex": True},
-    "default": {**_BYTE_LEVEL, "use_regex": True},
-}
-
-# GGUF token types (gguf.TokenType): 3 = control, 4 = user defined.
-_SPECIAL_TOKEN_TYPES = (3, 4)
+ARCHITECTURES = ("llama", "qwen2", "mistral3")
 
 
 class GGUFConversionError(Exception):
@@ -84,42 +75,6 @@ class ChatFormat:
         data = json.loads((folder / CHAT_FORMAT_FILE).read_text())
         data["stop_tokens"] = tuple(data["stop_tokens"])
         return cls(**data)
-
-
-def build_byte_level_tokenizer_json(
-    tokens: list[str], merges: list[str], special_ids: list[int], pre: str
-) -> dict[str, Any]:
-    """A ``tokenizers`` JSON document for a GPT-2-style byte-level BPE vocabulary.
-
-    ``tokens`` are the byte-level-encoded strings (``"Ġthe"``), ``merges`` are ``"a b"`` pairs,
-    ``special_ids`` are the ids of control tokens matched before pre-tokenization.
-    """
-    pre_tokenizer = _PRE_TOKENIZERS.get(pre)
-    if pre_tokenizer is None:
-        logger.warning("unknown pre-tokenizer %r, using GPT-2's regex", pre)
-        pre_tokenizer = _PRE_TOKENIZERS["default"]
-    return {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": [
-            {"id": i, "content": tokens[i], "single_word": False, "lstrip": False,
-             "rstrip": False, "normalized": False, "special": True}
-            for i in special_ids
-        ],
-        "normalizer": {"type": "NFC"} if pre == "qwen2" else None,
-        "pre_tokenizer": pre_tokenizer,
-        "post_processor": None,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
-                    "use_regex": True},
-        "model": {
-            "type": "BPE", "dropout": None, "unk_token": None,
-            "continuing_subword_prefix": None, "end_of_word_suffix": None,
-            "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-            "vocab": {token: i for i, token in enumerate(tokens)},
-            "merges": [merge.split(" ", 1) for merge in merges],
-        },
-    }
 
 
 class _GGUFModel:
@@ -180,22 +135,29 @@ def convert_gguf(
 
     started = time.monotonic()
     model = _GGUFModel(gguf_path)
-    if model.arch not in ("llama", "qwen2"):
+    if model.arch not in ARCHITECTURES:
         raise GGUFConversionError(
-            f"{gguf_path.name}: architecture {model.arch!r} is not supported (llama, qwen2)"
+            f"{gguf_path.name}: architecture {model.arch!r} is not supported "
+            f"({', '.join(ARCHITECTURES)})"
         )
     num_layers = int(model.arch_field("block_count"))
     num_heads = int(model.arch_field("attention.head_count"))
     num_heads_kv = int(model.arch_field("attention.head_count_kv", num_heads))
+    hidden = int(model.arch_field("embedding_length"))
+    head_dim = int(model.arch_field("attention.key_length", hidden // num_heads))
     rope_base = float(model.arch_field("rope.freq_base", 10000.0))
     rms_eps = float(model.arch_field("attention.layer_norm_rms_epsilon"))
     context_length = int(model.arch_field("context_length"))
+    rope = _rope_scaling(model, head_dim, rope_base)
+    if rope.capped_context is not None:
+        context_length = min(context_length, rope.capped_context)
 
     tokens = [str(t) for t in model.field("tokenizer.ggml.tokens")]
-    if model.field("tokenizer.ggml.model") != "gpt2":
+    tokenizer_kind = str(model.field("tokenizer.ggml.model"))
+    if tokenizer_kind not in ("gpt2", "llama"):
         raise GGUFConversionError(
-            f"{gguf_path.name}: tokenizer {model.field('tokenizer.ggml.model')!r} is not "
-            "supported (only byte-level BPE, 'gpt2')"
+            f"{gguf_path.name}: tokenizer {tokenizer_kind!r} is not supported (byte-level BPE "
+            "'gpt2' or SentencePiece 'llama')"
         )
 
     spec = transformer_spec.TransformerDecoderModelSpec.from_config(
@@ -208,7 +170,10 @@ def convert_gguf(
         rotary_dim=0,
         rotary_interleave=False,
         rotary_base=rope_base,
+        rotary_scaling_type=rope.kind,
+        original_max_position_embeddings=rope.original_context,
         num_heads_kv=None if num_heads_kv == num_heads else num_heads_kv,
+        head_dim=None if head_dim == hidden // num_heads else head_dim,
     )
     decoder = spec.decoder
     decoder.scale_embeddings = False
@@ -224,6 +189,7 @@ def convert_gguf(
         bar.update(1)
         for index, layer in enumerate(decoder.layer):
             _set_layer(model, layer, index, num_heads, num_heads_kv)
+            rope.apply(layer.self_attention, head_dim)
             bar.update(1)
 
         spec.register_vocabulary(tokens)
@@ -239,14 +205,20 @@ def convert_gguf(
         spec.save(str(output_dir))
         bar.update(1)
 
-    token_types = list(model.field("tokenizer.ggml.token_type", []))
-    special_ids = [i for i, kind in enumerate(token_types) if int(kind) in _SPECIAL_TOKEN_TYPES]
-    tokenizer_json = build_byte_level_tokenizer_json(
-        tokens,
-        [str(m) for m in model.field("tokenizer.ggml.merges")],
-        special_ids,
-        str(model.field("tokenizer.ggml.pre", "default")),
-    )
+    token_types = [int(kind) for kind in model.field("tokenizer.ggml.token_type", [])]
+    if tokenizer_kind == "llama":
+        unknown = model.reader.fields.get("tokenizer.ggml.unknown_token_id")
+        tokenizer_json = build_sentencepiece_tokenizer_json(
+            tokens, [float(x) for x in model.field("tokenizer.ggml.scores")], token_types,
+            unknown_id=int(unknown.contents()) if unknown is not None else None,
+            add_space_prefix=bool(model.field("tokenizer.ggml.add_space_prefix", True)))
+    else:
+        tokenizer_json = build_byte_level_tokenizer_json(
+            tokens,
+            [str(m) for m in model.field("tokenizer.ggml.merges")],
+            [i for i, kind in enumerate(token_types) if kind in SPECIAL_TOKEN_TYPES],
+            str(model.field("tokenizer.ggml.pre", "default")),
+        )
     (output_dir / TOKENIZER_FILE).write_text(json.dumps(tokenizer_json, ensure_ascii=False))
 
     chat_format = ChatFormat(
@@ -273,7 +245,7 @@ def _set_layer(model: _GGUFModel, layer: Any, index: int, num_heads: int,
     attention.layer_norm.gamma = weight("attn_norm.weight")
     layer.ffn.layer_norm.gamma = weight("ffn_norm.weight")
     q, k, v = weight("attn_q.weight"), weight("attn_k.weight"), weight("attn_v.weight")
-    if model.arch == "llama":
+    if model.arch in ("llama", "mistral3"):
         q = _unpermute_llama(q, num_heads)
         k = _unpermute_llama(k, num_heads_kv)
     attention.linear[0].weight = np.concatenate([q, k, v])
@@ -305,3 +277,78 @@ def _stop_tokens(tokens: list[str], eos: str) -> tuple[str, ...]:
     candidates = [eos, "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"]
     vocabulary = set(tokens)
     return tuple(dict.fromkeys(t for t in candidates if t in vocabulary))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rope:
+    """Rotary scaling as CTranslate2 takes it: a kind, per-frequency factors (Su) or one factor
+    (Linear), the queries' scale, and the context beyond which the model is not converted
+    faithfully (None: no limit)."""
+
+    kind: Any = None  # ctranslate2.specs.attention_spec.RotaryScalingType
+    factors: np.ndarray | None = None
+    factor: float = 1.0
+    queries_scale: float | None = None
+    original_context: int = 0
+    capped_context: int | None = None
+
+    def apply(self, attention: Any, head_dim: int) -> None:
+        from ctranslate2.specs.attention_spec import RotaryScalingType
+
+        if self.kind is RotaryScalingType.Su:
+            assert self.factors is not None
+            attention.rotary_scaling_long_factor = self.factors
+            attention.rotary_scaling_short_factor = self.factors
+        elif self.kind is RotaryScalingType.Linear:
+            attention.rotary_scaling_factor = np.float32(self.factor)
+        if self.queries_scale is not None:
+            attention.queries_scale = np.float32(self.queries_scale / math.sqrt(head_dim))
+
+
+def yarn_factors(head_dim: int, base: float, factor: float, original_context: int,
+                 beta_fast: float = 32.0, beta_slow: float = 1.0) -> np.ndarray:
+    """YaRN's division of each rotary inverse frequency (head_dim / 2 of them): 1 for the
+    fastest-turning dimensions, ``factor`` for the slowest, a linear ramp between."""
+
+    def dimension(rotations: float) -> float:
+        return (head_dim * math.log(original_context / (rotations * 2 * math.pi))
+                / (2 * math.log(base)))
+
+    low = max(math.floor(dimension(beta_fast)), 0)
+    high: float = min(math.ceil(dimension(beta_slow)), head_dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = np.clip((np.arange(head_dim // 2) - low) / (high - low), 0.0, 1.0)
+    keep = 1.0 - ramp  # the share of the original frequency
+    return (1.0 / (keep + (1.0 - keep) / factor)).astype(np.float32)
+
+
+def _mscale(factor: float, multiplier: float) -> float:
+    return 1.0 if factor <= 1 else 0.1 * multiplier * math.log(factor) + 1.0
+
+
+def _rope_scaling(model: _GGUFModel, head_dim: int, base: float) -> _Rope:
+    from ctranslate2.specs.attention_spec import RotaryScalingType
+
+    kind = str(model.arch_field("rope.scaling.type", "none"))
+    factor = float(model.arch_field("rope.scaling.factor", 1.0))
+    if kind == "none" or factor == 1.0:
+        return _Rope()
+    if kind == "linear":
+        return _Rope(RotaryScalingType.Linear, factor=factor)
+    if kind != "yarn":
+        raise GGUFConversionError(f"rope scaling {kind!r} is not supported (linear, yarn)")
+    original = int(model.arch_field("rope.scaling.original_context_length"))
+    factors = yarn_factors(head_dim, base, factor, original,
+                           float(model.arch_field("rope.scaling.yarn_beta_fast", 32.0)),
+                           float(model.arch_field("rope.scaling.yarn_beta_slow", 1.0)))
+    # The attention factor multiplies cos and sin, so q.k by its square (llama.cpp, HF).
+    multiplier = model.reader.fields.get(f"{model.arch}.rope.scaling.yarn_log_multiplier")
+    attention = (_mscale(factor, 1.0) / _mscale(factor, float(multiplier.contents()))
+                 if multiplier is not None else _mscale(factor, 1.0))
+    temperature = model.reader.fields.get(f"{model.arch}.attention.temperature_scale")
+    return _Rope(RotaryScalingType.Su, factors=factors,
+                 queries_scale=attention ** 2 if attention != 1.0 else None,
+                 original_context=original,
+                 capped_context=original if temperature is not None else None)
+

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from llm.gguf import ChatFormat, build_byte_level_tokenizer_json
+from llm.gguf import ChatFormat
+from llm.gguf_tokenizers import build_byte_level_tokenizer_json
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"

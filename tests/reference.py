@@ -1,11 +1,16 @@
-"""A float32 numpy forward pass of a Llama / Qwen2 GGUF file, as llama.cpp defines it.
+"""A float32 numpy forward pass of a Llama / Qwen2 / Mistral3 GGUF file, as llama.cpp has it.
 
 This is the yardstick for the GGUF -> CTranslate2 conversion: it reads the GGUF tensors as they
 are stored (no converter code involved) and applies llama.cpp's conventions, in particular its
 rotary embedding modes: ``llama`` rotates interleaved pairs ``(x[2i], x[2i+1])`` (the Q/K rows
 were permuted for that when the GGUF was made), ``qwen2`` rotates the halves ``(x[i],
-x[i + d/2])``. A converter that forgets or botches the un-permutation, a bias, the tied output
-layer or the norm epsilon produces logits far from these.
+x[i + d/2])``; ``mistral3`` is ``llama`` with its own head size (``attention.key_length``) and
+YaRN rotary scaling, written here from its definition: each dimension's angle blends the
+original (extrapolated) and the ``factor``-times slower (interpolated) one, by a linear ramp
+between the dimensions that turn ``beta_fast`` and ``beta_slow`` times over the original
+context, and cos and sin are scaled by the attention factor. A converter that forgets or
+botches the un-permutation, a bias, the tied output layer, the head size, the rotary scaling
+or the norm epsilon produces logits far from these.
 
 Also builds tiny GGUF files with random weights (:func:`write_tiny_gguf`) for both
 architectures, so the comparison runs in a second without any downloaded model.
@@ -24,13 +29,36 @@ def _rms_norm(x: np.ndarray, gamma: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * gamma
 
 
-def _rotate(x: np.ndarray, positions: np.ndarray, base: float, interleaved: bool) -> np.ndarray:
+def _yarn_angles(positions: np.ndarray, head_dim: int, base: float, yarn: dict[str, float]
+                 ) -> np.ndarray:
+    """YaRN's rotary angles (T, head_dim / 2)."""
+    pairs = np.arange(head_dim // 2, dtype=np.float64)
+    extrapolated = positions[:, None] * base ** (-2 * pairs / head_dim)[None, :]
+    interpolated = extrapolated / yarn["factor"]
+
+    def turning(rotations: float) -> float:  # the dimension that turns this often
+        return float(head_dim * np.log(yarn["original"] / (rotations * 2 * np.pi))
+                     / (2 * np.log(base)))
+
+    low = max(np.floor(turning(yarn["beta_fast"])), 0.0)
+    high = min(np.ceil(turning(yarn["beta_slow"])), head_dim - 1.0)
+    mix = np.clip((pairs - low) / max(high - low, 0.001), 0.0, 1.0)  # 1: interpolated
+    return np.asarray(interpolated * mix + extrapolated * (1 - mix))
+
+
+def _rotate(x: np.ndarray, positions: np.ndarray, base: float, interleaved: bool,
+            yarn: dict[str, float] | None = None) -> np.ndarray:
     """Rotary embedding of ``x`` (T, heads, head_dim) at ``positions``."""
     head_dim = x.shape[-1]
-    inverse = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    angles = positions[:, None].astype(np.float64) * inverse[None, :]  # (T, d/2)
-    cos = np.cos(angles)[:, None, :].astype(np.float32)
-    sin = np.sin(angles)[:, None, :].astype(np.float32)
+    if yarn is None:
+        inverse = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+        angles = positions[:, None].astype(np.float64) * inverse[None, :]  # (T, d/2)
+        scale = 1.0
+    else:
+        angles = _yarn_angles(positions.astype(np.float64), head_dim, base, yarn)
+        scale = yarn["attention"]
+    cos = (np.cos(angles) * scale)[:, None, :].astype(np.float32)
+    sin = (np.sin(angles) * scale)[:, None, :].astype(np.float32)
     if interleaved:
         first, second = x[..., 0::2], x[..., 1::2]
     else:
@@ -55,13 +83,28 @@ class GGUFReference:
         self.reader = gguf.GGUFReader(path)
         self.tensors = {t.name: t for t in self.reader.tensors}
         self.arch = str(self._field("general.architecture"))
-        if self.arch not in ("llama", "qwen2"):
-            raise ValueError(f"the reference knows llama and qwen2, not {self.arch}")
+        if self.arch not in ("llama", "qwen2", "mistral3"):
+            raise ValueError(f"the reference knows llama, qwen2 and mistral3, not {self.arch}")
         self.layers = int(self._arch("block_count"))
         self.heads = int(self._arch("attention.head_count"))
         self.heads_kv = int(self._arch("attention.head_count_kv") or self.heads)
         self.base = float(self._arch("rope.freq_base") or 10000.0)
         self.eps = float(self._arch("attention.layer_norm_rms_epsilon"))
+        key_length = self._arch("attention.key_length")
+        self.head_dim = None if key_length is None else int(str(key_length))
+        self.yarn: dict[str, float] | None = None
+        if self._arch("rope.scaling.type") == "yarn":
+            def number(key: str) -> float:
+                return float(str(self._arch(f"rope.scaling.{key}")))
+
+            factor, multiplier = number("factor"), number("yarn_log_multiplier")
+            self.yarn = {
+                "factor": factor, "original": number("original_context_length"),
+                "beta_fast": number("yarn_beta_fast"), "beta_slow": number("yarn_beta_slow"),
+                # HF's get_mscale(factor, 1) / get_mscale(factor, mscale_all_dim)
+                "attention": float((0.1 * np.log(factor) + 1)
+                                   / (0.1 * multiplier * np.log(factor) + 1)),
+            }
 
     def _field(self, key: str) -> object:
         field = self.reader.fields.get(key)
@@ -81,7 +124,7 @@ class GGUFReference:
         x = self.weight("token_embd.weight")[ids]
         positions = np.arange(len(ids))
         causal = np.triu(np.full((len(ids), len(ids)), -np.inf, dtype=np.float32), k=1)
-        interleaved = self.arch == "llama"
+        interleaved = self.arch in ("llama", "mistral3")
         for index in range(self.layers):
             def w(name: str, index: int = index) -> np.ndarray:
                 return self.weight(f"blk.{index}.{name}")
@@ -94,11 +137,11 @@ class GGUFReference:
             q = h @ w("attn_q.weight").T + bias("attn_q.bias")
             k = h @ w("attn_k.weight").T + bias("attn_k.bias")
             v = h @ w("attn_v.weight").T + bias("attn_v.bias")
-            head_dim = q.shape[-1] // self.heads
+            head_dim = self.head_dim or q.shape[-1] // self.heads
             q = _rotate(q.reshape(len(ids), self.heads, head_dim), positions, self.base,
-                        interleaved)
+                        interleaved, self.yarn)
             k = _rotate(k.reshape(len(ids), self.heads_kv, head_dim), positions, self.base,
-                        interleaved)
+                        interleaved, self.yarn)
             v = v.reshape(len(ids), self.heads_kv, head_dim)
             group = self.heads // self.heads_kv
             k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
@@ -117,17 +160,20 @@ class GGUFReference:
 
 
 def write_tiny_gguf(path: Path, arch: str, *, layers: int = 2, hidden: int = 64, heads: int = 4,
-                    heads_kv: int = 2, seed: int = 0, tied: bool = False) -> Path:
+                    heads_kv: int = 2, seed: int = 0, tied: bool = False,
+                    head_dim: int | None = None, yarn: bool = False) -> Path:
     """A GGUF file with random weights in ``arch``'s layout (Q8_0 matrices, f32 norms).
 
-    Weights are stored as llama.cpp would store them; for ``llama`` that means Q/K rows meant
-    for interleaved rotary pairs, which the converter must un-permute.
+    Weights are stored as llama.cpp would store them; for ``llama`` and ``mistral3`` that
+    means Q/K rows meant for interleaved rotary pairs, which the converter must un-permute.
+    ``head_dim`` other than hidden / heads and ``yarn`` scaling are Ministral 3's traits.
     """
     import gguf
 
     rng = np.random.default_rng(seed)
     tokens = [*byte_level_alphabet(), "ab", *SPECIAL_TOKENS]
-    vocab, ffn, head_dim = len(tokens), hidden * 2, hidden // heads
+    vocab, ffn = len(tokens), hidden * 2
+    head_dim = head_dim or hidden // heads
 
     def rand(*shape: int, scale: float = 0.2) -> np.ndarray:
         return (rng.standard_normal(shape) * scale).astype(np.float32)
@@ -139,7 +185,18 @@ def write_tiny_gguf(path: Path, arch: str, *, layers: int = 2, hidden: int = 64,
     writer.add_feed_forward_length(ffn)
     writer.add_head_count(heads)
     writer.add_head_count_kv(heads_kv)
-    writer.add_rope_freq_base(10000.0 if arch == "llama" else 1000000.0)
+    writer.add_rope_freq_base(1000000.0 if arch == "qwen2" else 10000.0)
+    if head_dim != hidden // heads:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    if yarn:
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(4.0)
+        writer.add_rope_scaling_orig_ctx_len(64)
+        writer.add_float32(f"{arch}.rope.scaling.yarn_beta_fast", 32.0)
+        writer.add_float32(f"{arch}.rope.scaling.yarn_beta_slow", 1.0)
+        writer.add_float32(f"{arch}.rope.scaling.yarn_log_multiplier", 0.5)
+        writer.add_float32(f"{arch}.attention.temperature_scale", 0.1)
     writer.add_layer_norm_rms_eps(1e-5 if arch == "llama" else 1e-6)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("qwen2" if arch == "qwen2" else "smollm")

@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 import tokenizers
 
-from llm.gguf import (
-    ChatFormat,
-    GGUFConversionError,
-    _unpermute_llama,
-    build_byte_level_tokenizer_json,
-    convert_gguf,
-)
+from llm.gguf import ChatFormat, GGUFConversionError, _unpermute_llama, convert_gguf
+from llm.gguf_tokenizers import build_byte_level_tokenizer_json
 from tests.reference import GGUFReference, write_tiny_gguf
 
 ROUND_TRIP_TEXTS = {
@@ -122,6 +117,35 @@ def test_the_reference_notices_a_conversion_that_skips_the_llama_unpermutation(
     convert_gguf(source, tmp_path / "ct2", quantization="float32", progress=False)
     reference = GGUFReference(source).logits(TINY_PROMPT_IDS)
     converted = _ct2_logits(tmp_path / "ct2", TINY_PROMPT_IDS, "float32")
+    assert np.abs(converted - reference).max() > 0.1
+
+
+LONG_PROMPT_IDS = [(7 * i + 3) % 256 for i in range(40)]  # positions where YaRN shows
+
+
+@pytest.mark.parametrize("yarn", [False, True], ids=["plain-rope", "yarn"])
+def test_mistral3_conversion_reproduces_the_reference_logits(tmp_path: Path, yarn: bool) -> None:
+    """Ministral 3's traits: a head size of its own, YaRN, a tied output layer."""
+    source = write_tiny_gguf(tmp_path / "tiny.gguf", "mistral3", head_dim=24, yarn=yarn,
+                             tied=True)
+    chat_format = convert_gguf(source, tmp_path / "ct2", quantization="float32", progress=False)
+    reference = GGUFReference(source).logits(LONG_PROMPT_IDS)
+    converted = _ct2_logits(tmp_path / "ct2", LONG_PROMPT_IDS, "float32")
+    np.testing.assert_allclose(converted, reference, rtol=0, atol=1e-3)
+    # With a query temperature, the context stops where it would start to act.
+    assert chat_format.context_length == (64 if yarn else 4096)
+
+
+def test_the_reference_notices_a_conversion_that_ignores_yarn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llm import gguf as converter
+
+    monkeypatch.setattr(converter, "_rope_scaling", lambda model, head_dim, base: converter._Rope())
+    source = write_tiny_gguf(tmp_path / "tiny.gguf", "mistral3", head_dim=24, yarn=True)
+    convert_gguf(source, tmp_path / "ct2", quantization="float32", progress=False)
+    reference = GGUFReference(source).logits(LONG_PROMPT_IDS)
+    converted = _ct2_logits(tmp_path / "ct2", LONG_PROMPT_IDS, "float32")
     assert np.abs(converted - reference).max() > 0.1
 
 
