@@ -161,17 +161,21 @@ class GGUFReference:
 
 def write_tiny_gguf(path: Path, arch: str, *, layers: int = 2, hidden: int = 64, heads: int = 4,
                     heads_kv: int = 2, seed: int = 0, tied: bool = False,
-                    head_dim: int | None = None, yarn: bool = False) -> Path:
+                    head_dim: int | None = None, yarn: bool = False,
+                    vocabulary: tuple[list[str], list[float], list[int]] | None = None) -> Path:
     """A GGUF file with random weights in ``arch``'s layout (Q8_0 matrices, f32 norms).
 
     Weights are stored as llama.cpp would store them; for ``llama`` and ``mistral3`` that
     means Q/K rows meant for interleaved rotary pairs, which the converter must un-permute.
     ``head_dim`` other than hidden / heads and ``yarn`` scaling are Ministral 3's traits.
+    ``vocabulary`` (pieces, scores, token types) makes it a SentencePiece model (``llama``
+    tokenizer, as Mistral 7B's); by default it has a byte-level BPE vocabulary.
     """
     import gguf
 
     rng = np.random.default_rng(seed)
-    tokens = [*byte_level_alphabet(), "ab", *SPECIAL_TOKENS]
+    tokens = [*byte_level_alphabet(), "ab", *SPECIAL_TOKENS] if vocabulary is None \
+        else vocabulary[0]
     vocab, ffn = len(tokens), hidden * 2
     head_dim = head_dim or hidden // heads
 
@@ -198,13 +202,24 @@ def write_tiny_gguf(path: Path, arch: str, *, layers: int = 2, hidden: int = 64,
         writer.add_float32(f"{arch}.rope.scaling.yarn_log_multiplier", 0.5)
         writer.add_float32(f"{arch}.attention.temperature_scale", 0.1)
     writer.add_layer_norm_rms_eps(1e-5 if arch == "llama" else 1e-6)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2" if arch == "qwen2" else "smollm")
-    writer.add_token_list(tokens)
-    writer.add_token_types([1] * 257 + [3] * len(SPECIAL_TOKENS))
-    writer.add_token_merges(["a b"])
-    writer.add_bos_token_id(tokens.index("<|endoftext|>"))
-    writer.add_eos_token_id(tokens.index("<|im_end|>"))
+    if vocabulary is None:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("qwen2" if arch == "qwen2" else "smollm")
+        writer.add_token_list(tokens)
+        writer.add_token_types([1] * 257 + [3] * len(SPECIAL_TOKENS))
+        writer.add_token_merges(["a b"])
+        writer.add_bos_token_id(tokens.index("<|endoftext|>"))
+        writer.add_eos_token_id(tokens.index("<|im_end|>"))
+    else:
+        writer.add_tokenizer_model("llama")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_list(tokens)
+        writer.add_token_scores(vocabulary[1])
+        writer.add_token_types(vocabulary[2])
+        writer.add_bos_token_id(tokens.index("<s>"))
+        writer.add_eos_token_id(tokens.index("</s>"))
+        writer.add_unk_token_id(tokens.index("<unk>"))
+        writer.add_add_bos_token(True)
     writer.add_chat_template(CHATML_TEMPLATE)
 
     def matrix(name: str, rows: int, cols: int) -> None:
