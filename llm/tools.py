@@ -7,7 +7,10 @@ turns them into what chat templates take as ``tools=`` (Hugging Face's format, t
 nested under ``"function"``); ``ChatModel.render``/``stream`` pass it to the model's own
 template, which writes the tools and the call syntax into the system turn.
 
-Qwen2.5 answers a call as ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``.
+Qwen2.5 answers a call as ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``;
+Mistral's models after their ``[TOOL_CALLS]`` token, as a JSON list of ``{"name", "arguments",
+"id"}`` (Mistral 7B v0.3, Small 3.1) or as ``name[ARGS]{...}`` (Ministral 3; Small 3.2 puts
+``[CALL_ID]id`` before ``[ARGS]``).
 :class:`ToolCallParser` reads the reply's text deltas as they come and splits them into text
 that is safe to speak and completed calls, each checked against its tool's schema. Text that
 could be the start of ``<tool_call>`` is held back until it is known not to be, so no piece of
@@ -28,6 +31,9 @@ import jsonschema
 
 CALL_START = "<tool_call>"
 CALL_END = "</tool_call>"
+MISTRAL_CALLS = "[TOOL_CALLS]"
+MISTRAL_ARGS = "[ARGS]"
+MISTRAL_CALL_ID = "[CALL_ID]"
 # Start and end markers of a call at the start of a reply. Besides Qwen2.5's own tags, its 1.5B
 # coder model sometimes wraps a call in the <tools></tools> tags its prompt lists functions in
 # (only there: later in a reply, "<tools>" is text).
@@ -164,6 +170,8 @@ class ToolCallParser:
         elif self._mode == _FENCED:
             inner = _fence_content(pending)
             out.append(self._parse(inner) if _looks_like_call(inner) else pending)
+        elif self._mode == _MISTRAL:
+            out.append(ToolCallError(pending, "the call after [TOOL_CALLS] is unfinished"))
         elif pending.strip() or self._mode == _TEXT:
             self._text(out, pending)
         return out
@@ -174,10 +182,12 @@ class ToolCallParser:
         if self._mode == _START:  # nothing but calls and blank space so far
             text = pending.lstrip()
             if not text or _is_proper_prefix(text, FENCE) or any(
-                    _is_proper_prefix(text, marker) for marker in MARKERS):
+                    _is_proper_prefix(text, marker) for marker in (*MARKERS, MISTRAL_CALLS)):
                 return False
             marker = next((m for m in MARKERS if text.startswith(m)), None)
-            if text.startswith("{"):
+            if text.startswith(MISTRAL_CALLS):
+                self._pending, self._mode = text[len(MISTRAL_CALLS):], _MISTRAL
+            elif text.startswith("{"):
                 self._pending, self._mode = text, _BARE
             elif text.startswith(FENCE):
                 self._pending, self._mode = text, _FENCED
@@ -195,6 +205,8 @@ class ToolCallParser:
             self._pending = pending[end + len(self._end):]
             self._mode = _TEXT if self._spoke else _START
             return True
+        if self._mode == _MISTRAL:
+            return self._mistral_calls(out)
         if self._mode == _BARE:
             doubled = pending.startswith("{{")  # "{{...}}": a template's doubled braces
             try:
@@ -224,6 +236,11 @@ class ToolCallParser:
                 self._mode = _TEXT
             return True
         start = pending.find(CALL_START)
+        mistral = pending.find(MISTRAL_CALLS)
+        if mistral >= 0 and (start < 0 or mistral < start):
+            self._text(out, pending[:mistral])
+            self._pending, self._mode = pending[mistral + len(MISTRAL_CALLS):], _MISTRAL
+            return True
         if start >= 0:
             self._text(out, pending[:start])
             self._pending, self._mode = pending[start + len(CALL_START):], _TAGGED
@@ -233,6 +250,34 @@ class ToolCallParser:
         self._text(out, pending[:len(pending) - held])
         self._pending = pending[len(pending) - held:]
         return False
+
+    def _mistral_calls(self, out: list[Output]) -> bool:
+        """After ``[TOOL_CALLS]``: a JSON list of calls, or ``name[ARGS]{...}`` (with
+        ``[CALL_ID]id`` before ``[ARGS]``); False while it is incomplete."""
+        text = self._pending.lstrip()
+        if text.startswith("["):
+            try:
+                value, end = _DECODER.raw_decode(text)
+            except json.JSONDecodeError:
+                return False
+            for entry in value if isinstance(value, list) else [value]:
+                out.append(self._check(entry, json.dumps(entry, ensure_ascii=False)))
+            rest = text[end:]
+        else:
+            at = text.find(MISTRAL_ARGS)
+            if at < 0:
+                return False
+            name = text[:at].split(MISTRAL_CALL_ID)[0].strip()
+            body = text[at + len(MISTRAL_ARGS):].lstrip()
+            try:
+                value, end = _DECODER.raw_decode(body)
+            except json.JSONDecodeError:
+                return False
+            out.append(self._check({"name": name, "arguments": value}, text[:at] + body[:end]))
+            rest = body[end:]
+        self._pending = rest
+        self._mode = _TEXT if self._spoke else _START
+        return True
 
     def _text(self, out: list[Output], text: str) -> None:
         if not text:
@@ -254,6 +299,10 @@ class ToolCallParser:
                 value = json.loads(text[1:-1])
             except json.JSONDecodeError:
                 return ToolCallError(text, f"the call is not valid JSON: {error}")
+        return self._check(value, text)
+
+    def _check(self, value: Any, text: str) -> ToolCall | ToolCallError:
+        """A call read as JSON, checked: a known tool, arguments that fit its schema."""
         if not isinstance(value, dict) or not isinstance(value.get("name"), str):
             return ToolCallError(text, 'the call is not a JSON object with a "name"')
         name: str = value["name"]
@@ -278,7 +327,8 @@ class ToolCallParser:
 
 
 FENCE = "```"
-_START, _TEXT, _TAGGED, _BARE, _FENCED = "start", "text", "tagged", "bare", "fenced"
+_START, _TEXT, _TAGGED, _BARE, _FENCED, _MISTRAL = (
+    "start", "text", "tagged", "bare", "fenced", "mistral")
 _DECODER = json.JSONDecoder()
 
 
@@ -304,8 +354,10 @@ def _looks_like_call(text: str) -> bool:
 
 
 def _partial_marker_length(text: str) -> int:
-    """The length of the longest end of ``text`` that is a proper beginning of CALL_START."""
-    for length in range(min(len(text), len(CALL_START) - 1), 0, -1):
-        if CALL_START.startswith(text[-length:]):
+    """The length of the longest end of ``text`` that is a proper beginning of a call marker
+    (``<tool_call>``, ``[TOOL_CALLS]``)."""
+    for length in range(min(len(text), len(MISTRAL_CALLS) - 1), 0, -1):
+        if any(length < len(marker) and marker.startswith(text[-length:])
+               for marker in (CALL_START, MISTRAL_CALLS)):
             return length
     return 0

@@ -276,3 +276,49 @@ def test_a_call_opened_for_qwen_is_completed_even_where_it_would_answer_in_words
     # Spain") may follow the CPU's kernels.
     assert [c.name for c in calls] == ["get_weather"], outputs
     assert isinstance(calls[0], ToolCall) and "madrid" in str(calls[0].arguments["city"]).lower()
+
+
+# -- Mistral's call formats ------------------------------------------------------------------
+
+ROOMS_JSON = '{"room": "kitchen", "on": true}'
+
+
+@pytest.mark.parametrize("split", SPLITS.values(), ids=SPLITS.keys())
+@pytest.mark.parametrize("reply", [
+    # Mistral 7B v0.3 (SentencePiece: a space after the token) and Small 3.1: a JSON list.
+    '[TOOL_CALLS] [{"name": "set_light", "arguments": ' + ROOMS_JSON + ', "id": "abc123XYZ"}]',
+    '[TOOL_CALLS][{"name": "set_light", "arguments": ' + ROOMS_JSON + "}]",
+    # Ministral 3: name[ARGS]{...}; Small 3.2: name[CALL_ID]id[ARGS]{...}.
+    "[TOOL_CALLS]set_light[ARGS]" + ROOMS_JSON,
+    "[TOOL_CALLS]set_light[CALL_ID]abc123XYZ[ARGS]" + ROOMS_JSON,
+], ids=["v3-list", "v7-list", "v13-args", "v11-call-id"])
+def test_mistral_calls_are_read_in_each_format(reply: str,
+                                               split: Callable[[str], list[str]]) -> None:
+    outputs, pieces = parse(reply, split)
+    assert outputs == [KITCHEN_ON]
+    assert not any("[" in piece for piece in pieces)  # no markup is ever spoken
+
+
+@pytest.mark.parametrize("split", SPLITS.values(), ids=SPLITS.keys())
+def test_several_mistral_calls_and_the_text_before_them(
+        split: Callable[[str], list[str]]) -> None:
+    reply = ("One moment.[TOOL_CALLS]set_light[ARGS]" + ROOMS_JSON
+             + "[TOOL_CALLS]get_time[ARGS]{}")
+    outputs, _ = parse(reply, split)
+    assert outputs == ["One moment.", KITCHEN_ON, ToolCall("get_time", {})]
+    listed = ('[TOOL_CALLS] [{"name": "set_light", "arguments": ' + ROOMS_JSON + '}, '
+              '{"name": "get_time", "arguments": {}}]')
+    assert parse(listed, split)[0] == [KITCHEN_ON, ToolCall("get_time", {})]
+
+
+def test_an_unfinished_or_wrong_mistral_call_is_an_error_not_speech() -> None:
+    outputs, pieces = parse('[TOOL_CALLS]set_light[ARGS]{"room": "kit', SPLITS["threes"])
+    assert len(outputs) == 1 and isinstance(outputs[0], ToolCallError)
+    assert "unfinished" in outputs[0].message and not pieces
+    outputs, _ = parse('[TOOL_CALLS]open_door[ARGS]{"door": "front"}', SPLITS["whole"])
+    assert isinstance(outputs[0], ToolCallError) and "no tool 'open_door'" in outputs[0].message
+
+
+def test_text_that_only_looks_like_the_start_of_a_mistral_marker_is_spoken() -> None:
+    outputs, _ = parse("See [TOOL] and [1].", SPLITS["characters"])
+    assert outputs == ["See [TOOL] and [1]."]
