@@ -247,3 +247,38 @@ def build_random_whisper(folder: Path, *, hidden: int = 32, heads: int = 2, laye
     tokenizer = build_byte_level_tokenizer_json(tokens, [], special_ids, "gpt2")
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False))
     return folder
+
+
+def train_sentencepiece(corpus: list[str], vocab_size: int = 420) -> Any:
+    """A SentencePiece BPE model with byte fallback, set up like Mistral's (identity
+    normalization, spaces kept, digits split), trained on ``corpus``; with the control
+    symbols [INST] and [/INST] and the user-defined symbol [REF]."""
+    import io
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus * 20), model_writer=model, vocab_size=vocab_size,
+        model_type="bpe", byte_fallback=True, character_coverage=1.0, split_digits=True,
+        add_dummy_prefix=True, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", control_symbols=["[INST]", "[/INST]"],
+        user_defined_symbols=["[REF]"], num_threads=1, minloglevel=2)
+    return sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
+
+
+def sentencepiece_vocabulary(processor: Any) -> tuple[list[str], list[float], list[int]]:
+    """Pieces, scores and GGUF token types of a SentencePiece model, as llama.cpp's
+    converter writes them into a GGUF file."""
+    from llm.gguf_tokenizers import BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED
+
+    pieces, scores, types = [], [], []
+    for index in range(processor.get_piece_size()):
+        pieces.append(processor.id_to_piece(index))
+        scores.append(processor.get_score(index))
+        types.append(UNKNOWN if processor.is_unknown(index) else
+                     CONTROL if processor.is_control(index) else
+                     BYTE if processor.is_byte(index) else
+                     USER_DEFINED if pieces[-1] == "[REF]" else NORMAL)
+    return pieces, scores, types
+

