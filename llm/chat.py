@@ -30,7 +30,7 @@ import jinja2.sandbox
 from llm.batching import BatchedDecoder, StepOptions
 from llm.detokenizer import TextDeltas
 from llm.gguf import TOKENIZER_FILE, ChatFormat
-from llm.tools import Tool, ToolCall, template_supports_tools, template_tools
+from llm.tools import Tool, ToolCall, template_call_id, template_supports_tools, template_tools
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class Message:
     role: Role
     content: str
     tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""  # a tool turn: the call it answers
 
     def template_json(self, tools_supported: bool) -> dict[str, object]:
         """The message as chat templates take it. A template without tools gets calls and
@@ -52,9 +53,12 @@ class Message:
         if tools_supported:
             body: dict[str, object] = {"role": self.role, "content": self.content}
             if self.tool_calls:
-                body["tool_calls"] = [{"type": "function", "function": {
-                    "name": call.name, "arguments": dict(call.arguments)}}
-                    for call in self.tool_calls]
+                body["tool_calls"] = [{"type": "function", "id": template_call_id(call.call_id),
+                                       "function": {"name": call.name,
+                                                    "arguments": dict(call.arguments)}}
+                                      for call in self.tool_calls]
+            if self.tool_call_id:
+                body["tool_call_id"] = template_call_id(self.tool_call_id)
             return body
         if self.role == "tool":
             return {"role": "user", "content": f"[function result] {self.content}"}

@@ -88,6 +88,14 @@ def template_tools(tools: Iterable[Tool]) -> list[dict[str, Any]]:
             for tool in tools]
 
 
+def template_call_id(call_id: str) -> str:
+    """A call id as chat templates take it: Mistral's insist on exactly 9 letters or digits
+    (its tokenizer's format); Qwen's ignore ids. The last 9 of ``call_id``'s letters and
+    digits, zero-padded, so a call and its result keep matching ids."""
+    plain = "".join(c for c in call_id if c.isascii() and c.isalnum())
+    return plain[-9:].rjust(9, "0")
+
+
 def template_supports_tools(chat_template: str) -> bool:
     """Whether a chat template renders ``tools`` at all (many small models' do not)."""
     return "tools" in chat_template
@@ -95,10 +103,12 @@ def template_supports_tools(chat_template: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class ToolCall:
-    """A completed call whose arguments satisfy its tool's schema."""
+    """A completed call whose arguments satisfy its tool's schema; ``call_id`` names it in a
+    conversation (its result answers that id)."""
 
     name: str
     arguments: Mapping[str, Any]
+    call_id: str = ""
 
     @property
     def arguments_json(self) -> str:

@@ -71,3 +71,48 @@ def test_models_pull_fetches_and_converts_ministral_3_and_mistral_7b(
         assert "<|im_start|>user\nHello<|im_end|>" in model.render([Message("user", "Hello")])
         deltas = list(model.stream([Message("user", "Hello")], SamplingOptions(max_new_tokens=8)))
         assert len(deltas) <= 8
+
+
+# A template that checks call ids the way Mistral's do (9 letters or digits, the result
+# answering its call's id), in the [TOOL_CALLS] / [TOOL_RESULTS] layout of Mistral 7B v0.3.
+MISTRAL_LIKE_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m.role == 'user' %}[INST] {{ m.content }}[/INST]"
+    "{% elif m.role == 'assistant' and m.tool_calls %}[TOOL_CALLS] ["
+    "{% for c in m.tool_calls %}"
+    "{% if c.id is not string or c.id|length != 9 or not c.id.isalnum() %}"
+    "{{ raise_exception('Tool call IDs should be alphanumeric strings with length 9!') }}"
+    "{% endif %}"
+    '{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments|tojson }}, '
+    '"id": "{{ c.id }}"}{% endfor %}]</s>'
+    "{% elif m.role == 'tool' %}"
+    "{% if m.tool_call_id|length != 9 %}{{ raise_exception('bad tool_call_id') }}{% endif %}"
+    '[TOOL_RESULTS] {"content": {{ m.content|tojson }}, "call_id": "{{ m.tool_call_id }}"}'
+    "[/TOOL_RESULTS]"
+    "{% elif m.role == 'assistant' %} {{ m.content }}</s>{% endif %}{% endfor %}"
+)
+
+
+def test_a_conversation_with_calls_renders_through_a_template_that_checks_mistral_ids() -> None:
+    import jinja2.sandbox
+
+    from voice.conversation import Conversation, Item
+
+    conversation = Conversation()
+    conversation.add(Item("item_1", "user", "Is it warm in Paris?"))
+    conversation.add(Item("item_2", "assistant", kind="function_call", name="get_weather",
+                          call_id="call_Xy7-Q2pL4mN8", arguments='{"city": "Paris"}'))
+    conversation.add(Item("item_3", "user", '{"temp": 21}', kind="function_call_output",
+                          call_id="call_Xy7-Q2pL4mN8"))
+    conversation.add(Item("item_4", "assistant", "Yes, 21 degrees."))
+    messages = [m.template_json(True) for m in conversation.prompt("Be brief.")[1:]]
+
+    environment = jinja2.sandbox.ImmutableSandboxedEnvironment()
+
+    def refuse(message: str) -> None:
+        raise ValueError(message)
+
+    environment.globals["raise_exception"] = refuse
+    text = environment.from_string(MISTRAL_LIKE_TEMPLATE).render(messages=messages)
+    assert '"id": "Q2pL4mN8"' not in text  # 9 characters, not 8
+    assert '"id": "7Q2pL4mN8"' in text and '"call_id": "7Q2pL4mN8"' in text

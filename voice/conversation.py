@@ -222,15 +222,16 @@ class Conversation:
             if item.kind in ("function_call", "mcp_call"):
                 messages.append(Message("assistant", "", (_call_of(item),)))
                 if item.kind == "mcp_call" and item.status != "in_progress":
-                    messages.append(Message("tool", _outcome(item)))
+                    messages.append(Message("tool", _outcome(item), tool_call_id=item.item_id))
             elif item.kind == "function_call_output":
-                messages.append(Message("tool", item.text))
+                messages.append(Message("tool", item.text, tool_call_id=item.call_id or ""))
             elif item.kind == "mcp_approval_response" and item.approve is False:
                 request = self.find(item.approval_request_id or "")
                 if request is not None:  # the model learns the user said no
                     messages.append(Message("assistant", "", (_call_of(request),)))
                     messages.append(Message("tool", "Not run: the user declined"
-                                            + (f" ({item.text})." if item.text else ".")))
+                                            + (f" ({item.text})." if item.text else "."),
+                                            tool_call_id=request.item_id))
             elif item.kind.startswith("mcp_"):
                 continue  # listings and open approval requests are not part of the talk
             elif item.text:
@@ -250,4 +251,5 @@ def _call_of(item: Item) -> ToolCall:
         arguments = json.loads(item.arguments or "{}")
     except ValueError:  # only valid JSON objects are ever stored; be safe anyway
         arguments = {}
-    return ToolCall(item.name or "", arguments if isinstance(arguments, dict) else {})
+    return ToolCall(item.name or "", arguments if isinstance(arguments, dict) else {},
+                    item.call_id or item.item_id)
