@@ -275,8 +275,7 @@ class ChatModel:
         """
         options = options or SamplingOptions()
         kept, prompt = self._fit(messages, reserve=options.max_new_tokens, tools=tools)
-        if self.format.add_bos_token and self.format.bos_token:
-            prompt = [self.format.bos_token, *prompt]
+        prompt = self._with_bos(prompt)
         if options.prefix:
             prompt = [*prompt, *self._tokens([options.prefix])[0]]
         if self._batched is not None:
@@ -318,12 +317,18 @@ class ChatModel:
         block = str(self._template.render(
             messages=[{"role": "system", "content": content}], add_generation_prompt=False,
             bos_token=self.format.bos_token or "", eos_token=self.format.eos_token, **variables))
-        tokens = self._tokens([block])[0]
-        if self.format.add_bos_token and self.format.bos_token:
-            tokens = [self.format.bos_token, *tokens]
+        tokens = self._with_bos(self._tokens([block])[0])
         # Only when the conversation's tokens really start with it (a template may render a
         # system message differently in context); the rest must not be empty.
         return tokens if len(tokens) < len(prompt) and prompt[:len(tokens)] == tokens else []
+
+    def _with_bos(self, tokens: list[str]) -> list[str]:
+        """The tokens with the BOS token first where the model wants one, unless the template
+        wrote it already (Mistral's templates begin with ``{{ bos_token }}``)."""
+        bos = self.format.bos_token
+        if self.format.add_bos_token and bos and (not tokens or tokens[0] != bos):
+            return [bos, *tokens]
+        return tokens
 
     def _deltas(self, steps: Iterator[object], cancel: threading.Event | None) -> Iterator[str]:
         deltas = TextDeltas(self._tokenizer)

@@ -163,7 +163,7 @@ def write_tiny_gguf(path: Path, arch: str, *, layers: int = 2, hidden: int = 64,
                     heads_kv: int = 2, seed: int = 0, tied: bool = False,
                     head_dim: int | None = None, yarn: bool = False,
                     vocabulary: tuple[list[str], list[float], list[int]] | None = None,
-                    pre: str | None = None) -> Path:
+                    pre: str | None = None, template: str = CHATML_TEMPLATE) -> Path:
     """A GGUF file with random weights in ``arch``'s layout (Q8_0 matrices, f32 norms).
 
     Weights are stored as llama.cpp would store them; for ``llama`` and ``mistral3`` that
@@ -221,7 +221,7 @@ def write_tiny_gguf(path: Path, arch: str, *, layers: int = 2, hidden: int = 64,
         writer.add_eos_token_id(tokens.index("</s>"))
         writer.add_unk_token_id(tokens.index("<unk>"))
         writer.add_add_bos_token(True)
-    writer.add_chat_template(CHATML_TEMPLATE)
+    writer.add_chat_template(template)
 
     def matrix(name: str, rows: int, cols: int) -> None:
         quantized = gguf.quants.quantize(rand(rows, cols), gguf.GGMLQuantizationType.Q8_0)

@@ -116,3 +116,24 @@ def test_a_conversation_with_calls_renders_through_a_template_that_checks_mistra
     text = environment.from_string(MISTRAL_LIKE_TEMPLATE).render(messages=messages)
     assert '"id": "Q2pL4mN8"' not in text  # 9 characters, not 8
     assert '"id": "7Q2pL4mN8"' in text and '"call_id": "7Q2pL4mN8"' in text
+
+
+def test_a_template_that_writes_the_bos_token_gets_no_second_one(tmp_path: Path) -> None:
+    from llm.gguf import convert_gguf
+
+    processor = train_sentencepiece(["Hello there, how are you doing today?"], vocab_size=300)
+    source = write_tiny_gguf(tmp_path / "tiny.gguf", "llama",
+                             vocabulary=sentencepiece_vocabulary(processor),
+                             template="{{ bos_token }}" + MISTRAL_LIKE_TEMPLATE)
+    convert_gguf(source, tmp_path / "ct2", progress=False)
+    model = ChatModel(ChatConfig(str(tmp_path / "ct2"), compute_type="int8"))
+    prompts: list[list[str]] = []
+    generate = model._generator.generate_tokens
+
+    def spy(prompt: list[str], **options: object) -> object:
+        prompts.append([*(options.get("static_prompt") or []), *prompt])  # type: ignore[misc]
+        return generate(prompt, **options)
+
+    model._generator = type("Spy", (), {"generate_tokens": staticmethod(spy)})()
+    list(model.stream([Message("user", "Hello")], SamplingOptions(max_new_tokens=2)))
+    assert prompts[0][:2] == ["<s>", "[INST]"]  # one BOS, then the template's text
