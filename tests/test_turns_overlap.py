@@ -106,3 +106,13 @@ def test_no_resume_when_the_user_speaks_again_or_the_policy_says_not_to() -> Non
     play([*cut, ("speech_started", (20_000,), [UserTurnStarted(20_000)], L, IDLE),
           ("nothing_heard", ("reply2",), [], L, IDLE)], TurnPolicy(resume=True))
     play([*cut, ("nothing_heard", ("reply2",), [], S, IDLE)], TurnPolicy(resume=False))
+
+
+def test_an_acknowledgement_after_the_reply_ended_answers_it() -> None:
+    play([*REPLYING,
+          ("reply_ended", ("reply1",), [], S, IDLE),
+          ("speech_started", (168_000,), [OverlapStarted(168_000)], L, IDLE),  # last words
+          ("speech_stopped", (176_000,), [OverlapEnded(168_000, 176_000)], S, IDLE),
+          ("overlap_judged", (168_000, 176_000, "backchannel"),
+           [UserTurnStarted(168_000), UserTurnEnded(176_000), StartReply("reply2")], S,
+           THINKING)], GUARD)

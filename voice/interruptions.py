@@ -33,7 +33,7 @@ from voice.protocol import BackchannelHeard, ItemAdded, ItemDone, ServerEvent, S
 from voice.reply import Reply, Resume
 from voice.reply_settings import ReplySettings
 from voice.schedulers import Priority
-from voice.turns import Backchannel, Effect, OverlapEnded, ResumeReply, TurnTaker
+from voice.turns import Backchannel, Effect, OverlapEnded, ResumeReply, TurnTaker, UserTurnEnded
 
 logger = logging.getLogger(__name__)
 ASR_RATE = 16_000
@@ -44,6 +44,7 @@ JUDGE_TOKENS = 24  # a few words are enough to tell
 ECHO_BEFORE_MS, ECHO_AFTER_MS = 2000, 1500
 SHORT_MS = 800  # speech over the reply this short is taken for an interruption only if sure
 ECHO_WINDOW_S = 1.5  # the latest stretch of the speech whose loudness is compared
+ECHO_MIN_S = 0.3  # ... if at least this much of it came after the reply's first audio
 LOOK_S = 3  # a quick look hears at most the latest seconds of the speech
 
 
@@ -118,9 +119,15 @@ class Interruptions:
             return judge(transcript.text, "", self._languages(transcript.language))
         spoken = reply.spoken_between(start - ECHO_BEFORE_MS * ASR_RATE // 1000,
                                       end + ECHO_AFTER_MS * ASR_RATE // 1000)
-        recent = audio[-int(ECHO_WINDOW_S * ASR_RATE):]
-        frame = (end - recent.size - reply.audible_at) * 100 // ASR_RATE
-        similarity = follows(loudness(recent, ASR_RATE), reply.contour(), frame)
+        # The latest stretch, from the reply's first audio on at the earliest: a sound that
+        # began before the reply cannot be its echo, and its onset lined up with the
+        # reply's would look like one.
+        first = max(end - min(audio.size, int(ECHO_WINDOW_S * ASR_RATE)), reply.audible_at)
+        similarity = 0.0
+        if end - first >= ECHO_MIN_S * ASR_RATE:
+            recent = audio[audio.size - (end - first):]
+            frame = (first - reply.audible_at) * 100 // ASR_RATE
+            similarity = follows(loudness(recent, ASR_RATE), reply.contour(), frame)
         logger.debug("session %s: loudness follows the reply's at %.2f", self.id, similarity)
         return judge(transcript.text, spoken, self._languages(transcript.language),
                      echo_like=similarity >= ECHO_FOLLOWS)
@@ -203,12 +210,12 @@ class Interruptions:
         async with self._detector_lock:
             if detector is not self._detector:
                 return
-            if verdict is Verdict.USER and transcript is not None:
+            effects = self.turns.overlap_judged(ended.start, ended.at, verdict.value)
+            if transcript is not None and any(isinstance(e, UserTurnEnded) for e in effects):
                 decoded: asyncio.Future[Transcript] = asyncio.get_running_loop().create_future()
                 decoded.set_result(transcript)
                 self._turn_audio = audio
                 self._speculation = Speculation(ended.at, audio, decoded)  # the turn's transcript
-            effects = self.turns.overlap_judged(ended.start, ended.at, verdict.value)
             if effects and isinstance(effects[0], Backchannel) and transcript is not None:
                 await self._backchannel(effects[0], transcript)
                 effects = effects[1:]

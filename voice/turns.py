@@ -270,12 +270,16 @@ class TurnTaker:
     def overlap_judged(self, start: int, at: int, verdict: str) -> list[Effect]:
         """The verdict on the whole overlap that ended at ``at`` (``OverlapEnded``):
         ``user`` makes it a turn that cut the reply (ended at ``at``), ``backchannel`` an
-        acknowledgement; anything else (echo, nothing) changes nothing."""
+        acknowledgement while the assistant still speaks, but a turn once its reply is over
+        (a "ja" at the end of a question answers it); anything else (echo, nothing) changes
+        nothing."""
         if self._judging != (start, at):
             return []  # stale: reconfigured since
         self._judging = None
-        if verdict == "backchannel":
+        if verdict == "backchannel" and (self.reply_id is not None or at < self.playing_until):
             return [Backchannel(start, at)]
+        if verdict == "backchannel":
+            verdict = "user"
         if verdict != "user" or self.user is UserState.SPEAKING:
             return []
         effects = [*self._cancel("turn_detected", start), UserTurnStarted(start)]
