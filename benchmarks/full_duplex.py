@@ -103,9 +103,27 @@ def spoken(language: str, text_or_file: str, seconds: float | None = None) -> np
     return piper(text_or_file) if language == "en" else espeak(language, text_or_file)
 
 
+def grunt(seconds: float = 0.4, pitch_hz: float = 120.0) -> np.ndarray:
+    """A voiced sound with no words ("uh"): a pulse train through three vowel formants. The
+    VAD takes it for speech; whisper hears nothing in it."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    sound = np.zeros(t.size)
+    sound[::int(RATE / pitch_hz)] = 1.0
+    for formant, bandwidth in ((700, 130), (1200, 150), (2600, 250)):
+        radius = np.exp(-np.pi * bandwidth / RATE)
+        a1, a2 = -2 * radius * np.cos(2 * np.pi * formant / RATE), radius * radius
+        out, y1, y2 = np.zeros_like(sound), 0.0, 0.0
+        for n, x in enumerate(sound):
+            y = x - a1 * y1 - a2 * y2
+            out[n], y2, y1 = y, y1, y
+        sound = out
+    envelope = np.minimum(1, np.minimum(t / 0.05, (seconds - t) / 0.08))
+    return sound * envelope
+
+
 def noises(rng: np.random.Generator) -> dict[str, np.ndarray]:
     """A cough (a filtered noise burst with a sharp attack), a door knock (two low thumps),
-    and a plain noise burst: all about 0.3-0.5 s."""
+    a plain noise burst, all about 0.3-0.5 s, and a wordless grunt (:func:`grunt`)."""
     t = np.arange(int(0.35 * RATE)) / RATE
     cough = rng.normal(0, 1, t.size) * np.exp(-t / 0.08)
     cough = np.convolve(cough, np.ones(8) / 8, mode="same")
@@ -115,7 +133,8 @@ def noises(rng: np.random.Generator) -> dict[str, np.ndarray]:
         knock[start:start + n.size] += np.sin(2 * np.pi * 90 * n / RATE) * np.exp(-n / 600)
     burst = rng.normal(0, 1, int(0.3 * RATE))
     return {name: (0.4 * sound / np.abs(sound).max()).astype(np.float32)
-            for name, sound in (("cough", cough), ("door", knock), ("burst", burst))}
+            for name, sound in (("cough", cough), ("door", knock), ("burst", burst),
+                                ("grunt", grunt()))}
 
 
 # -- the room ---------------------------------------------------------------------------------
@@ -282,7 +301,9 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                 busy = watched or playback or buffered.size or position < user.size
                 if state["first"] is not None and not busy:
                     quiet_since = quiet_since or time.monotonic()
-                    if time.monotonic() - quiet_since > 2.0:
+                    # A cut reply may yet resume, once what cut it is transcribed.
+                    wait_s = 6.0 if state["first"] in interrupted else 2.0
+                    if time.monotonic() - quiet_since > wait_s:
                         break
                 else:
                     quiet_since = None

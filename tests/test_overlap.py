@@ -106,8 +106,13 @@ def test_an_echo_follows_the_replys_loudness_and_a_voice_of_its_own_does_not() -
 
 
 def test_sound_that_follows_the_reply_is_echo_whatever_whisper_made_of_it() -> None:
-    assert judge("For one is a city.", REPLY, ("en",), echo_like=True).verdict is Verdict.ECHO
-    assert judge("Stop!", REPLY, ("en",), echo_like=True).verdict is Verdict.USER
+    assert judge("For one is a city.", REPLY, ("en",), follows_reply=0.8).verdict \
+        is Verdict.ECHO
+    assert judge("Stop!", REPLY, ("en",), follows_reply=0.8).verdict is Verdict.USER
+    # One or two words of its own, in a sound that half follows the reply: a misheard echo.
+    assert judge("I'm two.", REPLY, ("en",), follows_reply=0.5).verdict is Verdict.ECHO
+    assert judge("What about Munich or Hamburg?", REPLY, ("en",), follows_reply=0.5) \
+        == Judgement(Verdict.USER)
 
 
 def test_an_echo_of_the_replys_first_words_follows_it_from_silence() -> None:
@@ -118,3 +123,12 @@ def test_an_echo_of_the_replys_first_words_follows_it_from_silence() -> None:
     # The decode's padding reaches 300 ms (30 frames) before the reply became audible.
     assert follows(loudness(heard[:24_000], 16_000), loudness(reply, 16_000), -30) \
         > ECHO_FOLLOWS
+
+
+@pytest.mark.parametrize("said", ["R, R, R, R, R, R,", "1, 2, 3, 4, 5, 6,", "e e e e e e"])
+def test_what_whisper_makes_of_noise_is_nothing(said: str) -> None:
+    assert judge(said, REPLY, ("en",)).verdict is Verdict.NOTHING
+
+
+def test_a_word_said_again_and_again_counts_once() -> None:
+    assert judge("Munich Munich Munich", REPLY, ("en",)) == Judgement(Verdict.USER, sure=False)

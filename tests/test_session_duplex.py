@@ -159,3 +159,18 @@ def test_a_short_unclear_word_over_the_reply_does_not_cut_it_but_a_stop_word_doe
         assert h.of("response.done")[0].fields["response"]["status"] == "cancelled"
         assert speech_starts(h) == 2
     run(scenario)
+
+
+def test_without_the_guard_a_reply_cut_by_a_backchannel_resumes_instead_of_an_answer() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Mhm.", "en")]),
+                    FakeChat([STORY, STORY], delay_s=0.02))
+        await replying(h, {"guard": False})
+        await h.send_audio(silence(1.0))
+        await h.speak(seconds=0.3)
+        await h.wait_done(2)
+        assert h.of("response.resumed")
+        assert len(h.chat.requests) == 2  # the story, then its continuation: no answer to "Mhm"
+        assistant = [i.text for i in h.session.history if i.role == "assistant"]
+        assert " ".join(assistant).split() == STORY.split()
+    run(scenario)

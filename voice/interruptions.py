@@ -27,7 +27,15 @@ import numpy as np
 from asr.whisper import TranscribeOptions, Transcript
 from voice.conversation import Conversation, Item
 from voice.endpointing import Speculation
-from voice.overlap import ECHO_FOLLOWS, Judgement, Verdict, follows, judge, loudness
+from voice.overlap import (
+    Judgement,
+    Verdict,
+    fold,
+    follows,
+    is_backchannel,
+    judge,
+    loudness,
+)
 from voice.ports import Engines, SpeechDetector
 from voice.protocol import BackchannelHeard, ItemAdded, ItemDone, ServerEvent, SessionConfig, new_id
 from voice.reply import Reply, Resume
@@ -43,8 +51,9 @@ JUDGE_TOKENS = 24  # a few words are enough to tell
 # decode hears the VAD's padding, and the room delays the echo) to a little after now.
 ECHO_BEFORE_MS, ECHO_AFTER_MS = 2000, 1500
 SHORT_MS = 800  # speech over the reply this short is taken for an interruption only if sure
-ECHO_WINDOW_S = 1.5  # the latest stretch of the speech whose loudness is compared
-ECHO_MIN_S = 0.3  # ... if at least this much of it came after the reply's first audio
+# The latest stretches of the speech whose loudness is compared with the reply's, if at
+# least the shortest came after the reply's first audio.
+ECHO_WINDOWS_S = (0.6, 1.5)
 LOOK_S = 3  # a quick look hears at most the latest seconds of the speech
 
 
@@ -98,9 +107,13 @@ class Interruptions:
         return None
 
     def _languages(self, transcript_language: str | None = None) -> tuple[str, ...]:
+        """The languages whose acknowledgements count: the transcript's, the reply's, the
+        conversation's and any the session allows (a quick look hears the reply's language
+        only)."""
         reply = self._playing_reply()
-        found = {transcript_language, reply.language if reply else None, self.last_language}
-        return tuple(language for language in found if language)
+        found = {transcript_language, reply.language if reply else None, self.last_language,
+                 self.config.language, *(self.config.languages or ())}
+        return tuple(sorted(language for language in found if language))
 
     def _quick_options(self) -> TranscribeOptions:
         """A quick look at a few words, in the language of the reply they speak over."""
@@ -119,18 +132,21 @@ class Interruptions:
             return judge(transcript.text, "", self._languages(transcript.language))
         spoken = reply.spoken_between(start - ECHO_BEFORE_MS * ASR_RATE // 1000,
                                       end + ECHO_AFTER_MS * ASR_RATE // 1000)
-        # The latest stretch, from the reply's first audio on at the earliest: a sound that
+        # The latest stretches, from the reply's first audio on at the earliest: a sound that
         # began before the reply cannot be its echo, and its onset lined up with the
-        # reply's would look like one.
-        first = max(end - min(audio.size, int(ECHO_WINDOW_S * ASR_RATE)), reply.audible_at)
+        # reply's would look like one. A short one catches echo that follows a sound of the
+        # user's (a grunt, then what the canceller lets through while it re-adapts).
         similarity = 0.0
-        if end - first >= ECHO_MIN_S * ASR_RATE:
-            recent = audio[audio.size - (end - first):]
-            frame = (first - reply.audible_at) * 100 // ASR_RATE
-            similarity = follows(loudness(recent, ASR_RATE), reply.contour(), frame)
+        for window_s in ECHO_WINDOWS_S:
+            first = max(end - min(audio.size, int(window_s * ASR_RATE)), reply.audible_at)
+            if end - first >= ECHO_WINDOWS_S[0] * ASR_RATE:
+                recent = audio[audio.size - (end - first):]
+                frame = (first - reply.audible_at) * 100 // ASR_RATE
+                similarity = max(similarity, follows(loudness(recent, ASR_RATE),
+                                                     reply.contour(), frame))
         logger.debug("session %s: loudness follows the reply's at %.2f", self.id, similarity)
         return judge(transcript.text, spoken, self._languages(transcript.language),
-                     echo_like=similarity >= ECHO_FOLLOWS)
+                     follows_reply=similarity)
 
     # -- while it lasts ---------------------------------------------------------------------
 
@@ -236,6 +252,12 @@ class Interruptions:
             transcript.text, transcript.language, item_id))
 
     # -- a false interruption ---------------------------------------------------------------
+
+    def _acknowledges(self, turn_id: str, transcript: Transcript) -> bool:
+        """Whether the turn ``turn_id`` answers only acknowledged a reply it cut off (without
+        the guard, a "mhm" cuts the reply; then the reply resumes instead of an answer)."""
+        return self.turns.resumes_if_empty(turn_id) and is_backchannel(
+            fold(transcript.text), self._languages(transcript.language))
 
     def _resume(self, effect: ResumeReply) -> bool:
         """Start the response that speaks the rest of the cut-off reply; False if there is no

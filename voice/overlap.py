@@ -46,7 +46,12 @@ USER_SHARE = 0.34
 SURE_WORDS = 3  # words of the user's own that make one look enough
 LOUDNESS_HZ = 100  # loudness contours: one value per 10 ms
 ECHO_FOLLOWS = 0.6  # correlation of contours above which a sound is the reply's echo
+# ... and above which one or two words of its own are taken for a misheard echo too (a voice
+# over the reply correlated 0.25-0.5; echo after a user's sound, while the canceller
+# re-adapts, ~0.5).
+ECHO_FOLLOWS_WEAK = 0.45
 ECHO_LAGS_MS = (-100, 600)  # how much later than its estimated playback an echo may come
+FLAT = 1.0  # a contour spanning less than this (10 dB) has no shape to follow
 
 _HUMS = ("mhm", "mm", "mmm", "hm", "hmm", "mmhmm", "mhmm", "uhhuh", "uhhum", "aha", "ah", "oh",
          "uh", "um", "ok", "okay", "oke")
@@ -156,8 +161,9 @@ def loudness(samples: np.ndarray, rate: int) -> np.ndarray:
 def follows(heard: np.ndarray, reply: np.ndarray, at: int) -> float:
     """How closely the contour ``heard`` follows ``reply``'s from frame ``at`` on, a little
     later or earlier (:data:`ECHO_LAGS_MS`): the best correlation, 0 when there is nothing to
-    compare (too short or flat). Before and after the reply its contour is silence."""
-    if heard.size < LOUDNESS_HZ // 4 or np.ptp(heard) < 1e-6:
+    compare (too short, or flat: a steady tone or hum). Before and after the reply its
+    contour is silence."""
+    if heard.size < LOUDNESS_HZ // 4 or np.ptp(heard) < FLAT:
         return 0.0
     lags = range(ECHO_LAGS_MS[0] * LOUDNESS_HZ // 1000, ECHO_LAGS_MS[1] * LOUDNESS_HZ // 1000)
     silence = float(reply.min()) if reply.size else 0.0
@@ -167,24 +173,25 @@ def follows(heard: np.ndarray, reply: np.ndarray, at: int) -> float:
     best = 0.0
     for lag in lags:
         part = padded[before + at - lag:before + at - lag + heard.size]
-        if part.size == heard.size and np.ptp(part) >= 1e-6:
+        if part.size == heard.size and np.ptp(part) >= FLAT:
             best = max(best, float(np.corrcoef(heard, part)[0, 1]))
     return best
 
 
 def judge(text: str, spoken: str, languages: Iterable[str], *,
-          echo_like: bool = False) -> Judgement:
+          follows_reply: float = 0.0) -> Judgement:
     """What ``text`` (a transcript of speech heard over the reply) is, given ``spoken`` (the
     reply's words playing around that moment), the ``languages`` in play (the transcript's
-    and the reply's) and whether its sound follows the reply's (``echo_like``: then it is
-    echo, whatever the words, unless it holds a stop word)."""
+    and the reply's) and how closely its sound follows the reply's (:func:`follows`: from
+    :data:`ECHO_FOLLOWS` on it is echo whatever the words, unless it holds a stop word; from
+    :data:`ECHO_FOLLOWS_WEAK` on, if it has only a word or two of its own)."""
     words = fold(text)
     if not words:
         return Judgement(Verdict.NOTHING)
     reply_words = set(fold(spoken))
     if any(word in STOP_WORDS and word not in reply_words for word in words):
         return Judgement(Verdict.USER)  # (a "wait" the reply itself says is its echo)
-    if echo_like:
+    if follows_reply >= ECHO_FOLLOWS:
         return Judgement(Verdict.ECHO)
     languages = tuple(languages)
     if is_backchannel(words, languages):
@@ -196,4 +203,12 @@ def judge(text: str, spoken: str, languages: Iterable[str], *,
         return Judgement(Verdict.BACKCHANNEL)  # an acknowledgement heard with some echo
     if len(own) < USER_SHARE * len(words):
         return Judgement(Verdict.ECHO)
-    return Judgement(Verdict.USER, sure=len(own) >= SURE_WORDS)
+    # What whisper makes of noise and faint echo: lone letters or digits, one word over and
+    # over ("R, R, R, R", "1, 2, 3, 4"). Only distinct words of two letters or more count.
+    distinct = list(dict.fromkeys(word for word in own if len(word) > 1 or word in ("i", "a")))
+    if not distinct:
+        return Judgement(Verdict.NOTHING)
+    sure = len(distinct) >= SURE_WORDS
+    if not sure and follows_reply >= ECHO_FOLLOWS_WEAK:
+        return Judgement(Verdict.ECHO)
+    return Judgement(Verdict.USER, sure=sure)

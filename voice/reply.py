@@ -86,7 +86,8 @@ class Reply(ReplyAudio):
                  send: Callable[[ServerEvent], Awaitable[None]],
                  report_error: Callable[[ProtocolError], Awaitable[None]],
                  media_now: Callable[[], int], draft: Draft | None = None,
-                 mcp: SessionMcp | None = None, resume: Resume | None = None) -> None:
+                 mcp: SessionMcp | None = None, resume: Resume | None = None,
+                 nothing_to_answer: Callable[[Transcript], bool] | None = None) -> None:
         self.response_id = response_id
         self.turn_id = turn_id
         self.item = item
@@ -111,6 +112,7 @@ class Reply(ReplyAudio):
         self.messages: list[Any] = []  # the prompt of the message (to resume it)
         self.written_all = False  # the model finished writing (not cut short)
         self.resume = resume
+        self._nothing_to_answer = nothing_to_answer  # e.g. a "mhm" that cut a reply
         self.task: asyncio.Task[None] | None = None
         self.finished = False
         self._draft = draft  # written ahead while the turn was unconfirmed, if any
@@ -153,9 +155,10 @@ class Reply(ReplyAudio):
         try:
             if transcript is not None:
                 heard = await transcript
-                if not heard.text:
-                    logger.info("session %s: nothing intelligible heard (%s); no reply",
-                                self._owner, heard.rejected)
+                if not heard.text or (self._nothing_to_answer is not None
+                                      and self._nothing_to_answer(heard)):
+                    logger.info("session %s: nothing to answer (%s); no reply", self._owner,
+                                heard.rejected or f"{heard.text!r}, an acknowledgement")
                     self.cancel("no_speech")
                     return "no_speech"
                 if not self.settings.language_pinned:

@@ -330,7 +330,8 @@ class Session(Endpointing, Interruptions):
         self._launch(Reply(new_id("resp"), turn_id, item, settings, times, owner=self.id,
                            engines=self.engines, conversation=self.conversation,
                            send=self._emit, report_error=self.error,
-                           media_now=lambda: self.turns.now, draft=draft, mcp=self.mcp),
+                           media_now=lambda: self.turns.now, draft=draft, mcp=self.mcp,
+                           nothing_to_answer=lambda heard: self._acknowledges(turn_id, heard)),
                      turn.transcript if turn else None)
 
     def _start_resumed(self, turn_id: str, resume: Resume, settings: ReplySettings) -> None:

@@ -331,6 +331,12 @@ class TurnTaker:
             self._resumable = None if cut is None else (reply.reply_id, *cut)
         return effects
 
+    def resumes_if_empty(self, reply_id: str) -> bool:
+        """Whether ``reply_id`` answers a turn that cut a reply off which would resume if the
+        turn said nothing (or only acknowledged it)."""
+        return (self.policy.resume and self._resumable is not None
+                and self._resumable[0] == reply_id)
+
     def nothing_heard(self, reply_id: str) -> list[Effect]:
         """The turn that ``reply_id`` answers transcribed to nothing (noise, a cough). If
         that turn cut a reply off, and the policy resumes, that reply goes on where it
