@@ -148,6 +148,11 @@ def convert_gguf(
     rope_base = float(model.arch_field("rope.freq_base", 10000.0))
     rms_eps = float(model.arch_field("attention.layer_norm_rms_epsilon"))
     context_length = int(model.arch_field("context_length"))
+    if int(model.arch_field("attention.sliding_window", 0)):
+        # CTranslate2 applies a window only while generating, not to a prompt's prefill.
+        raise GGUFConversionError(
+            f"{gguf_path.name}: sliding-window attention is not supported (none of the "
+            "catalog's models uses it)")
     rope = _rope_scaling(model, head_dim, rope_base)
     if rope.capped_context is not None:
         context_length = min(context_length, rope.capped_context)

@@ -136,6 +136,26 @@ def test_mistral3_conversion_reproduces_the_reference_logits(tmp_path: Path, yar
     assert chat_format.context_length == (64 if yarn else 4096)
 
 
+def test_a_sliding_window_is_refused_rather_than_converted_wrong(tmp_path: Path) -> None:
+    import gguf
+
+    path = tmp_path / "windowed.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_head_count(4)
+    writer.add_embedding_length(64)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_context_length(4096)
+    writer.add_sliding_window(4096)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 64), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(GGUFConversionError, match="sliding-window attention"):
+        convert_gguf(path, tmp_path / "out", progress=False)
+
+
 def test_the_reference_notices_a_conversion_that_ignores_yarn(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
