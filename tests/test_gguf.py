@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import ctranslate2
 import numpy as np
@@ -58,17 +60,23 @@ def test_a_file_that_is_not_gguf_is_rejected_clearly(tmp_path: Path) -> None:
         convert_gguf(bogus, tmp_path / "out", progress=False)
 
 
-def test_an_unsupported_architecture_is_rejected_by_name(tmp_path: Path) -> None:
+def _header_only_gguf(path: Path, arch: str, write: Callable[[Any], None]) -> Path:
+    """A GGUF file with the metadata ``write`` adds and one small tensor."""
     import gguf
 
-    path = tmp_path / "gpt2.gguf"
-    writer = gguf.GGUFWriter(str(path), "gpt2")
+    writer = gguf.GGUFWriter(str(path), arch)
     writer.add_block_count(1)
-    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    write(writer)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 64), dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return path
+
+
+def test_an_unsupported_architecture_is_rejected_by_name(tmp_path: Path) -> None:
+    path = _header_only_gguf(tmp_path / "gpt2.gguf", "gpt2", lambda writer: None)
     with pytest.raises(GGUFConversionError, match="architecture 'gpt2' is not supported"):
         convert_gguf(path, tmp_path / "out", progress=False)
 
@@ -137,21 +145,14 @@ def test_mistral3_conversion_reproduces_the_reference_logits(tmp_path: Path, yar
 
 
 def test_a_sliding_window_is_refused_rather_than_converted_wrong(tmp_path: Path) -> None:
-    import gguf
+    def windowed(writer: Any) -> None:
+        writer.add_head_count(4)
+        writer.add_embedding_length(64)
+        writer.add_layer_norm_rms_eps(1e-5)
+        writer.add_context_length(4096)
+        writer.add_sliding_window(4096)
 
-    path = tmp_path / "windowed.gguf"
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_block_count(1)
-    writer.add_head_count(4)
-    writer.add_embedding_length(64)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_context_length(4096)
-    writer.add_sliding_window(4096)
-    writer.add_tensor("token_embd.weight", np.zeros((4, 64), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    path = _header_only_gguf(tmp_path / "windowed.gguf", "llama", windowed)
     with pytest.raises(GGUFConversionError, match="sliding-window attention"):
         convert_gguf(path, tmp_path / "out", progress=False)
 
