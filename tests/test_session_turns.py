@@ -3,6 +3,7 @@ VAD state machine on an energy stand-in for the Silero network)."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -148,6 +149,53 @@ def test_a_reply_written_ahead_is_dropped_when_the_user_goes_on() -> None:
         done = h.of("response.done")[0].fields["response"]
         assert done["output"][0]["content"][0]["transcript"] == "Here is your tea."
         assert "written ahead" not in str([e.fields for e in h.events])
+    run(scenario)
+
+
+def test_the_first_piece_written_ahead_is_spoken_ahead_and_its_audio_sent_after_the_turn() -> None:
+    async def scenario() -> None:
+        chat = FakeChat(["It is noon, have a nice lunch."])
+        h = Harness(FakeTranscriber([("What time is it?", "en")]), chat,
+                    turn_model=FakeTurnModel(rest=0.9))
+        await use(h, SEMANTIC)
+        await h.send_audio(np.concatenate([tone(0.6), silence(0.4)]), pace_s=0.02)
+        voices = h.voices
+        await h.wait_for(lambda: "en" in voices.voices and bool(voices.voices["en"].spoken))
+        assert voices.voices["en"].spoken == ["It is noon,"]  # only the first piece, ahead
+        assert "input_audio_buffer.speech_stopped" not in h.types()
+        assert not [t for t in h.types() if t.startswith("response.")]  # nothing sent yet
+        await h.send_audio(silence(0.4), pace_s=0.02)
+        await h.wait_done()
+        # Each piece was synthesized once, and the audio sent is both pieces' audio.
+        assert voices.voices["en"].spoken == ["It is noon,", "have a nice lunch."]
+        sent = sum(len(base64.b64decode(e.fields["delta"])) // 2
+                   for e in h.of("response.output_audio.delta"))
+        rate = 24_000  # the default output rate
+        assert sent == sum(round(len(text) * 160 * rate / 16_000)
+                           for text in ("It is noon,", "have a nice lunch."))
+        types = h.types()
+        assert types.index("input_audio_buffer.speech_stopped") \
+            < types.index("response.output_audio.delta")
+    run(scenario)
+
+
+def test_audio_spoken_ahead_is_never_sent_when_the_user_goes_on() -> None:
+    async def scenario() -> None:
+        chat = FakeChat(["Sure, what would you like?", "Here is your tea."])
+        h = Harness(FakeTranscriber([("I would like", "en"), ("I would like a tea", "en")]),
+                    chat, turn_model=FakeTurnModel(rest=0.9))
+        await use(h, SEMANTIC)
+        await h.send_audio(np.concatenate([tone(0.6), silence(0.45)]), pace_s=0.02)
+        voices = h.voices
+        await h.wait_for(lambda: "en" in voices.voices and bool(voices.voices["en"].spoken))
+        await h.send_audio(np.concatenate([tone(0.4), silence(0.8)]), pace_s=0.02)
+        await h.wait_done()
+        done = h.of("response.done")[0].fields["response"]
+        assert done["output"][0]["content"][0]["transcript"] == "Here is your tea."
+        sent = sum(len(base64.b64decode(e.fields["delta"])) // 2
+                   for e in h.of("response.output_audio.delta"))
+        rate = 24_000  # the default output rate
+        assert sent == round(len("Here is your tea.") * 160 * rate / 16_000)
     run(scenario)
 
 

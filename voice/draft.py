@@ -6,19 +6,30 @@ while the turn still waits for its confirming silence, a :class:`Draft` prefills
 takes the first tokens on the LLM scheduler. When the turn ends with the same words, the reply
 adopts the draft (:meth:`Draft.adopt`: the tokens so far and the live stream) when its prompt is
 exactly the draft's; if the user goes on, the draft is discarded and its generation stopped.
+
+A draft of a spoken reply also synthesizes its first piece (:class:`SpeechAhead`), so that on a
+fast machine, where the words are written long before the confirming silence is over, the first
+audio is ready when the turn ends instead of one synthesis later. The reply takes that audio
+when its own first piece is the same text in the same language and rate
+(:meth:`Draft.speech_for`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
 from llm.chat import Message, SamplingOptions
-from llm.tools import Tool
+from llm.tools import Tool, ToolCallParser
+from tts.segmenter import Segmenter, SegmenterConfig, speakable
+from voice.audio import to_output
 from voice.ports import Engines
 from voice.schedulers import Priority
 
@@ -27,21 +38,36 @@ logger = logging.getLogger(__name__)
 AHEAD_TOKENS = 16  # enough for the first piece to speak; the rest waits for the turn's end
 
 
+@dataclasses.dataclass(frozen=True)
+class SpeechAhead:
+    """How the reply would speak: its language (the voice and the segmenter follow it) and
+    the client's output rate."""
+
+    language: str
+    out_rate: int
+
+
 class Draft:
-    """The first tokens of a reply to ``messages``, written while the turn is unconfirmed."""
+    """The first tokens of a reply to ``messages``, written while the turn is unconfirmed,
+    and with ``speech``, the audio of its first piece."""
 
     def __init__(self, owner: str, engines: Engines, messages: Sequence[Message],
-                 sampling: SamplingOptions, tools: Sequence[Tool] = ()) -> None:
+                 sampling: SamplingOptions, tools: Sequence[Tool] = (),
+                 speech: SpeechAhead | None = None) -> None:
         self.messages = list(messages)
         self.sampling = sampling
         self.tools = list(tools)  # shown to the model (the deltas may hold a call's markup)
         self.deltas: list[str] = []
         self.cancel_event = threading.Event()
+        self.speech = speech
+        self.first_piece: str | None = None  # the reply's first piece, once written
+        self._first_audio: asyncio.Future[np.ndarray] | None = None
         self._owner = owner
         self._engines = engines
         self._stream: Iterator[str] | None = None
         self._done = False  # the model finished the whole reply within AHEAD_TOKENS
         self._stop = False
+        self._pieces = _FirstPiece(speech.language, tools) if speech is not None else None
         self._task = asyncio.ensure_future(self._write())
         self._task.add_done_callback(_retrieve)
 
@@ -57,8 +83,33 @@ class Draft:
             delta = await self._run(next, self._stream, None)
             if delta is None:
                 self._done = True
+                self._speak_ahead(self._pieces.finish() if self._pieces is not None else None)
                 return
             self.deltas.append(delta)
+            self._speak_ahead(self._pieces.feed(delta) if self._pieces is not None else None)
+
+    def _speak_ahead(self, piece: str | None) -> None:
+        """Synthesize the first piece, once it is written (and only it)."""
+        if piece is None or self.speech is None or self._stop:
+            return
+        self._pieces = None
+        self.first_piece = piece
+        self._first_audio = asyncio.ensure_future(self._synthesize(self.speech, piece))
+        self._first_audio.add_done_callback(_retrieve)
+
+    async def _synthesize(self, speech: SpeechAhead, piece: str) -> np.ndarray:
+        tts = self._engines.tts
+        voice = await tts.run(self._owner, self._engines.voices.for_language, speech.language,
+                              priority=Priority.URGENT)
+        return await tts.run(self._owner, synthesize, voice, speakable(piece), speech.out_rate,
+                             priority=Priority.URGENT)
+
+    def speech_for(self, piece: str, speech: SpeechAhead) -> asyncio.Future[np.ndarray] | None:
+        """The audio of ``piece`` synthesized ahead, if the reply speaks the same first piece
+        the same way (None: synthesize it now)."""
+        if self._first_audio is None or piece != self.first_piece or speech != self.speech:
+            return None
+        return self._first_audio
 
     def matches(self, messages: Sequence[Message], sampling: SamplingOptions,
                 tools: Sequence[Tool] = ()) -> bool:
@@ -76,6 +127,8 @@ class Draft:
         """Stop generation and forget the draft (the user went on, or the prompt changed)."""
         self._stop = True
         self.cancel_event.set()
+        if self._first_audio is not None:
+            self._first_audio.cancel()  # never runs if it has not started yet
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await self._task
         close = getattr(self._stream, "close", None)
@@ -84,7 +137,42 @@ class Draft:
                 await self._run(close)
 
 
-def _retrieve(task: asyncio.Future[None]) -> None:
+class _FirstPiece:
+    """The reply's first speakable piece, from its first deltas, cut as the reply cuts it (a
+    tool call's markup is no piece: after a call there is nothing to speak ahead)."""
+
+    def __init__(self, language: str, tools: Sequence[Tool]) -> None:
+        self._segmenter = Segmenter(SegmenterConfig(language=language))
+        self._calls = ToolCallParser(tools) if tools else None
+        self._called = False
+
+    def feed(self, delta: str) -> str | None:
+        outputs = self._calls.feed(delta) if self._calls is not None else [delta]
+        return self._take(outputs, [])
+
+    def finish(self) -> str | None:
+        outputs = self._calls.finish() if self._calls is not None else []
+        return self._take(outputs, None)
+
+    def _take(self, outputs: list[Any], flush: list[str] | None) -> str | None:
+        pieces: list[str] = []
+        for output in outputs:
+            if not isinstance(output, str):
+                self._called = True
+            elif not self._called and output:
+                pieces += self._segmenter.feed(output)
+        if flush is None and not self._called:
+            pieces += self._segmenter.flush()
+        return pieces[0] if pieces and not self._called else None
+
+
+def synthesize(voice: Any, text: str, out_rate: int) -> np.ndarray:
+    """One piece as int16 at the client's rate (runs in a TTS worker thread)."""
+    chunks = [to_output(c.samples, c.sample_rate, out_rate) for c in voice.synthesize(text)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
     """A draft nobody adopts may have failed; its error is the reply's only if adopted."""
     if not task.cancelled():
         task.exception()

@@ -23,7 +23,7 @@ from asr.vad import VadConfig, VadEventType
 from asr.whisper import TranscribeOptions, Transcript
 from llm.chat import Message
 from voice.conversation import Conversation, Item
-from voice.draft import Draft
+from voice.draft import Draft, SpeechAhead
 from voice.faults import engine_failure
 from voice.listening import UserAudio
 from voice.mcp_listing import SessionMcp
@@ -254,8 +254,11 @@ class Endpointing:
         # The reply will answer the user's new words, so it shows the model all its tools.
         tools, _ = model_tools(active_tools(settings),
                                self.mcp.listed_now(settings.mcp_servers))
+        speech = (SpeechAhead(language, settings.output_rate)
+                  if "audio" in settings.modalities else None)
         self._drop_draft()
-        self._draft = Draft(self.id, self.engines, messages, sampling_of(settings), tools)
+        self._draft = Draft(self.id, self.engines, messages, sampling_of(settings), tools,
+                            speech)
 
     async def _decode(self, audio: np.ndarray) -> Transcript:
         # Batched with other sessions' finals where the engine is set up to (GPU).

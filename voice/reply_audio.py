@@ -9,6 +9,7 @@ barge-in keeps, what the TTS priority follows and what an echo of the reply may 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -17,13 +18,16 @@ from typing import Any
 import numpy as np
 
 from tts.segmenter import speakable
-from voice.audio import ASR_RATE, encode_base64_pcm16, to_output
+from voice.audio import ASR_RATE, encode_base64_pcm16
 from voice.conversation import Item, heard_text
+from voice.draft import Draft, SpeechAhead, synthesize
 from voice.overlap import loudness
 from voice.ports import Engines
 from voice.protocol import AudioDelta, ServerEvent
 from voice.reply_settings import ReplySettings, TurnTimes
 from voice.schedulers import Priority
+
+logger = logging.getLogger(__name__)
 
 AUDIO_DELTA_MS = 200  # audio is sent in deltas of at most this length
 URGENT_BELOW_MS = 1000  # a piece is urgent while the client has less than this left to play
@@ -41,6 +45,8 @@ class ReplyAudio:
     audible_at: int | None
     contours: list[np.ndarray]  # loudness of each piece sent, in order
     language: str
+    _owner: str
+    _draft: Draft | None  # the adopted draft, if any
     _engines: Engines
     _media_now: Callable[[], int]
     _send: Callable[[ServerEvent], Awaitable[None]]
@@ -147,8 +153,10 @@ class ReplyAudio:
             text = speakable(piece)
             if not text:
                 continue
-            audio = await self._run_engine(tts, _synthesize, voice, text, out_rate,
-                                           priority=self._tts_priority())
+            audio = await self._spoken_ahead(piece)
+            if audio is None:
+                audio = await self._run_engine(tts, synthesize, voice, text, out_rate,
+                                               priority=self._tts_priority())
             if self.cancelled:
                 return
             if self.times.first_audio_ready is None:
@@ -164,8 +172,19 @@ class ReplyAudio:
                 if not self.item.truncated_by_client:
                     self.item.text = " ".join(text for text, _ in self.item.pieces)
 
-
-def _synthesize(voice: Any, text: str, out_rate: int) -> np.ndarray:
-    """One piece as int16 at the client's rate (runs in a TTS worker thread)."""
-    chunks = [to_output(c.samples, c.sample_rate, out_rate) for c in voice.synthesize(text)]
-    return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+    async def _spoken_ahead(self, piece: str) -> np.ndarray | None:
+        """The piece's audio if the adopted draft synthesized it while the turn was being
+        confirmed (a failure there is no failure of the reply: it synthesizes again)."""
+        draft = self._draft
+        ahead = (draft.speech_for(piece, SpeechAhead(self.language, self.settings.output_rate))
+                 if draft is not None else None)
+        if ahead is None:
+            return None
+        try:
+            audio = await asyncio.shield(ahead)
+        except Exception as error:
+            logger.warning("session %s: the first piece synthesized ahead failed (%s); "
+                           "synthesizing it again", self._owner, error)
+            return None
+        logger.debug("session %s: the first piece's audio was ready ahead", self._owner)
+        return audio
