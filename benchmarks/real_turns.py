@@ -130,7 +130,8 @@ def _p(values: Sequence[float | None], q: float) -> str:
     return f"{float(np.percentile(present, q)):.0f}" if present else "-"
 
 
-def print_table(rows: list[dict[str, Any]], shipped: dict[str, str]) -> None:
+def print_table(rows: list[dict[str, Any]], shipped: dict[str, str | None]) -> None:
+    """The per-language table (faster-whisper's WER "-" where it was not run)."""
     languages = sorted({r["language"] for r in rows})
     print("| language | clips | WER service | WER faster-whisper beam 5 | language right "
           "| split turns | end of turn p50 | transcript p50 | voice to voice p50 / p90 |")
@@ -139,11 +140,13 @@ def print_table(rows: list[dict[str, Any]], shipped: dict[str, str]) -> None:
         chosen = [r for r in rows if language in ("all", r["language"])]
         refs = [r["reference"] for r in chosen]
         wer = word_error_rate(refs, [r["transcript"] for r in chosen])
-        wer_fw = word_error_rate(refs, [shipped[r["clip"]] for r in chosen])
+        reference = [shipped[r["clip"]] for r in chosen]
+        wer_fw = ("-" if None in reference
+                  else f"{word_error_rate(refs, [t or '' for t in reference]):.3f}")
         right = sum(r["detected"] == r["language"] for r in chosen)
         split = sum(r["turns"] > 1 for r in chosen)
         v2v = [r["voice_to_voice_ms"] for r in chosen]
-        print(f"| {language} | {len(chosen)} | {wer:.3f} | {wer_fw:.3f} | {right}/{len(chosen)} "
+        print(f"| {language} | {len(chosen)} | {wer:.3f} | {wer_fw} | {right}/{len(chosen)} "
               f"| {split} | {_p([r['end_of_turn_ms'] for r in chosen], 50)} "
               f"| {_p([r['transcript_ms'] for r in chosen], 50)} "
               f"| {_p(v2v, 50)} / {_p(v2v, 90)} |")
@@ -167,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="only the first N clips (by name) of each language")
     parser.add_argument("--asr-model", default="whisper-base",
                         help="the service's Whisper model, for the faster-whisper reference")
+    parser.add_argument("--no-reference", dest="reference", action="store_false",
+                        help="skip faster-whisper's transcripts (e.g. a second run, same clips)")
     parser.add_argument("--timeout-s", type=float, default=60.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -175,8 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not clips:
         raise SystemExit(f"error: no clips in {args.clips}")
     rows = asyncio.run(run_turns(args.url, args.key, clips, args.timeout_s))
-    print("faster-whisper as shipped, same clips...", file=sys.stderr)
-    shipped = faster_whisper_shipped(clips, args.asr_model)
+    shipped: dict[str, str | None] = {clip.name: None for clip in clips}
+    if args.reference:
+        print("faster-whisper as shipped, same clips...", file=sys.stderr)
+        shipped = dict(faster_whisper_shipped(clips, args.asr_model))
     print(f"\n{len(clips)} real recordings, one fresh session each, "
           f"{platform.processor() or platform.machine()}\n")
     print_table(rows, shipped)
