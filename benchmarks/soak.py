@@ -77,16 +77,21 @@ def load_clips(folder: Path, languages: Sequence[str] | None) -> list[Utterance]
 
 async def converse(client: VoiceClient, ledger: SessionLedger, clips: list[Utterance],
                    next_clip: Callable[[], int], stop_at: float,
-                   args: argparse.Namespace, rng: random.Random) -> None:
-    """Turns on one connection until ``stop_at`` or the connection closes."""
+                   args: argparse.Namespace, rng: random.Random) -> bool:
+    """Turns on one connection until ``stop_at``, the connection closes, or (True) the
+    conversation has its ``--turns-per-connection`` turns."""
 
     async def receive() -> None:
         async for event in client.events():
             ledger.observe(event, time.monotonic())
 
     receiver = asyncio.ensure_future(receive())
+    turns = 0
     try:
         while time.monotonic() < stop_at and not receiver.done():
+            if args.turns_per_connection and turns >= args.turns_per_connection:
+                return True  # a new conversation on a new connection
+            turns += 1
             clip = clips[next_clip()]
             await play_turn(client, ledger, receiver, clip, timeout_s=args.turn_timeout_s,
                             frame_ms=args.frame_ms,
@@ -101,12 +106,14 @@ async def converse(client: VoiceClient, ledger: SessionLedger, clips: list[Utter
         if ledger.current is not None:
             ledger.finish(closed="the run was stopped")
         receiver.cancel()
+    return False
 
 
 async def run_session(index: int, url: str, key: str | None, clips: list[Utterance],
                       ledger: SessionLedger, stop_at: float, args: argparse.Namespace) -> int:
-    """One simulated user until ``stop_at``; reconnects if the server drops it. Returns the
-    number of reconnections."""
+    """One simulated user until ``stop_at``; reconnects if the server drops it (or after
+    ``--turns-per-connection`` turns, a new conversation). Returns the number of
+    reconnections that were not planned."""
     rng = random.Random(args.seed * 1000 + index)
     position: int = index * len(clips) // args.sessions  # sessions speak different clips at once
 
@@ -115,9 +122,9 @@ async def run_session(index: int, url: str, key: str | None, clips: list[Utteran
         position += 1
         return (position - 1) % len(clips)
 
-    reconnects = -1
+    reconnects, planned = -1, False
     while time.monotonic() < stop_at:
-        reconnects += 1
+        reconnects += 0 if planned else 1
         try:
             client = await VoiceClient.connect(url, api_key=key)
         except VoiceClientError as error:
@@ -125,7 +132,7 @@ async def run_session(index: int, url: str, key: str | None, clips: list[Utteran
             await asyncio.sleep(max(args.pause_s))
             continue
         async with client:
-            await converse(client, ledger, clips, next_clip, stop_at, args, rng)
+            planned = await converse(client, ledger, clips, next_clip, stop_at, args, rng)
     return max(0, reconnects)
 
 
@@ -297,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a turn with no finished reply this long after its speech is lost")
     add("--pause-s", type=float, nargs=2, default=(1.0, 3.0), metavar=("MIN", "MAX"),
         help="random pause between a reply and the next clip")
+    add("--turns-per-connection", type=int, default=0,
+        help="start a new conversation (connection) after this many turns; 0: one per session")
     add("--sample-s", type=float, default=5.0, help="seconds between resource samples")
     add("--progress-s", type=float, default=30.0, help="seconds between progress lines")
     add("--max-drift-percent", type=float, default=5.0)
