@@ -26,6 +26,18 @@ def final_transcripts(h: Harness) -> list[str]:
             h.of("conversation.item.input_audio_transcription.completed")]
 
 
+def samples_sent(h: Harness) -> int:
+    """Samples of reply audio the client received."""
+    return sum(len(base64.b64decode(e.fields["delta"])) // 2
+               for e in h.of("response.output_audio.delta"))
+
+
+def samples_of(piece: str) -> int:
+    """What the fake voice makes of a piece (10 ms a character at 16 kHz), at the default
+    24 kHz output rate."""
+    return round(len(piece) * 160 * 24_000 / 16_000)
+
+
 def test_semantic_vad_answers_a_turn_judged_complete_after_a_short_silence() -> None:
     async def scenario() -> None:
         turn_model = FakeTurnModel(rest=0.9)
@@ -134,14 +146,15 @@ def test_a_reply_is_written_ahead_during_the_confirming_silence_and_sent_only_af
     run(scenario)
 
 
-def test_a_reply_written_ahead_is_dropped_when_the_user_goes_on() -> None:
+def test_a_reply_written_and_spoken_ahead_is_dropped_when_the_user_goes_on() -> None:
     async def scenario() -> None:
         chat = FakeChat(["(written ahead, never sent)", "Here is your tea."])
         h = Harness(FakeTranscriber([("I would like", "en"), ("I would like a tea", "en")]),
                     chat, turn_model=FakeTurnModel(rest=0.9))
         await use(h, SEMANTIC)
         await h.send_audio(np.concatenate([tone(0.6), silence(0.45)]), pace_s=0.02)
-        await h.wait_for(lambda: bool(chat.requests))
+        voices = h.voices
+        await h.wait_for(lambda: "en" in voices.voices and bool(voices.voices["en"].spoken))
         await h.send_audio(np.concatenate([tone(0.4), silence(0.8)]), pace_s=0.02)
         await h.wait_done()
         assert len(h.of("response.done")) == 1
@@ -149,6 +162,7 @@ def test_a_reply_written_ahead_is_dropped_when_the_user_goes_on() -> None:
         done = h.of("response.done")[0].fields["response"]
         assert done["output"][0]["content"][0]["transcript"] == "Here is your tea."
         assert "written ahead" not in str([e.fields for e in h.events])
+        assert samples_sent(h) == samples_of("Here is your tea.")  # none of the draft's
     run(scenario)
 
 
@@ -168,34 +182,10 @@ def test_the_first_piece_written_ahead_is_spoken_ahead_and_its_audio_sent_after_
         await h.wait_done()
         # Each piece was synthesized once, and the audio sent is both pieces' audio.
         assert voices.voices["en"].spoken == ["It is noon,", "have a nice lunch."]
-        sent = sum(len(base64.b64decode(e.fields["delta"])) // 2
-                   for e in h.of("response.output_audio.delta"))
-        rate = 24_000  # the default output rate
-        assert sent == sum(round(len(text) * 160 * rate / 16_000)
-                           for text in ("It is noon,", "have a nice lunch."))
+        assert samples_sent(h) == samples_of("It is noon,") + samples_of("have a nice lunch.")
         types = h.types()
         assert types.index("input_audio_buffer.speech_stopped") \
             < types.index("response.output_audio.delta")
-    run(scenario)
-
-
-def test_audio_spoken_ahead_is_never_sent_when_the_user_goes_on() -> None:
-    async def scenario() -> None:
-        chat = FakeChat(["Sure, what would you like?", "Here is your tea."])
-        h = Harness(FakeTranscriber([("I would like", "en"), ("I would like a tea", "en")]),
-                    chat, turn_model=FakeTurnModel(rest=0.9))
-        await use(h, SEMANTIC)
-        await h.send_audio(np.concatenate([tone(0.6), silence(0.45)]), pace_s=0.02)
-        voices = h.voices
-        await h.wait_for(lambda: "en" in voices.voices and bool(voices.voices["en"].spoken))
-        await h.send_audio(np.concatenate([tone(0.4), silence(0.8)]), pace_s=0.02)
-        await h.wait_done()
-        done = h.of("response.done")[0].fields["response"]
-        assert done["output"][0]["content"][0]["transcript"] == "Here is your tea."
-        sent = sum(len(base64.b64decode(e.fields["delta"])) // 2
-                   for e in h.of("response.output_audio.delta"))
-        rate = 24_000  # the default output rate
-        assert sent == round(len("Here is your tea.") * 160 * rate / 16_000)
     run(scenario)
 
 
