@@ -8,17 +8,20 @@ its turns are played and accounted for by ``clients.latency.runner`` and ``.acco
 
 Without ``--url`` it starts ``voice serve --port 0`` itself (extra flags with ``--serve-args``),
 waits for ``/healthz``, and stops it at the end; with ``--url`` and ``--pid`` it attaches to a
-running service. Each session keeps one connection open and streams like a live microphone:
-PCM16 24 kHz ``input_audio_buffer.append`` frames at real-time pace, silence between turns. A turn
-is one real recorded clip (``refs.json`` in ``--clips``, resampled with soxr), then silence so
+running service. Each session keeps one connection open and streams like a live microphone: PCM16
+24 kHz ``input_audio_buffer.append`` frames at real-time pace, silence between turns. A turn is one
+real recorded clip (``refs.json`` in ``--clips``, resampled with soxr), then silence so
 ``server_vad`` ends the turn; the session waits until the reply is done (or ``--turn-timeout-s``),
-pauses ``--pause-s`` and speaks the next clip. After ``--minutes`` no new turn starts; turns under
-way finish (the drain), then the report: turns sent, completed, cancelled (with the reasons from
-``response.done``), failed, no reply, and lost (no completed reply), voice-to-voice latency (end
-of speech to the first reply audio at the client), and the server's RSS, threads and open file
-descriptors, sampled every ``--sample-s`` seconds with psutil. RSS drift compares the median of
-the last quarter of the run with the median of the second quarter (after warm-up). Goal: no lost
-turn and drift within 5 % (exit status 0; 1 otherwise). Loopback addresses only.
+pauses ``--pause-s`` and speaks the next clip: while the reply still plays at the client (speech
+over the reply, judged by the echo guard), or with ``--listen`` once it has played. With
+``--turns-per-connection N`` every N turns start a new conversation on a new connection. After
+``--minutes`` no new turn starts; turns under way finish (the drain), then the report: turns sent,
+completed, cancelled (with the reasons from ``response.done``), failed, no reply, and lost (no
+completed reply), voice-to-voice latency (end of speech to the first reply audio at the client),
+and the server's RSS, threads and open file descriptors, sampled every ``--sample-s`` seconds with
+psutil. RSS drift compares the median of the last quarter of the run with the median of the second
+quarter (after warm-up). Goal: no lost turn and drift within 5 % (exit status 0; 1 otherwise).
+Loopback addresses only.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ from clients.latency.accounting import SessionLedger, percentiles, summarize_tur
 from clients.latency.cli import is_loopback
 from clients.latency.runner import hold_line, play_turn
 from clients.latency.speech import RATE, Utterance, load_wav
+from voice.protocol import AudioDelta
+
+OUTPUT_RATE = 24_000  # the reply audio's rate (the sessions keep the default)
 
 DEFAULT_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "real"
 READY = re.compile(rb"ready on (ws://\S+)")
@@ -81,9 +87,15 @@ async def converse(client: VoiceClient, ledger: SessionLedger, clips: list[Utter
     """Turns on one connection until ``stop_at``, the connection closes, or (True) the
     conversation has its ``--turns-per-connection`` turns."""
 
+    playing_until = 0.0  # when the reply audio received so far would have been played
+
     async def receive() -> None:
+        nonlocal playing_until
         async for event in client.events():
-            ledger.observe(event, time.monotonic())
+            now = time.monotonic()
+            ledger.observe(event, now)
+            if isinstance(event, AudioDelta):
+                playing_until = max(playing_until, now) + event.samples().size / OUTPUT_RATE
 
     receiver = asyncio.ensure_future(receive())
     turns = 0
@@ -98,7 +110,11 @@ async def converse(client: VoiceClient, ledger: SessionLedger, clips: list[Utter
                             trailing_silence_s=args.trailing_silence_s)
             if receiver.done():
                 break  # the connection closed; the turn was finished as lost
-            await hold_line(client, rng.uniform(*args.pause_s), receiver.done, args.frame_ms)
+            # With --listen the user hears the reply out before the pause; otherwise the next
+            # clip may start while it still plays (speech over the reply, every turn).
+            listening = max(0.0, playing_until - time.monotonic()) if args.listen else 0.0
+            await hold_line(client, listening + rng.uniform(*args.pause_s), receiver.done,
+                            args.frame_ms)
     except ConnectionClosed as error:
         if ledger.current is not None:
             ledger.finish(closed=f"connection closed while sending ({error})")
@@ -304,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a turn with no finished reply this long after its speech is lost")
     add("--pause-s", type=float, nargs=2, default=(1.0, 3.0), metavar=("MIN", "MAX"),
         help="random pause between a reply and the next clip")
+    add("--listen", action="store_true",
+        help="pause after the reply has played (by its audio's length), not after its end")
     add("--turns-per-connection", type=int, default=0,
         help="start a new conversation (connection) after this many turns; 0: one per session")
     add("--sample-s", type=float, default=5.0, help="seconds between resource samples")
