@@ -123,7 +123,7 @@ def test_semantic_vad_without_a_turn_model_falls_back_to_silence() -> None:
     run(scenario)
 
 
-def test_a_reply_is_written_ahead_during_the_confirming_silence_and_sent_only_after_it() -> None:
+def test_a_reply_is_written_and_its_first_piece_spoken_ahead_and_sent_after_the_turn() -> None:
     async def scenario() -> None:
         chat = FakeChat(["It is noon, have a nice lunch."])
         h = Harness(FakeTranscriber([("What time is it?", "en")]), chat,
@@ -132,7 +132,10 @@ def test_a_reply_is_written_ahead_during_the_confirming_silence_and_sent_only_af
         # 400 ms into the 600 ms of confirming silence (the pause was reported at 200 ms), the
         # audio stops: media time stands still, so the turn cannot end while we look.
         await h.send_audio(np.concatenate([tone(0.6), silence(0.4)]), pace_s=0.02)
-        await h.wait_for(lambda: bool(chat.requests))  # the transcript came, the model writes
+        voices = h.voices
+        # The transcript came, the model wrote, and the first piece was synthesized.
+        await h.wait_for(lambda: "en" in voices.voices and bool(voices.voices["en"].spoken))
+        assert voices.voices["en"].spoken == ["It is noon,"]  # only the first piece, ahead
         assert "input_audio_buffer.speech_stopped" not in h.types()
         assert not [t for t in h.types() if t.startswith("response.")]  # nothing sent yet
         await h.send_audio(silence(0.4), pace_s=0.02)
@@ -143,6 +146,9 @@ def test_a_reply_is_written_ahead_during_the_confirming_silence_and_sent_only_af
         done = h.of("response.done")[0].fields["response"]
         assert done["status"] == "completed"
         assert done["output"][0]["content"][0]["transcript"] == "It is noon, have a nice lunch."
+        # Each piece was synthesized once, and the audio sent is both pieces' audio.
+        assert voices.voices["en"].spoken == ["It is noon,", "have a nice lunch."]
+        assert samples_sent(h) == samples_of("It is noon,") + samples_of("have a nice lunch.")
     run(scenario)
 
 
@@ -164,30 +170,6 @@ def test_a_reply_written_and_spoken_ahead_is_dropped_when_the_user_goes_on() -> 
         assert "written ahead" not in str([e.fields for e in h.events])
         assert samples_sent(h) == samples_of("Here is your tea.")  # none of the draft's
     run(scenario)
-
-
-def test_the_first_piece_written_ahead_is_spoken_ahead_and_its_audio_sent_after_the_turn() -> None:
-    async def scenario() -> None:
-        chat = FakeChat(["It is noon, have a nice lunch."])
-        h = Harness(FakeTranscriber([("What time is it?", "en")]), chat,
-                    turn_model=FakeTurnModel(rest=0.9))
-        await use(h, SEMANTIC)
-        await h.send_audio(np.concatenate([tone(0.6), silence(0.4)]), pace_s=0.02)
-        voices = h.voices
-        await h.wait_for(lambda: "en" in voices.voices and bool(voices.voices["en"].spoken))
-        assert voices.voices["en"].spoken == ["It is noon,"]  # only the first piece, ahead
-        assert "input_audio_buffer.speech_stopped" not in h.types()
-        assert not [t for t in h.types() if t.startswith("response.")]  # nothing sent yet
-        await h.send_audio(silence(0.4), pace_s=0.02)
-        await h.wait_done()
-        # Each piece was synthesized once, and the audio sent is both pieces' audio.
-        assert voices.voices["en"].spoken == ["It is noon,", "have a nice lunch."]
-        assert samples_sent(h) == samples_of("It is noon,") + samples_of("have a nice lunch.")
-        types = h.types()
-        assert types.index("input_audio_buffer.speech_stopped") \
-            < types.index("response.output_audio.delta")
-    run(scenario)
-
 
 class _BrokenTurnModel:
     def probability(self, audio: np.ndarray) -> float:
