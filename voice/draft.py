@@ -147,21 +147,23 @@ class _FirstPiece:
         self._called = False
 
     def feed(self, delta: str) -> str | None:
+        """The first piece, if ``delta`` completes it."""
         outputs = self._calls.feed(delta) if self._calls is not None else [delta]
-        return self._take(outputs, [])
+        return self._take(outputs, end=False)
 
     def finish(self) -> str | None:
+        """The first piece, if the reply ended within the deltas fed."""
         outputs = self._calls.finish() if self._calls is not None else []
-        return self._take(outputs, None)
+        return self._take(outputs, end=True)
 
-    def _take(self, outputs: list[Any], flush: list[str] | None) -> str | None:
+    def _take(self, outputs: list[Any], *, end: bool) -> str | None:
         pieces: list[str] = []
         for output in outputs:
             if not isinstance(output, str):
                 self._called = True
             elif not self._called and output:
                 pieces += self._segmenter.feed(output)
-        if flush is None and not self._called:
+        if end and not self._called:
             pieces += self._segmenter.flush()
         return pieces[0] if pieces and not self._called else None
 
