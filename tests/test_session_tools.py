@@ -209,4 +209,6 @@ def test_a_call_is_written_ahead_with_the_tools_and_sent_as_a_call_after_the_tur
         done = h.of("response.function_call_arguments.done")[0].fields
         assert json.loads(done["arguments"]) == {"room": "kitchen", "on": True}
         assert not h.of("response.output_audio_transcript.delta")
+        # Nothing of the call was synthesized ahead either (nor after).
+        assert h.voices.voices.get("en") is None or not h.voices.voices["en"].spoken
     run(scenario)
