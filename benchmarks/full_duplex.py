@@ -198,11 +198,8 @@ def pcm(audio: np.ndarray) -> bytes:
 
 async def one_reply(url: str, config: Config, scenario: str, language: str,
                     question: np.ndarray, event: np.ndarray | None, detail: str,
-                    rng: random.Random, noisy: bool,
-                    gain_db: float | None = None) -> Outcome:
-    """One reply played through a random room (``gain_db`` fixes its loudness)."""
-    delay_ms, random_gain_db = rng.randint(20, 200), rng.uniform(-20, -6)
-    gain_db = random_gain_db if gain_db is None else gain_db
+                    rng: random.Random, noisy: bool) -> Outcome:
+    delay_ms, gain_db = rng.randint(20, 200), rng.uniform(-20, -6)
     reverb = rng.choice((30, 50, 70))
     room = Room(delay_ms, gain_db, reverb)
     outcome = Outcome(config.name, scenario, language, detail,
