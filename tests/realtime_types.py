@@ -23,8 +23,8 @@ EXTENSION_KEYS: dict[str, tuple[str, ...]] = {
     "conversation.item.input_audio_transcription.delta": ("confirmed", "tentative", "language"),
     "response.created": ("response.language",),
     "response.done": ("response.language", "response.latency"),
-    "session.created": ("session.languages",),
-    "session.updated": ("session.languages",),
+    "session.created": ("session.languages", "session.interruption"),
+    "session.updated": ("session.languages", "session.interruption"),
 }
 # Keys OpenAI's GA server sends (its API reference shows them in ``session.created``) that the
 # SDK's ``RealtimeSessionCreateRequest`` does not declare: GA, not ours.

@@ -86,9 +86,15 @@ async def _error(ws: ClientConnection, message: str, events: list[dict[str, Any]
 
 async def _drive(ws: ClientConnection, events: list[dict[str, Any]]) -> None:
     async def until(kind: str) -> dict[str, Any]:
-        return (await receive_until(ws, kind, 10, events))[-1]
+        return (await receive_until(ws, kind, 30, events))[-1]
 
     await until("session.created")
+    # Without the interruption guard speech over a reply cuts it at once; with it, a 0.5 s
+    # tone is cut only once judged the user's, which may need more audio than this client
+    # streams (the guard's own events are covered in tests/test_session_duplex.py).
+    await ws.send(json.dumps({"type": "session.update", "session": {
+        "type": "realtime", "interruption": {"guard": False}}}))
+    await until("session.updated")
     # A spoken turn with a partial transcript, barged in on while its reply is spoken.
     await _speak(ws, 1.2)
     await until("conversation.item.input_audio_transcription.delta")
@@ -168,7 +174,7 @@ def test_every_server_event_validates_against_the_openai_sdk_types(
         async with connect(url_of(server), max_size=None) as ws:
             await _drive(ws, events)
 
-    asyncio.run(asyncio.wait_for(scenario(), 60))
+    asyncio.run(asyncio.wait_for(scenario(), 180))
     kinds = {event["type"] for event in events}
     assert {"session.created", "session.updated", "input_audio_buffer.speech_started",
             "input_audio_buffer.speech_stopped", "input_audio_buffer.committed",
