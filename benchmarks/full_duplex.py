@@ -174,6 +174,7 @@ class Config:
     name: str
     aec: bool
     guard: bool
+    headset: bool = False  # the microphone hears none of the reply (no room, no echo)
 
 
 @dataclasses.dataclass
@@ -203,6 +204,7 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
     reverb = rng.choice((30, 50, 70))
     room = Room(delay_ms, gain_db, reverb)
     outcome = Outcome(config.name, scenario, language, detail,
+                      "headset" if config.headset else
                       f"{delay_ms}ms {gain_db:.0f}dB rv{reverb}{' noise' if noisy else ''}")
     canceller = EchoCanceller(RATE) if config.aec else None
     noise_rng = np.random.default_rng(rng.randint(0, 1 << 30))
@@ -284,7 +286,8 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                 piece = user[position:position + FRAME]
                 mic[:piece.size] += piece
                 position += FRAME
-                mic += room.echo(played)
+                if not config.headset:
+                    mic += room.echo(played)
                 if noisy:
                     mic += noise_rng.normal(0, 10 ** (-45 / 20), FRAME).astype(np.float32)
                 if canceller is not None:
