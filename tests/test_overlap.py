@@ -47,6 +47,25 @@ def test_the_replys_own_words_are_echo_even_when_recognised_slightly_wrong() -> 
     assert judge("museum on it's island in the river spray", REPLY, ("en",)).verdict is Verdict.ECHO
 
 
+@pytest.mark.parametrize(("said", "spoken", "language"), [
+    # Seen in a run: the reply wrote "1.5 billion", whisper wrote its echo as words.
+    ("one five billion people this is", "with a population of over 1.5 billion people.", "en"),
+    ("Over 5 billion people.", "with a population of over 1.5 billion people.", "en"),
+    ("It had fifteen districts in 2024.", "In twenty twenty-four it had 15 districts.", "en"),
+    ("drei Komma fünf Millionen Einwohner", "Es hat 3,5 Millionen Einwohner.", "de"),
+    ("Il a 20 arrondissements.", "Paris a vingt arrondissements.", "fr"),
+])
+def test_the_replys_numbers_are_echo_whether_written_in_digits_or_words(
+        said: str, spoken: str, language: str) -> None:
+    assert judge(said, spoken, (language,)).verdict is Verdict.ECHO
+
+
+def test_a_number_the_reply_did_not_say_is_the_users() -> None:
+    said = "What about twenty twenty-five and 16 districts?"
+    assert judge(said, "In twenty twenty-four it had 15 districts.", ("en",)).verdict \
+        is Verdict.USER
+
+
 def test_words_of_the_users_own_interrupt() -> None:
     assert judge("What about Munich instead?", REPLY, ("en",)).verdict is Verdict.USER
     assert judge("Kannst du mir das Wetter sagen?", REPLY, ("de", "en")).verdict is Verdict.USER

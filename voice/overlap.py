@@ -22,7 +22,8 @@ it (with or without echo cancelling) 0.25-0.5 (``docs/benchmarks.md``, "Full dup
 
 Words are compared after folding case, punctuation and diacritics, so "Sí." is "si" and
 "D'accord !" is "daccord". Echo words are matched fuzzily (speech recognition of a reverberant
-echo gets words slightly wrong).
+echo gets words slightly wrong), and numbers both ways: the reply writes "1.5 billion" and
+speaks "one point five billion", whose echo whisper may write either way.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
+from num2words import num2words
 from rapidfuzz import fuzz
 
 BACKCHANNEL_MAX_WORDS = 4
@@ -140,9 +142,44 @@ def is_backchannel(words: list[str], languages: Iterable[str]) -> bool:
     return True
 
 
-def _is_echo_word(word: str, spoken: set[str]) -> bool:
+def _spellings(number: str, languages: Iterable[str]) -> list[set[str]]:
+    """The ways ``number`` (digits, maybe with one decimal or thousands separator) may be
+    spoken in each of ``languages``, as sets of folded words (as a number, each of its digit
+    groups, and a year as one)."""
+    values: set[int | float] = {int(part) for part in re.split(r"[.,]", number) if part}
+    if re.fullmatch(r"\d+[.,]\d+", number):
+        values.add(float(number.replace(",", ".")))
+        values.add(int(re.sub(r"[.,]", "", number)))  # a thousands separator
+    spellings: list[set[str]] = []
+    for language in languages:
+        for value in values:
+            forms = [{}, {"to": "year"}] if isinstance(value, int) and value >= 1000 else [{}]
+            for form in forms:
+                try:
+                    spellings.append(set(fold(num2words(value, lang=language, **form))))
+                except (NotImplementedError, OverflowError, ValueError, KeyError):
+                    continue  # a language or form num2words does not know
+    return spellings
+
+
+def _numbers(text: str) -> list[str]:
+    return re.findall(r"\d+(?:[.,]\d+)?", text)
+
+
+def _echo_words(spoken: str, languages: Iterable[str]) -> set[str]:
+    """The folded words the reply's echo may be transcribed as: its own, and its numbers
+    spelled out."""
+    words = set(fold(spoken))
+    for number in _numbers(spoken):
+        words = words.union(*_spellings(number, languages))
+    return words
+
+
+def _is_echo_word(word: str, spoken: set[str], languages: Iterable[str] = ()) -> bool:
     if word in spoken:
         return True
+    if word.isdigit():  # the reply's "fifteen", written "15"
+        return any(spelling <= spoken for spelling in _spellings(word, languages))
     if len(word) <= 3:
         return False
     return any(fuzz.ratio(word, other) >= ECHO_SIMILARITY for other in spoken if len(other) > 2)
@@ -188,15 +225,15 @@ def judge(text: str, spoken: str, languages: Iterable[str], *,
     words = fold(text)
     if not words:
         return Judgement(Verdict.NOTHING)
-    reply_words = set(fold(spoken))
+    languages = tuple(languages)
+    reply_words = _echo_words(spoken, languages)
     if any(word in STOP_WORDS and word not in reply_words for word in words):
         return Judgement(Verdict.USER)  # (a "wait" the reply itself says is its echo)
     if follows_reply >= ECHO_FOLLOWS:
         return Judgement(Verdict.ECHO)
-    languages = tuple(languages)
     if is_backchannel(words, languages):
         return Judgement(Verdict.BACKCHANNEL)
-    own = [word for word in words if not _is_echo_word(word, reply_words)]
+    own = [word for word in words if not _is_echo_word(word, reply_words, languages)]
     if not own:
         return Judgement(Verdict.ECHO)
     if is_backchannel(own, languages):
