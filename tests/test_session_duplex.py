@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from asr.whisper import TranscribeOptions
 from tests.fakes import FakeChat, FakeTranscriber, silence
 from tests.test_session import Harness, run
+from voice.interruptions import JUDGE_TOKENS
 from voice.protocol import SessionUpdate
 
 STORY = " ".join(f"Sentence number {n} is here." for n in range(40))
@@ -173,4 +175,34 @@ def test_without_the_guard_a_reply_cut_by_a_backchannel_resumes_instead_of_an_an
         assert len(h.chat.requests) == 2  # the story, then its continuation: no answer to "Mhm"
         assistant = [i.text for i in h.session.history if i.role == "assistant"]
         assert " ".join(assistant).split() == STORY.split()
+    run(scenario)
+
+
+def test_a_quick_look_over_a_reply_hears_any_language_leaning_to_the_replys() -> None:
+    # Pinned to the reply's language, whisper makes a user speaking another language into
+    # words of the reply's, which can pass for its echo (benchmarks/overlap_languages.py).
+    async def scenario() -> None:
+        transcriber = FakeTranscriber([("Tell me a story", "en"), ("Stop, wie spät ist es?", "de")])
+        h = Harness(transcriber, FakeChat([STORY, "Es ist spät."]))
+        await replying(h)
+        await h.speak(seconds=0.8)
+        await h.wait_done(2)
+        looks = [o for o in transcriber.calls if o.max_new_tokens == JUDGE_TOKENS]
+        assert looks and all(o.language is None and o.previous_language == "en"
+                             and o.switch_margin == TranscribeOptions().switch_margin
+                             for o in looks)
+    run(scenario)
+
+
+def test_a_quick_look_keeps_the_language_the_session_pins() -> None:
+    async def scenario() -> None:
+        transcriber = FakeTranscriber([("Erzähl mir etwas", "de"), ("Stopp, warte.", "de")])
+        h = Harness(transcriber, FakeChat([STORY, "Gut."]))
+        await h.session.handle(SessionUpdate("e0", {"type": "realtime", "audio": {"input": {
+            "transcription": {"language": "de"}}}}))
+        await replying(h)
+        await h.speak(seconds=0.8)
+        await h.wait_done(2)
+        looks = [o for o in transcriber.calls if o.max_new_tokens == JUDGE_TOKENS]
+        assert looks and all(o.language == "de" for o in looks)
     run(scenario)

@@ -4,10 +4,10 @@ undone.
 The part of the session (``voice/session.py``) that carries out the
 :class:`~voice.turns.TurnTaker`'s overlap effects. While speech that started over an audible
 reply is unconfirmed (``OverlapStarted``), its audio so far is transcribed quickly (a fitted
-window, no retry, a few tokens, in the reply's language) once it lasted ``min_speech_ms``, then
-every :data:`JUDGE_STEP_MS`, one decode at a time, and :func:`voice.overlap.judge` compares
-the words with the reply's words playing then. Once it is the user's words (surely, or twice
-in a row), the TurnTaker makes it a barge-in.
+window, no retry, a few tokens, leaning to the reply's language) once it lasted
+``min_speech_ms``, then every :data:`JUDGE_STEP_MS`, one decode at a time, and
+:func:`voice.overlap.judge` compares the words with the reply's words playing then. Once it
+is the user's words (surely, or twice in a row), the TurnTaker makes it a barge-in.
 When it ends unconfirmed (``OverlapEnded``), its whole audio is transcribed as a final
 transcript: the user's words become a turn (that transcript is kept for it), a backchannel is
 reported (``input_audio_buffer.backchannel``) and kept in the history if the client asked,
@@ -116,11 +116,15 @@ class Interruptions:
         return tuple(sorted(language for language in found if language))
 
     def _quick_options(self) -> TranscribeOptions:
-        """A quick look at a few words, in the language of the reply they speak over."""
+        """A quick look at a few words. Unless the session pins a language, whisper detects
+        it, leaning towards the reply's (hysteresis: an echo's words stay the reply's, while a
+        user speaking another language is heard in theirs rather than made into the reply's:
+        benchmarks/overlap_languages.py)."""
         reply = self._playing_reply()
         options = self._transcribe_options()
-        language = options.language or (reply.language if reply else None)
-        return dataclasses.replace(options, language=language, max_new_tokens=JUDGE_TOKENS,
+        if options.language is None and reply is not None:
+            options = dataclasses.replace(options, previous_language=reply.language)
+        return dataclasses.replace(options, max_new_tokens=JUDGE_TOKENS,
                                    retry_full_window=False)
 
     def _judge(self, transcript: Transcript, audio: np.ndarray, start: int,
