@@ -277,7 +277,7 @@ async def soak(url: str, pid: int, clips: list[Utterance],
     ended = time.monotonic()
     monitor_task.cancel()
     await asyncio.gather(monitor_task, return_exceptions=True)
-    await asyncio.sleep(2)  # sessions closed: what does the server hold on to?
+    await asyncio.sleep(args.idle_s)  # sessions closed: what does the server hold on to?
     try:
         after: dict[str, Any] | None = vars(await asyncio.to_thread(
             sample, process, time.monotonic() - began))
@@ -291,7 +291,7 @@ async def soak(url: str, pid: int, clips: list[Utterance],
         "reconnects": sum(t.result() for t in sessions if not t.cancelled()),
         "stray_events": sum(ledger.stray_events for ledger in ledgers),
         "turns": turns, "resources": resources,
-        "after_sessions_closed": after,
+        "after_sessions_closed": after, "idle_s": args.idle_s,
         "max_drift_percent": args.max_drift_percent,
         "goal_met": goal_met(turns, resources, args.max_drift_percent),
         "samples": [vars(s) for s in samples],
@@ -325,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--turns-per-connection", type=int, default=0,
         help="start a new conversation (connection) after this many turns; 0: one per session")
     add("--sample-s", type=float, default=5.0, help="seconds between resource samples")
+    add("--idle-s", type=float, default=2.0,
+        help="seconds after all sessions closed before the last sample (the service gives "
+             "freed memory back while idle: see memory_trim_interval_s)")
     add("--progress-s", type=float, default=30.0, help="seconds between progress lines")
     add("--max-drift-percent", type=float, default=5.0)
     add("--seed", type=int, default=0)

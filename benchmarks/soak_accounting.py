@@ -95,7 +95,7 @@ def format_report(report: dict[str, Any]) -> str:
         "not enough samples" if drift is None else
         f"{res['rss_mib_warm_median']:.0f} MiB (2nd quarter median) -> "
         f"{res['rss_mib_last_quarter_median']:.0f} MiB (last quarter), drift {drift:+.1f} %"))
-    lines.append("after all sessions closed: " + (
+    lines.append(f"{report.get('idle_s', 2):.0f} s after all sessions closed: " + (
         "the server process is gone" if after is None else
         f"RSS {after['rss_bytes'] / 2**20:.0f} MiB, {after['threads']} threads, "
         f"{after['fds']} fds"))

@@ -135,11 +135,18 @@ class ServiceConfig:
     wyoming_mcp: tuple[str, ...] = ()  # "label=http(s)://..." for Wyoming's assistant
     limits: Limits = dataclasses.field(default_factory=Limits)
     shutdown_grace_s: float = 10.0
+    # While no engine call is queued or running, give freed native memory back to the
+    # system at most this often (glibc's malloc_trim; voice/memory.py). 0 turns it off.
+    memory_trim_interval_s: float = 30.0
 
     def check(self) -> None:
         """Refuse unsafe or impossible settings with a message that says what to do."""
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
+        if not isinstance(self.memory_trim_interval_s, int | float) or \
+                self.memory_trim_interval_s < 0:
+            raise ConfigError("memory_trim_interval_s must be a number of seconds, 0 or more "
+                              "(0 turns trimming off)")
         for name in ("api_keys", "allowed_origins", "allowed_hosts"):
             values = getattr(self, name)
             if not isinstance(values, tuple | list) or not all(isinstance(v, str)
@@ -234,7 +241,8 @@ def is_loopback(host: str) -> bool:
 _SECTIONS: dict[str, dict[str, str]] = {
     "": {"host": "host", "port": "port", "api_keys": "api_keys", "insecure": "insecure",
          "allowed_origins": "allowed_origins", "allowed_hosts": "allowed_hosts",
-         "wyoming_port": "wyoming_port", "wyoming_mcp": "wyoming_mcp"},
+         "wyoming_port": "wyoming_port", "wyoming_mcp": "wyoming_mcp",
+         "memory_trim_interval_s": "memory_trim_interval_s"},
     "models": {"asr": "asr_model", "llm": "llm_model", "voice": "voice", "turn": "turn_model",
                "device": "device", "compute_type": "compute_type"},
     "vad": {"type": "vad_type", "eagerness": "vad_eagerness", "threshold": "vad_threshold",

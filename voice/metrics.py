@@ -51,6 +51,9 @@ class Metrics:
         self.engine_run = Histogram("voice_engine_run_seconds", "Seconds an engine call ran",
                                     ["engine"], buckets=_ENGINE_BUCKETS_S,
                                     registry=self.registry)
+        self.memory_trimmed = Counter(
+            "voice_memory_trimmed_bytes", "Resident bytes of freed native memory given back to "
+            "the system while the engines were idle (voice/memory.py)", registry=self.registry)
         self.engine_batch_size = Histogram("voice_engine_batch_size",
                                            "Calls served by each batched engine call",
                                            ["engine"], buckets=_BATCH_SIZE_BUCKETS,

@@ -22,7 +22,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
@@ -35,6 +35,7 @@ from websockets.typing import Subprotocol
 
 from voice import gate
 from voice.config import ServiceConfig, is_loopback
+from voice.memory import HeapTrimmer, idle
 from voice.metrics import Metrics
 from voice.outbox import Outbox
 from voice.ports import Engines, ReportsBatches
@@ -110,6 +111,15 @@ class VoiceServer:
         )
         logger.info("listening on ws://%s:%d/v1/realtime (%d session(s) at most)",
                     self.config.host, self.port, self.config.limits.max_sessions)
+        self._keep(HeapTrimmer(functools.partial(idle, self.engines.schedulers),
+                               self.config.memory_trim_interval_s,
+                               self.metrics.memory_trimmed.inc).run())
+
+    def _keep(self, work: Coroutine[object, object, None]) -> None:
+        """Run ``work`` in the background until it ends (or the server shuts down)."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def serve_until_stopped(self) -> None:
         """Run until SIGTERM or SIGINT, then shut down gracefully."""
@@ -143,6 +153,8 @@ class VoiceServer:
         if self._server is not None:
             self._server.close()  # also closes a connection that raced the loop above
             await self._server.wait_closed()
+        for task in self._background:  # the memory trimmer
+            task.cancel()
 
     def _responses_active(self) -> int:
         return sum(c.session.response is not None for c in self._clients.values())
@@ -358,9 +370,7 @@ class VoiceServer:
                 f"sessions are limited to {self.config.limits.max_session_s:.0f} s"))
             self._end(connection, CLOSE_POLICY, "session expired", "session_expired")
 
-        task = asyncio.ensure_future(expire(client.session))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._keep(expire(client.session))
 
     async def _write(self, connection: ServerConnection, outbox: Outbox,
                      session: Session) -> None:

@@ -1,0 +1,82 @@
+"""Native memory given back to the system while the engines are idle (glibc's malloc_trim).
+
+The engines (CTranslate2, onnxruntime) allocate large, short-lived buffers whose size follows
+the prompt, the reply and the audio window at hand. glibc's allocator keeps much of what they
+free inside its heaps, so a long-running service's resident memory climbs to the high-water mark
+of everything it met and stays there, although the memory in use does not grow. ``malloc_trim``
+hands the free pages back. It walks the heaps holding their locks, so it runs only when no
+engine call is queued or running, on a worker thread, at most once per interval.
+
+Elsewhere than glibc (musl, macOS) there is no ``malloc_trim`` and this does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+from collections.abc import Callable, Iterable
+
+import psutil
+
+from voice.schedulers import Scheduler
+
+logger = logging.getLogger(__name__)
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+def idle(schedulers: Iterable[Scheduler]) -> bool:
+    """Whether no call is queued or running in any of these engines."""
+    return all(s.depth == 0 and s.running == 0 for s in schedulers)
+
+
+class HeapTrimmer:
+    """Every ``interval_s``, if ``idle()`` says no engine work is queued or running, trim the
+    heaps; ``released(n)`` is told how many bytes of resident memory that gave back."""
+
+    def __init__(self, idle: Callable[[], bool], interval_s: float,
+                 released: Callable[[int], None] | None = None) -> None:
+        self.idle = idle
+        self.interval_s = interval_s
+        self.released = released
+        self._trim = _malloc_trim()
+        self._process = psutil.Process()
+
+    @property
+    def available(self) -> bool:
+        return self._trim is not None
+
+    def trim(self) -> int:
+        """Trim now (blocking: call it off the event loop); the resident bytes released."""
+        if self._trim is None:
+            return 0
+        before: int = self._process.memory_info().rss
+        self._trim(0)
+        after: int = self._process.memory_info().rss
+        return max(0, before - after)
+
+    async def run(self) -> None:
+        """Until cancelled."""
+        if not self.available or self.interval_s <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.interval_s)
+            if not self.idle():
+                continue
+            released = await asyncio.to_thread(self.trim)
+            if released:
+                logger.debug("gave %.0f MiB of freed memory back to the system",
+                             released / 2**20)
+            if self.released is not None:
+                self.released(released)
