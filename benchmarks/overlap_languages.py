@@ -10,7 +10,7 @@ being heard as another language and taken for the user (the reply interrupting i
 
 This measures both sides with the real whisper model, offline, look by look as the session
 takes them (one every JUDGE_STEP_MS once min_speech_ms has passed, each of the latest LOOK_S
-seconds, decode time counted as media time passing):
+seconds, decode time counted as media time passing; confirmed by voice.overlap.confirms):
 
 - user: each real recording (../shared/testdata/real, 8 languages) over a reply in its own
   language and in two others; how often the looks confirm it is the user's (sure, or two
@@ -43,7 +43,7 @@ from asr.whisper import TranscribeOptions, Transcriber, TranscriberConfig
 from benchmarks.full_duplex import Room
 from voice.interruptions import JUDGE_STEP_MS, JUDGE_TOKENS, LOOK_S
 from voice.models import ModelKind, ModelStore, default_model_names
-from voice.overlap import Verdict, follows, judge, loudness
+from voice.overlap import Judgement, confirms, follows, judge, loudness
 from voice.protocol.session_config import Interruption
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "real"
@@ -124,7 +124,7 @@ def confirm(transcriber: Transcriber, setting: Setting, overlap: Overlap, audio:
     the reply began playing."""
     languages = tuple(sorted({overlap.language, overlap.reply_language}))
     now = Interruption().min_speech_ms * ASR_RATE // 1000
-    last_user = False
+    previous: Judgement | None = None
     while now <= audio.size:
         heard = audio[max(0, now - LOOK_S * ASR_RATE):now]
         started = time.perf_counter()
@@ -142,11 +142,11 @@ def confirm(transcriber: Transcriber, setting: Setting, overlap: Overlap, audio:
         overlap.verdicts.append(f"{transcript.language}:{judgement.verdict.value}"
                                 f"{'' if judgement.sure else '?'}:"
                                 f"{transcript.text or transcript.rejected}")
-        user = judgement.verdict is Verdict.USER
-        if user and (judgement.sure or last_user):
-            overlap.cut_ms = now * 1000 // ASR_RATE
+        heard_ms = now * 1000 // ASR_RATE
+        if confirms(judgement, previous, heard_ms):
+            overlap.cut_ms = heard_ms
             return overlap
-        last_user = user
+        previous = judgement
         now += int((max(decode_s, JUDGE_STEP_MS / 1000)) * ASR_RATE)
     return overlap
 

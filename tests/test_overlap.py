@@ -9,6 +9,7 @@ from voice.overlap import (
     ECHO_FOLLOWS,
     Judgement,
     Verdict,
+    confirms,
     fold,
     follows,
     is_backchannel,
@@ -151,3 +152,17 @@ def test_what_whisper_makes_of_noise_is_nothing(said: str) -> None:
 
 def test_a_word_said_again_and_again_counts_once() -> None:
     assert judge("Munich Munich Munich", REPLY, ("en",)) == Judgement(Verdict.USER, sure=False)
+
+
+@pytest.mark.parametrize(("look", "previous", "heard_ms", "confirmed"), [
+    (Judgement(Verdict.USER, sure=True), None, 250, True),  # a stop word, 3+ own words
+    (Judgement(Verdict.USER, sure=False), None, 1200, False),  # one weak look: wait
+    (Judgement(Verdict.USER, sure=False), Judgement(Verdict.USER, sure=False), 900, True),
+    (Judgement(Verdict.USER, sure=False), Judgement(Verdict.USER, sure=False), 600, False),
+    (Judgement(Verdict.USER, sure=False), Judgement(Verdict.ECHO), 1500, False),
+    (Judgement(Verdict.ECHO), Judgement(Verdict.USER, sure=True), 1500, False),
+    (Judgement(Verdict.BACKCHANNEL), None, 400, False),
+])
+def test_a_look_confirms_the_user_when_sure_or_agreeing_once_the_speech_is_not_short(
+        look: Judgement, previous: Judgement | None, heard_ms: int, confirmed: bool) -> None:
+    assert confirms(look, previous, heard_ms) is confirmed

@@ -206,3 +206,17 @@ def test_a_quick_look_keeps_the_language_the_session_pins() -> None:
         looks = [o for o in transcriber.calls if o.max_new_tokens == JUDGE_TOKENS]
         assert looks and all(o.language == "de" for o in looks)
     run(scenario)
+
+
+def test_a_short_word_misheard_twice_over_the_reply_is_a_backchannel_not_a_cut() -> None:
+    # whisper-base heard espeak-ng's "tak" as "Czart": one word of the user's own, twice.
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Czart.", "pl")]),
+                    FakeChat([STORY]))
+        await replying(h)
+        await h.speak(seconds=0.4)
+        await h.wait_for(lambda: bool(h.of("input_audio_buffer.backchannel")))
+        await h.wait_done()
+        assert speech_starts(h) == 1
+        assert [d.fields["response"]["status"] for d in h.of("response.done")] == ["completed"]
+    run(scenario)

@@ -116,3 +116,17 @@ def test_an_acknowledgement_after_the_reply_ended_answers_it() -> None:
           ("overlap_judged", (168_000, 176_000, "backchannel"),
            [UserTurnStarted(168_000), UserTurnEnded(176_000), StartReply("reply2")], S,
            THINKING)], GUARD)
+
+
+def test_speech_over_the_reply_is_measured_up_to_where_it_paused() -> None:
+    # What a weak judgement needs before it may cut the reply (voice.overlap.confirms): the
+    # speech's own length, not the silence the VAD waits through before it ends the overlap.
+    play([*REPLYING,
+          ("speech_started", (14_000,), [OverlapStarted(14_000)], L, SPEAKING),
+          ("overlap_speech_ms", (20_400,), 400, L, SPEAKING),
+          ("speech_paused", (22_000,), [], L, SPEAKING),
+          ("overlap_speech_ms", (30_000,), 500, L, SPEAKING),  # its silence does not count
+          ("speech_resumed", (32_000,), [], L, SPEAKING),
+          ("overlap_speech_ms", (36_000,), 1375, L, SPEAKING),
+          ("speech_stopped", (40_000,), [OverlapEnded(14_000, 40_000)], S, SPEAKING),
+          ("overlap_speech_ms", (41_000,), [], S, SPEAKING)], GUARD)  # no overlap: 0

@@ -28,8 +28,10 @@ from asr.whisper import TranscribeOptions, Transcript
 from voice.conversation import Conversation, Item
 from voice.endpointing import Speculation
 from voice.overlap import (
+    SHORT_MS,
     Judgement,
     Verdict,
+    confirms,
     fold,
     follows,
     is_backchannel,
@@ -50,7 +52,6 @@ JUDGE_TOKENS = 24  # a few words are enough to tell
 # The reply's words that its echo may hold: from a little before the speech began (the
 # decode hears the VAD's padding, and the room delays the echo) to a little after now.
 ECHO_BEFORE_MS, ECHO_AFTER_MS = 2000, 1500
-SHORT_MS = 800  # speech over the reply this short is taken for an interruption only if sure
 # The latest stretches of the speech whose loudness is compared with the reply's, if at
 # least the shortest came after the reply's first audio.
 ECHO_WINDOWS_S = (0.6, 1.5)
@@ -66,11 +67,10 @@ class Overlap:
     decoding: asyncio.Future[object] | None = None
     judgements: list[Judgement] = dataclasses.field(default_factory=list)
 
-    def user(self, judgement: Judgement) -> bool:
-        """Whether this look makes it the user's: sure, or agreeing with the look before."""
-        last = self.judgements[-1] if self.judgements else None
-        return judgement.verdict is Verdict.USER and (
-            judgement.sure or (last is not None and last.verdict is Verdict.USER))
+    def user(self, judgement: Judgement, speech_ms: int) -> bool:
+        """Whether this look, after ``speech_ms`` of speech, makes it the user's
+        (:func:`voice.overlap.confirms`)."""
+        return confirms(judgement, self.judgements[-1] if self.judgements else None, speech_ms)
 
 
 class Interruptions:
@@ -187,9 +187,9 @@ class Interruptions:
             logger.exception("session %s: judging speech over the reply failed", self.id)
             return
         judgement = self._judge(transcript, audio, max(overlap.start, upto - audio.size), upto)
-        user = overlap.user(judgement)
-        overlap.judgements.append(judgement)
         heard_ms = (upto - overlap.start) * 1000 // ASR_RATE
+        user = overlap.user(judgement, self.turns.overlap_speech_ms(upto))
+        overlap.judgements.append(judgement)
         logger.info("session %s: over the reply after %d ms: %r -> %s%s", self.id, heard_ms,
                     transcript.text, judgement.verdict.value, "" if judgement.sure else "?")
         async with self._detector_lock:

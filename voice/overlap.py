@@ -46,6 +46,7 @@ ECHO_SIMILARITY = 75
 # as the user's own speech (a reverberant echo transcribes with a few wrong words).
 USER_SHARE = 0.34
 SURE_WORDS = 3  # words of the user's own that make one look enough
+SHORT_MS = 800  # speech over the reply this short is taken for an interruption only if sure
 LOUDNESS_HZ = 100  # loudness contours: one value per 10 ms
 ECHO_FOLLOWS = 0.6  # correlation of contours above which a sound is the reply's echo
 # ... and above which one or two words of its own are taken for a misheard echo too (a voice
@@ -104,6 +105,17 @@ class Verdict(enum.Enum):
 class Judgement(NamedTuple):
     verdict: Verdict
     sure: bool = True  # for USER: a stop word or SURE_WORDS words of the user's own
+
+
+def confirms(judgement: Judgement, previous: Judgement | None, speech_ms: int) -> bool:
+    """Whether a look at speech over the reply (``speech_ms`` long so far) makes it the user's:
+    a sure look, or a second look in a row that hears words of the user's once the speech has
+    lasted :data:`SHORT_MS` (one or two words heard twice in something shorter are likelier a
+    misheard backchannel, "genau" as "und dann taug", than a command without a stop word)."""
+    if judgement.verdict is not Verdict.USER:
+        return False
+    return judgement.sure or (previous is not None and previous.verdict is Verdict.USER
+                              and speech_ms >= SHORT_MS)
 
 
 def fold(text: str) -> list[str]:

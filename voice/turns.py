@@ -162,7 +162,8 @@ class ResumeReply:
 Effect = (UserTurnStarted | UserPaused | UserResumed | EndAfterSilence | UserTurnEnded
           | StartReply | CancelReply | OverlapStarted | OverlapEnded | Backchannel
           | ResumeReply)
-ECHO_TAIL = 16_000 * 300 // 1000  # a room's reverberation after the last reply audio played
+SAMPLE_RATE = 16_000  # media time is counted in samples of 16 kHz audio
+ECHO_TAIL = SAMPLE_RATE * 300 // 1000  # a room's reverberation after the last reply audio played
 
 
 class TurnError(Exception):
@@ -188,6 +189,7 @@ class TurnTaker:
         self.playing_until = 0  # media time the client will have played the reply audio sent
         self._playing: str | None = None  # the reply whose audio that is
         self.overlap: int | None = None  # start of unconfirmed speech over an audible reply
+        self.overlap_paused_at: int | None = None  # where that speech paused, if it has
         self._overlap_judged = False  # a judgement of it arrived
         self._judging: tuple[int, int] | None = None  # an ended overlap awaiting its verdict
         self._cut: tuple[str, int] | None = None  # the reply this user turn cut off, and when
@@ -244,7 +246,7 @@ class TurnTaker:
         self.paused_at = None
         self.user = UserState.SPEAKING
         if self.policy.interrupt_response and self.policy.guard and self._audible(at):
-            self.overlap = at
+            self.overlap, self.overlap_paused_at = at, None
             self._overlap_judged = False
             return [OverlapStarted(at)]
         effects: list[Effect] = []
@@ -256,6 +258,14 @@ class TurnTaker:
         assert self.overlap is not None
         start, self.overlap = self.overlap, None
         return [*self._cancel("turn_detected", start), UserTurnStarted(start)]
+
+    def overlap_speech_ms(self, upto: int) -> int:
+        """How long the speech over the reply has lasted by media time ``upto`` (its silence
+        since a pause not counted)."""
+        if self.overlap is None:
+            return 0
+        end = upto if self.overlap_paused_at is None else min(upto, self.overlap_paused_at)
+        return max(0, end - self.overlap) * 1000 // SAMPLE_RATE
 
     def overlap_heard(self, user: bool, heard_ms: int) -> list[Effect]:
         """A judgement of the overlap so far: ``user`` is whether its ``heard_ms`` of audio
@@ -289,6 +299,8 @@ class TurnTaker:
         """The user's speech stopped at ``at`` a short while ago; the turn may go on. The
         same pause reported again (a longer silence) is judged again unless it was judged
         complete already."""
+        if self.overlap is not None and self.overlap_paused_at is None:
+            self.overlap_paused_at = at
         if self.user is not UserState.SPEAKING or self.overlap is not None:
             return []
         semantic = self.policy.complete_at is not None
@@ -300,6 +312,7 @@ class TurnTaker:
         return [UserPaused(at, score=semantic)]
 
     def speech_resumed(self, at: int) -> list[Effect]:
+        self.overlap_paused_at = None
         if self.paused_at is None or self.overlap is not None:
             return []
         self.paused_at = None
