@@ -26,7 +26,9 @@ from voice.models import (
     default_home,
     default_model_names,
     lookup,
+    model_table,
 )
+from voice.session_settings import session_defaults
 
 if TYPE_CHECKING:
     from asr.turn import SmartTurnModel
@@ -34,42 +36,14 @@ if TYPE_CHECKING:
     from llm.chat import ChatModel
     from voice.ports import Engines
     from voice.schedulers import Scheduler
-    from voice.session import SessionDefaults
 
 logger = logging.getLogger("voice")
 T = TypeVar("T")
 
 
-def _human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def _print_model_table(store: ModelStore, specs: Sequence[ModelSpec]) -> None:
-    defaults = set(default_model_names().values())
-    rows = [("NAME", "KIND", "READY", "SIZE", "SOURCES", "PATH")]
-    for spec in specs:
-        status = store.status(spec)
-        sources = "+".join(s for s, present in (("packages", spec.package), ("hub", spec.hub))
-                           if present)
-        name = spec.name + (" *" if spec.name in defaults else "")
-        rows.append((name, spec.kind.value, "yes" if status.ready else "no",
-                     _human_size(status.size_bytes) if status.ready else "-", sources,
-                     str(status.path) if status.ready else "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-              + "  " + row[-1])
-    print(f"\n* default model    cache: {store.home}")
-
-
 def _cmd_models_list(args: argparse.Namespace, store: ModelStore) -> int:
     specs = [s for s in CATALOG.values() if args.kind is None or s.kind.value == args.kind]
-    _print_model_table(store, specs)
+    print(model_table(store, specs))
     return 0
 
 
@@ -83,7 +57,7 @@ def _cmd_models_prepare(args: argparse.Namespace, store: ModelStore) -> int:
     specs = _names_or_defaults(args.names)
     for spec in specs:
         store.prepare(spec, online=False)
-    _print_model_table(store, specs)
+    print(model_table(store, specs))
     return 0
 
 
@@ -91,7 +65,7 @@ def _cmd_models_pull(args: argparse.Namespace, store: ModelStore) -> int:
     specs = [lookup(name) for name in args.names]
     for spec in specs:
         store.prepare(spec, online=True)
-    _print_model_table(store, specs)
+    print(model_table(store, specs))
     return 0
 
 
@@ -310,34 +284,6 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
 
     asyncio.run(main())
     return 0
-
-
-def session_defaults(config: ServiceConfig, names: dict[str, str], *,
-                     tools_supported: bool = True) -> SessionDefaults:
-    from llm.prompts import Assistant
-    from voice.protocol import SessionConfig, TurnDetection
-    from voice.session import SessionDefaults
-
-    return SessionDefaults(
-        config=SessionConfig(
-            turn_detection=TurnDetection(type=config.vad_type, eagerness=config.vad_eagerness,
-                                         threshold=config.vad_threshold,
-                                         prefix_padding_ms=config.vad_prefix_padding_ms,
-                                         silence_duration_ms=config.vad_silence_duration_ms),
-            languages=config.languages),
-        model_name=names["llm"],
-        max_vad_utterance_s=config.limits.max_utterance_s,
-        max_buffer_s=config.limits.max_buffer_s,
-        partial_interval_s=config.partial_interval_s,
-        beam_size=config.beam_size,
-        max_output_tokens=config.max_output_tokens,
-        max_output_tokens_limit=config.max_output_tokens_limit,
-        max_item_chars=config.limits.max_item_chars,
-        max_history_chars=config.limits.max_history_chars,
-        assistant=Assistant(config.assistant_name.strip(), config.assistant_persona),
-        tools_supported=tools_supported,
-        mcp_hosts=frozenset(host.strip().lower() for host in config.mcp_hosts),
-        mcp_timeout_s=config.mcp_timeout_s)
 
 
 def _pair(text: str) -> tuple[str, str]:

@@ -8,6 +8,7 @@ import dataclasses
 from asr.whisper import whisper_languages
 from llm.chat import SamplingOptions
 from llm.prompts import Assistant
+from voice.config import ServiceConfig
 from voice.protocol import (
     TOOL_CHOICES,
     AnyTool,
@@ -17,6 +18,7 @@ from voice.protocol import (
     SessionConfig,
     SessionUpdate,
     TokenLimit,
+    TurnDetection,
     apply_session_update,
     mcp_servers_of,
     names_of,
@@ -171,3 +173,29 @@ class Settings:
             output_rate=config.output_rate,
             tools=tools, tool_choice=tool_choice,
             metadata=event.metadata if event is not None else None)
+
+
+def session_defaults(config: ServiceConfig, names: dict[str, str], *,
+                     tools_supported: bool = True) -> SessionDefaults:
+    """Every session's starting settings from the service's configuration; ``names`` are the
+    loaded models' (``llm`` is the one ``session.created`` reports)."""
+    return SessionDefaults(
+        config=SessionConfig(
+            turn_detection=TurnDetection(type=config.vad_type, eagerness=config.vad_eagerness,
+                                         threshold=config.vad_threshold,
+                                         prefix_padding_ms=config.vad_prefix_padding_ms,
+                                         silence_duration_ms=config.vad_silence_duration_ms),
+            languages=config.languages),
+        model_name=names["llm"],
+        max_vad_utterance_s=config.limits.max_utterance_s,
+        max_buffer_s=config.limits.max_buffer_s,
+        partial_interval_s=config.partial_interval_s,
+        beam_size=config.beam_size,
+        max_output_tokens=config.max_output_tokens,
+        max_output_tokens_limit=config.max_output_tokens_limit,
+        max_item_chars=config.limits.max_item_chars,
+        max_history_chars=config.limits.max_history_chars,
+        assistant=Assistant(config.assistant_name.strip(), config.assistant_persona),
+        tools_supported=tools_supported,
+        mcp_hosts=frozenset(host.strip().lower() for host in config.mcp_hosts),
+        mcp_timeout_s=config.mcp_timeout_s)

