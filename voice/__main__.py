@@ -260,6 +260,13 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
 
     from voice.server import VoiceServer
 
+    if config.memory_mmap_threshold_kib:
+        from voice.memory import set_mmap_threshold
+
+        # Before any model loads: every big buffer from now on is mmapped and given back.
+        if set_mmap_threshold(config.memory_mmap_threshold_kib * 1024):
+            logger.info("buffers of %d KiB and more are given back to the system when freed",
+                        config.memory_mmap_threshold_kib)
     engines, names = build_engines(config, store)
     defaults = session_defaults(config, names, tools_supported=bool(
         getattr(engines.chat, "supports_tools", True)))

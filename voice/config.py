@@ -75,6 +75,7 @@ from llm.prompts import DEFAULT_ASSISTANT_NAME
 from voice.gate import is_loopback_name, normalize_host, normalize_origin
 
 DEFAULT_LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "pt", "pl")
+MAX_MMAP_THRESHOLD_KIB = 32 * 1024  # the most glibc accepts on 64-bit systems
 
 
 class ConfigError(ValueError):
@@ -138,6 +139,10 @@ class ServiceConfig:
     # While no engine call is queued or running, give freed native memory back to the
     # system at most this often (glibc's malloc_trim; voice/memory.py). 0 turns it off.
     memory_trim_interval_s: float = 30.0
+    # Buffers of this many KiB and more get their own mmap, given back to the system when
+    # freed; glibc's own threshold rises with the biggest buffer freed so far, after which
+    # the engines' big buffers stay in its heaps (voice/memory.py). 0 keeps glibc's default.
+    memory_mmap_threshold_kib: int = 8192
 
     def check(self) -> None:
         """Refuse unsafe or impossible settings with a message that says what to do."""
@@ -147,6 +152,11 @@ class ServiceConfig:
                 self.memory_trim_interval_s < 0:
             raise ConfigError("memory_trim_interval_s must be a number of seconds, 0 or more "
                               "(0 turns trimming off)")
+        threshold = self.memory_mmap_threshold_kib
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or \
+                not 0 <= threshold <= MAX_MMAP_THRESHOLD_KIB:
+            raise ConfigError("memory_mmap_threshold_kib must be a whole number of KiB from 0 "
+                              f"(glibc's default) to {MAX_MMAP_THRESHOLD_KIB}")
         for name in ("api_keys", "allowed_origins", "allowed_hosts"):
             values = getattr(self, name)
             if not isinstance(values, tuple | list) or not all(isinstance(v, str)
@@ -242,7 +252,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "": {"host": "host", "port": "port", "api_keys": "api_keys", "insecure": "insecure",
          "allowed_origins": "allowed_origins", "allowed_hosts": "allowed_hosts",
          "wyoming_port": "wyoming_port", "wyoming_mcp": "wyoming_mcp",
-         "memory_trim_interval_s": "memory_trim_interval_s"},
+         "memory_trim_interval_s": "memory_trim_interval_s",
+         "memory_mmap_threshold_kib": "memory_mmap_threshold_kib"},
     "models": {"asr": "asr_model", "llm": "llm_model", "voice": "voice", "turn": "turn_model",
                "device": "device", "compute_type": "compute_type"},
     "vad": {"type": "vad_type", "eagerness": "vad_eagerness", "threshold": "vad_threshold",

@@ -37,6 +37,26 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc malloc.h)
+
+
+def set_mmap_threshold(size: int) -> bool:
+    """Serve allocations of ``size`` bytes and more with their own ``mmap``, given back to the
+    system when freed, and stop glibc from raising that threshold by itself. Its default
+    starts at 128 KiB and rises to the size of every mmapped block freed (up to 32 MiB): once
+    a long prompt's or audio window's buffers have been freed, the next ones of that size come
+    from the heaps, which keep them (docs/benchmarks.md, "Soak"). False where there is no
+    glibc ``mallopt`` or it refused the value."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return size > 0 and bool(mallopt(M_MMAP_THRESHOLD, size))
+
+
 def idle(schedulers: Iterable[Scheduler]) -> bool:
     """Whether no call is queued or running in any of these engines."""
     return all(s.depth == 0 and s.running == 0 for s in schedulers)
