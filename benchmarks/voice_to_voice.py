@@ -104,9 +104,10 @@ async def one_turn(url: str, pcm: np.ndarray) -> dict[str, float]:
 
 
 def start_local_service(partials_interval_s: float) -> str:
-    from voice.__main__ import build_engines, session_defaults
+    from voice.__main__ import build_engines
     from voice.config import ServiceConfig
     from voice.server import VoiceServer
+    from voice.session_settings import session_defaults
 
     config = ServiceConfig(port=0, partial_interval_s=partials_interval_s)
     engines, names = build_engines(config, ModelStore(progress=False))

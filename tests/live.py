@@ -55,8 +55,9 @@ def default_models_server(prepared_model: Any, max_output_tokens: int,
                           mcp_hosts: tuple[str, ...] = ()) -> Iterator[VoiceServer]:
     """The real server with the real default models on the CPU (``prepared_model`` is the
     conftest fixture: a missing model fails under ``make test``, else skips)."""
-    from voice.__main__ import build_engines, session_defaults
+    from voice.__main__ import build_engines
     from voice.models import ModelStore
+    from voice.session_settings import session_defaults
 
     for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium"):
         prepared_model(name)

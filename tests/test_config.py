@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from llm.prompts import Assistant
-from voice.__main__ import main, session_defaults
+from voice.__main__ import main
 from voice.config import ConfigError, build_config, load_toml
+from voice.session_settings import session_defaults
 
 TOML = """
 port = 9000

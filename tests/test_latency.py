@@ -154,8 +154,9 @@ def test_the_language_suite_runs_end_to_end_on_the_real_models(
     prepared_model, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """One question per language through the real service (about a minute on 2 cores)."""
-    from voice.__main__ import build_engines, session_defaults
+    from voice.__main__ import build_engines
     from voice.models import ModelStore
+    from voice.session_settings import session_defaults
 
     for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium"):
         prepared_model(name)

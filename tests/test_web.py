@@ -60,8 +60,9 @@ STATE_JS = """() => {
 
 @pytest.fixture(scope="module")
 def web_server(prepared_model) -> Iterator[VoiceServer]:  # type: ignore[no-untyped-def]
-    from voice.__main__ import build_engines, session_defaults
+    from voice.__main__ import build_engines
     from voice.models import ModelStore
+    from voice.session_settings import session_defaults
 
     for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium"):
         prepared_model(name)

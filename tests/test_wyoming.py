@@ -50,9 +50,10 @@ class Running:
 def wyoming(prepared_model) -> Iterator[Running]:  # type: ignore[no-untyped-def]
     """The Wyoming server on the real models, its assistant given a real MCP server's
     tools (as ``--wyoming-mcp home=URL`` does)."""
-    from voice.__main__ import build_engines, session_defaults
+    from voice.__main__ import build_engines
     from voice.config import ServiceConfig
     from voice.models import ModelStore
+    from voice.session_settings import session_defaults
 
     for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium"):
         prepared_model(name)

@@ -28,7 +28,6 @@ from voice.models import (
     lookup,
     model_table,
 )
-from voice.session_settings import session_defaults
 
 if TYPE_CHECKING:
     from asr.turn import SmartTurnModel
@@ -259,6 +258,7 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
     import asyncio
 
     from voice.server import VoiceServer
+    from voice.session_settings import session_defaults
 
     if config.memory_mmap_threshold_kib:
         from voice.memory import set_mmap_threshold
