@@ -1,14 +1,20 @@
-"""Native memory given back to the system while the engines are idle (glibc's malloc_trim).
+"""Native memory the engines free, given back to the system (glibc's allocator).
 
 The engines (CTranslate2, onnxruntime) allocate large, short-lived buffers whose size follows
-the prompt, the reply and the audio window at hand. glibc's allocator keeps much of what they
-free inside its heaps (in a 4-session soak, ~300 MB of 1.8 GB), so a service that has been busy
-keeps that memory after the work is done. ``malloc_trim`` hands the free pages back; under load
-the working set is needed again at once, so this is about the idle service. It walks the
-heaps holding their locks, so it runs only when no engine call is queued or running, on a
-worker thread, at most once per interval.
+the prompt, the reply and the audio window at hand. glibc keeps what is freed inside its heaps
+unless the block had its own mapping, and it raises the size from which blocks get one (its
+mmap threshold) to the biggest mapped block freed so far: after one long prompt the engines'
+multi-MiB buffers all stay in the heaps. Two remedies:
 
-Elsewhere than glibc (musl, macOS) there is no ``malloc_trim`` and this does nothing.
+- :func:`set_mmap_threshold`, once at start-up: a fixed threshold (8 MiB by default) gives the
+  big buffers back as they are freed (a soak's plateau fell by ~400 MB at no measurable cost in
+  speed; docs/benchmarks.md, "glibc's mmap threshold");
+- :class:`HeapTrimmer`: ``malloc_trim`` hands back free pages inside the heaps while the service
+  is idle (under load the working set is needed again at once). It walks the heaps holding
+  their locks, so it runs only when no engine call is queued or running, on a worker thread,
+  at most once per interval.
+
+Elsewhere than glibc (musl, macOS) there is neither, and both do nothing.
 """
 
 from __future__ import annotations
