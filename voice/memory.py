@@ -7,8 +7,9 @@ mmap threshold) to the biggest mapped block freed so far: after one long prompt 
 multi-MiB buffers all stay in the heaps. Two remedies:
 
 - :func:`set_mmap_threshold`, once at start-up: a fixed threshold (8 MiB by default) gives the
-  big buffers back as they are freed (a soak's plateau fell by ~400 MB at no measurable cost in
-  speed; docs/benchmarks.md, "glibc's mmap threshold");
+  big buffers back as they are freed (after long prompts ~400 MB less at no measurable cost in
+  speed; the 4-session soak's plateau of short conversations stayed where it was;
+  docs/benchmarks.md, "glibc's mmap threshold" and "Soak");
 - :class:`HeapTrimmer`: ``malloc_trim`` hands back free pages inside the heaps while the service
   is idle (under load the working set is needed again at once). It walks the heaps holding
   their locks, so it runs only when no engine call is queued or running, on a worker thread,
@@ -51,7 +52,8 @@ def set_mmap_threshold(size: int) -> bool:
     system when freed, and stop glibc from raising that threshold by itself. Its default
     starts at 128 KiB and rises to the size of every mmapped block freed (up to 32 MiB): once
     a long prompt's or audio window's buffers have been freed, the next ones of that size come
-    from the heaps, which keep them (docs/benchmarks.md, "Soak"). False where there is no
+    from the heaps, which keep them (docs/benchmarks.md, "glibc's mmap threshold"). False
+    where there is no
     glibc ``mallopt`` or it refused the value."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
