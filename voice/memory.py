@@ -53,8 +53,7 @@ def set_mmap_threshold(size: int) -> bool:
     starts at 128 KiB and rises to the size of every mmapped block freed (up to 32 MiB): once
     a long prompt's or audio window's buffers have been freed, the next ones of that size come
     from the heaps, which keep them (docs/benchmarks.md, "glibc's mmap threshold"). False
-    where there is no
-    glibc ``mallopt`` or it refused the value."""
+    where there is no glibc ``mallopt`` or it refused the value."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
         mallopt = libc.mallopt
