@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from benchmarks.malloc_threshold import DEFAULT_CLIPS, _heap
+from benchmarks.malloc_threshold import DEFAULT_CLIPS, heap_mib
 
 ENGINES = ("turn", "piper", "whisper", "llm")
 SENTENCE = "The museum opens at nine in the morning and closes at six in the evening, "
@@ -38,7 +38,7 @@ SENTENCE = "The museum opens at nine in the morning and closes at six in the eve
 def _report(engine: str) -> Callable[[str], None]:
     def report(step: str) -> None:
         gc.collect()
-        heap = _heap()
+        heap = heap_mib()
         print(f"| {engine} | {step} | {psutil.Process().memory_info().rss / 2**20:.0f} | "
               f"{heap['in_use_mib']:.0f} | {heap['free_kept_mib']:.0f} |", flush=True)
     return report

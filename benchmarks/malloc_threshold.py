@@ -51,7 +51,8 @@ class _Mallinfo2(ctypes.Structure):
         "fordblks", "keepcost")]
 
 
-def _heap() -> dict[str, float]:
+def heap_mib() -> dict[str, float]:
+    """glibc's heap memory in use (heaps and own mappings) and free but kept, MiB."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     libc.mallinfo2.restype = _Mallinfo2
     info = libc.mallinfo2()
@@ -110,7 +111,7 @@ def child(threshold_kib: int, rounds: int, clips: Path) -> dict[str, Any]:
             pass
         timings["piper_s"].append(time.perf_counter() - started)
         rss.append(_rss_mib())
-    return {"threshold_kib": threshold_kib, "rss_mib": rss, **_heap(),
+    return {"threshold_kib": threshold_kib, "rss_mib": rss, **heap_mib(),
             **{name: [round(t, 4) for t in values] for name, values in timings.items()}}
 
 
