@@ -11,6 +11,8 @@ Example ``voice.toml`` (every key optional)::
     wyoming_port = 10300       # also serve Wyoming (Home Assistant); unset: off
     wyoming_mcp = []           # "label=URL" MCP servers whose tools Wyoming's assistant uses
                                # (bearer token, if any: $VOICE_WYOMING_MCP_TOKEN)
+    memory_trim_interval_s = 30   # give freed memory back while idle; 0: never
+    memory_mmap_threshold_kib = 8192  # buffers this big are given back when freed; 0: glibc's
 
     [models]
     asr = "whisper-base"
