@@ -79,6 +79,15 @@ def test_a_stop_word_interrupts_even_inside_echo(said: str) -> None:
     assert judge(f"capital of Germany {said}", REPLY, ("en",)).verdict is Verdict.USER
 
 
+def test_hold_on_asks_to_stop_and_a_lone_hold_does_not() -> None:
+    # whisper hears the Dutch backchannel "ja hoor" over a reply as "Yeah hold."
+    assert judge("Yeah hold.", REPLY, ("nl", "en")) == Judgement(Verdict.USER, sure=False)
+    assert judge("Hold on.", REPLY, ("en",)) == Judgement(Verdict.USER, sure=True)
+    assert judge("capital of Germany hang on", REPLY, ("en",)).verdict is Verdict.USER
+    reply = "Hold on to your ticket until the end of the trip."
+    assert judge("hold on to your ticket", reply, ("en",)).verdict is Verdict.ECHO
+
+
 def test_no_words_is_nothing() -> None:
     assert judge("", REPLY, ("en",)).verdict is Verdict.NOTHING
     assert judge(" ... ", REPLY, ("en",)).verdict is Verdict.NOTHING

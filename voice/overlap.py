@@ -29,6 +29,7 @@ speaks "one point five billion", whose echo whisper may write either way.
 from __future__ import annotations
 
 import enum
+import itertools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -84,7 +85,7 @@ BACKCHANNELS: dict[str, tuple[str, ...]] = {
 
 # Words that ask the assistant to stop: an interruption even when echo is heard with them.
 STOP_WORDS = frozenset({
-    "stop", "wait", "hold", "pause", "enough", "shut",  # en
+    "stop", "wait", "pause", "enough",  # en
     "halt", "warte", "warten", "moment", "aufhoren", "stopp",  # de
     "arrete", "arretez", "attends", "attendez", "stoppe",  # fr
     "para", "parar", "espera", "basta", "alto",  # es
@@ -93,6 +94,9 @@ STOP_WORDS = frozenset({
     "pare", "espere", "chega",  # pt
     "czekaj", "przestan", "zaczekaj", "dosc",  # pl
 })
+# ... and phrases whose words alone are not: whisper hears the Dutch backchannel "ja hoor" as
+# "Yeah hold", which is no request to stop; "hold on" is.
+STOP_PHRASES = frozenset({("hold", "on"), ("hold", "it"), ("hang", "on"), ("shut", "up")})
 
 
 class Verdict(enum.Enum):
@@ -227,6 +231,14 @@ def follows(heard: np.ndarray, reply: np.ndarray, at: int) -> float:
     return best
 
 
+def _asks_to_stop(words: list[str], reply_words: set[str]) -> bool:
+    """Whether ``words`` hold a stop word or phrase that is not the reply's own."""
+    if any(word in STOP_WORDS and word not in reply_words for word in words):
+        return True
+    return any(pair in STOP_PHRASES and not set(pair) <= reply_words
+               for pair in itertools.pairwise(words))
+
+
 def judge(text: str, spoken: str, languages: Iterable[str], *,
           follows_reply: float = 0.0) -> Judgement:
     """What ``text`` (a transcript of speech heard over the reply) is, given ``spoken`` (the
@@ -239,7 +251,7 @@ def judge(text: str, spoken: str, languages: Iterable[str], *,
         return Judgement(Verdict.NOTHING)
     languages = tuple(languages)
     reply_words = _echo_words(spoken, languages)
-    if any(word in STOP_WORDS and word not in reply_words for word in words):
+    if _asks_to_stop(words, reply_words):
         return Judgement(Verdict.USER)  # (a "wait" the reply itself says is its echo)
     if follows_reply >= ECHO_FOLLOWS:
         return Judgement(Verdict.ECHO)
