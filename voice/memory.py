@@ -25,6 +25,7 @@ import ctypes
 import ctypes.util
 import logging
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import psutil
 
@@ -33,15 +34,22 @@ from voice.schedulers import Scheduler
 logger = logging.getLogger(__name__)
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
+def _libc_function(name: str) -> Any:
+    """A function of the C library, or None where it has none by that name (not glibc)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        trim = libc.malloc_trim
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c")), name)
     except (OSError, AttributeError, TypeError):
+        return None
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    trim = _libc_function("malloc_trim")
+    if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return trim
+    function: Callable[[int], int] = trim
+    return function
 
 
 M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc malloc.h)
@@ -54,10 +62,8 @@ def set_mmap_threshold(size: int) -> bool:
     a long prompt's or audio window's buffers have been freed, the next ones of that size come
     from the heaps, which keep them (docs/benchmarks.md, "glibc's mmap threshold"). False
     where there is no glibc ``mallopt`` or it refused the value."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
