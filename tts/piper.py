@@ -5,6 +5,12 @@ from several threads at once: onnxruntime sessions are thread-safe and piper-tts
 espeak-ng phonemizer with a lock. So one piece can be synthesized while the language model is
 still writing the next. Each call blocks until the piece's audio exists; iterate the returned
 chunks in a worker thread.
+
+Memory: onnxruntime's arena keeps the largest buffers any synthesis needed, and with two pieces
+synthesized at once it ratchets up to a few hundred MiB beyond the voice over a long run (the
+creep in docs/benchmarks.md, "Soak"). Each run therefore asks onnxruntime to give the arena's
+unused memory back when it ends ("memory.enable_memory_arena_shrinkage"), which measured no
+slower than keeping it and much faster than no arena at all.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -52,11 +58,12 @@ class PiperSynthesizer:
         providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda
                      else ["CPUExecutionProvider"])
         config = json.loads(config_path.read_text(encoding="utf-8"))
-        self._voice = PiperVoice(
-            config=PiperConfig.from_dict(config),
-            session=onnxruntime.InferenceSession(str(model_path), sess_options=options,
-                                                 providers=providers),
-        )
+        session = onnxruntime.InferenceSession(str(model_path), sess_options=options,
+                                               providers=providers)
+        run_options = onnxruntime.RunOptions()
+        run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self._voice = PiperVoice(config=PiperConfig.from_dict(config),
+                                 session=_ShrinkingSession(session, run_options))
         self.name = model_path.name.removesuffix(".onnx")
         self.sample_rate = int(self._voice.config.sample_rate)
         self.language = language_of_piper_config(config)
@@ -76,6 +83,21 @@ class PiperSynthesizer:
             config.noise_scale = config.noise_w_scale = 0.0
         for chunk in self._voice.synthesize(text, syn_config=config):
             yield SpeechChunk(chunk.audio_int16_array, chunk.sample_rate)
+
+
+class _ShrinkingSession:
+    """An onnxruntime session whose every run uses ``run_options`` (piper-tts calls
+    ``session.run(None, inputs)`` and has no way to pass them)."""
+
+    def __init__(self, session: Any, run_options: Any) -> None:
+        self._session = session
+        self._run_options = run_options
+
+    def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
+        return self._session.run(output_names, input_feed, run_options or self._run_options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
 
 
 def language_of_piper_config(config: dict[str, object]) -> str:
