@@ -15,6 +15,12 @@ Against a running ``voice serve`` whose models are on CUDA, on the same machine:
 
 Exit status 0 when the shortage made at least one turn fail with the "ran out of memory" error
 event and everything else held; 1 otherwise (the output says which step did not).
+
+The engines alone, without the service (what CTranslate2 does during and after a shortage, with
+the engines' retries on or off)::
+
+    python -m benchmarks.gpu_oom --engines --whisper MODEL_DIR --llm MODEL_DIR --clip WAV \
+        [--retries 0]
 """
 
 from __future__ import annotations
@@ -53,16 +59,25 @@ async def collect(client: VoiceClient, start: Callable[[], Awaitable[Any]],
     began = time.monotonic()
 
     async def read() -> None:
-        async for event in client.events():
+        events = client.events()
+        failed_at: float | None = None  # a failed transcription: its error event comes next
+        while True:
+            wait = None if failed_at is None else max(0.0, failed_at + 2 - time.monotonic())
+            try:
+                event = await asyncio.wait_for(anext(events), wait)
+            except (StopAsyncIteration, TimeoutError):
+                return
             seen["events"] += 1
             fields = event.fields
             if event.type == "error":
                 seen["errors"].append(fields["error"].get("message", ""))
+                if failed_at is not None:
+                    return
             elif event.type == "conversation.item.input_audio_transcription.completed":
                 seen["transcript"] = fields.get("transcript")
             elif event.type == "conversation.item.input_audio_transcription.failed":
                 seen["transcript"] = "(failed)"
-                return
+                failed_at = time.monotonic()
             elif event.type == "response.done":
                 seen["status"] = fields["response"]["status"]
                 return
@@ -159,13 +174,80 @@ def verdict(report: dict[str, Any]) -> list[str]:
     return problems
 
 
+def engines_check(whisper: Path, llm: Path, clip: Path, retries: int,
+                  device: str = "cuda") -> dict[str, Any]:
+    """Whisper and the batched LLM on CUDA as the service loads them (2 workers / 2 replicas):
+    a few calls each before, during and after a shortage; every outcome as raised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import soxr
+
+    from asr.whisper import Transcriber, TranscriberConfig
+    from llm.chat import ChatConfig, ChatModel, Message, SamplingOptions
+
+    transcriber = Transcriber(TranscriberConfig(str(whisper), device=device, num_workers=2,
+                                                gpu_memory_retries=retries))
+    chat = ChatModel(ChatConfig(str(llm), device=device, replicas=2,
+                                max_batch=32,
+                                gpu_memory_retries=retries))
+    audio = soxr.resample(load_wav(clip).samples.astype(np.float32) / 32768, RATE, 16_000)
+    question = [Message("user", LONG_TEXT * 30 + "Summarize it.")]
+
+    def call(engine: str) -> str:
+        try:
+            if engine == "asr":
+                transcriber.transcribe(audio)
+            else:
+                "".join(chat.stream(question, SamplingOptions(max_new_tokens=16)))
+            return "ok"
+        except RuntimeError as error:
+            return str(error)[:70]
+
+    def phase(name: str, calls: list[str], threads: int = 1) -> list[str]:
+        with ThreadPoolExecutor(threads) as pool:
+            outcomes = list(pool.map(call, calls))
+        failed = [f"{engine}: {outcome}" for engine, outcome in zip(calls, outcomes,
+                                                                     strict=True)
+                  if outcome != "ok"]
+        print(f"{name:26} {len(calls) - len(failed)}/{len(calls)} ok {failed}", flush=True)
+        return outcomes
+
+    report: dict[str, Any] = {"retries": retries}
+    report["baseline"] = phase("baseline", ["asr", "llm"])
+    held, free = take_gpu_memory()
+    print(f"took {sum(t.numel() for t in held) // 2**20} MiB; {free // 2**20} MiB left free")
+    report["short"] = phase("short of memory", ["asr", "llm"] * 3)
+    give_gpu_memory_back(held)
+    if device == "cuda":
+        import torch
+
+        print(f"given back: {torch.cuda.mem_get_info()[0] // 2**20} MiB free", flush=True)
+    report["after, one at a time"] = phase("after, one at a time", ["asr", "llm"] * 6)
+    report["after, 4 at once"] = phase("after, 4 at once", ["asr", "llm"] * 8, threads=4)
+    return report
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="ws://127.0.0.1:8811/v1/realtime")
     parser.add_argument("--clip", type=Path, required=True, help="a recording to speak")
     parser.add_argument("--timeout-s", type=float, default=60.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--engines", action="store_true",
+                        help="the engines alone, without the service")
+    parser.add_argument("--whisper", type=Path, help="--engines: whisper model folder")
+    parser.add_argument("--llm", type=Path, help="--engines: language model folder")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="--engines: the engines' retries after a GPU memory error")
     args = parser.parse_args(argv)
+    if args.engines:
+        if not (args.whisper and args.llm):
+            parser.error("--engines needs --whisper and --llm")
+        report = engines_check(args.whisper, args.llm, args.clip, args.retries)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
+        return 0
     report = asyncio.run(run(args.url, args.clip, args.timeout_s))
     problems = verdict(report)
     report["problems"] = problems

@@ -13,6 +13,11 @@ is busy waits for the first loop to finish its batch. On the CPU the replicas pa
 :class:`llm.chat.ChatModel` is faster (docs/benchmarks.md, "LLM concurrency"), so this is used
 where the model runs on CUDA, or when configured.
 
+A batch that fails for lack of GPU memory before any of its replies got a token is decoded again
+(``retries`` more times): a momentary shortage passes, and after one CTranslate2's threads can
+fail once more with a stale error (docs/benchmarks.md, "Out of GPU memory"). A batch that
+already streamed tokens fails for every unfinished reply.
+
 Threading: :meth:`BatchedDecoder.steps` may be called from any thread; the iterator it returns
 blocks in ``next()`` until its next token (call it off an event loop). No asyncio here.
 """
@@ -23,12 +28,23 @@ import dataclasses
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 _END = object()
+
+# How CUDA and CTranslate2 word a failed allocation, "parallel_for failed:
+# cudaErrorInvalidDevice" included (CTranslate2's thrust kernels under memory pressure).
+_GPU_MEMORY_ERRORS = ("out of memory", "alloc_failed", "cudaerrormemoryallocation",
+                      "cudaerrorinvaliddevice")
+
+
+def is_gpu_memory_error(error: BaseException) -> bool:
+    text = str(error).lower()
+    return any(marker in text for marker in _GPU_MEMORY_ERRORS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,9 +107,10 @@ class BatchedDecoder:
     ``inter_threads``), each decoding up to ``max_batch`` requests at once."""
 
     def __init__(self, generator: Any, *, loops: int, max_batch: int,
-                 end_tokens: Sequence[str]) -> None:
-        if loops < 1 or max_batch < 1:
-            raise ValueError("loops and max_batch must be at least 1")
+                 end_tokens: Sequence[str], retries: int = 2) -> None:
+        if loops < 1 or max_batch < 1 or retries < 0:
+            raise ValueError("loops and max_batch must be at least 1, retries not negative")
+        self._retries = retries
         self._generator = generator
         self._max_batch = max_batch
         self._end_tokens = list(end_tokens)
@@ -146,7 +163,7 @@ class BatchedDecoder:
     def _loop(self) -> None:
         while (batch := self._next_batch()) is not None:
             try:
-                self._decode(batch)
+                self._decode_retrying(batch)
             except Exception as error:  # the model failed: every unfinished reply hears it
                 logger.exception("batched decoding of %d replies failed", len(batch))
                 for request in batch:
@@ -154,6 +171,19 @@ class BatchedDecoder:
             finally:
                 for request in batch:
                     request.end()
+
+    def _decode_retrying(self, batch: list[_Request]) -> None:
+        for attempt in range(self._retries + 1):
+            try:
+                self._decode(batch)
+                return
+            except Exception as error:
+                started = any(request.produced or request.ended for request in batch)
+                if started or attempt == self._retries or not is_gpu_memory_error(error):
+                    raise
+                logger.warning("batched decoding of %d replies failed before their first "
+                               "token (%s); trying again", len(batch), error)
+                time.sleep(0.05 * (attempt + 1))
 
     def _decode(self, batch: list[_Request]) -> None:
         def on_step(step: Any) -> bool:

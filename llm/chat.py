@@ -94,6 +94,9 @@ class ChatConfig:
     # Replies decoded together in one batch per replica (llm.batching); None: 32 on CUDA, where
     # a step costs about the same for 1 or 32 replies, and 1 (each reply alone) on the CPU.
     max_batch: int | None = None
+    # A batch that fails for lack of GPU memory before its first token is decoded again this
+    # many more times (llm.batching).
+    gpu_memory_retries: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +159,8 @@ class ChatModel:
         self.max_batch = config.max_batch or (32 if self.device == "cuda" else 1)
         self._batched = (BatchedDecoder(self._generator, loops=config.replicas,
                                         max_batch=self.max_batch,
-                                        end_tokens=list(self.format.stop_tokens))
+                                        end_tokens=list(self.format.stop_tokens),
+                                        retries=config.gpu_memory_retries)
                          if self.max_batch > 1 else None)
         logger.info("loaded chat model %s on %s (%s, %d replica(s), batches of up to %d) in "
                     "%.1f s, context %d tokens", folder, self.device, self.compute_type,

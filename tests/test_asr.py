@@ -32,6 +32,51 @@ def test_piper_english_is_transcribed_in_english(whisper_base, english_question)
     assert transcript.rejected is None and transcript.duration_s > 2
 
 
+THRUST_SHORTAGE = RuntimeError("parallel_for failed: cudaErrorInvalidDevice: invalid device "
+                               "ordinal")
+
+
+def _failing_first(transcriber, monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """Make the transcriber's first ``times`` decodes fail as CTranslate2 does when the GPU
+    is short of memory; returns the list of decode attempts."""
+    attempts: list[int] = []
+    decode = transcriber._decode_group
+
+    def flaky(group, *, fitted):  # type: ignore[no-untyped-def]
+        attempts.append(1)
+        if len(attempts) <= times:
+            raise THRUST_SHORTAGE
+        return decode(group, fitted=fitted)
+    monkeypatch.setattr(transcriber, "_decode_group", flaky)
+    return attempts
+
+
+def test_a_gpu_decode_short_of_memory_is_tried_again(whisper_base, english_question,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(whisper_base, "device", "cuda")  # the retry policy is CUDA's
+    attempts = _failing_first(whisper_base, monkeypatch, 2)
+    transcript = whisper_base.transcribe(english_question)
+    assert word_error_rate(ENGLISH_SENTENCE, transcript.text) <= 0.15, transcript.text
+    assert len(attempts) == 3
+
+
+def test_a_lasting_gpu_shortage_fails_the_transcription(whisper_base, english_question,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(whisper_base, "device", "cuda")
+    attempts = _failing_first(whisper_base, monkeypatch, 10)
+    with pytest.raises(RuntimeError, match="cudaErrorInvalidDevice"):
+        whisper_base.transcribe(english_question)
+    assert len(attempts) == 3  # the first try and two more
+
+
+def test_a_cpu_decode_is_not_tried_again(whisper_base, english_question,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts = _failing_first(whisper_base, monkeypatch, 1)
+    with pytest.raises(RuntimeError):
+        whisper_base.transcribe(english_question)
+    assert len(attempts) == 1
+
+
 @pytest.mark.parametrize("sentence", ESPEAK_SENTENCES, ids=lambda s: s.language)
 def test_espeak_speech_is_transcribed_in_its_language(whisper_base,
                                                       sentence: SpokenSentence) -> None:

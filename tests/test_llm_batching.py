@@ -106,9 +106,12 @@ class _ScriptedGenerator:
     """Stands in for CTranslate2: each batch writes ``tokens`` steps per sequence, after
     waiting for ``release`` on its first call; records each batch's prompts."""
 
-    def __init__(self, tokens: int = 3, fail: bool = False) -> None:
+    def __init__(self, tokens: int = 3, fail: bool = False, fail_first: int = 0,
+                 fail_after_first_step: bool = False) -> None:
         self.tokens = tokens
         self.fail = fail
+        self.fail_first = fail_first  # this many batches fail as CTranslate2 does when short
+        self.fail_after_first_step = fail_after_first_step
         self.release = threading.Event()
         self.hold_after_first_step: threading.Event | None = None
         self.batches: list[list[list[str]]] = []
@@ -121,6 +124,9 @@ class _ScriptedGenerator:
         self.release.wait(10)
         if self.fail:
             raise RuntimeError("CUDA error: out of memory")
+        if batch < self.fail_first:
+            raise RuntimeError("parallel_for failed: cudaErrorInvalidDevice: invalid device "
+                               "ordinal")
         running = set(range(len(prompts)))
         for step in range(self.tokens):
             for index in sorted(running):
@@ -129,6 +135,8 @@ class _ScriptedGenerator:
                     self.stopped.append((batch, index, step))
             if step == 0 and self.hold_after_first_step is not None:
                 self.hold_after_first_step.wait(10)
+            if step == 0 and self.fail_after_first_step:
+                raise RuntimeError("CUDA failed with error out of memory")
 
 
 def test_replies_with_other_sampling_settings_wait_for_their_own_batch() -> None:
@@ -197,8 +205,38 @@ def test_a_failing_batch_raises_in_every_reply_and_the_loop_goes_on() -> None:
         for stream in streams:
             with pytest.raises(RuntimeError, match="out of memory"):
                 next(stream)
+        assert len(generator.batches) == 3  # tried twice more before giving up
         generator.fail = False
         assert [s.token for s in decoder.steps(["c"], GREEDY, 10)] == ["t0", "t1", "t2"]
+    finally:
+        decoder.close()
+
+
+def test_a_batch_short_of_gpu_memory_before_its_first_token_is_decoded_again() -> None:
+    # After a shortage, CTranslate2 on an H100 failed once more per thread with thrust's
+    # "invalid device ordinal"; the replies must not fail for that.
+    generator = _ScriptedGenerator(fail_first=2)
+    generator.release.set()
+    decoder = BatchedDecoder(generator, loops=1, max_batch=8, end_tokens=[])
+    try:
+        with decoder._condition:
+            streams = [decoder.steps([t], GREEDY, 10) for t in "ab"]
+        assert [[s.token for s in stream] for stream in streams] == [["t0", "t1", "t2"]] * 2
+        assert generator.batches == [[["a"], ["b"]]] * 3
+    finally:
+        decoder.close()
+
+
+def test_a_batch_that_fails_after_streaming_tokens_is_not_decoded_again() -> None:
+    generator = _ScriptedGenerator(fail_after_first_step=True)
+    generator.release.set()
+    decoder = BatchedDecoder(generator, loops=1, max_batch=8, end_tokens=[])
+    try:
+        stream = decoder.steps(["a"], GREEDY, 10)
+        assert next(stream).token == "t0"
+        with pytest.raises(RuntimeError, match="out of memory"):
+            next(stream)
+        assert len(generator.batches) == 1  # its first token was heard: no second start
     finally:
         decoder.close()
 

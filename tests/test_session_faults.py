@@ -120,3 +120,18 @@ def test_a_failed_transcription_without_automatic_replies_is_still_reported() ->
                                     "server log")  # no internals leak to the client
     run(scenario)
 
+
+
+def test_thrusts_invalid_device_error_under_memory_pressure_says_out_of_memory() -> None:
+    # What CTranslate2 raised on an H100 short of memory, besides "out of memory" itself.
+    async def scenario() -> None:
+        transcriber = FakeTranscriber([("Hello there", "en")])
+        transcriber.failures.append(RuntimeError(
+            "parallel_for failed: cudaErrorInvalidDevice: invalid device ordinal"))
+        h = Harness(transcriber, FakeChat(["Hi!"]))
+        await h.speak()
+        await h.wait_for(lambda: bool(h.of("error")))
+        error = h.of("error")[0].fields["error"]
+        assert error["code"] == "transcription_failed"
+        assert "ran out of memory" in error["message"]
+    run(scenario)

@@ -11,8 +11,11 @@ from __future__ import annotations
 from llm.chat import ChatModelError
 from voice.protocol import ProtocolError
 
-# How CUDA, cuBLAS, CTranslate2, ONNX Runtime and PyTorch word an allocation failure.
-_OUT_OF_MEMORY = ("out of memory", "failed to allocate", "alloc_failed", "outofmemory")
+# How CUDA, cuBLAS, CTranslate2, ONNX Runtime and PyTorch word an allocation failure. Short of GPU
+# memory, CTranslate2's thrust kernels also fail with "parallel_for failed: cudaErrorInvalidDevice:
+# invalid device ordinal" (docs/benchmarks.md, "Out of GPU memory").
+_OUT_OF_MEMORY = ("out of memory", "failed to allocate", "alloc_failed", "outofmemory",
+                  "cudaerrormemoryallocation", "cudaerrorinvaliddevice")
 
 
 def is_out_of_memory(error: BaseException) -> bool:
