@@ -152,3 +152,13 @@ def test_api_keys_are_read_from_a_mounted_secret_file(tmp_path: Path,
     monkeypatch.setenv("VOICE_API_KEYS_FILE", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="cannot read VOICE_API_KEYS_FILE"):
         _keys_from_environment()
+
+
+def test_websocket_compression_is_a_boolean_setting(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "voice.toml"
+    config.write_text("websocket_compression = false\n")
+    assert build_config(load_toml(config), {}).websocket_compression is False
+    assert build_config({}, {}).websocket_compression is True
+    config.write_text('websocket_compression = "no"\n')
+    with pytest.raises(ConfigError, match="websocket_compression"):
+        build_config(load_toml(config), {})

@@ -57,6 +57,14 @@ def test_turns_are_measured_and_reported_as_table_json_and_plot(
     # The fake VAD needs 500 ms of silence, so no reply can come sooner than that.
     assert 450 < stages["voice_to_voice_ms"]["p50"] < 5000
     assert set(stages["voice_to_voice_ms"]) == {"p50", "p90", "p99", "max", "n"}
+    # Every turn on its own too, with the server's stages and when speech_stopped arrived.
+    records = data["turn_records"]
+    assert sorted((r["session"], r["turn"]) for r in records) == [(0, 0), (0, 1), (1, 0),
+                                                                   (1, 1)]
+    for record in records:
+        assert record["outcome"] == "completed" and record["voice_to_voice_ms"] > 450
+        assert "first_audio_sent_ms" in record["server_latency"]
+        assert 450 < record["speech_stopped_ms"] < record["voice_to_voice_ms"]
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
@@ -275,3 +276,44 @@ def test_the_browser_page_is_served_and_nothing_outside_it(server: VoiceServer) 
     for path in ("/web/../../voice/server.py", "/web/%2e%2e/%2e%2e/README.md", "/web/",
                  "/etc/passwd"):
         assert _http(f"http://127.0.0.1:{server.port}{path}")[0] == 404, path
+
+
+def test_the_event_loop_lag_metric_shows_a_blocked_loop() -> None:
+    from voice.metrics import Metrics
+
+    metrics = Metrics()
+
+    async def scenario() -> None:
+        watch = asyncio.ensure_future(metrics.watch_loop_lag(0.05))
+        await asyncio.sleep(0.12)
+        time.sleep(0.3)  # what a model call on the loop would do to every session
+        await asyncio.sleep(0.12)
+        watch.cancel()
+    asyncio.run(scenario())
+    value = metrics.registry.get_sample_value
+    assert value("voice_event_loop_lag_seconds_sum") >= 0.25
+    assert value("voice_event_loop_lag_seconds_count") >= 3
+    assert value("voice_event_loop_lag_seconds_bucket", {"le": "0.1"}) < value(
+        "voice_event_loop_lag_seconds_count")  # the one late timer, not the others
+
+
+def test_the_server_reports_its_event_loop_lag(server: VoiceServer) -> None:
+    time.sleep(0.6)  # a few of the watch's 0.25 s timers
+    body = _http(f"http://127.0.0.1:{server.port}/metrics")[2]
+    count = re.search(r"voice_event_loop_lag_seconds_count (\S+)", body)
+    assert count is not None and float(count.group(1)) >= 1, body
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_websocket_compression_is_agreed_unless_turned_off(enabled: bool) -> None:
+    servers = _server(websocket_compression=enabled)
+    server = next(servers)
+    try:
+        async def scenario() -> str | None:
+            async with connect(url_of(server)) as ws:  # offers permessage-deflate
+                assert json.loads(await ws.recv())["type"] == "session.created"
+                return ws.response.headers.get("Sec-WebSocket-Extensions")
+        agreed = asyncio.run(scenario())
+    finally:
+        servers.close()
+    assert (agreed is not None and "permessage-deflate" in agreed) is enabled

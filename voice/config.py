@@ -13,6 +13,7 @@ Example ``voice.toml`` (every key optional)::
                                # (bearer token, if any: $VOICE_WYOMING_MCP_TOKEN)
     memory_trim_interval_s = 30   # give freed memory back while idle; 0: never
     memory_mmap_threshold_kib = 8192  # buffers this big are given back when freed; 0: glibc's
+    websocket_compression = true  # permessage-deflate for clients that offer it (-30 % bytes)
 
     [models]
     asr = "whisper-base"
@@ -145,6 +146,10 @@ class ServiceConfig:
     # freed; glibc's own threshold rises with the biggest buffer freed so far, after which
     # the engines' big buffers stay in its heaps (voice/memory.py). 0 keeps glibc's default.
     memory_mmap_threshold_kib: int = 8192
+    # permessage-deflate for clients that offer it: audio deltas take ~30 % fewer bytes, for
+    # ~0.6 % of a core per session of audio in the event loop's thread (docs/benchmarks.md,
+    # "Out of GPU memory, and the load ramp again"). Off: less work for a busy server on a LAN.
+    websocket_compression: bool = True
 
     def check(self) -> None:
         """Refuse unsafe or impossible settings with a message that says what to do."""
@@ -154,6 +159,8 @@ class ServiceConfig:
                 self.memory_trim_interval_s < 0:
             raise ConfigError("memory_trim_interval_s must be a number of seconds, 0 or more "
                               "(0 turns trimming off)")
+        if not isinstance(self.websocket_compression, bool):
+            raise ConfigError("websocket_compression must be true or false")
         threshold = self.memory_mmap_threshold_kib
         if isinstance(threshold, bool) or not isinstance(threshold, int) or \
                 not 0 <= threshold <= MAX_MMAP_THRESHOLD_KIB:
@@ -255,7 +262,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
          "allowed_origins": "allowed_origins", "allowed_hosts": "allowed_hosts",
          "wyoming_port": "wyoming_port", "wyoming_mcp": "wyoming_mcp",
          "memory_trim_interval_s": "memory_trim_interval_s",
-         "memory_mmap_threshold_kib": "memory_mmap_threshold_kib"},
+         "memory_mmap_threshold_kib": "memory_mmap_threshold_kib",
+         "websocket_compression": "websocket_compression"},
     "models": {"asr": "asr_model", "llm": "llm_model", "voice": "voice", "turn": "turn_model",
                "device": "device", "compute_type": "compute_type"},
     "vad": {"type": "vad_type", "eagerness": "vad_eagerness", "threshold": "vad_threshold",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Iterable
 
@@ -12,6 +13,8 @@ from voice.schedulers import Scheduler
 
 _ENGINE_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 _BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+_LOOP_LAG_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+LOOP_LAG_INTERVAL_S = 0.25
 _LATENCY_BUCKETS_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 8000,
                        13000, 20000)
 
@@ -58,6 +61,19 @@ class Metrics:
                                            "Calls served by each batched engine call",
                                            ["engine"], buckets=_BATCH_SIZE_BUCKETS,
                                            registry=self.registry)
+
+        self.loop_lag = Histogram(
+            "voice_event_loop_lag_seconds", "How late the event loop ran a timer: every "
+            "session's audio, events and replies wait this long for the loop's one thread",
+            buckets=_LOOP_LAG_BUCKETS_S, registry=self.registry)
+
+    async def watch_loop_lag(self, interval_s: float = LOOP_LAG_INTERVAL_S) -> None:
+        """Observe the event loop's lag every ``interval_s`` until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + interval_s
+            await asyncio.sleep(interval_s)
+            self.loop_lag.observe(max(0.0, loop.time() - due))
 
     def watch(self, schedulers: Iterable[Scheduler]) -> None:
         """Report these engine schedulers' queues (this object becomes their observer)."""

@@ -108,12 +108,14 @@ class VoiceServer:
             max_size=4 * self.config.limits.max_message_bytes,
             ping_interval=20, ping_timeout=20, close_timeout=CLOSE_TIMEOUT_S,
             server_header="voice",
+            compression="deflate" if self.config.websocket_compression else None,
         )
         logger.info("listening on ws://%s:%d/v1/realtime (%d session(s) at most)",
                     self.config.host, self.port, self.config.limits.max_sessions)
         self._keep(HeapTrimmer(functools.partial(idle, self.engines.schedulers),
                                self.config.memory_trim_interval_s,
                                self.metrics.memory_trimmed.inc).run())
+        self._keep(self.metrics.watch_loop_lag())
 
     def _keep(self, work: Coroutine[object, object, None]) -> None:
         """Run ``work`` in the background until it ends (or the server shuts down)."""
@@ -153,7 +155,7 @@ class VoiceServer:
         if self._server is not None:
             self._server.close()  # also closes a connection that raced the loop above
             await self._server.wait_closed()
-        for task in self._background:  # the memory trimmer
+        for task in self._background:  # the memory trimmer, the loop-lag watch
             task.cancel()
 
     def _responses_active(self) -> int:

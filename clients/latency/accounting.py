@@ -92,7 +92,13 @@ class Turn:
                 "outcome": self.outcome, "lost": self.lost, "reason": self.reason,
                 "voice_to_voice_ms": self.voice_to_voice_ms, "responses": self.responses,
                 "cancel_reasons": self.cancel_reasons, "transcripts": self.transcripts,
-                "errors": self.errors, "server_latency": self.server_latency}
+                "errors": self.errors, "server_latency": self.server_latency,
+                # When the client heard speech_stopped, against the server's own vad_ms: the
+                # difference is how far behind real time the server read this session's audio
+                # (or the client its events).
+                "speech_stopped_ms": (
+                    round(1000 * (self.speech_stopped_at[0] - self.speech_end), 1)
+                    if self.speech_stopped_at and self.speech_end is not None else None)}
 
 
 class SessionLedger:

@@ -130,6 +130,7 @@ async def _main(args: argparse.Namespace) -> int:
             print("stopping: --max-minutes reached")
             break
     report["levels"] = {str(k): v for k, v in levels.items()}
+    report["turn_records"] = [turn.report() for turn in all_turns]
     lost = sum(turn.lost for turn in all_turns)
     report["turns_lost"] = lost
     if args.load:
