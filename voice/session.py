@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 
 from asr.whisper import Transcript
+from voice.audio_pump import AudioPump
 from voice.conversation import Conversation, Item
 from voice.draft import Draft
 from voice.endpointing import Endpointing, Speculation, UserTurn
@@ -123,6 +124,7 @@ class Session(Endpointing, Interruptions):
         self._speech_item: Item | None = None
         self._partials: Partials | None = None
         self._tasks: set[asyncio.Future[object]] = set()
+        self._pump = AudioPump(self._feed_detector, self._spawn)
         self._closed = False
         self._reset_detector()
 
@@ -206,8 +208,11 @@ class Session(Endpointing, Interruptions):
 
     async def _dispatch(self, event: ClientEvent) -> None:
         if isinstance(event, AudioAppend):
+            self._pump.check()
             await self._on_audio(event)
-        elif isinstance(event, SessionUpdate):
+            return
+        await self._pump.settle()  # every earlier audio message is fed before this event
+        if isinstance(event, SessionUpdate):
             before = self.config
             self.settings.update(event)
             self.audio.set_rate(self.config.input_rate)
@@ -263,16 +268,26 @@ class Session(Endpointing, Interruptions):
         if wait > 0:
             await asyncio.sleep(wait)  # a little ahead of real time: the client waits
         self.audio.taken(samples.size, time.monotonic())
+        if self._detector is not None:
+            self._pump.put(samples)  # fed in the background: reading goes on meanwhile
+            return
+        effects = self.turns.audio(samples.size)  # an overlap nobody could judge in time
+        if effects:
+            async with self._detector_lock:
+                await self._apply(effects)
+        try:
+            self.audio.buffer(samples)
+        except BufferTooLongError as error:
+            raise SessionLimitError("input_audio_buffer_too_long", str(error)) from error
+
+    async def _feed_detector(self, samples: np.ndarray) -> None:
+        """The audio pump's feed: media time, the VAD, then what depends on what it heard."""
         effects = self.turns.audio(samples.size)  # an overlap nobody could judge in time
         detector = self._detector
         if effects:
             async with self._detector_lock:
                 await self._apply(effects)
-        if detector is None:
-            try:
-                self.audio.buffer(samples)
-            except BufferTooLongError as error:
-                raise SessionLimitError("input_audio_buffer_too_long", str(error)) from error
+        if detector is None:  # turned off meanwhile (by the turn-taker's effects)
             return
         async with self._detector_lock:
             await self._detect(detector, samples)
