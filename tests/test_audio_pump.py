@@ -91,3 +91,23 @@ def test_a_slow_voice_detector_does_not_hold_up_reading_the_sessions_audio(
         assert 0 <= started_ms <= 300 and 1250 <= stopped_ms <= 1400  # media time intact
         await h.wait_done()
     run(scenario)
+
+
+def test_audio_not_fed_yet_is_dropped_when_the_client_leaves() -> None:
+    fed: list[int] = []
+    release = asyncio.Event()
+
+    async def feed(samples: np.ndarray) -> None:
+        fed.append(int(samples[0]))
+        await release.wait()
+
+    async def scenario() -> None:
+        pump = AudioPump(feed, asyncio.ensure_future)
+        pump.put(np.array([1]))
+        await asyncio.sleep(0)
+        pump.put(np.array([2]))
+        pump.discard()
+        release.set()
+        await pump.settle()
+        assert fed == [1]
+    run(scenario)

@@ -46,6 +46,10 @@ class AudioPump:
         finally:
             self._task = None
 
+    def discard(self) -> None:
+        """Drop the audio not fed yet (the client left)."""
+        self._chunks.clear()
+
     def check(self) -> None:
         """Raise the failure of a feed since the last check, if any."""
         failure, self._failure = self._failure, None

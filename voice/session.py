@@ -181,6 +181,7 @@ class Session(Endpointing, Interruptions):
         if self._partials is not None:
             self._partials.cancel()
         self._drop_speculation()
+        self._pump.discard()
         self._closed = True
         await self.mcp.close()
         for scheduler in self.engines.schedulers:  # queued work of a leaver is never run
