@@ -4,6 +4,7 @@ Run after `voice models prepare` (or `make test`):
 
     .venv/bin/python benchmarks/llm_concurrency.py [--repeats 3] [--concurrency 1 2 4]
         [--stagger 0.5] [--reply-tokens 60] [--llm NAME] [--json out.json]
+        [--replicas 1 2 [4]] [--no-batched]
 
 Several replies are requested one after another, ``--stagger`` seconds apart (a reply often
 arrives while others are being written), each with its own realistic chat prompt of about 200
@@ -14,7 +15,8 @@ work). Variants, all on the same prompts:
 - ``replicas 1x2``: one CTranslate2 replica (``inter_threads=1``) on 2 threads; each reply is
   its own ``generate_tokens`` call, so replies queue for the replica.
 - ``replicas 2x1``: two replicas sharing the weights (``inter_threads=2``), 1 thread each; two
-  replies generate at once, more queue.
+  replies generate at once, more queue. ``--replicas 4`` adds ``replicas 4x1``: four on two
+  cores, each reply slower but none waiting for another to finish.
 - ``batched 1x2``: one replica on 2 threads and one generation loop; the replies waiting when
   the loop is free are decoded together by one ``generate_batch`` call whose per-step callback
   streams each reply's tokens. CTranslate2 cannot add a request to a running batch, so a reply
@@ -210,14 +212,20 @@ def main() -> int:
     parser.add_argument("--reply-tokens", type=int, default=60)
     parser.add_argument("--llm", default=None, help="LLM name or path (default: the default)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2],
+                        help="replica counts to compare (the cores shared among them, at "
+                        "least one thread each: 4 on 2 cores oversubscribes them)")
+    parser.add_argument("--no-batched", action="store_true", help="leave out batched 1xN")
     args = parser.parse_args()
 
     name = args.llm or default_model_names()[ModelKind.LLM]
     folder = str(ModelStore(progress=False).resolve(name, ModelKind.LLM))
     cores = len(os.sched_getaffinity(0))
     one = ChatModel(ChatConfig(folder, device="cpu", replicas=1, cpu_threads=cores))
-    two = ChatModel(ChatConfig(folder, device="cpu", replicas=2,
-                               cpu_threads=max(1, cores // 2)))
+    models = {count: one if count == 1 else
+              ChatModel(ChatConfig(folder, device="cpu", replicas=count,
+                                   cpu_threads=max(1, cores // count)))
+              for count in args.replicas}
     prompts = []
     for turns in CONVERSATIONS:
         messages = [Message("system", system_prompt("en")),
@@ -227,10 +235,10 @@ def main() -> int:
     options = {"max_length": args.reply_tokens, "min_length": args.reply_tokens,
                "end_token": list(one.format.stop_tokens)}
     variants: dict[str, tuple[type[Replicas | Batched], Any]] = {
-        f"replicas 1x{cores}": (Replicas, one._generator),
-        f"replicas 2x{max(1, cores // 2)}": (Replicas, two._generator),
-        f"batched 1x{cores}": (Batched, one._generator),
-    }
+        f"replicas {count}x{max(1, cores // count)}": (Replicas, model._generator)
+        for count, model in models.items()}
+    if not args.no_batched:
+        variants[f"batched 1x{cores}"] = (Batched, one._generator)
     Replicas(one._generator, {**options, "max_length": 2, "min_length": 0}).submit(
         reply := Reply(prompts[0]))  # warm up
     reply.done.wait()
@@ -268,7 +276,7 @@ def main() -> int:
         args.json.write_text(json.dumps({"machine": machine, "stagger_s": args.stagger,
                                          "prompt_tokens": [len(p) for p in prompts],
                                          "results": rows}, indent=2))
-    del one, two, variants, generator, reply
+    del one, models, variants, generator, reply
     gc.collect()  # free the generators before the interpreter tears down their threads
     return 0
 

@@ -41,6 +41,28 @@ def test_audio_that_arrives_during_a_slow_feed_is_fed_next_all_at_once() -> None
     run(scenario)
 
 
+def test_a_feed_takes_whole_messages_up_to_its_limit() -> None:
+    fed: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def feed(samples: np.ndarray) -> None:
+        fed.append(samples.tolist())
+        if len(fed) == 1:
+            await release.wait()
+
+    async def scenario() -> None:
+        pump = AudioPump(feed, asyncio.ensure_future, max_feed=4)
+        pump.put(np.array([0]))
+        await asyncio.sleep(0)
+        for message in ([1, 1], [2, 2], [3, 3, 3, 3, 3], [4]):
+            pump.put(np.array(message))
+        release.set()
+        await pump.settle()
+        # Each step stays within 4 samples, except a message that alone is longer.
+        assert fed == [[0], [1, 1, 2, 2], [3, 3, 3, 3, 3], [4]]
+    run(scenario)
+
+
 def test_a_failed_feed_is_raised_with_the_next_event_and_its_audio_dropped() -> None:
     fed: list[int] = []
 

@@ -62,9 +62,9 @@ def test_turns_are_measured_and_reported_as_table_json_and_plot(
     assert sorted((r["session"], r["turn"]) for r in records) == [(0, 0), (0, 1), (1, 0),
                                                                    (1, 1)]
     for record in records:
-        assert record["outcome"] == "completed" and record["voice_to_voice_ms"] > 450
+        assert record["outcome"] == "completed" and record["voice_to_voice_ms"] > 0
         assert "first_audio_sent_ms" in record["server_latency"]
-        assert 450 < record["speech_stopped_ms"] < record["voice_to_voice_ms"]
+        assert 0 < record["speech_stopped_ms"] < record["voice_to_voice_ms"]
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -5,8 +5,9 @@ each client message, that trip caps how much audio a session can take per second
 at 32 sessions the loop ran a timer ~45 ms late on average, a session needs a detection about
 every 32 ms of audio, and the sessions fell seconds behind their clients (docs/benchmarks.md,
 "Out of GPU memory, and the load ramp again"). Here the message is only queued; one task per
-session feeds whatever has arrived, all at once, so a slow trip makes the next feed bigger
-instead of the session later.
+session feeds whatever has arrived, up to ``max_feed`` samples at a time (what depends on the
+detector, such as the quick looks at speech over a reply, still sees the audio in steps of at
+most that much), so a slow trip makes the next feed bigger instead of the session later.
 
 A failure of a feed is raised by the next :meth:`AudioPump.check` or :meth:`AudioPump.settle`,
 that is, while the session handles its next client event, as if that event had failed.
@@ -22,8 +23,12 @@ import numpy as np
 
 class AudioPump:
     def __init__(self, feed: Callable[[np.ndarray], Awaitable[None]],
-                 spawn: Callable[[Awaitable[None]], asyncio.Future[object]]) -> None:
+                 spawn: Callable[[Awaitable[None]], asyncio.Future[object]], *,
+                 max_feed: int = 1600) -> None:
+        """``max_feed``: the most samples fed at once (whole messages; 1600 is 100 ms at the
+        detector's 16 kHz), unless one message alone is more."""
         self._feed = feed
+        self._max_feed = max_feed
         self._spawn = spawn
         self._chunks: list[np.ndarray] = []
         self._task: asyncio.Future[object] | None = None
@@ -38,7 +43,12 @@ class AudioPump:
     async def _run(self) -> None:
         try:
             while self._chunks and self._failure is None:
-                chunks, self._chunks = self._chunks, []
+                taken, size = 0, 0
+                while taken < len(self._chunks) and (
+                        taken == 0 or size + self._chunks[taken].size <= self._max_feed):
+                    size += self._chunks[taken].size
+                    taken += 1
+                chunks, self._chunks = self._chunks[:taken], self._chunks[taken:]
                 await self._feed(chunks[0] if len(chunks) == 1 else np.concatenate(chunks))
         except Exception as error:  # raised to the session with its next event
             self._failure = error
