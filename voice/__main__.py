@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "0: never)")
     serve.add_argument("--max-output-tokens", type=int)
     serve.add_argument("--llm-replicas", type=int,
-                       help="language model copies generating at once (default 2)")
+                       help="language model copies generating at once (default 4)")
     serve.add_argument("--wyoming-port", type=int, metavar="PORT",
                        help="also serve the Wyoming protocol (Home Assistant) on this port, "
                        "sharing the models (10300 is Wyoming's usual port)")

@@ -45,7 +45,7 @@ Example ``voice.toml`` (every key optional)::
     [llm]
     max_output_tokens = 200         # a reply's length unless the client asks otherwise
     max_output_tokens_limit = 1024  # the most a client may ask for ("inf" means this)
-    replicas = 2                    # model copies generating at once (share the weights)
+    replicas = 4                    # model copies generating at once (share the weights)
     threads = 0                     # threads per copy; 0: the cores shared among the copies
     batch = 0                       # replies decoded together per copy; 0: 32 on CUDA, 1 on CPU
     context_tokens = 2048           # prompt + reply; older turns are left out beyond it
@@ -122,7 +122,9 @@ class ServiceConfig:
     partial_interval_s: float = 1.0
     beam_size: int = 1
     max_output_tokens: int = 200
-    llm_replicas: int = 2
+    # Four, even on two cores: four replies start at once instead of two waiting for whole
+    # replies (docs/benchmarks.md, "LLM concurrency": first token p90 3.0 vs 11.2 s).
+    llm_replicas: int = 4
     llm_threads: int = 0  # threads per replica; 0: the machine's cores shared among replicas
     llm_batch: int = 0  # replies decoded together per replica; 0: 32 on CUDA, 1 on the CPU
     # Prompt + reply, in tokens. A long conversation keeps only its newest turns within this:
