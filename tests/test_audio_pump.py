@@ -14,14 +14,21 @@ from tests.test_session import Harness, run
 from voice.audio_pump import AudioPump
 
 
-def test_audio_that_arrives_during_a_slow_feed_is_fed_next_all_at_once() -> None:
-    fed: list[list[int]] = []
-    release = asyncio.Event()
+class _HeldFeed:
+    """A feed that records what it is given and holds its first call until ``release``."""
 
-    async def feed(samples: np.ndarray) -> None:
-        fed.append(samples.tolist())
-        if len(fed) == 1:
-            await release.wait()
+    def __init__(self) -> None:
+        self.fed: list[list[int]] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, samples: np.ndarray) -> None:
+        self.fed.append(samples.tolist())
+        if len(self.fed) == 1:
+            await self.release.wait()
+
+
+def test_audio_that_arrives_during_a_slow_feed_is_fed_next_all_at_once() -> None:
+    feed = _HeldFeed()
 
     async def scenario() -> None:
         tasks: list[asyncio.Future[object]] = []
@@ -34,21 +41,15 @@ def test_audio_that_arrives_during_a_slow_feed_is_fed_next_all_at_once() -> None
         await asyncio.sleep(0)
         for value in (2, 3, 4):
             pump.put(np.array([value]))
-        release.set()
+        feed.release.set()
         await pump.settle()
-        assert fed == [[1], [2, 3, 4]]
+        assert feed.fed == [[1], [2, 3, 4]]
         assert len(tasks) == 1  # one background feeder at a time
     run(scenario)
 
 
 def test_a_feed_takes_whole_messages_up_to_its_limit() -> None:
-    fed: list[list[int]] = []
-    release = asyncio.Event()
-
-    async def feed(samples: np.ndarray) -> None:
-        fed.append(samples.tolist())
-        if len(fed) == 1:
-            await release.wait()
+    feed = _HeldFeed()
 
     async def scenario() -> None:
         pump = AudioPump(feed, asyncio.ensure_future, max_feed=4)
@@ -56,10 +57,10 @@ def test_a_feed_takes_whole_messages_up_to_its_limit() -> None:
         await asyncio.sleep(0)
         for message in ([1, 1], [2, 2], [3, 3, 3, 3, 3], [4]):
             pump.put(np.array(message))
-        release.set()
+        feed.release.set()
         await pump.settle()
         # Each step stays within 4 samples, except a message that alone is longer.
-        assert fed == [[0], [1, 1, 2, 2], [3, 3, 3, 3, 3], [4]]
+        assert feed.fed == [[0], [1, 1, 2, 2], [3, 3, 3, 3, 3], [4]]
     run(scenario)
 
 
@@ -116,12 +117,7 @@ def test_a_slow_voice_detector_does_not_hold_up_reading_the_sessions_audio(
 
 
 def test_audio_not_fed_yet_is_dropped_when_the_client_leaves() -> None:
-    fed: list[int] = []
-    release = asyncio.Event()
-
-    async def feed(samples: np.ndarray) -> None:
-        fed.append(int(samples[0]))
-        await release.wait()
+    feed = _HeldFeed()
 
     async def scenario() -> None:
         pump = AudioPump(feed, asyncio.ensure_future)
@@ -129,7 +125,7 @@ def test_audio_not_fed_yet_is_dropped_when_the_client_leaves() -> None:
         await asyncio.sleep(0)
         pump.put(np.array([2]))
         pump.discard()
-        release.set()
+        feed.release.set()
         await pump.settle()
-        assert fed == [1]
+        assert feed.fed == [[1]]
     run(scenario)
