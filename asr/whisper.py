@@ -18,11 +18,12 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from asr.gpu_memory import retrying
 from asr.window import FULL_WINDOW_FRAMES, fitted_window_frames, read_timestamped, token_limit
 
 logger = logging.getLogger(__name__)
@@ -52,18 +53,6 @@ class TranscriberConfig:
     # momentary shortage passes, and after one CTranslate2's threads can fail once more with
     # a stale error (docs/benchmarks.md, "Out of GPU memory"). Not on the CPU.
     gpu_memory_retries: int = 2
-
-
-# How CUDA and CTranslate2 word a failed allocation. Under memory pressure CTranslate2's thrust
-# kernels also report "parallel_for failed: cudaErrorInvalidDevice: invalid device ordinal"
-# (seen on an H100 in docs/benchmarks.md, "Out of GPU memory"), which is the same shortage.
-_GPU_MEMORY_ERRORS = ("out of memory", "alloc_failed", "cudaerrormemoryallocation",
-                      "cudaerrorinvaliddevice")
-
-
-def is_gpu_memory_error(error: BaseException) -> bool:
-    text = str(error).lower()
-    return any(marker in text for marker in _GPU_MEMORY_ERRORS)
 
 
 @functools.cache
@@ -227,8 +216,10 @@ class Transcriber:
             groups.setdefault((options.beam_size, options.max_new_tokens), []).append(
                 _Pending(index, options, duration, features, language))
         for group in groups.values():
-            for done in self._retrying(functools.partial(self._decode_group, group,
-                                                         fitted=self.fitted_window)):
+            retries = self.config.gpu_memory_retries if self.device == "cuda" else 0
+            for done in retrying(functools.partial(self._decode_group, group,
+                                                   fitted=self.fitted_window),
+                                 retries, "decoding"):
                 results[done.pending.index] = self._judge(
                     done.segments, done.language, done.probability, done.pending.duration_s,
                     0.0, done.pending.options)
@@ -238,19 +229,6 @@ class Transcriber:
             assert result is not None  # every request was answered above
             transcripts.append(dataclasses.replace(result, decode_s=elapsed))
         return transcripts
-
-    def _retrying(self, decode: Callable[[], list[_Decoded]]) -> list[_Decoded]:
-        """``decode()``, tried again on CUDA when it failed for lack of GPU memory."""
-        retries = self.config.gpu_memory_retries if self.device == "cuda" else 0
-        for attempt in range(retries + 1):
-            try:
-                return decode()
-            except RuntimeError as error:
-                if attempt == retries or not is_gpu_memory_error(error):
-                    raise
-                logger.warning("decoding failed on the GPU (%s); trying again", error)
-                time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
 
     def _decode_group(self, group: list[_Pending], *, fitted: bool) -> list[_Decoded]:
         """Encode, detect and generate one sub-batch (same beam size and token limit), in a
