@@ -119,6 +119,7 @@ def test_frames_shorter_than_a_vad_window_are_buffered_without_a_thread_hop() ->
 
         detector.feed = recording_feed  # type: ignore[method-assign]
         await h.send_audio(tone(0.1), frame_s=0.02)  # 20 ms frames: 320 samples at 16 kHz
+        await h.session._pump.settle()  # fed in the background: wait until all of it is
 
     main = threading.current_thread()
     run(scenario)
