@@ -357,16 +357,19 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.events:
         for name in args.event_configs:
             config = configs[name]
-            for index, language in enumerate(languages):
-                await run(config, "interrupt", language,
-                          spoken(language, INTERRUPTIONS[language], 2.0), "words",
-                          noisy=index % 2 == 1)
-            for index, language in enumerate(languages):
-                await run(config, "backchannel", language,
-                          spoken(language, BACKCHANNELS[language]), BACKCHANNELS[language],
-                          noisy=index % 2 == 1)
-            for index, (kind, sound) in enumerate(sounds.items()):
-                await run(config, "noise", "en", sound, kind, noisy=index % 2 == 1)
+            if "interrupt" in args.scenarios:
+                for index, language in enumerate(languages):
+                    await run(config, "interrupt", language,
+                              spoken(language, INTERRUPTIONS[language], 2.0), "words",
+                              noisy=index % 2 == 1)
+            if "backchannel" in args.scenarios:
+                for index, language in enumerate(languages):
+                    await run(config, "backchannel", language,
+                              spoken(language, BACKCHANNELS[language]), BACKCHANNELS[language],
+                              noisy=index % 2 == 1)
+            if "noise" in args.scenarios:
+                for index, (kind, sound) in enumerate(sounds.items()):
+                    await run(config, "noise", "en", sound, kind, noisy=index % 2 == 1)
     summarize(outcomes)
     return 0
 
@@ -400,6 +403,9 @@ def main() -> int:
                         choices=["today", "both", "guard", "aec"])
     parser.add_argument("--no-events", dest="events", action="store_false",
                         help="only the echo-only replies")
+    parser.add_argument("--scenarios", nargs="+", default=["interrupt", "backchannel", "noise"],
+                        choices=["interrupt", "backchannel", "noise"],
+                        help="which events to play over replies (default: all three)")
     parser.add_argument("--seed", type=int, default=7)
     return asyncio.run(main_async(parser.parse_args()))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,11 +54,20 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return 1.0 if not hypothesis else float(jiwer.wer(words(reference), hypothesis))
 
 
+# How far ahead of real time the reply audio is sent back: the service drops input that runs
+# more than 4 s ahead (input_audio_too_fast), so a long reply is paced after this burst.
+HEAR_BACK_BURST_S = 2.0
+
+
 async def transcribe_back(url: str, key: str | None, audio: np.ndarray) -> tuple[str, str | None]:
     """What the service's own Whisper hears in reply audio (a text-only, manual session)."""
     async with await VoiceClient.connect(url, api_key=key) as client:
         await client.configure(server_vad=False, output_modalities=["text"])
+        started = time.monotonic()
         for start in range(0, audio.size, RATE):
+            ahead = start / RATE - (time.monotonic() - started)
+            if ahead > HEAR_BACK_BURST_S:
+                await asyncio.sleep(ahead - HEAR_BACK_BURST_S)
             await client.send_audio(audio[start:start + RATE], RATE)
         await client.commit()
         async with asyncio.timeout(60):
