@@ -12,6 +12,7 @@ from voice.overlap import (
     confirms,
     fold,
     follows,
+    follows_recent,
     is_backchannel,
     judge,
     loudness,
@@ -175,3 +176,26 @@ def test_a_word_said_again_and_again_counts_once() -> None:
 def test_a_look_confirms_the_user_when_sure_or_agreeing_once_the_speech_is_not_short(
         look: Judgement, previous: Judgement | None, heard_ms: int, confirmed: bool) -> None:
     assert confirms(look, previous, heard_ms) is confirmed
+
+
+def _enveloped_noise(envelope_db: np.ndarray, rate: int, seed: int) -> np.ndarray:
+    """Noise whose loudness follows ``envelope_db`` (one value per 10 ms)."""
+    gain = np.repeat(10 ** (envelope_db / 20), rate // 100)
+    return (np.random.default_rng(seed).standard_normal(gain.size) * gain).astype(np.float32)
+
+
+def test_a_voice_that_follows_the_reply_only_briefly_is_not_taken_for_its_echo() -> None:
+    rate, rng = 16_000, np.random.default_rng(3)
+    envelope = rng.uniform(-50, -10, 600)  # the reply: 6 s of syllable-like loudness
+    reply = _enveloped_noise(envelope, rate, 1)
+    contour = loudness(reply, rate)
+    # Speech over the reply from 2.0 s to 3.5 s (media time = reply time here). Its last
+    # 0.6 s happens to rise and fall with the reply; the 0.9 s before do not.
+    voice = np.concatenate([_enveloped_noise(rng.uniform(-50, -10, 90), rate, 2),
+                            _enveloped_noise(envelope[290:350], rate, 4)])
+    end = int(3.5 * rate)
+    assert follows(loudness(voice[-int(0.6 * rate):], rate), contour, 290) > 0.9
+    assert follows_recent(voice, end, contour, 0, rate, (0.6, 1.5)) < 0.45
+    # The reply's own echo, 100 ms late and 15 dB down, follows it over both stretches.
+    echo = 0.18 * np.concatenate([np.zeros(rate // 10, np.float32), reply])[int(2.0 * rate):end]
+    assert follows_recent(echo, end, contour, 0, rate, (0.6, 1.5)) > 0.8

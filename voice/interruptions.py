@@ -33,10 +33,9 @@ from voice.overlap import (
     Verdict,
     confirms,
     fold,
-    follows,
+    follows_recent,
     is_backchannel,
     judge,
-    loudness,
 )
 from voice.ports import Engines, SpeechDetector
 from voice.protocol import BackchannelHeard, ItemAdded, ItemDone, ServerEvent, SessionConfig, new_id
@@ -53,7 +52,7 @@ JUDGE_TOKENS = 24  # a few words are enough to tell
 # decode hears the VAD's padding, and the room delays the echo) to a little after now.
 ECHO_BEFORE_MS, ECHO_AFTER_MS = 2000, 1500
 # The latest stretches of the speech whose loudness is compared with the reply's, if at
-# least the shortest came after the reply's first audio.
+# least the shortest came after the reply's first audio (voice.overlap.follows_recent).
 ECHO_WINDOWS_S = (0.6, 1.5)
 LOOK_S = 3  # a quick look hears at most the latest seconds of the speech
 
@@ -136,18 +135,8 @@ class Interruptions:
             return judge(transcript.text, "", self._languages(transcript.language))
         spoken = reply.spoken_between(start - ECHO_BEFORE_MS * ASR_RATE // 1000,
                                       end + ECHO_AFTER_MS * ASR_RATE // 1000)
-        # The latest stretches, from the reply's first audio on at the earliest: a sound that
-        # began before the reply cannot be its echo, and its onset lined up with the
-        # reply's would look like one. A short one catches echo that follows a sound of the
-        # user's (a grunt, then what the canceller lets through while it re-adapts).
-        similarity = 0.0
-        for window_s in ECHO_WINDOWS_S:
-            first = max(end - min(audio.size, int(window_s * ASR_RATE)), reply.audible_at)
-            if end - first >= ECHO_WINDOWS_S[0] * ASR_RATE:
-                recent = audio[audio.size - (end - first):]
-                frame = (first - reply.audible_at) * 100 // ASR_RATE
-                similarity = max(similarity, follows(loudness(recent, ASR_RATE),
-                                                     reply.contour(), frame))
+        similarity = follows_recent(audio, end, reply.contour(), reply.audible_at, ASR_RATE,
+                                    ECHO_WINDOWS_S)
         logger.debug("session %s: loudness follows the reply's at %.2f", self.id, similarity)
         return judge(transcript.text, spoken, self._languages(transcript.language),
                      follows_reply=similarity)

@@ -231,6 +231,28 @@ def follows(heard: np.ndarray, reply: np.ndarray, at: int) -> float:
     return best
 
 
+def follows_recent(audio: np.ndarray, end: int, reply: np.ndarray, audible_at: int, rate: int,
+                   windows_s: Iterable[float]) -> float:
+    """How closely the latest stretches of ``audio`` (ending at media time ``end``) follow the
+    ``reply``'s contour, whose first frame was audible at media time ``audible_at``: each
+    stretch of ``windows_s`` seconds, from the reply's first audio on at the earliest (a
+    sound that began before the reply cannot be its echo, and its onset lined up with the
+    reply's would look like one), and at least the shortest of them long. The weakest
+    stretch counts: an echo follows the reply over a short stretch and a long one alike,
+    while a voice over the reply often follows it by chance over one of them (the best of
+    ~70 lags of a 0.6 s contour is >= 0.6 in about a third of the looks at real speech with
+    no echo at all: docs/benchmarks.md, "Full duplex on a GPU"). 0 when no stretch fits."""
+    windows = sorted(windows_s)
+    scores = []
+    for window_s in windows:
+        first = max(end - min(audio.size, int(window_s * rate)), audible_at)
+        if end - first >= windows[0] * rate:
+            recent = audio[audio.size - (end - first):]
+            scores.append(follows(loudness(recent, rate), reply,
+                                  (first - audible_at) * LOUDNESS_HZ // rate))
+    return min(scores, default=0.0)
+
+
 def _asks_to_stop(words: list[str], reply_words: set[str]) -> bool:
     """Whether ``words`` hold a stop word or phrase that is not the reply's own."""
     if any(word in STOP_WORDS and word not in reply_words for word in words):
