@@ -241,12 +241,14 @@ def follows_recent(audio: np.ndarray, end: int, reply: np.ndarray, audible_at: i
     stretch counts: an echo follows the reply over a short stretch and a long one alike,
     while a voice over the reply often follows it by chance over one of them (the best of
     ~70 lags of a 0.6 s contour is >= 0.6 in about a third of the looks at real speech with
-    no echo at all: docs/benchmarks.md, "Full duplex on a GPU"). 0 when no stretch fits."""
+    no echo at all: docs/benchmarks.md, "The audio pump, real turns and the guard on an H200";
+    benchmarks/echo_follows.py). 0 when no stretch fits."""
     windows = sorted(windows_s)
-    scores = []
+    scores, starts = [], set()
     for window_s in windows:
         first = max(end - min(audio.size, int(window_s * rate)), audible_at)
-        if end - first >= windows[0] * rate:
+        if end - first >= windows[0] * rate and first not in starts:  # (short audio: once)
+            starts.add(first)
             recent = audio[audio.size - (end - first):]
             scores.append(follows(loudness(recent, rate), reply,
                                   (first - audible_at) * LOUDNESS_HZ // rate))
