@@ -13,9 +13,10 @@ DEBIAN_PACKAGES := espeak-ng libportaudio2 sox
 # Only the tests need a browser (the web page is tested in headless Chromium) and HAProxy (the
 # scale-out test puts two replicas behind it).
 TEST_DEBIAN_PACKAGES := chromium haproxy
-# Models the test suite uses: the defaults plus the small SmolLM2 for conversion tests.
-TEST_MODELS := whisper-base qwen2.5-coder-0.5b-instruct en_US-joe-medium smart-turn-v3.2 \
-	smollm2-135m-instruct
+# Models the test suite uses: the defaults (the 1.5B one writes replies that may call tools)
+# plus the small SmolLM2 for conversion tests.
+TEST_MODELS := whisper-base qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct \
+	en_US-joe-medium smart-turn-v3.2 smollm2-135m-instruct
 
 .PHONY: serve test setup system-packages models lint clean
 

@@ -198,11 +198,12 @@ class FakeVoices:
 
 def fake_engines(transcriber: FakeTranscriber, chat: FakeChat,
                  voices: FakeVoices | None = None,
-                 turn_model: FakeTurnModel | None = None) -> Engines:
+                 turn_model: FakeTurnModel | None = None,
+                 tools_chat: FakeChat | None = None) -> Engines:
     return Engines(new_detector=FakeDetector, transcriber=transcriber, chat=chat,
                    voices=voices or FakeVoices(), vad=Scheduler("fake-vad", 2),
                    asr=Scheduler("fake-asr", 4), llm=Scheduler("fake-llm", 8),
-                   tts=Scheduler("fake-tts", 4), turn_model=turn_model)
+                   tts=Scheduler("fake-tts", 4), turn_model=turn_model, tools_chat=tools_chat)
 
 
 def tone(seconds: float, rate: int = 24_000, amplitude: float = 0.5) -> np.ndarray:

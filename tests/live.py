@@ -52,17 +52,22 @@ def running_server(config: ServiceConfig, engines: Engines, defaults: SessionDef
 
 @contextmanager
 def default_models_server(prepared_model: Any, max_output_tokens: int,
-                          mcp_hosts: tuple[str, ...] = ()) -> Iterator[VoiceServer]:
+                          mcp_hosts: tuple[str, ...] = (),
+                          tools: bool = False) -> Iterator[VoiceServer]:
     """The real server with the real default models on the CPU (``prepared_model`` is the
-    conftest fixture: a missing model fails under ``make test``, else skips)."""
+    conftest fixture: a missing model fails under ``make test``, else skips). With ``tools``,
+    the default tools model writes the replies that may call tools; without, the 0.5B model
+    writes every reply (the bigger one is not loaded for tests that show no tools)."""
     from voice.__main__ import build_engines
-    from voice.models import ModelStore
+    from voice.models import DEFAULT_TOOLS_LLM, ModelStore
     from voice.session_settings import session_defaults
 
-    for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium"):
+    for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium",
+                 *([DEFAULT_TOOLS_LLM] if tools else [])):
         prepared_model(name)
     config = ServiceConfig(port=0, device="cpu", max_output_tokens=max_output_tokens,
-                           mcp_hosts=mcp_hosts)
+                           mcp_hosts=mcp_hosts,
+                           tools_llm_model=DEFAULT_TOOLS_LLM if tools else "")
     engines, names = build_engines(config, ModelStore(progress=False))
     with running_server(config, engines, session_defaults(config, names), names) as server:
         yield server

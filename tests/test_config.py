@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from llm.prompts import Assistant
-from voice.__main__ import main
+from voice.__main__ import main, tools_llm_name
 from voice.config import ConfigError, build_config, load_toml
+from voice.models import MANIFEST, ModelStore
 from voice.session_settings import session_defaults
 
 TOML = """
@@ -162,3 +164,21 @@ def test_websocket_compression_is_a_boolean_setting(tmp_path) -> None:  # type: 
     config.write_text('websocket_compression = "no"\n')
     with pytest.raises(ConfigError, match="websocket_compression"):
         build_config(load_toml(config), {})
+
+
+def test_replies_that_may_call_tools_get_the_bigger_model_once_it_is_prepared(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ModelStore(tmp_path, progress=False)
+    llm = "qwen2.5-coder-0.5b-instruct"
+    with caplog.at_level(logging.WARNING, logger="voice"):
+        assert tools_llm_name(build_config({}, {}), store, llm) == llm
+    assert "run `voice models prepare qwen2.5-coder-1.5b-instruct`" in caplog.text
+    # asked for by name: used (a model that is not there fails to load, with the fix)
+    chosen = build_config({}, {"tools_llm_model": "qwen2.5-coder-1.5b-instruct"})
+    assert tools_llm_name(chosen, store, llm) == "qwen2.5-coder-1.5b-instruct"
+    assert tools_llm_name(build_config({}, {"tools_llm_model": ""}), store, llm) == llm
+    folder = tmp_path / "models" / "llm" / "qwen2.5-coder-1.5b-instruct"
+    folder.mkdir(parents=True)
+    (folder / MANIFEST).write_text('{"name": "qwen2.5-coder-1.5b-instruct"}')
+    assert tools_llm_name(build_config({}, {}), store, llm) == "qwen2.5-coder-1.5b-instruct"

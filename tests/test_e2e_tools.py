@@ -1,6 +1,6 @@
 """Tools end to end with the real default models and the official ``openai`` SDK.
 
-A spoken request (Piper's English voice) asks for a light; the default model must call the
+A spoken request (Piper's English voice) asks for a light; the default tools model must call the
 app's function with the right arguments; the app sends the result back and the assistant
 answers aloud. The same request with an MCP server instead (the ``mcp`` SDK's own server on
 loopback): the service calls it and speaks the outcome. Every event is also checked against
@@ -56,7 +56,8 @@ async def spoken_reply(connection: Any, events: list[dict[str, Any]]
 
 @pytest.fixture(scope="module")
 def tool_server(prepared_model) -> Iterator[VoiceServer]:  # type: ignore[no-untyped-def]
-    with default_models_server(prepared_model, 80, mcp_hosts=("127.0.0.1",)) as server:
+    with default_models_server(prepared_model, 80, mcp_hosts=("127.0.0.1",),
+                               tools=True) as server:
         yield server
 
 

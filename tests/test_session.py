@@ -38,13 +38,14 @@ from voice.turns import AgentState
 class Harness:
     def __init__(self, transcriber: FakeTranscriber, chat: FakeChat,
                  voices: FakeVoices | None = None, turn_model: FakeTurnModel | None = None,
-                 **defaults: Any) -> None:
+                 tools_chat: FakeChat | None = None, **defaults: Any) -> None:
         self.transcriber, self.chat = transcriber, chat
         self.voices = voices or FakeVoices()
         self.events: list[ServerEvent] = []
         self.turns: list[tuple[dict[str, float], str]] = []
         self.error_codes: list[str] = []  # what the server's metrics count
-        self.session = Session(fake_engines(transcriber, chat, self.voices, turn_model),
+        self.session = Session(fake_engines(transcriber, chat, self.voices, turn_model,
+                                            tools_chat),
                                SessionDefaults(partial_interval_s=0, **defaults), self._send,
                                on_turn=lambda latency, status: self.turns.append((latency, status)),
                                on_error=self.error_codes.append)

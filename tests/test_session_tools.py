@@ -81,6 +81,37 @@ def test_the_functions_result_is_given_to_the_model_and_answered_aloud() -> None
     run(scenario)
 
 
+def test_replies_that_may_call_tools_are_written_by_the_tools_model() -> None:
+    """With a tools model, it writes the spoken request's reply (the one that may call); the
+    answer to the result, written without tools, and a session's replies before it had tools
+    come from the conversational model."""
+    async def scenario() -> None:
+        chat, tools_chat = FakeChat(["Hello there.", "The kitchen light is on."]), FakeChat([CALL])
+        h = Harness(FakeTranscriber([("Hello", "en"), ("Turn on the kitchen light", "en")]),
+                    chat, tools_chat=tools_chat)
+        await h.session.start()
+        await h.speak()
+        await h.wait_done()
+        await with_tools(h)
+        await h.speak()
+        await h.wait_done(2)
+        call_id = h.of("response.function_call_arguments.done")[0].fields["call_id"]
+        await h.session.handle(ItemCreate("o1", None, "user", '{"ok": true}',
+                                          "function_call_output", call_id))
+        await h.session.handle(ResponseCreate("r3", None, None))
+        await h.wait_done(3)
+        assert [request[-1].content for request in tools_chat.requests] == [
+            "Turn on the kitchen light"]
+        assert [tool.name for tool in tools_chat.tools[0]] == ["set_light"]
+        assert [request[-1].content.split("\n")[0] for request in chat.requests] == [
+            "Hello", "Turn on the kitchen light"]
+        assert chat.tools == [[], []]
+        transcripts = h.of("response.output_audio_transcript.done")
+        assert [e.fields["transcript"] for e in transcripts] == [
+            "Hello there.", "The kitchen light is on."]
+    run(scenario)
+
+
 def test_one_response_can_say_a_sentence_and_call_a_function() -> None:
     async def scenario() -> None:
         h = Harness(FakeTranscriber([]), FakeChat([f"Sure, one moment. {CALL}"]))

@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, TypeVar
 from voice.config import ServiceConfig
 from voice.models import (
     CATALOG,
+    DEFAULT_TOOLS_LLM,
     ModelError,
     ModelKind,
     ModelSpec,
     ModelStore,
     default_home,
     default_model_names,
+    default_prepared_names,
     lookup,
     model_table,
 )
@@ -49,7 +51,7 @@ def _cmd_models_list(args: argparse.Namespace, store: ModelStore) -> int:
 def _names_or_defaults(names: Sequence[str]) -> list[ModelSpec]:
     if names:
         return [lookup(name) for name in names]
-    return [lookup(name) for name in default_model_names().values()]
+    return [lookup(name) for name in default_prepared_names()]
 
 
 def _cmd_models_prepare(args: argparse.Namespace, store: ModelStore) -> int:
@@ -79,7 +81,8 @@ def _cmd_serve(args: argparse.Namespace, store: ModelStore) -> int:
             "insecure": True if args.insecure else None,
             "allowed_origins": tuple(args.allowed_origin) if args.allowed_origin else None,
             "allowed_hosts": tuple(args.allowed_host) if args.allowed_host else None,
-            "asr_model": args.asr, "llm_model": args.llm, "voice": args.voice,
+            "asr_model": args.asr, "llm_model": args.llm, "tools_llm_model": args.tools_llm,
+            "voice": args.voice,
             "device": args.device, "compute_type": args.compute_type,
             "voices": dict(_pair(v) for v in args.voice_for) if args.voice_for else None,
             "languages": tuple(args.languages.split(",")) if args.languages else None,
@@ -133,11 +136,20 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
     transcriber = _load(store, "speech recognition", names["asr"], lambda: Transcriber(
         TranscriberConfig(str(store.resolve(names["asr"], ModelKind.ASR)), device=config.device,
                           compute_type=config.compute_type, num_workers=2)))
-    chat = _load(store, "language", names["llm"], lambda: ChatModel(
-        ChatConfig(str(store.resolve(names["llm"], ModelKind.LLM)), device=config.device,
-                   compute_type=config.compute_type, replicas=config.llm_replicas,
-                   cpu_threads=config.llm_threads, max_batch=config.llm_batch or None,
-                   context_tokens=config.llm_context_tokens)))
+
+    def load_chat(name: str) -> ChatModel:
+        return ChatModel(ChatConfig(
+            str(store.resolve(name, ModelKind.LLM)), device=config.device,
+            compute_type=config.compute_type, replicas=config.llm_replicas,
+            cpu_threads=config.llm_threads, max_batch=config.llm_batch or None,
+            context_tokens=config.llm_context_tokens))
+
+    chat = _load(store, "language", names["llm"], lambda: load_chat(names["llm"]))
+    tools_chat = None
+    names["tools_llm"] = tools_llm_name(config, store, names["llm"])
+    if names["tools_llm"] != names["llm"]:
+        tools_chat = _load(store, "tools language", names["tools_llm"],
+                           lambda: load_chat(names["tools_llm"]))
 
     def load_voices() -> VoiceBook:
         paths = piper_voices(config, store, names["voice"])
@@ -150,6 +162,8 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
     turn_model = load_turn_model(store, names["turn"])
     if "cuda" in (transcriber.device, chat.device):
         warm_up(transcriber, chat)
+        if tools_chat is not None:
+            tools_chat.warm_up()
     vad_model = SileroVadModel()
     sessions = config.limits.max_sessions
     engines = Engines(
@@ -158,8 +172,25 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
         vad=Scheduler("vad", cpu_workers(4)), asr=_asr_scheduler(transcriber.device),
         # Each reply's next() waits on CTranslate2's own generation thread: one worker each.
         llm=Scheduler("llm", min(32, sessions + 2)), tts=Scheduler("tts", cpu_workers(2)),
-        turn_model=turn_model)
+        turn_model=turn_model, tools_chat=tools_chat)
     return engines, names
+
+
+def tools_llm_name(config: ServiceConfig, store: ModelStore, llm: str) -> str:
+    """The model that writes replies that may call tools: ``[models] tools_llm``, or when it
+    is "" the ``llm``. The default (the catalog's) is used only once prepared: until then the
+    service runs with the ``llm`` writing them too, and says so."""
+    if config.tools_llm_model is not None:
+        return config.tools_llm_model.strip() or llm
+    if llm == DEFAULT_TOOLS_LLM:
+        return llm
+    try:
+        store.resolve(DEFAULT_TOOLS_LLM, ModelKind.LLM)
+    except ModelError as error:
+        logger.warning("%s; until then the language model %s also writes the replies that may "
+                       "call tools (it calls the wrong function, or none, more often)", error, llm)
+        return llm
+    return DEFAULT_TOOLS_LLM
 
 
 def load_turn_model(store: ModelStore, name_or_path: str | None = None) -> SmartTurnModel:
@@ -269,7 +300,7 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
                         config.memory_mmap_threshold_kib)
     engines, names = build_engines(config, store)
     defaults = session_defaults(config, names, tools_supported=bool(
-        getattr(engines.chat, "supports_tools", True)))
+        getattr(engines.chat_for(tools=True), "supports_tools", True)))
     server = VoiceServer(config, engines, defaults, names)
 
     async def main() -> None:
@@ -344,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "name, e.g. behind a proxy that keeps the Host (repeatable)")
     serve.add_argument("--asr", help="ASR model name or path")
     serve.add_argument("--llm", help="language model name or path")
+    serve.add_argument("--tools-llm", metavar="NAME",
+                       help="language model for replies that may call tools (default "
+                       "qwen2.5-coder-1.5b-instruct; '' uses --llm)")
     serve.add_argument("--voice", help="default Piper voice name or path")
     serve.add_argument("--voice-for", action="append", metavar="LANG=VOICE",
                        help="Piper voice for a language, e.g. de=de_DE-thorsten-medium")

@@ -18,6 +18,8 @@ Example ``voice.toml`` (every key optional)::
     [models]
     asr = "whisper-base"
     llm = "qwen2.5-coder-0.5b-instruct"
+    tools_llm = "qwen2.5-coder-1.5b-instruct"  # writes the replies that may call tools;
+                               # "": the llm above (faster on a CPU, but it calls badly)
     voice = "en_US-joe-medium"
     turn = "smart-turn-v3.2"   # the end-of-turn model of semantic_vad
     device = "auto"            # auto | cpu | cuda
@@ -108,6 +110,11 @@ class ServiceConfig:
     allowed_hosts: tuple[str, ...] = ()
     asr_model: str | None = None  # None: the catalog default
     llm_model: str | None = None
+    # The model for replies whose prompt shows tools (None: the catalog's default, "": the
+    # llm_model). On the CPU the default 0.5B model calls the wrong function, or none, for a
+    # third of spoken-style commands; the 1.5B model for a tenth (docs/benchmarks.md, "Spoken
+    # commands"), at about a third of the speed.
+    tools_llm_model: str | None = None
     voice: str | None = None
     turn_model: str | None = None
     device: str = "auto"
@@ -266,7 +273,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
          "memory_trim_interval_s": "memory_trim_interval_s",
          "memory_mmap_threshold_kib": "memory_mmap_threshold_kib",
          "websocket_compression": "websocket_compression"},
-    "models": {"asr": "asr_model", "llm": "llm_model", "voice": "voice", "turn": "turn_model",
+    "models": {"asr": "asr_model", "llm": "llm_model", "tools_llm": "tools_llm_model",
+               "voice": "voice", "turn": "turn_model",
                "device": "device", "compute_type": "compute_type"},
     "vad": {"type": "vad_type", "eagerness": "vad_eagerness", "threshold": "vad_threshold",
             "prefix_padding_ms": "vad_prefix_padding_ms",

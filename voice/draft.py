@@ -77,7 +77,8 @@ class Draft:
 
     async def _write(self) -> None:
         extra = (self.tools,) if self.tools else ()  # engines without tools take three
-        self._stream = await self._run(self._engines.chat.stream, self.messages, self.sampling,
+        chat = self._engines.chat_for(bool(self.tools))
+        self._stream = await self._run(chat.stream, self.messages, self.sampling,
                                        self.cancel_event, *extra)
         while not self._stop and len(self.deltas) < AHEAD_TOKENS:
             delta = await self._run(next, self._stream, None)

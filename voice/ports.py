@@ -104,6 +104,13 @@ class Engines:
     tts: Scheduler
     activity: Activity = dataclasses.field(default_factory=Activity)
     turn_model: ScoresTurnEnd | None = None  # None: semantic_vad falls back to silence only
+    # Writes the replies whose prompt shows tools (None: ``chat`` does): a bigger model calls
+    # the right function far more often than the small conversational one.
+    tools_chat: StreamsReplies | None = None
+
+    def chat_for(self, tools: bool) -> StreamsReplies:
+        """The engine that writes a reply, given whether its prompt shows tools."""
+        return self.tools_chat if tools and self.tools_chat is not None else self.chat
 
     @property
     def schedulers(self) -> tuple[Scheduler, ...]:

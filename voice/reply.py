@@ -268,7 +268,8 @@ class Reply(ReplyAudio):
             if draft is not None:
                 await draft.discard()
             extra = (tools,) if tools else ()  # engines without tools take three arguments
-            stream = await self._run_engine(llm, self._engines.chat.stream, messages, sampling,
+            chat = self._engines.chat_for(bool(tools))
+            stream = await self._run_engine(llm, chat.stream, messages, sampling,
                                             self.cancel_event, *extra)
         segmenter = Segmenter(SegmenterConfig(language=self.language))
         if calls is not None and sampling.prefix:

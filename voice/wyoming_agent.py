@@ -92,7 +92,8 @@ class WyomingAgent:
         if tools:  # a second call repeats the first one's opening tokens (llm/tools.py)
             sampling = dataclasses.replace(sampling, no_repeat_ngram_size=0)
             extra = (None, list(tools))
-        stream = await llm.run(owner, self.engines.chat.stream, messages, sampling, *extra)
+        chat = self.engines.chat_for(bool(tools))
+        stream = await llm.run(owner, chat.stream, messages, sampling, *extra)
         parser = ToolCallParser(tools) if tools else None
         text, calls = "", list[ToolCall]()
         try:

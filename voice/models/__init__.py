@@ -12,6 +12,7 @@ The names below are the package's public interface; import them from ``voice.mod
 
 from voice.models.catalog import (
     CATALOG,
+    DEFAULT_TOOLS_LLM,
     AssembledFile,
     HubFile,
     HubSource,
@@ -26,6 +27,7 @@ from voice.models.catalog import (
     UnknownModelError,
     cuda_available,
     default_model_names,
+    default_prepared_names,
     lookup,
     piper_voice_hub_source,
     piper_voice_spec,
@@ -34,6 +36,7 @@ from voice.models.store import MANIFEST, ModelStatus, ModelStore, default_home, 
 
 __all__ = [
     "CATALOG",
+    "DEFAULT_TOOLS_LLM",
     "MANIFEST",
     "AssembledFile",
     "HubFile",
@@ -52,6 +55,7 @@ __all__ = [
     "cuda_available",
     "default_home",
     "default_model_names",
+    "default_prepared_names",
     "lookup",
     "model_table",
     "piper_voice_hub_source",

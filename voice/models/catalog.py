@@ -389,6 +389,19 @@ def default_model_names(gpu: bool | None = None) -> dict[ModelKind, str]:
     }
 
 
+# The model that writes the replies whose prompt shows tools (``[models] tools_llm``), on the
+# CPU as on a GPU: typed commands in eight languages, 36-38 of 40 right against 23-25 for the
+# 0.5B default (docs/benchmarks.md, "Spoken commands").
+DEFAULT_TOOLS_LLM = "qwen2.5-coder-1.5b-instruct"
+
+
+def default_prepared_names(gpu: bool | None = None) -> list[str]:
+    """What ``voice models prepare`` prepares when given no names: the default model of each
+    kind and the tools model."""
+    names = list(default_model_names(gpu).values())
+    return [*names, *([DEFAULT_TOOLS_LLM] if DEFAULT_TOOLS_LLM not in names else [])]
+
+
 def cuda_available() -> bool:
     try:
         import ctranslate2

@@ -26,7 +26,7 @@ from voice.models.catalog import (
     ModelNotReadyError,
     ModelSpec,
     UnknownModelError,
-    default_model_names,
+    default_prepared_names,
     lookup,
 )
 from voice.models.sources import PackageAssembler, fetch_from_hub
@@ -185,7 +185,7 @@ def human_size(size: int) -> str:
 def model_table(store: ModelStore, specs: Sequence[ModelSpec]) -> str:
     """The table ``voice models list`` prints: each model's kind, readiness, size, sources and
     folder; default models are starred."""
-    defaults = set(default_model_names().values())
+    defaults = set(default_prepared_names())
     rows = [("NAME", "KIND", "READY", "SIZE", "SOURCES", "PATH")]
     for spec in specs:
         status = store.status(spec)
