@@ -7,6 +7,7 @@ import json
 import numpy as np
 
 from llm.chat import Message
+from llm.prompts import CALL_WHEN_ASKED
 from tests.fakes import FakeChat, FakeTranscriber, FakeTurnModel, silence, tone
 from tests.test_session import Harness, run
 from voice.protocol import ItemCreate, ResponseCreate, SessionUpdate
@@ -103,6 +104,9 @@ def test_replies_that_may_call_tools_are_written_by_the_tools_model() -> None:
         assert [request[-1].content for request in tools_chat.requests] == [
             "Turn on the kitchen light"]
         assert [tool.name for tool in tools_chat.tools[0]] == ["set_light"]
+        # It is told to call rather than describe or guess; the others are not told of tools.
+        assert CALL_WHEN_ASKED in tools_chat.requests[0][0].content
+        assert all(CALL_WHEN_ASKED not in request[0].content for request in chat.requests)
         assert [request[-1].content.split("\n")[0] for request in chat.requests] == [
             "Hello", "Turn on the kitchen light"]
         assert chat.tools == [[], []]

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 
 from llm.chat import Message, SamplingOptions
-from llm.prompts import Assistant, fold_tool_results, system_prompt
+from llm.prompts import CALL_WHEN_ASKED, Assistant, fold_tool_results, system_prompt
 from llm.tools import Tool
 from voice.conversation import Conversation
 from voice.protocol import (
@@ -100,8 +100,10 @@ def prompt_messages(conversation: Conversation, settings: ReplySettings, languag
     function calls and results folded into notes the model can read (llm.prompts). A required
     tool call is asked for in words: decoding is not constrained to a call."""
     instructions = settings.instructions
-    if reply_tools(conversation, settings, exclude) and settings.tool_choice != "auto":
-        demand = ("Answer by calling one of the functions." if settings.tool_choice == "required"
+    if reply_tools(conversation, settings, exclude):
+        demand = (CALL_WHEN_ASKED if settings.tool_choice == "auto"
+                  else "Answer by calling one of the functions."
+                  if settings.tool_choice == "required"
                   else f"Answer by calling the function {settings.tool_choice}.")
         instructions = "\n".join(filter(None, (instructions, demand)))
     return fold_tool_results(conversation.prompt(

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from llm.chat import Message
-from llm.prompts import fold_tool_results, system_prompt
+from llm.prompts import CALL_WHEN_ASKED, fold_tool_results, system_prompt
 from llm.tools import Tool, ToolCall, ToolCallError, ToolCallParser
 from voice.mcp_client import McpConnector, McpError
 from voice.ports import Engines
@@ -59,10 +59,11 @@ class WyomingAgent:
     async def answer(self, owner: str, text: str, language: str,
                      emit: Callable[[str], Awaitable[None]]) -> str:
         """The reply to ``text`` in ``language``; each piece goes to ``emit`` as written."""
-        messages = [Message("system", system_prompt(language, None, self.defaults.assistant)),
-                    Message("user", text)]
         shown, by_name = model_tools(self.servers, await self.tools()) if self.servers \
             else ([], {})
+        rule = CALL_WHEN_ASKED if shown else None
+        messages = [Message("system", system_prompt(language, rule, self.defaults.assistant)),
+                    Message("user", text)]
         written, calls = await self._write(owner, messages, shown, emit)
         if not calls:
             return written
