@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from llm.prompts import Assistant
-from voice.__main__ import main, tools_llm_name
+from voice.__main__ import main, tools_llm_copies, tools_llm_name
 from voice.config import ConfigError, build_config, load_toml
 from voice.models import MANIFEST, ModelStore
 from voice.session_settings import session_defaults
@@ -182,3 +182,13 @@ def test_replies_that_may_call_tools_get_the_bigger_model_once_it_is_prepared(
     folder.mkdir(parents=True)
     (folder / MANIFEST).write_text('{"name": "qwen2.5-coder-1.5b-instruct"}')
     assert tools_llm_name(build_config({}, {}), store, llm) == "qwen2.5-coder-1.5b-instruct"
+
+
+def test_the_tools_model_runs_as_fewer_copies_with_more_threads_on_the_cpu() -> None:
+    defaults = build_config({}, {})
+    assert tools_llm_copies(defaults, "cpu", 2) == (1, 2)
+    assert tools_llm_copies(defaults, "cpu", 16) == (8, 2)
+    assert tools_llm_copies(defaults, "cpu", 1) == (1, 1)
+    assert tools_llm_copies(defaults, "cuda", 16) == (defaults.llm_replicas, 0)
+    chosen = build_config({}, {"llm_tools_replicas": 3, "llm_threads": 4})
+    assert tools_llm_copies(chosen, "cpu", 2) == (3, 4)

@@ -137,19 +137,20 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
         TranscriberConfig(str(store.resolve(names["asr"], ModelKind.ASR)), device=config.device,
                           compute_type=config.compute_type, num_workers=2)))
 
-    def load_chat(name: str) -> ChatModel:
+    def load_chat(name: str, replicas: int, threads: int) -> ChatModel:
         return ChatModel(ChatConfig(
             str(store.resolve(name, ModelKind.LLM)), device=config.device,
-            compute_type=config.compute_type, replicas=config.llm_replicas,
-            cpu_threads=config.llm_threads, max_batch=config.llm_batch or None,
-            context_tokens=config.llm_context_tokens))
+            compute_type=config.compute_type, replicas=replicas, cpu_threads=threads,
+            max_batch=config.llm_batch or None, context_tokens=config.llm_context_tokens))
 
-    chat = _load(store, "language", names["llm"], lambda: load_chat(names["llm"]))
+    chat = _load(store, "language", names["llm"], lambda: load_chat(
+        names["llm"], config.llm_replicas, config.llm_threads))
     tools_chat = None
     names["tools_llm"] = tools_llm_name(config, store, names["llm"])
     if names["tools_llm"] != names["llm"]:
+        replicas, threads = tools_llm_copies(config, chat.device, os.cpu_count() or 1)
         tools_chat = _load(store, "tools language", names["tools_llm"],
-                           lambda: load_chat(names["tools_llm"]))
+                           lambda: load_chat(names["tools_llm"], replicas, threads))
 
     def load_voices() -> VoiceBook:
         paths = piper_voices(config, store, names["voice"])
@@ -191,6 +192,17 @@ def tools_llm_name(config: ServiceConfig, store: ModelStore, llm: str) -> str:
                        "call tools (it calls the wrong function, or none, more often)", error, llm)
         return llm
     return DEFAULT_TOOLS_LLM
+
+
+def tools_llm_copies(config: ServiceConfig, device: str, cores: int) -> tuple[int, int]:
+    """Replicas of the tools model and threads per replica (0: the cores shared). On the CPU
+    by default one per two cores, two threads each: fewer copies with more threads write a
+    single call sooner (a call's delay is what a user waits for) and hold less memory."""
+    if config.llm_tools_replicas:
+        return config.llm_tools_replicas, config.llm_threads
+    if device == "cuda":
+        return config.llm_replicas, config.llm_threads
+    return max(1, cores // 2), config.llm_threads or min(2, cores)
 
 
 def load_turn_model(store: ModelStore, name_or_path: str | None = None) -> SmartTurnModel:

@@ -48,6 +48,7 @@ Example ``voice.toml`` (every key optional)::
     max_output_tokens = 200         # a reply's length unless the client asks otherwise
     max_output_tokens_limit = 1024  # the most a client may ask for ("inf" means this)
     replicas = 4                    # model copies generating at once (share the weights)
+    tools_replicas = 0              # copies of the tools model; 0: one per two CPU cores
     threads = 0                     # threads per copy; 0: the cores shared among the copies
     batch = 0                       # replies decoded together per copy; 0: 32 on CUDA, 1 on CPU
     context_tokens = 2048           # prompt + reply; older turns are left out beyond it
@@ -133,6 +134,10 @@ class ServiceConfig:
     # replies (docs/benchmarks.md, "LLM concurrency": first token p90 3.0 vs 11.2 s).
     llm_replicas: int = 4
     llm_threads: int = 0  # threads per replica; 0: the machine's cores shared among replicas
+    # Copies of the tools model (tools_llm); 0: one per two cores on the CPU (two threads
+    # each), llm_replicas on a GPU. On two cores one copy wrote a call in 3.0 s (median) where
+    # four copies of one thread each took 4.6 s, and held 1 GB less (docs/benchmarks.md).
+    llm_tools_replicas: int = 0
     llm_batch: int = 0  # replies decoded together per replica; 0: 32 on CUDA, 1 on the CPU
     # Prompt + reply, in tokens. A long conversation keeps only its newest turns within this:
     # every turn's prompt is processed again, so on a CPU its length is latency (and memory).
@@ -220,6 +225,8 @@ class ServiceConfig:
             raise ConfigError("max_sessions must be at least 1")
         if self.llm_threads < 0:
             raise ConfigError("llm threads must be 0 (automatic) or more")
+        if self.llm_tools_replicas < 0:
+            raise ConfigError("llm tools_replicas must be 0 (automatic) or more")
         if self.llm_replicas < 1:
             raise ConfigError("llm replicas must be at least 1")
         if self.llm_batch < 0:
@@ -283,7 +290,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "beam_size": "beam_size"},
     "llm": {"max_output_tokens": "max_output_tokens",
             "max_output_tokens_limit": "max_output_tokens_limit", "replicas": "llm_replicas",
-            "threads": "llm_threads", "batch": "llm_batch",
+            "tools_replicas": "llm_tools_replicas", "threads": "llm_threads", "batch": "llm_batch",
             "context_tokens": "llm_context_tokens"},
     "assistant": {"name": "assistant_name", "persona": "assistant_persona"},
     "mcp": {"hosts": "mcp_hosts", "timeout_s": "mcp_timeout_s"},
