@@ -29,6 +29,7 @@ from voice.models import (
     PackageSource,
     UnknownModelError,
     default_model_names,
+    default_prepared_names,
     lookup,
     piper_voice_hub_source,
 )
@@ -240,6 +241,10 @@ def test_default_llm_is_the_larger_model_when_a_gpu_is_present() -> None:
     assert default_model_names(gpu=False)[ModelKind.ASR] == "whisper-base"
     assert default_model_names(gpu=False)[ModelKind.TTS] == "en_US-joe-medium"
     assert default_model_names(gpu=False)[ModelKind.TURN] == "smart-turn-v3.2"
+    # `voice models prepare` without names also prepares the tools model, once
+    assert default_prepared_names(gpu=False) == [
+        *default_model_names(gpu=False).values(), "qwen2.5-coder-1.5b-instruct"]
+    assert default_prepared_names(gpu=True) == list(default_model_names(gpu=True).values())
 
 
 def test_catalog_checksums_are_consistent() -> None:
@@ -287,14 +292,14 @@ def test_cli_reports_errors_without_a_traceback(
 def test_default_models_are_listed_as_ready_after_setup(
     real_model_store: ModelStore, prepared_model, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in default_model_names(gpu=False).values():
+    for name in default_prepared_names(gpu=False):
         prepared_model(name)
     assert main(["--home", str(real_model_store.home), "models", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium",
-                 "smart-turn-v3.2"):
+    for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct",
+                 "en_US-joe-medium", "smart-turn-v3.2"):
         row = next(line for line in lines if line.startswith(name + " "))
-        assert row.split()[3] == "yes", row
+        assert row.split()[1:4:2] == ["*", "yes"], row
 
 
 @pytest.mark.real_models
