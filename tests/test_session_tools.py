@@ -149,6 +149,40 @@ def test_a_call_that_breaks_its_schema_is_an_error_never_a_call() -> None:
     run(scenario)
 
 
+def test_a_question_taken_for_a_call_that_cannot_be_made_is_answered_in_words() -> None:
+    async def scenario() -> None:
+        wrong = '<tool_call>\n{"name": "get_legs", "arguments": {}}\n</tool_call>'
+        h = Harness(FakeTranscriber([("How many legs does a spider have?", "en")]),
+                    FakeChat([wrong, "Spiders have eight legs."]))
+        await h.session.start()
+        await with_tools(h)
+        await h.speak()
+        await h.wait_done()
+        assert [e.fields["error"]["code"] for e in h.of("error")] == ["invalid_tool_call"]
+        response = h.of("response.done")[0].fields["response"]
+        assert response["status"] == "completed"
+        assert [o["type"] for o in response["output"]] == ["message"]
+        assert h.voices.voices["en"].spoken == ["Spiders have eight legs."]
+        # The words are written without tools, and without the rule about them.
+        assert h.chat.tools[1] == []
+        assert CALL_WHEN_ASKED not in h.chat.requests[1][0].content
+    run(scenario)
+
+
+def test_a_required_call_that_cannot_be_made_is_not_replaced_by_words() -> None:
+    async def scenario() -> None:
+        wrong = '{"name": "get_legs", "arguments": {}}'
+        h = Harness(FakeTranscriber([]), FakeChat([wrong, "Words."]))
+        await with_tools(h, tool_choice="required")
+        await h.session.handle(ItemCreate("i1", None, "user", "Legs?"))
+        await h.session.handle(ResponseCreate("r1", None, None))
+        await h.wait_done()
+        assert [e.fields["error"]["code"] for e in h.of("error")] == ["invalid_tool_call"]
+        assert h.of("response.done")[0].fields["response"]["output"] == []
+        assert len(h.chat.requests) == 1
+    run(scenario)
+
+
 def test_tool_choice_none_for_one_response_hides_the_tools_from_the_model() -> None:
     async def scenario() -> None:
         h = Harness(FakeTranscriber([]), FakeChat(["Hello!"]))

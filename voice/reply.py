@@ -123,6 +123,7 @@ class Reply(ReplyAudio):
         self._mcp_tools: dict[str, ListedTool] = {}  # which of them an MCP server runs
         self._stopped = asyncio.Event()  # set with cancel_event, for awaiting it
         self._space_before = False  # the next text continues a sentence already sent
+        self._malformed = 0  # calls the model wrote that could not be made
         self._calls = ReplyCalls(response_id, owner, conversation, self.outputs, self._send,
                                  mcp.connector if mcp is not None else None, self._stopped)
 
@@ -222,11 +223,22 @@ class Reply(ReplyAudio):
 
         async def write(pieces: asyncio.Queue[str | None]) -> None:
             await self._write(messages, pieces)
-            if self._calls.answer_needed and not self.cancelled:
+            if self.cancelled:
+                return
+            if self._calls.answer_needed:
                 # The MCP calls ran: say what came of them, without calling again.
                 self._tools, self._mcp_tools = [], {}
                 self._space_before = bool(self.text) and not self.text[-1].isspace()
                 await self._write(prompt_messages(self._conversation, settings, self.language,
+                                                  exclude=exclude), pieces)
+            elif self._malformed and not self.outputs and settings.tool_choice == "auto":
+                # All the model wrote was a call that cannot be made (a question taken for
+                # a command: "get_legs"): answer in words, not with silence.
+                logger.info("session %s: %s answers in words after a malformed call",
+                            self._owner, self.response_id)
+                self._tools, self._mcp_tools = [], {}
+                words = dataclasses.replace(settings, tool_choice="none")
+                await self._write(prompt_messages(self._conversation, words, self.language,
                                                   exclude=exclude), pieces)
         await self._write_and_speak(write)
 
@@ -308,6 +320,7 @@ class Reply(ReplyAudio):
             if isinstance(output, ToolCall):
                 await self._calls.call(output, self._mcp_tools)
             elif isinstance(output, ToolCallError):
+                self._malformed += 1
                 logger.warning("session %s: dropped a malformed tool call: %s (%r)",
                                self._owner, output.message, output.text[:200])
                 await self._report_error(ProtocolError(
