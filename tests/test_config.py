@@ -178,6 +178,9 @@ def test_replies_that_may_call_tools_get_the_bigger_model_once_it_is_prepared(
     chosen = build_config({}, {"tools_llm_model": "qwen2.5-coder-1.5b-instruct"})
     assert tools_llm_name(chosen, store, llm) == "qwen2.5-coder-1.5b-instruct"
     assert tools_llm_name(build_config({}, {"tools_llm_model": ""}), store, llm) == llm
+    # a language model chosen by the operator writes every reply unless tools_llm is named
+    own = build_config({}, {"llm_model": "/models/my-7b"})
+    assert tools_llm_name(own, store, "/models/my-7b") == "/models/my-7b"
     folder = tmp_path / "models" / "llm" / "qwen2.5-coder-1.5b-instruct"
     folder.mkdir(parents=True)
     (folder / MANIFEST).write_text('{"name": "qwen2.5-coder-1.5b-instruct"}')

@@ -179,11 +179,12 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
 
 def tools_llm_name(config: ServiceConfig, store: ModelStore, llm: str) -> str:
     """The model that writes replies that may call tools: ``[models] tools_llm``, or when it
-    is "" the ``llm``. The default (the catalog's) is used only once prepared: until then the
-    service runs with the ``llm`` writing them too, and says so."""
+    is "" the ``llm``. Unset, it is the catalog's default when the ``llm`` is the default too
+    (an operator who chose a language model chose it for every reply), and only once it is
+    prepared: until then the service runs with the ``llm`` writing them too, and says so."""
     if config.tools_llm_model is not None:
         return config.tools_llm_model.strip() or llm
-    if llm == DEFAULT_TOOLS_LLM:
+    if config.llm_model is not None or llm == DEFAULT_TOOLS_LLM:
         return llm
     try:
         store.resolve(DEFAULT_TOOLS_LLM, ModelKind.LLM)

@@ -19,7 +19,8 @@ Example ``voice.toml`` (every key optional)::
     asr = "whisper-base"
     llm = "qwen2.5-coder-0.5b-instruct"
     tools_llm = "qwen2.5-coder-1.5b-instruct"  # writes the replies that may call tools;
-                               # "": the llm above (faster on a CPU, but it calls badly)
+                               # "": the llm above (faster on a CPU, but it calls badly);
+                               # unset with llm set: the llm
     voice = "en_US-joe-medium"
     turn = "smart-turn-v3.2"   # the end-of-turn model of semantic_vad
     device = "auto"            # auto | cpu | cuda
@@ -111,10 +112,10 @@ class ServiceConfig:
     allowed_hosts: tuple[str, ...] = ()
     asr_model: str | None = None  # None: the catalog default
     llm_model: str | None = None
-    # The model for replies whose prompt shows tools (None: the catalog's default, "": the
-    # llm_model). On the CPU the default 0.5B model calls the wrong function, or none, for a
-    # third of spoken-style commands; the 1.5B model for a tenth (docs/benchmarks.md, "Spoken
-    # commands"), at about a third of the speed.
+    # The model for replies whose prompt shows tools (None: the catalog's default when
+    # llm_model is unset too, else llm_model; "": llm_model). On the CPU the default 0.5B
+    # model calls the wrong function, or none, for a third of typed commands; the 1.5B model
+    # for under a tenth (docs/benchmarks.md, "Spoken commands"), at about a third of the speed.
     tools_llm_model: str | None = None
     voice: str | None = None
     turn_model: str | None = None

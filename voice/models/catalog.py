@@ -390,7 +390,7 @@ def default_model_names(gpu: bool | None = None) -> dict[ModelKind, str]:
 
 
 # The model that writes the replies whose prompt shows tools (``[models] tools_llm``), on the
-# CPU as on a GPU: typed commands in eight languages, 36-38 of 40 right against 23-25 for the
+# CPU as on a GPU: typed commands in eight languages, 35-39 of 40 right against 23-25 for the
 # 0.5B default (docs/benchmarks.md, "Spoken commands").
 DEFAULT_TOOLS_LLM = "qwen2.5-coder-1.5b-instruct"
 
