@@ -52,14 +52,16 @@ def wyoming(prepared_model) -> Iterator[Running]:  # type: ignore[no-untyped-def
     tools (as ``--wyoming-mcp home=URL`` does)."""
     from voice.__main__ import build_engines
     from voice.config import ServiceConfig
-    from voice.models import ModelStore
+    from voice.models import DEFAULT_TOOLS_LLM, ModelStore
     from voice.session_settings import session_defaults
 
-    for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", "en_US-joe-medium"):
+    for name in ("whisper-base", "qwen2.5-coder-0.5b-instruct", DEFAULT_TOOLS_LLM,
+                 "en_US-joe-medium"):
         prepared_model(name)
     with home_server() as home:
         config = ServiceConfig(port=0, device="cpu", max_output_tokens=60,
-                               wyoming_mcp=(f"home={home.url}",))
+                               wyoming_mcp=(f"home={home.url}",),
+                               tools_llm_model=DEFAULT_TOOLS_LLM)
         engines, names = build_engines(config, ModelStore(progress=False))
         service = WyomingService.for_config(config, engines, session_defaults(config, names),
                                             names)

@@ -65,6 +65,11 @@ class WyomingAgent:
         messages = [Message("system", system_prompt(language, rule, self.defaults.assistant)),
                     Message("user", text)]
         written, calls = await self._write(owner, messages, shown, emit)
+        if not calls and shown and not written.strip():
+            # Only a call that cannot be made (or nothing): answer in words, not silence.
+            words = [Message("system", system_prompt(language, None, self.defaults.assistant)),
+                     Message("user", text)]
+            return (await self._write(owner, words, [], emit))[0]
         if not calls:
             return written
         results = []
