@@ -161,8 +161,8 @@ def real_speech(name: str) -> np.ndarray:
 
 def reply_audio(language: str) -> np.ndarray:
     from tts.voices import VoiceBook
-    from voice.__main__ import piper_voices
     from voice.config import ServiceConfig
+    from voice.model_choice import piper_voices
     store = ModelStore(progress=False)
     book = VoiceBook(piper_voices(ServiceConfig(), store, default_model_names()[ModelKind.TTS]))
     chunks = list(book.for_language(language).synthesize(REPLIES[language]))

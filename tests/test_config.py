@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from llm.prompts import Assistant
-from voice.__main__ import main, tools_llm_copies, tools_llm_name
+from voice.__main__ import main
 from voice.config import ConfigError, build_config, load_toml
+from voice.model_choice import tools_llm_copies, tools_llm_name
 from voice.models import MANIFEST, ModelStore
 from voice.session_settings import session_defaults
 

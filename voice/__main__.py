@@ -7,7 +7,6 @@ engines. Everything past it receives plain values and frozen dataclasses.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -17,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from voice.config import ServiceConfig
+from voice.model_choice import piper_voices, tools_llm_copies, tools_llm_name
 from voice.models import (
     CATALOG,
-    DEFAULT_TOOLS_LLM,
     ModelError,
     ModelKind,
     ModelSpec,
@@ -177,35 +176,6 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
     return engines, names
 
 
-def tools_llm_name(config: ServiceConfig, store: ModelStore, llm: str) -> str:
-    """The model that writes replies that may call tools: ``[models] tools_llm``, or when it
-    is "" the ``llm``. Unset, it is the catalog's default when the ``llm`` is the default too
-    (an operator who chose a language model chose it for every reply), and only once it is
-    prepared: until then the service runs with the ``llm`` writing them too, and says so."""
-    if config.tools_llm_model is not None:
-        return config.tools_llm_model.strip() or llm
-    if config.llm_model is not None or llm == DEFAULT_TOOLS_LLM:
-        return llm
-    try:
-        store.resolve(DEFAULT_TOOLS_LLM, ModelKind.LLM)
-    except ModelError as error:
-        logger.warning("%s; until then the language model %s also writes the replies that may "
-                       "call tools (it calls the wrong function, or none, more often)", error, llm)
-        return llm
-    return DEFAULT_TOOLS_LLM
-
-
-def tools_llm_copies(config: ServiceConfig, device: str, cores: int) -> tuple[int, int]:
-    """Replicas of the tools model and threads per replica (0: the cores shared). On the CPU
-    by default one per two cores, two threads each: fewer copies with more threads write a
-    single call sooner (a call's delay is what a user waits for) and hold less memory."""
-    if config.llm_tools_replicas:
-        return config.llm_tools_replicas, config.llm_threads
-    if device == "cuda":
-        return config.llm_replicas, config.llm_threads
-    return max(1, cores // 2), config.llm_threads or min(2, cores)
-
-
 def load_turn_model(store: ModelStore, name_or_path: str | None = None) -> SmartTurnModel:
     """The semantic end-of-turn model (catalog name or path; default: the default ``turn``
     model), loaded once per process and shared by every session and thread."""
@@ -264,37 +234,6 @@ def _load(store: ModelStore, what: str, name: str, load: Callable[[], T]) -> T:
         else:
             fix = f"check that {name} is a {what} model (catalog models: `voice models list`)"
         raise ModelError(f"cannot load the {what} model {name}: {reason}; {fix}") from error
-
-
-def piper_voices(config: ServiceConfig, store: ModelStore, default_voice: str) -> dict[str, Path]:
-    """Language -> Piper .onnx: the default voice, every prepared catalog voice, then the
-    configured ones (which win). The default voice's language comes first."""
-    from tts.piper import language_of_piper_config
-
-    def onnx_of(name_or_path: str) -> Path:
-        path = store.resolve(name_or_path, ModelKind.TTS)
-        if path.is_dir():
-            found = sorted(path.glob("*.onnx"))
-            if not found:
-                raise ModelError(f"no .onnx voice in {path}")
-            return found[0]
-        return path
-
-    def language_of(onnx: Path) -> str:
-        config_json = onnx.with_name(onnx.name + ".json")
-        return language_of_piper_config(json.loads(config_json.read_text(encoding="utf-8")))
-
-    voices: dict[str, Path] = {}
-    for spec in CATALOG.values():
-        if spec.kind is ModelKind.TTS and store.status(spec).ready:
-            onnx = onnx_of(spec.name)
-            voices.setdefault(language_of(onnx), onnx)
-    default = onnx_of(default_voice)
-    default_language = language_of(default)
-    voices[default_language] = default
-    for language, voice in config.voices.items():
-        voices[language] = onnx_of(voice)
-    return {default_language: voices.pop(default_language), **voices}
 
 
 def run_service(config: ServiceConfig, store: ModelStore) -> int:
