@@ -97,8 +97,9 @@ def model_tools(tools: tuple[AnyTool, ...],
 def prompt_messages(conversation: Conversation, settings: ReplySettings, language: str, *,
                     exclude: str | None = None) -> list[Message]:
     """The prompt of a reply in ``language``: the system prompt, then the conversation, with
-    function calls and results folded into notes the model can read (llm.prompts). A required
-    tool call is asked for in words: decoding is not constrained to a call."""
+    function calls and results folded into notes the model can read (llm.prompts). With tools
+    shown, the instructions say when to call (``CALL_WHEN_ASKED`` under auto) or ask for the
+    required call in words (decoding then starts inside a call: ``call_opening``)."""
     instructions = settings.instructions
     if reply_tools(conversation, settings, exclude):
         demand = (CALL_WHEN_ASKED if settings.tool_choice == "auto"
