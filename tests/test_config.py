@@ -10,7 +10,7 @@ import pytest
 from llm.prompts import Assistant
 from voice.__main__ import main
 from voice.config import ConfigError, build_config, load_toml
-from voice.model_choice import tools_llm_copies, tools_llm_name
+from voice.model_choice import defaults_to_prepare, tools_llm_copies, tools_llm_name
 from voice.models import MANIFEST, ModelStore
 from voice.session_settings import session_defaults
 
@@ -196,3 +196,19 @@ def test_the_tools_model_runs_as_fewer_copies_with_more_threads_on_the_cpu() -> 
     assert tools_llm_copies(defaults, "cuda", 16) == (defaults.llm_replicas, 0)
     chosen = build_config({}, {"llm_tools_replicas": 3, "llm_threads": 4})
     assert tools_llm_copies(chosen, "cpu", 2) == (3, 4)
+
+
+def test_setup_skips_the_tools_model_where_there_is_too_little_memory_to_convert_it(
+    tmp_path: Path,
+) -> None:
+    store = ModelStore(tmp_path, progress=False)
+    names, skipped = defaults_to_prepare(store, 4 * 2**30)
+    assert "qwen2.5-coder-1.5b-instruct" not in names and "qwen2.5-coder-0.5b-instruct" in names
+    assert skipped is not None and "4.0 GB is free" in skipped
+    assert "voice models prepare qwen2.5-coder-1.5b-instruct" in skipped
+    names, skipped = defaults_to_prepare(store, 16 * 2**30)
+    assert "qwen2.5-coder-1.5b-instruct" in names and skipped is None
+    folder = tmp_path / "models" / "llm" / "qwen2.5-coder-1.5b-instruct"
+    folder.mkdir(parents=True)
+    (folder / MANIFEST).write_text('{"name": "qwen2.5-coder-1.5b-instruct"}')
+    assert "qwen2.5-coder-1.5b-instruct" in defaults_to_prepare(store, 4 * 2**30)[0]

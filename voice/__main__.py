@@ -16,16 +16,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from voice.config import ServiceConfig
-from voice.model_choice import piper_voices, tools_llm_copies, tools_llm_name
+from voice.model_choice import (
+    defaults_to_prepare,
+    piper_voices,
+    tools_llm_copies,
+    tools_llm_name,
+)
 from voice.models import (
     CATALOG,
     ModelError,
     ModelKind,
-    ModelSpec,
     ModelStore,
     default_home,
     default_model_names,
-    default_prepared_names,
     lookup,
     model_table,
 )
@@ -47,14 +50,16 @@ def _cmd_models_list(args: argparse.Namespace, store: ModelStore) -> int:
     return 0
 
 
-def _names_or_defaults(names: Sequence[str]) -> list[ModelSpec]:
-    if names:
-        return [lookup(name) for name in names]
-    return [lookup(name) for name in default_prepared_names()]
-
-
 def _cmd_models_prepare(args: argparse.Namespace, store: ModelStore) -> int:
-    specs = _names_or_defaults(args.names)
+    if args.names:
+        specs = [lookup(name) for name in args.names]
+    else:
+        import psutil
+
+        names, skipped = defaults_to_prepare(store, psutil.virtual_memory().available)
+        if skipped:
+            logger.warning(skipped)
+        specs = [lookup(name) for name in names]
     for spec in specs:
         store.prepare(spec, online=False)
     print(model_table(store, specs))

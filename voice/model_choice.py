@@ -8,9 +8,38 @@ import logging
 from pathlib import Path
 
 from voice.config import ServiceConfig
-from voice.models import CATALOG, DEFAULT_TOOLS_LLM, ModelError, ModelKind, ModelStore
+from voice.models import (
+    CATALOG,
+    DEFAULT_TOOLS_LLM,
+    ModelError,
+    ModelKind,
+    ModelStore,
+    default_prepared_names,
+    lookup,
+)
 
 logger = logging.getLogger("voice")
+
+# Converting the 1.5B tools model holds its weights as float32: 10.0 GB at peak (docs/models.md).
+TOOLS_LLM_CONVERSION_BYTES = 11 * 2**30
+
+
+def defaults_to_prepare(store: ModelStore, available_bytes: int) -> tuple[list[str], str | None]:
+    """The models ``voice models prepare`` readies when given no names, and why one was left
+    out: the tools model is optional (the service runs without it), so on a machine with too
+    little free memory to convert it, it is skipped with a message instead of failing the
+    whole setup (or being killed for memory halfway)."""
+    names = default_prepared_names()
+    if (DEFAULT_TOOLS_LLM in names and available_bytes < TOOLS_LLM_CONVERSION_BYTES
+            and not store.status(lookup(DEFAULT_TOOLS_LLM)).ready):
+        names.remove(DEFAULT_TOOLS_LLM)
+        return names, (
+            f"skipped {DEFAULT_TOOLS_LLM} (the model for replies that may call tools): "
+            f"converting it needs about {TOOLS_LLM_CONVERSION_BYTES / 2**30:.0f} GB of free "
+            f"memory and {available_bytes / 2**30:.1f} GB is free. The service runs without "
+            f"it (the small model then calls tools too, less reliably); prepare it on a "
+            f"machine with more memory with `voice models prepare {DEFAULT_TOOLS_LLM}`")
+    return names, None
 
 
 def tools_llm_name(config: ServiceConfig, store: ModelStore, llm: str) -> str:
