@@ -124,19 +124,19 @@ def test_markdown_is_not_read_aloud(piece: str, spoken: str) -> None:
 
 
 EARLY = [
-    # (language, reply, expected pieces) with the service's defaults: 2 to 6 words first
+    # (language, reply, expected pieces) with the service's defaults: 2 to 4 words first
     ("en", "The capital of France is Paris, a city of museums. It is big.",
-     ["The capital of France is Paris,", "a city of museums.", "It is big."]),
+     ["The capital of France", "is Paris, a city of museums.", "It is big."]),
     ("en", "I think that you would really like the new museum. Go!",
-     ["I think that you would really", "like the new museum.", "Go!"]),
+     ["I think that you", "would really like the new museum.", "Go!"]),
     ("en", "Of course, I can help you with that today. Bye.",
      ["Of course,", "I can help you with that today.", "Bye."]),
     ("en", "Yes. The answer is four.", ["Yes.", "The answer is four."]),
     ("de", "Das ist z. B. ein sehr guter Test. Gut.",
-     ["Das ist z. B. ein sehr", "guter Test.", "Gut."]),
+     ["Das ist z. B.", "ein sehr guter Test.", "Gut."]),
     ("it", "Il Sig. Rossi e il Dott. Bianchi arrivano alle 9.15. Benvenuti!",
-     ["Il Sig. Rossi e il Dott. Bianchi", "arrivano alle 9.15.", "Benvenuti!"]),
-    ("pl", "Mam 3,5 kilo jabłek i gruszek w domu.", ["Mam 3,5 kilo jabłek i", "gruszek w domu."]),
+     ["Il Sig. Rossi", "e il Dott. Bianchi arrivano alle 9.15.", "Benvenuti!"]),
+    ("pl", "Mam 3,5 kilo jabłek i gruszek w domu.", ["Mam 3,5 kilo", "jabłek i gruszek w domu."]),
 ]
 
 
@@ -149,3 +149,30 @@ def test_the_first_piece_goes_out_after_a_few_words_without_waiting_for_a_bounda
     assert segment(reply, language, step,
                    first_piece_min_words=defaults.first_piece_min_words,
                    first_piece_max_words=defaults.first_piece_max_words) == expected
+
+
+LEADS_IN = [
+    # (language, reply, first piece): a piece cut after a few words does not end on an
+    # article, a preposition or a conjunction, which the synthesizer would say with a
+    # phrase's final fall: it ends before them, or on the word after them
+    ("en", "In the middle of the night, we left.", "In the middle"),
+    ("nl", "De rochten van de gevel zijn 15 meter.", "De rochten"),
+    ("fr", "Voici quelques suggestions pour vous aider.", "Voici quelques suggestions"),
+    ("es", "Los camareros se agrupaban sobre una tarima.", "Los camareros se agrupaban"),
+    ("de", "Die Antwort auf die Frage ist zweiundvierzig.", "Die Antwort"),
+    ("en", "A cat and a dog are friends.", "A cat"),
+    ("en", "And the cat of the house sat.", "And the cat"),
+    ("pt", "A casa do meu amigo fica longe.", "A casa"),
+]
+
+
+@pytest.mark.parametrize(("language", "reply", "first"), LEADS_IN,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(LEADS_IN)])
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_a_first_piece_cut_after_a_few_words_does_not_end_on_a_word_that_leads_into_the_next(
+        language: str, reply: str, first: str, step: int) -> None:
+    defaults = SegmenterConfig()
+    pieces = segment(reply, language, step, first_piece_min_words=defaults.first_piece_min_words,
+                     first_piece_max_words=defaults.first_piece_max_words)
+    assert pieces[0] == first
+    assert " ".join(pieces) == reply

@@ -3,7 +3,11 @@
 The first piece of a reply is allowed to be short: it ends at a clause boundary (comma,
 semicolon, colon, dash) once it has ``first_piece_min_words`` words, or at the space after
 ``first_piece_max_words`` words when no boundary came, so speech starts a few words into the
-reply instead of at the end of its first sentence. Later pieces end at sentence boundaries.
+reply instead of at the end of its first sentence. Such a cut never leaves an article, a
+preposition or a conjunction at the end of the piece, where the synthesizer would give it a
+phrase's final fall ("The capital of | France" is said as "The capital | of France"): it moves
+back before them, or, when that would leave too few words, a word or two on past them. Later
+pieces end at sentence boundaries.
 A boundary is only taken once the character after it has arrived, so "3." followed by "5"
 stays "3.5", and abbreviations ("z. B.", "Dr.", "etc.", ...) of the European languages we
 serve, initials and ordinal numbers do not end a sentence.
@@ -52,6 +56,47 @@ _OFTEN_FINAL = frozenset({"etc", "usw", "ecc", "enz", "itd", "itp", "uvm"})
 _ORDINAL_PERIOD_LANGUAGES = frozenset({"de", "pl", "da", "no", "nb", "fi", "cs", "sk", "sl",
                                        "hr", "sr", "hu", "et", "lv", "is", "tr"})
 
+# Words that lead into the next one (articles, prepositions, conjunctions, possessives): a
+# first piece cut after a few words does not end on one.
+_LEADS_IN: dict[str, frozenset[str]] = {
+    "en": frozenset({"a", "an", "the", "of", "to", "in", "on", "at", "for", "with", "from",
+                     "by", "about", "into", "and", "or", "but", "as", "than", "that", "my",
+                     "your", "his", "her", "its", "our", "their", "this", "these", "those",
+                     "some", "very"}),
+    "de": frozenset({"der", "die", "das", "den", "dem", "des", "ein", "eine", "einen",
+                     "einem", "einer", "eines", "kein", "keine", "und", "oder", "aber", "von",
+                     "vom", "zu", "zum", "zur", "mit", "in", "im", "ins", "auf", "für", "an",
+                     "am", "bei", "beim", "aus", "nach", "über", "unter", "vor", "durch",
+                     "um", "als", "wie", "dass", "mein", "meine", "dein", "deine", "ihr",
+                     "ihre", "sein", "seine", "sehr"}),
+    "fr": frozenset({"le", "la", "les", "l", "un", "une", "des", "de", "du", "d", "à", "au",
+                     "aux", "et", "ou", "mais", "en", "pour", "par", "sur", "dans", "avec",
+                     "sans", "sous", "que", "qu", "qui", "ce", "cet", "cette", "ces", "mon",
+                     "ma", "mes", "ton", "ta", "tes", "son", "sa", "ses", "notre", "votre",
+                     "leur", "leurs", "très", "plus"}),
+    "es": frozenset({"el", "la", "los", "las", "un", "una", "unos", "unas", "de", "del", "a",
+                     "al", "y", "e", "o", "u", "pero", "en", "con", "por", "para", "sin",
+                     "sobre", "entre", "que", "como", "mi", "mis", "tu", "tus", "su", "sus",
+                     "muy", "más"}),
+    "it": frozenset({"il", "lo", "la", "i", "gli", "le", "l", "un", "uno", "una", "di",
+                     "del", "dello", "della", "dei", "degli", "delle", "a", "al", "allo",
+                     "alla", "ai", "agli", "alle", "da", "dal", "dalla", "in", "nel", "nella",
+                     "nei", "con", "per", "su", "sul", "sulla", "tra", "fra", "e", "ed", "o",
+                     "ma", "che", "come", "mio", "mia", "tuo", "tua", "suo", "sua", "molto",
+                     "più"}),
+    "nl": frozenset({"de", "het", "een", "van", "en", "of", "maar", "in", "op", "met",
+                     "voor", "naar", "aan", "te", "bij", "uit", "over", "door", "om", "als",
+                     "dat", "mijn", "jouw", "je", "zijn", "haar", "ons", "onze", "hun",
+                     "heel", "zeer"}),
+    "pt": frozenset({"o", "a", "os", "as", "um", "uma", "uns", "umas", "de", "do", "da",
+                     "dos", "das", "em", "no", "na", "nos", "nas", "ao", "aos", "à", "às",
+                     "e", "ou", "mas", "com", "por", "pelo", "pela", "para", "sem", "sobre",
+                     "entre", "que", "como", "meu", "minha", "seu", "sua", "muito", "mais"}),
+    "pl": frozenset({"i", "a", "oraz", "lub", "albo", "ale", "w", "we", "z", "ze", "na",
+                     "do", "o", "od", "po", "za", "przez", "dla", "bez", "pod", "nad", "przy",
+                     "u", "że", "aby", "jak", "mój", "moja", "twój", "twoja", "bardzo"}),
+}
+
 _SENTENCE_END = ".!?…"
 _CLAUSE_END = ",;:"
 _CLOSERS = "\"'”’»)]}"
@@ -63,7 +108,7 @@ _WORDS = re.compile(r"\w+", re.UNICODE)
 class SegmenterConfig:
     language: str = "en"
     first_piece_min_words: int = 2
-    first_piece_max_words: int = 6  # 0: the first piece waits for a boundary like the others
+    first_piece_max_words: int = 4  # 0: the first piece waits for a boundary like the others
     # Without any boundary, a piece is cut at a space once it is this long.
     max_piece_chars: int = 250
 
@@ -76,6 +121,7 @@ class Segmenter:
         language = self.config.language.split("-")[0].split("_")[0].lower()
         self._language = language
         self._abbreviations = _ABBREVIATIONS.get(language, frozenset()) | _ABBREVIATIONS["en"]
+        self._leads_in = _LEADS_IN.get(language, frozenset())
         self._buffer = ""
         self._pieces_out = 0
 
@@ -135,14 +181,31 @@ class Segmenter:
             return space + 1 if space > 0 else self.config.max_piece_chars
         return None
 
-    @staticmethod
-    def _after_words(text: str, count: int) -> int | None:
-        """The end of the ``count``-th word when a space follows it and more text follows the
-        space (so the word is known to be complete), else None."""
-        for words, match in enumerate(_WORDS.finditer(text), start=1):
-            end = match.end()
-            if words >= count and end < len(text) and text[end] == " ":
-                return end + 1 if end + 1 < len(text) else None
+    def _after_words(self, text: str, count: int) -> int | None:
+        """Where a first piece of about ``count`` words ends: after the first word from the
+        ``count``-th on that a space follows, once more text follows the space (so the word is
+        known to be complete); else None. A piece that would end on words leading into the
+        next (``_LEADS_IN``) ends before them if at least ``first_piece_min_words`` words stay,
+        else on the word after them (at most two words later)."""
+        words = list(_WORDS.finditer(text))
+        for index in range(count - 1, len(words)):
+            end = words[index].end()
+            if end >= len(text) or text[end] != " ":
+                continue  # "3,5": the word goes on
+            if end + 1 >= len(text):
+                return None
+            back = index
+            while back >= 0 and words[back].group().lower() in self._leads_in:
+                back -= 1
+            if back == index:
+                return end + 1
+            before = words[back].end() if back >= 0 else 0
+            while text[before] in _SENTENCE_END + _CLAUSE_END + _CLOSERS:
+                before += 1  # "z. B. | ein": the word's punctuation stays with it
+            if back + 1 >= self.config.first_piece_min_words and text[before] == " ":
+                return before + 1
+            if index >= count + 1:
+                return end + 1  # no better place within two more words
         return None
 
     @staticmethod
