@@ -2,18 +2,20 @@
 arguments, in each language, and how soon after the end of speech?
 
     .venv/bin/python -m benchmarks.spoken_commands --url ws://127.0.0.1:8765/v1/realtime \
-        [--languages de,fr] [--text] [--json out.json]
+        [--languages de,fr] [--text | --mbrola] [--json out.json]
 
 Three functions an app would offer (lights with a fixed set of rooms, a kitchen timer, a weather
 lookup) and five commands in each of en, de, fr, es, it, nl, pt and pl. There are no real
 recordings of such commands, so they are generated: Piper's English voice for English,
-espeak-ng for the other languages (a harder input for Whisper than a person). Each command is
-played at real-time pace into a fresh session with the tools set, and the first call of the
-reply is checked: its name, and every expected argument (rooms by their names in the eight
-languages, as the user says them; cities by name, with the local spellings of a few). The
-delay is from the end of the speech to ``response.function_call_arguments.done`` at the
-client. ``--text`` sends the
-commands as text instead (no speech recognition): the model's own share of the errors.
+espeak-ng for the other languages (a harder input for Whisper than a person), or with
+``--mbrola`` espeak-ng's MBROLA voices (diphones of real speakers; Debian's non-free section:
+``apt-get install mbrola mbrola-de2 mbrola-fr1 mbrola-es2 mbrola-it3 mbrola-nl2 mbrola-pl1
+mbrola-pt1``). Each command is played at real-time pace into a fresh session with the tools
+set, and the first call of the reply is checked: its name, and every expected argument (rooms
+by their names in the eight languages, as the user says them; cities by name, with the local
+spellings of a few). The delay is from the end of the speech to
+``response.function_call_arguments.done`` at the client. ``--text`` sends the commands as text
+instead (no speech recognition): the model's own share of the errors.
 """
 
 from __future__ import annotations
@@ -218,6 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=60.0)
     parser.add_argument("--tool-choice", choices=["auto", "required"], default="auto",
                         help="required: every reply must call (an app's command mode)")
+    parser.add_argument("--mbrola", action="store_true",
+                        help="speak the non-English commands with espeak-ng's MBROLA voices "
+                        "(Debian non-free: mbrola, mbrola-de2 ...) instead of its own")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     languages = args.languages.split(",") if args.languages else list(COMMANDS)
@@ -228,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         utterances = [Utterance(name, None, text, language)  # type: ignore[arg-type]
                       for name, language, text, _ in items]
     else:
-        utterances = speak_texts([(name, language, text) for name, language, text, _ in items])
+        utterances = speak_texts([(name, language, text) for name, language, text, _ in items],
+                                 mbrola=args.mbrola)
     rows = []
     for utterance, (_, _, _, expected) in zip(utterances, items, strict=True):
         row = asyncio.run(run_command(args.url, args.key, utterance, args.text, args.timeout_s,

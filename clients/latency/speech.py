@@ -54,6 +54,12 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
            "Czy możesz mi powiedzieć, gdzie jest dworzec?"),
 }
 ESPEAK_VOICES = {"fr": "fr-fr"}
+# espeak-ng's MBROLA voices: diphones of real speakers, nearer to a person than espeak-ng's own
+# formant voices. Debian's non-free section has them (``apt-get install mbrola mbrola-de2
+# ...``); their licence allows non-commercial use, so they only ever make test speech here.
+MBROLA_VOICES = {"en": "us1", "de": "de2", "fr": "fr1", "es": "es2", "it": "it3", "nl": "nl2",
+                 "pl": "pl1", "pt": "pt1"}
+MBROLA_FOLDER = Path("/usr/share/mbrola")
 
 
 @dataclasses.dataclass
@@ -85,13 +91,22 @@ def _to_rate(audio: np.ndarray, rate: int) -> np.ndarray:
     return pcm
 
 
-def _espeak(language: str, text: str) -> np.ndarray:
+def _espeak(language: str, text: str, mbrola: bool = False) -> np.ndarray:
     executable = shutil.which("espeak-ng")
     if executable is None:
         raise SystemExit("error: espeak-ng is needed to generate test speech "
                          "(Debian: apt-get install espeak-ng)")
-    raw = subprocess.run([executable, "-v", ESPEAK_VOICES.get(language, language), "-s", "130",
-                          "-g", "2", "--stdout", text], capture_output=True, check=True).stdout
+    voice = ESPEAK_VOICES.get(language, language)
+    if mbrola:
+        name = MBROLA_VOICES.get(language)
+        if name is None:
+            raise SystemExit(f"error: no MBROLA voice is set for {language!r}")
+        if not (MBROLA_FOLDER / name).exists():
+            raise SystemExit(f"error: the MBROLA voice {name} is not installed (Debian, "
+                             f"non-free section: apt-get install mbrola mbrola-{name})")
+        voice = f"mb-{name}"
+    raw = subprocess.run([executable, "-v", voice, "-s", "130", "-g", "2", "--stdout", text],
+                         capture_output=True, check=True).stdout
     with wave.open(io.BytesIO(raw)) as reader:
         rate = reader.getframerate()
         audio = np.frombuffer(reader.readframes(reader.getnframes()), "<i2")
@@ -121,9 +136,10 @@ def generate_utterances(languages: Sequence[str], per_language: int,
 
 
 def speak_texts(texts: Sequence[tuple[str, str, str]],
-                piper_voice: str | None = None) -> list[Utterance]:
+                piper_voice: str | None = None, mbrola: bool = False) -> list[Utterance]:
     """(name, language, text) -> utterances at RATE: Piper's English voice for English when it
-    is prepared (or given), espeak-ng for everything else."""
+    is prepared (or given), espeak-ng for everything else (with its MBROLA voices if
+    ``mbrola``)."""
     voice = None
     path = _piper_voice_path(piper_voice)
     if any(language == "en" for _, language, _ in texts) and path is not None:
@@ -137,6 +153,6 @@ def speak_texts(texts: Sequence[tuple[str, str, str]],
             audio = np.concatenate([c.audio_float_array for c in chunks])
             samples = _to_rate(audio, chunks[0].sample_rate)
         else:
-            samples = _espeak(language, text)
+            samples = _espeak(language, text, mbrola)
         utterances.append(Utterance(name, samples, text, language))
     return utterances
