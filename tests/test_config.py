@@ -12,7 +12,6 @@ from voice.__main__ import main
 from voice.config import ConfigError, build_config, load_toml
 from voice.model_choice import (
     defaults_to_prepare,
-    llm_threads,
     tools_llm_copies,
     tools_llm_name,
 )
@@ -201,16 +200,6 @@ def test_the_tools_model_runs_as_fewer_copies_with_more_threads_on_the_cpu() -> 
     assert tools_llm_copies(defaults, "cuda", 16) == (defaults.llm_replicas, 0)
     chosen = build_config({}, {"llm_tools_replicas": 3, "llm_threads": 4})
     assert tools_llm_copies(chosen, "cpu", 2) == (3, 4)
-
-
-def test_a_reply_alone_gets_at_least_two_cpu_threads_even_with_more_copies_than_cores() -> None:
-    defaults = build_config({}, {})  # four copies
-    assert llm_threads(defaults, "cpu", 2) == 2
-    assert llm_threads(defaults, "auto", 2) == 2
-    assert llm_threads(defaults, "cpu", 1) == 1
-    assert llm_threads(defaults, "cpu", 16) == 4  # the cores shared, as before
-    assert llm_threads(defaults, "cuda", 16) == 0  # the engine's own rule
-    assert llm_threads(build_config({}, {"llm_threads": 1}), "cpu", 2) == 1
 
 
 def test_setup_skips_the_tools_model_where_there_is_too_little_memory_to_convert_it(

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, TypeVar
 from voice.config import ServiceConfig
 from voice.model_choice import (
     defaults_to_prepare,
-    llm_threads,
     piper_voices,
     tools_llm_copies,
     tools_llm_name,
@@ -149,8 +148,7 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
             max_batch=config.llm_batch or None, context_tokens=config.llm_context_tokens))
 
     chat = _load(store, "language", names["llm"], lambda: load_chat(
-        names["llm"], config.llm_replicas,
-        llm_threads(config, config.device, os.cpu_count() or 1)))
+        names["llm"], config.llm_replicas, config.llm_threads))
     tools_chat = None
     names["tools_llm"] = tools_llm_name(config, store, names["llm"])
     if names["tools_llm"] != names["llm"]:

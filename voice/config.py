@@ -50,7 +50,7 @@ Example ``voice.toml`` (every key optional)::
     max_output_tokens_limit = 1024  # the most a client may ask for ("inf" means this)
     replicas = 4                    # model copies generating at once (share the weights)
     tools_replicas = 0              # copies of the tools model; 0: one per two CPU cores
-    threads = 0                     # threads per copy; 0: the cores shared, at least two (CPU)
+    threads = 0                     # threads per copy; 0: the cores shared among the copies
     batch = 0                       # replies decoded together per copy; 0: 32 on CUDA, 1 on CPU
     context_tokens = 2048           # prompt + reply; older turns are left out beyond it
 
@@ -134,7 +134,11 @@ class ServiceConfig:
     # Four, even on two cores: four replies start at once instead of two waiting for whole
     # replies (docs/benchmarks.md, "LLM concurrency": first token p90 3.0 vs 11.2 s).
     llm_replicas: int = 4
-    llm_threads: int = 0  # threads per replica; 0: the cores shared, at least two (CPU)
+    # Threads per replica; 0: the machine's cores shared among replicas. Two per copy on two
+    # cores made a reply alone write 26 % faster, but starved the echo guard while the reply
+    # was written (5 of 10 replies cut by their own echo; docs/benchmarks.md, "The first
+    # words sooner on two cores").
+    llm_threads: int = 0
     # Copies of the tools model (tools_llm); 0: one per two cores on the CPU (two threads
     # each), llm_replicas on a GPU. On two cores one copy wrote a call in 3.0 s (median) where
     # four copies of one thread each took 4.6 s, and held 1 GB less (docs/benchmarks.md).

@@ -60,18 +60,6 @@ def tools_llm_name(config: ServiceConfig, store: ModelStore, llm: str) -> str:
     return DEFAULT_TOOLS_LLM
 
 
-def llm_threads(config: ServiceConfig, device: str, cores: int) -> int:
-    """Threads per copy of the language model (``[llm] threads``; 0: the engine's rule, the
-    cores shared among the copies). On the CPU by default the cores shared, but at least two
-    where there are two: a reply alone, the usual case, then decodes on both cores (two
-    cores, the 0.5B: 45 instead of 62 ms a token), and four replies at once lose less to the
-    sharing than that (98 -> 103-116 ms a token; docs/benchmarks.md, "The first words
-    sooner")."""
-    if config.llm_threads or device == "cuda":
-        return config.llm_threads
-    return min(cores, max(2, cores // config.llm_replicas))
-
-
 def tools_llm_copies(config: ServiceConfig, device: str, cores: int) -> tuple[int, int]:
     """Replicas of the tools model and threads per replica (0: the cores shared). On the CPU
     by default one per two cores, two threads each: fewer copies with more threads write a
