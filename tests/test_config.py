@@ -10,11 +10,7 @@ import pytest
 from llm.prompts import Assistant
 from voice.__main__ import main
 from voice.config import ConfigError, build_config, load_toml
-from voice.model_choice import (
-    defaults_to_prepare,
-    tools_llm_copies,
-    tools_llm_name,
-)
+from voice.model_choice import defaults_to_prepare, tools_llm_copies, tools_llm_name
 from voice.models import MANIFEST, ModelStore
 from voice.session_settings import session_defaults
 
