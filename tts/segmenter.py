@@ -56,45 +56,53 @@ _OFTEN_FINAL = frozenset({"etc", "usw", "ecc", "enz", "itd", "itp", "uvm"})
 _ORDINAL_PERIOD_LANGUAGES = frozenset({"de", "pl", "da", "no", "nb", "fi", "cs", "sk", "sl",
                                        "hr", "sr", "hu", "et", "lv", "is", "tr"})
 
-# Words that lead into the next one (articles, prepositions, conjunctions, possessives): a
-# first piece cut after a few words does not end on one.
+# Words that lead into the next one (articles, prepositions, conjunctions, possessives, the
+# verbs "be", "have" and a few auxiliaries): a first piece cut after a few words does not end
+# on one ("The kitchen light | is on.", not "The kitchen light is | on.").
 _LEADS_IN: dict[str, frozenset[str]] = {
     "en": frozenset({"a", "an", "the", "of", "to", "in", "on", "at", "for", "with", "from",
                      "by", "about", "into", "and", "or", "but", "as", "than", "that", "my",
                      "your", "his", "her", "its", "our", "their", "this", "these", "those",
-                     "some", "very"}),
+                     "some", "very", "is", "are", "was", "were", "will",
+                     "would", "can", "could", "has", "have", "had", "be", "been"}),
     "de": frozenset({"der", "die", "das", "den", "dem", "des", "ein", "eine", "einen",
                      "einem", "einer", "eines", "kein", "keine", "und", "oder", "aber", "von",
                      "vom", "zu", "zum", "zur", "mit", "in", "im", "ins", "auf", "für", "an",
                      "am", "bei", "beim", "aus", "nach", "über", "unter", "vor", "durch",
                      "um", "als", "wie", "dass", "mein", "meine", "dein", "deine", "ihr",
-                     "ihre", "sein", "seine", "sehr"}),
+                     "ihre", "sein", "seine", "sehr", "ist", "sind", "war", "waren",
+                     "wird", "werden", "hat", "haben", "kann"}),
     "fr": frozenset({"le", "la", "les", "l", "un", "une", "des", "de", "du", "d", "à", "au",
                      "aux", "et", "ou", "mais", "en", "pour", "par", "sur", "dans", "avec",
                      "sans", "sous", "que", "qu", "qui", "ce", "cet", "cette", "ces", "mon",
                      "ma", "mes", "ton", "ta", "tes", "son", "sa", "ses", "notre", "votre",
-                     "leur", "leurs", "très", "plus"}),
+                     "leur", "leurs", "très", "plus", "est", "sont", "était", "sera",
+                     "a", "ont", "va", "peut"}),
     "es": frozenset({"el", "la", "los", "las", "un", "una", "unos", "unas", "de", "del", "a",
                      "al", "y", "e", "o", "u", "pero", "en", "con", "por", "para", "sin",
                      "sobre", "entre", "que", "como", "mi", "mis", "tu", "tus", "su", "sus",
-                     "muy", "más"}),
+                     "muy", "más", "es", "son", "está", "están", "era", "fue", "ha",
+                     "han", "va", "puede"}),
     "it": frozenset({"il", "lo", "la", "i", "gli", "le", "l", "un", "uno", "una", "di",
                      "del", "dello", "della", "dei", "degli", "delle", "a", "al", "allo",
                      "alla", "ai", "agli", "alle", "da", "dal", "dalla", "in", "nel", "nella",
                      "nei", "con", "per", "su", "sul", "sulla", "tra", "fra", "e", "ed", "o",
                      "ma", "che", "come", "mio", "mia", "tuo", "tua", "suo", "sua", "molto",
-                     "più"}),
+                     "più", "è", "sono", "era", "ha", "hanno", "può", "sta"}),
     "nl": frozenset({"de", "het", "een", "van", "en", "of", "maar", "in", "op", "met",
                      "voor", "naar", "aan", "te", "bij", "uit", "over", "door", "om", "als",
                      "dat", "mijn", "jouw", "je", "zijn", "haar", "ons", "onze", "hun",
-                     "heel", "zeer"}),
+                     "heel", "zeer", "is", "was", "wordt", "heeft", "hebben", "kan",
+                     "zal"}),
     "pt": frozenset({"o", "a", "os", "as", "um", "uma", "uns", "umas", "de", "do", "da",
                      "dos", "das", "em", "no", "na", "nos", "nas", "ao", "aos", "à", "às",
                      "e", "ou", "mas", "com", "por", "pelo", "pela", "para", "sem", "sobre",
-                     "entre", "que", "como", "meu", "minha", "seu", "sua", "muito", "mais"}),
+                     "entre", "que", "como", "meu", "minha", "seu", "sua", "muito", "mais",
+                     "é", "são", "está", "estão", "era", "foi", "tem", "vai", "pode"}),
     "pl": frozenset({"i", "a", "oraz", "lub", "albo", "ale", "w", "we", "z", "ze", "na",
                      "do", "o", "od", "po", "za", "przez", "dla", "bez", "pod", "nad", "przy",
-                     "u", "że", "aby", "jak", "mój", "moja", "twój", "twoja", "bardzo"}),
+                     "u", "że", "aby", "jak", "mój", "moja", "twój", "twoja", "bardzo",
+                     "jest", "są", "był", "była", "było", "ma", "może"}),
 }
 
 _SENTENCE_END = ".!?…"
