@@ -19,8 +19,13 @@ other languages); then, 1.5 s into the reply's playback, the scenario adds:
 - ``noise``: a cough-like burst, a door knock, a noise burst; it must not interrupt, or with
   the guard off, the reply must resume (``response.resumed``).
 
+The client also ducks as voice-mic does (``output_audio_buffer.duck``: the reply plays, and
+so echoes, that much quieter until ``unduck`` or ``speech_started``); reported per event: the
+delay from its onset to the duck, and whether the reply was restored (unducked, not cut).
+
 Configurations: today's behaviour (``guard off, no AEC``) against ``AEC + guard``, in the same
-run, on the same server, and a few others with ``--configs``. Prints one line per reply and a
+run, on the same server, and a few others with ``--configs`` (``noduck``: AEC + guard with
+``duck_db: 0``, the guard as it was before ducking). Prints one line per reply and a
 summary table (medians, p90).
 """
 
@@ -175,6 +180,7 @@ class Config:
     aec: bool
     guard: bool
     headset: bool = False  # the microphone hears none of the reply (no room, no echo)
+    duck: bool = True  # the server may ask to duck the reply (session.interruption.duck_db)
 
 
 @dataclasses.dataclass
@@ -187,6 +193,9 @@ class Outcome:
     self_interruptions: int = 0  # speech_started that no injected sound explains
     interrupted: bool = False  # the injected sound stopped playback
     delay_ms: float | None = None  # from its onset to playback stopping
+    ducks: int = 0  # output_audio_buffer.duck events (in an echo-only reply: false ones)
+    duck_ms: float | None = None  # from the event's onset to the reply ducking
+    restored: bool = False  # ducked, then unducked, not cut
     resumed: bool = False
     backchannel_event: bool = False
     played_s: float = 0.0
@@ -212,13 +221,14 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
     interrupted: set[str] = set()
     pending: set[str] = set()  # responses created, not done
     state: dict[str, Any] = {"first_play": None, "event_onset": None, "speech_starts": [],
-                             "first": None}
+                             "first": None, "gain": 1.0}
     watched: set[str] = set()  # the reply and its resumption: the run ends once they are done
     user = np.concatenate([np.zeros(RATE // 2, np.float32), question])
     async with connect(url, max_size=None) as ws:
         await ws.send(json.dumps({"type": "session.update", "session": {
             "type": "realtime", "instructions": INSTRUCTIONS, "max_output_tokens": 80,
-            "interruption": {"guard": config.guard}}}))
+            "interruption": {"guard": config.guard,
+                             **({} if config.duck else {"duck_db": 0})}}}))
 
         async def receive() -> None:
             async for message in ws:
@@ -238,8 +248,16 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                             response_id == state["first"] or response_id in watched):
                         audio = np.frombuffer(base64.b64decode(event_json["delta"]), "<i2")
                         playback.append(audio.astype(np.float32) / 32768)
+                elif kind == "output_audio_buffer.duck":
+                    outcome.ducks += 1
+                    state["gain"] = 10 ** (event_json["gain_db"] / 20)
+                    state.setdefault("ducked_at", now)
+                elif kind == "output_audio_buffer.unduck":
+                    state["gain"] = 1.0
+                    state["unducked"] = True
                 elif kind == "input_audio_buffer.speech_started":
                     state["speech_starts"].append(now)
+                    state["gain"] = 1.0
                     interrupted.update(pending)
                     playback.clear()
                     state["stop"] = True  # what is buffered too, at the next frame
@@ -271,7 +289,7 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                     buffered = np.concatenate([buffered, playback.pop(0)])
                 played = np.zeros(FRAME, np.float32)
                 take = min(FRAME, buffered.size)
-                played[:take], buffered = buffered[:take], buffered[take:]
+                played[:take], buffered = buffered[:take] * state["gain"], buffered[take:]
                 if take and state["first_play"] is None:
                     state["first_play"] = tick
                 outcome.played_s += take / RATE
@@ -319,6 +337,10 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
     if caused:
         outcome.interrupted = True
         outcome.delay_ms = (caused[0] - onset) * 1000
+    ducked_at = state.get("ducked_at")
+    if ducked_at is not None and onset is not None and ducked_at >= onset - 0.1:
+        outcome.duck_ms = (ducked_at - onset) * 1000
+    outcome.restored = bool(state.get("unducked")) and not caused
     if state["first_play"] is None:
         outcome.error = "no reply audio"
     return outcome
@@ -335,7 +357,8 @@ async def main_async(args: argparse.Namespace) -> int:
     configs = {"today": Config("guard off, no AEC", False, False),
                "both": Config("AEC + guard", True, True),
                "guard": Config("guard, no AEC", False, True),
-               "aec": Config("AEC, guard off", True, False)}
+               "aec": Config("AEC, guard off", True, False),
+               "noduck": Config("AEC + guard, no duck", True, True, duck=False)}
     english = spoken("en", QUESTIONS["en"])
     outcomes: list[Outcome] = []
 
@@ -348,6 +371,8 @@ async def main_async(args: argparse.Namespace) -> int:
         print(f"{outcome.config:18} {scenario:11} {language} {detail:12} {outcome.room:22} "
               f"self={outcome.self_interruptions} cut={outcome.interrupted} "
               f"delay={outcome.delay_ms and round(outcome.delay_ms)} resumed={outcome.resumed} "
+              f"ducks={outcome.ducks} duck={outcome.duck_ms and round(outcome.duck_ms)} "
+              f"restored={outcome.restored} "
               f"played={outcome.played_s:.1f}s {outcome.error or ''}", flush=True)
 
     for name in args.configs:
@@ -376,21 +401,26 @@ async def main_async(args: argparse.Namespace) -> int:
 
 def summarize(outcomes: list[Outcome]) -> None:
     print("\n| configuration | scenario | replies | self-interruptions (replies with one) | "
-          "cut by the event | resumed | delay p50 / p90 ms |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          "cut by the event | resumed | delay p50 / p90 ms | ducked (restored) | "
+          "duck delay p50 / p90 ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     keys = sorted({(o.config, o.scenario) for o in outcomes}, key=lambda k: (k[1], k[0]))
     for config, scenario in keys:
         group = [o for o in outcomes if (o.config, o.scenario) == (config, scenario)]
         delays = [o.delay_ms for o in group if o.delay_ms is not None]
         timing = (f"{statistics.median(delays):.0f} / {percentile(delays, 0.9):.0f}"
                   if delays else "-")
+        ducked = [o.duck_ms for o in group if o.duck_ms is not None]
+        duck_timing = (f"{statistics.median(ducked):.0f} / {percentile(ducked, 0.9):.0f}"
+                       if ducked else "-")
         errors = sum(o.error is not None for o in group)
         count = f"{len(group)}" + (f" ({errors} without audio)" if errors else "")
         print(f"| {config} | {scenario} | {count} "
               f"| {sum(o.self_interruptions for o in group)} "
               f"({sum(o.self_interruptions > 0 for o in group)}) "
               f"| {sum(o.interrupted for o in group)} | {sum(o.resumed for o in group)} "
-              f"| {timing} |")
+              f"| {timing} | {sum(o.ducks > 0 for o in group)} "
+              f"({sum(o.restored for o in group)}) | {duck_timing} |")
 
 
 def main() -> int:
@@ -398,9 +428,9 @@ def main() -> int:
     parser.add_argument("--url", default="ws://127.0.0.1:8811/v1/realtime")
     parser.add_argument("--replies", type=int, default=20, help="echo-only replies per config")
     parser.add_argument("--configs", nargs="+", default=["today", "both"],
-                        choices=["today", "both", "guard", "aec"])
+                        choices=["today", "both", "guard", "aec", "noduck"])
     parser.add_argument("--event-configs", nargs="+", default=["both", "aec"],
-                        choices=["today", "both", "guard", "aec"])
+                        choices=["today", "both", "guard", "aec", "noduck"])
     parser.add_argument("--no-events", dest="events", action="store_false",
                         help="only the echo-only replies")
     parser.add_argument("--scenarios", nargs="+", default=["interrupt", "backchannel", "noise"],

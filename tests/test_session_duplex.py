@@ -220,3 +220,57 @@ def test_a_short_word_misheard_twice_over_the_reply_is_a_backchannel_not_a_cut()
         assert speech_starts(h) == 1
         assert [d.fields["response"]["status"] for d in h.of("response.done")] == ["completed"]
     run(scenario)
+
+
+async def speaking_over_a_quiet_microphone(h: Harness, seconds: float,
+                                           interruption: dict[str, Any] | None = None) -> None:
+    """The reply plays for a while over a silent microphone (echo cancelled), then the user
+    makes a sound over it."""
+    await replying(h, interruption)
+    await h.send_audio(silence(1.2))
+    await h.speak(seconds=seconds)
+
+
+def test_a_backchannel_ducks_the_reply_while_it_is_judged_and_then_restores_it() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Mhm, genau.", "de")]),
+                    FakeChat([STORY]))
+        await speaking_over_a_quiet_microphone(h, 0.4)
+        await h.wait_done()
+        types = [t for t in h.types() if t.startswith("output_audio_buffer")
+                 or t == "input_audio_buffer.backchannel"]
+        # Restored as soon as the speech ends, before its transcript is known.
+        assert types == ["output_audio_buffer.duck", "output_audio_buffer.unduck",
+                         "input_audio_buffer.backchannel"]
+        duck = h.of("output_audio_buffer.duck")[0].fields
+        reply_id = h.of("response.created")[0].fields["response"]["id"]
+        assert duck["response_id"] == reply_id and duck["gain_db"] == -18
+        assert h.of("output_audio_buffer.unduck")[0].fields["response_id"] == reply_id
+        assert h.of("response.done")[0].fields["response"]["status"] == "completed"
+    run(scenario)
+
+
+def test_the_users_words_duck_the_reply_before_they_cut_it() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Stop, what about Rome?", "en")]),
+                    FakeChat([STORY, "Rome is lovely."]))
+        await speaking_over_a_quiet_microphone(h, 0.8)
+        await h.wait_done(2)
+        types = h.types()
+        assert types.count("output_audio_buffer.duck") == 1
+        assert "output_audio_buffer.unduck" not in types
+        cut = [i for i, t in enumerate(types) if t == "input_audio_buffer.speech_started"][1]
+        assert types.index("output_audio_buffer.duck") < cut
+        assert h.of("response.done")[0].fields["response"]["status"] == "cancelled"
+    run(scenario)
+
+
+def test_a_client_can_turn_ducking_off() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Mhm, genau.", "de")]),
+                    FakeChat([STORY]))
+        await speaking_over_a_quiet_microphone(h, 0.4, {"duck_db": 0})
+        await h.wait_done()
+        assert not [t for t in h.types() if t.startswith("output_audio_buffer")]
+        assert h.session.config.interruption.duck_db == 0
+    run(scenario)

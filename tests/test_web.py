@@ -50,10 +50,10 @@ STATE_JS = """() => {
     return {connection: s.connection, language: s.language, errors: s.errors,
             transcripts: s.transcripts, replyAudioSamples: s.replyAudioSamples,
             sentAudioMs: s.sentAudioMs, partials: s.partials.length,
-            truncations: s.truncations, truncated: s.truncated,
-            turns: s.turns.map(t => ({status: t.status, language: t.language, text: t.text,
-                                     itemId: t.itemId, latency: t.latency,
-                                     audioSamples: t.audioSamples,
+            truncations: s.truncations, truncated: s.truncated, ducks: s.ducks,
+            turns: s.turns.map(t => ({responseId: t.responseId, status: t.status,
+                                     language: t.language, text: t.text, itemId: t.itemId,
+                                     latency: t.latency, audioSamples: t.audioSamples,
                                      interruptedAtMs: t.interruptedAtMs}))};
 }"""
 
@@ -219,9 +219,10 @@ def test_speaking_over_the_reply_stops_it_and_truncates_it(
     context = open_browser(sync_playwright, tmp_path / "profile", microphone)
     try:
         page, console = start_talking(context, web_server)
-        # The first reply is being heard: speak over it.
+        # The first reply is being heard (long enough for the server to know the microphone
+        # is quiet while it plays): speak over it.
         page.wait_for_function(
-            "() => window.voiceDebug.isPlaying() && window.voiceDebug.playedMs() > 600",
+            "() => window.voiceDebug.isPlaying() && window.voiceDebug.playedMs() > 1200",
             timeout=TURN_TIMEOUT_MS, polling=50)
         page.evaluate(
             """(b64) => {
@@ -241,7 +242,10 @@ def test_speaking_over_the_reply_stops_it_and_truncates_it(
         # Playback stopped at once and the server was told how much of the reply was heard.
         [sent] = state["truncations"]
         assert sent["playingSources"] > 0 and sent["sourcesAfter"] == 0, context_info
-        assert 600 <= sent["audioEndMs"] < sent["totalMs"], context_info
+        assert 1200 <= sent["audioEndMs"] < sent["totalMs"], context_info
+        # While the guard judged the words, the page played the reply quieter.
+        assert state["ducks"] == [{"responseId": first["responseId"], "gainDb": -18}], \
+            context_info
         assert sent["itemId"] == first["itemId"], context_info
         assert state["truncated"] == [{"itemId": first["itemId"],
                                        "audioEndMs": sent["audioEndMs"]}], context_info

@@ -26,6 +26,7 @@ import numpy as np
 
 from asr.whisper import TranscribeOptions, Transcript
 from voice.conversation import Conversation, Item
+from voice.ducking import MicLevels, floor_level, stands_out
 from voice.endpointing import Speculation
 from voice.overlap import (
     SHORT_MS,
@@ -38,7 +39,16 @@ from voice.overlap import (
     judge,
 )
 from voice.ports import Engines, SpeechDetector
-from voice.protocol import BackchannelHeard, ItemAdded, ItemDone, ServerEvent, SessionConfig, new_id
+from voice.protocol import (
+    BackchannelHeard,
+    ItemAdded,
+    ItemDone,
+    OutputAudioDuck,
+    OutputAudioUnduck,
+    ServerEvent,
+    SessionConfig,
+    new_id,
+)
 from voice.reply import Reply, Resume
 from voice.reply_settings import ReplySettings
 from voice.schedulers import Priority
@@ -65,6 +75,8 @@ class Overlap:
     judged_until: int = 0  # media time up to which audio was last sent to be judged
     decoding: asyncio.Future[object] | None = None
     judgements: list[Judgement] = dataclasses.field(default_factory=list)
+    floor: float | None = None  # the microphone's level before it (voice.ducking)
+    ducked: str | None = None  # the response whose playback it ducked
 
     def user(self, judgement: Judgement, speech_ms: int) -> bool:
         """Whether this look, after ``speech_ms`` of speech, makes it the user's
@@ -88,6 +100,7 @@ class Interruptions:
     _turn_audio: np.ndarray
     _speculation: Speculation | None
     _overlap: Overlap | None
+    _mic_levels: MicLevels
     _spawn: Callable[[Awaitable[object]], asyncio.Future[object]]
     _apply: Callable[[list[Effect]], Awaitable[None]]
     _emit: Callable[[ServerEvent], Awaitable[None]]
@@ -144,8 +157,33 @@ class Interruptions:
     # -- while it lasts ---------------------------------------------------------------------
 
     def _overlap_started(self, at: int) -> None:
-        self._overlap = Overlap(at)
-        logger.debug("session %s: speech over the reply at %d; judging it", self.id, at)
+        self._overlap = overlap = Overlap(at)
+        reply = self._playing_reply()
+        if (self.config.interruption.duck_db and reply is not None
+                and reply.audible_at is not None):
+            overlap.floor = floor_level(self._mic_levels, at, reply.contour(), reply.audible_at)
+        logger.debug("session %s: speech over the reply at %d; judging it (level before "
+                     "it %s)", self.id, at, overlap.floor)
+
+    async def _duck_if_heard(self) -> None:
+        """After each audio frame: ask the client to duck the reply once the speech over it
+        stands out from what the microphone heard while the reply played (voice.ducking)."""
+        overlap = self._overlap
+        if (overlap is None or overlap.floor is None or overlap.ducked is not None
+                or self.turns.overlap != overlap.start):
+            return
+        if not stands_out(self._mic_levels, overlap.start, self.turns.now, overlap.floor):
+            return
+        reply = self._playing_reply()
+        if reply is None:
+            return
+        overlap.ducked = reply.response_id
+        heard_ms = (self.turns.now - overlap.start) * 1000 // ASR_RATE
+        logger.info("session %s: a sound of its own over the reply after %d ms; ducking it",
+                    self.id, heard_ms)
+        await self._emit(OutputAudioDuck(
+            reply.response_id, -float(self.config.interruption.duck_db),
+            (overlap.start - self._detector_origin) * 1000 // ASR_RATE))
 
     def _poll_overlap(self) -> None:
         """After each audio frame: send the overlap so far to be judged, when due."""
@@ -188,7 +226,9 @@ class Interruptions:
     # -- once it ended ----------------------------------------------------------------------
 
     def _overlap_ended(self, ended: OverlapEnded) -> None:
-        self._overlap = None
+        overlap, self._overlap = self._overlap, None
+        if overlap is not None and overlap.ducked is not None:
+            self._spawn(self._emit(OutputAudioUnduck(overlap.ducked)))
         if self._detector is not None:
             self._spawn(self._judge_ended(ended, self._detector, self._turn_audio,
                                           self.turns.now))

@@ -26,6 +26,7 @@ from asr.whisper import Transcript
 from voice.audio_pump import AudioPump
 from voice.conversation import Conversation, Item
 from voice.draft import Draft
+from voice.ducking import MicLevels
 from voice.endpointing import Endpointing, Speculation, UserTurn
 from voice.interruptions import Interruptions, Overlap
 from voice.listening import BufferTooLongError, UserAudio
@@ -112,6 +113,7 @@ class Session(Endpointing, Interruptions):
         self.reply: Reply | None = None  # the newest reply; a cancelled one may wind down
         self._replaced: Reply | None = None  # the reply before it (it may still be playing)
         self._overlap: Overlap | None = None  # speech over the reply, being judged
+        self._mic_levels = MicLevels()  # the microphone's loudness, for ducking the reply
         self._last_turn: UserTurn | None = None  # committed, not yet answered
         self._turn_audio = np.zeros(0, np.float32)  # audio of the user turn ending now
         self._detector: SpeechDetector | None = None
@@ -284,6 +286,7 @@ class Session(Endpointing, Interruptions):
     async def _feed_detector(self, samples: np.ndarray) -> None:
         """The audio pump's feed: media time, the VAD, then what depends on what it heard."""
         effects = self.turns.audio(samples.size)  # an overlap nobody could judge in time
+        self._mic_levels.add(samples, self.turns.now)
         detector = self._detector
         if effects:
             async with self._detector_lock:
@@ -292,6 +295,7 @@ class Session(Endpointing, Interruptions):
             return
         async with self._detector_lock:
             await self._detect(detector, samples)
+        await self._duck_if_heard()
         self._poll_overlap()
         turn = self.config.turn_detection
         if self._partials is not None and turn is not None:

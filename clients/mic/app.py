@@ -32,6 +32,8 @@ from voice.protocol import (
     AudioTranscriptDelta,
     Error,
     ItemTruncated,
+    OutputAudioDuck,
+    OutputAudioUnduck,
     ResponseCreated,
     ResponseDone,
     ServerEvent,
@@ -362,6 +364,12 @@ class MicApp:
                 console.reply_delta(event.delta)
         elif isinstance(event, AudioDelta):
             self._play(event, client.output_rate)
+        elif isinstance(event, OutputAudioDuck | OutputAudioUnduck):
+            # Quieter while the server judges a sound over the reply (the user, or only a
+            # backchannel, echo or noise); speech_started stops it if it was the user.
+            if self._reply is not None and self._reply.response_id == event.response_id:
+                gain_db = event.gain_db if isinstance(event, OutputAudioDuck) else 0.0
+                self.audio.duck(10 ** (gain_db / 20))
         elif isinstance(event, ResponseDone):
             self._finish(event)
         elif isinstance(event, Error):
@@ -381,6 +389,7 @@ class MicApp:
         if reply is None or reply.response_id != event.response_id:
             reply = self._reply = _Reply(event.response_id)
             self._out_resampler = Resampler(rate, self.audio.output_rate)
+            self.audio.duck(1.0)  # a new reply plays at full volume
         samples = self._out_resampler(event.samples())
         position = self.audio.play(samples)
         if reply.start is None:

@@ -31,7 +31,8 @@ class AudioDevice(Protocol):
     (PortAudio's). ``play`` queues int16 mono samples at ``output_rate`` and returns the value
     ``played_samples`` will have when the first of them starts playing. ``played_samples``
     counts samples actually consumed by the output, not samples queued; ``stop_playback``
-    drops everything queued and returns ``played_samples`` at that moment.
+    drops everything queued and returns ``played_samples`` at that moment. ``duck`` sets the
+    volume of what plays from now on (1.0: full; the server's ``output_audio_buffer.duck``).
     """
 
     input_rate: int
@@ -42,6 +43,8 @@ class AudioDevice(Protocol):
     def play(self, samples: np.ndarray) -> int: ...
 
     def stop_playback(self) -> int: ...
+
+    def duck(self, gain: float) -> None: ...
 
     @property
     def played_samples(self) -> int: ...
@@ -61,6 +64,8 @@ class PlaybackBuffer:
         self._offset = 0  # samples of _chunks[0] already played
         self._pending = 0
         self._played = 0
+        self.gain = 1.0  # the volume wanted (duck)
+        self._gain = 1.0  # the volume of the last sample played: changes ramp over a block
 
     def push(self, samples: np.ndarray) -> int:
         chunk = np.asarray(samples, dtype=np.int16).reshape(-1).copy()
@@ -89,6 +94,10 @@ class PlaybackBuffer:
             self._pending -= filled
             self._played += filled
         out[filled:] = 0
+        gain, self._gain = self._gain, self.gain
+        if filled and (gain != 1.0 or self.gain != 1.0):
+            ramp = np.linspace(gain, self.gain, filled) if gain != self.gain else gain
+            out[:filled] = np.round(out[:filled] * ramp).astype(out.dtype)
         return filled
 
     def clear(self) -> int:
@@ -198,7 +207,11 @@ class BufferedOutput:
         return self._buffer.push(samples)
 
     def stop_playback(self) -> int:
+        self._buffer.gain = 1.0
         return self._buffer.clear()
+
+    def duck(self, gain: float) -> None:
+        self._buffer.gain = gain
 
     @property
     def played_samples(self) -> int:

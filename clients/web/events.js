@@ -3,7 +3,7 @@
 // was audible, `conversation.item.truncate` tells the server how much of it was played.
 
 import {audio} from "./audio.js";
-import {player, playChunk, playedMs, stopPlayback} from "./player.js";
+import {duckPlayback, player, playChunk, playedMs, stopPlayback} from "./player.js";
 import {floatsFromBase64Pcm16} from "./protocol.js";
 import {markSessionReady, send} from "./socket.js";
 import {voiceState} from "./state.js";
@@ -80,6 +80,14 @@ export function onEvent(event) {
     case "input_audio_buffer.backchannel":
       // "mhm" over the reply: it goes on, no turn started (docs/protocol.md).
       voiceState.backchannels.push({transcript: event.transcript, language: event.language});
+      break;
+    case "output_audio_buffer.duck":
+      // A sound over the reply is being judged: quieter until it is known (docs/protocol.md).
+      if (event.response_id === player.responseId) duckPlayback(event.gain_db);
+      voiceState.ducks.push({responseId: event.response_id, gainDb: event.gain_db});
+      break;
+    case "output_audio_buffer.unduck":
+      if (event.response_id === player.responseId) duckPlayback(0);
       break;
     case "response.resumed": {
       // A false interruption (a cough): the reply goes on from the word where it stopped.

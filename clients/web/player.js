@@ -12,6 +12,7 @@ export const player = {
   cursor: 0,
   sources: new Set(),
   itemId: null, // the assistant item being played
+  gain: null, // GainNode that all reply audio goes through (ducking)
   responseId: null,
   chunks: [], // {start, duration} of the current item, AudioContext seconds
 };
@@ -19,6 +20,7 @@ export const player = {
 export function playChunk(turn, samples) {
   const ctx = audio.ctx;
   if (player.itemId !== turn.itemId) {
+    if (player.gain) player.gain.gain.value = 1; // a new reply plays at full volume
     player.itemId = turn.itemId;
     player.responseId = turn.responseId;
     player.chunks = [];
@@ -27,7 +29,7 @@ export function playChunk(turn, samples) {
   buffer.copyToChannel(samples, 0);
   const source = ctx.createBufferSource();
   source.buffer = buffer;
-  source.connect(ctx.destination);
+  source.connect(outputNode(ctx));
   const now = ctx.currentTime;
   if (player.cursor < now + 0.005) player.cursor = now + PLAYBACK_LEAD_S; // start or underrun
   source.start(player.cursor);
@@ -51,6 +53,22 @@ export function playChunk(turn, samples) {
   setActivity("speaking-assistant");
 }
 
+// Reply audio goes through one gain node, so that a duck (output_audio_buffer.duck) lowers
+// what is playing now and what is scheduled after it alike.
+function outputNode(ctx) {
+  if (!player.gain || player.gain.context !== ctx) {
+    player.gain = ctx.createGain();
+    player.gain.connect(ctx.destination);
+  }
+  return player.gain;
+}
+
+export function duckPlayback(gainDb) {
+  if (!audio) return;
+  const node = outputNode(audio.ctx);
+  node.gain.setTargetAtTime(Math.pow(10, gainDb / 20), audio.ctx.currentTime, 0.01);
+}
+
 export function playedMs() {
   if (!audio) return 0;
   const now = audio.ctx.currentTime;
@@ -67,6 +85,7 @@ export function stopPlayback() {
     try { source.stop(); } catch { /* already stopped */ }
   }
   player.sources.clear();
+  if (player.gain) player.gain.gain.value = 1;
   player.cursor = 0;
   player.chunks = [];
   player.itemId = null;

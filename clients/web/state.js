@@ -15,6 +15,7 @@ export const voiceState = {
   truncations: [], // sent: {itemId, audioEndMs, playedBefore, sourcesAfter}
   truncated: [], // confirmed by the server: {itemId, audioEndMs}
   backchannels: [], // said over a reply without interrupting it: {transcript, language}
+  ducks: [], // output_audio_buffer.duck events: {responseId, gainDb}
   replyAudioSamples: 0,
   sentAudioMs: 0,
   events: 0,

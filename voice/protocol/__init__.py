@@ -39,7 +39,12 @@ from voice.protocol.common import (
     TokenLimit,
     new_id,
 )
-from voice.protocol.duplex import BackchannelHeard, ResponseResumed
+from voice.protocol.duplex import (
+    BackchannelHeard,
+    OutputAudioDuck,
+    OutputAudioUnduck,
+    ResponseResumed,
+)
 from voice.protocol.mcp import (
     ListedTool,
     McpCallArgumentsDelta,
@@ -164,6 +169,8 @@ __all__ = [
     "McpListToolsFailed",
     "McpListToolsInProgress",
     "McpTool",
+    "OutputAudioDuck",
+    "OutputAudioUnduck",
     "OutputItemAdded",
     "OutputItemDone",
     "ProtocolError",

@@ -34,3 +34,26 @@ class ResponseResumed(ServerEvent):
     resumed_response_id: str
     resumed_item_id: str
     word_index: int
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputAudioDuck(ServerEvent):
+    """Speech that began at ``audio_start_ms`` over the reply of ``response_id`` stands out
+    from what the microphone heard while the reply played, and is being judged (the guard,
+    ``session.interruption``): a client lowers the reply's volume by ``-gain_db`` dB until
+    ``output_audio_buffer.unduck`` (it was not an interruption) or stops playback at
+    ``input_audio_buffer.speech_started`` (it was)."""
+
+    type: ClassVar[str] = "output_audio_buffer.duck"
+    response_id: str
+    gain_db: float
+    audio_start_ms: int
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputAudioUnduck(ServerEvent):
+    """The speech that ducked the reply of ``response_id`` was no interruption (the reply's
+    echo, a backchannel, a noise): a client plays the reply at its full volume again."""
+
+    type: ClassVar[str] = "output_audio_buffer.unduck"
+    response_id: str

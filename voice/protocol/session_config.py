@@ -66,13 +66,17 @@ class Interruption:
     Without it, any speech cuts the reply at once (the fastest barge-in, for headsets).
     ``backchannels``: ``ignore`` (no trace) or ``keep`` (a user item in the history).
     ``resume``: a reply cut off by speech that transcribes to nothing (a cough, a door)
-    goes on from the word where it stopped, as a new response."""
+    goes on from the word where it stopped, as a new response. ``duck_db``: while the guard
+    judges speech that clearly stands out from what the microphone heard during the reply,
+    the client is asked to play the reply this many dB quieter (``output_audio_buffer.duck``;
+    0: never)."""
 
     guard: bool = True
     min_speech_ms: int = 250
     max_wait_ms: int = 1500
     backchannels: str = "ignore"  # ignore | keep
     resume: bool = True
+    duck_db: int = 18
 
     def to_json(self) -> JsonObject:
         return dataclasses.asdict(self)
@@ -204,7 +208,7 @@ def _interruption(value: Any, current: Interruption, event_id: str | None) -> In
                             param=path)
     changes: dict[str, Any] = {}
     for key, kind in (("guard", bool), ("resume", bool), ("min_speech_ms", int),
-                      ("max_wait_ms", int), ("backchannels", str)):
+                      ("max_wait_ms", int), ("backchannels", str), ("duck_db", int)):
         found = get_field(value, key, kind, event_id, f"{path}.{key}")
         if found is not UNSET:
             changes[key] = found
@@ -214,6 +218,9 @@ def _interruption(value: Any, current: Interruption, event_id: str | None) -> In
     if not 100 <= changes.get("max_wait_ms", current.max_wait_ms) <= 10_000:
         raise ProtocolError("invalid_value", f"{path}.max_wait_ms must be 100..10000",
                             event_id=event_id, param=f"{path}.max_wait_ms")
+    if not 0 <= changes.get("duck_db", current.duck_db) <= 60:
+        raise ProtocolError("invalid_value", f"{path}.duck_db must be 0..60",
+                            event_id=event_id, param=f"{path}.duck_db")
     if changes.get("backchannels", "ignore") not in ("ignore", "keep"):
         raise ProtocolError("invalid_value", f"{path}.backchannels must be ignore or keep",
                             event_id=event_id, param=f"{path}.backchannels")

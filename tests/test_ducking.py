@@ -1,0 +1,81 @@
+"""When a sound over the reply ducks it: tables of microphone levels, no I/O."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from voice.ducking import RATE, MicLevels, floor_level, stands_out
+
+MS = RATE // 1000
+
+
+def levels_of(*parts: tuple[float, int]) -> MicLevels:
+    """A microphone that heard ``(amplitude, milliseconds)`` of noise after one another."""
+    rng = np.random.default_rng(3)
+    levels = MicLevels()
+    now = 0
+    for amplitude, ms in parts:
+        samples = (rng.normal(0, 1, ms * MS) * amplitude).astype(np.float32)
+        for start in range(0, samples.size, 320):  # 20 ms frames, as clients send them
+            chunk = samples[start:start + 320]
+            now += chunk.size
+            levels.add(chunk, now)
+    return levels
+
+
+def contour(values: list[float], ms_each: int) -> np.ndarray:
+    return np.repeat(np.asarray(values, float), ms_each // 10)
+
+
+SPEECHY = contour([-2, -4, -2.5, -5, -2, -4.5, -2.2, -5, -3, -4] * 4, 100)  # 4 s of reply
+
+
+def test_speech_that_rises_well_above_a_quiet_microphone_stands_out() -> None:
+    levels = levels_of((0.001, 2000), (0.1, 200))
+    floor = floor_level(levels, 2000 * MS, SPEECHY, audible_at=0)
+    assert floor is not None
+    assert stands_out(levels, 2000 * MS, 2200 * MS, floor)
+
+
+@pytest.mark.parametrize("ms", [0, 60, 100])
+def test_a_click_shorter_than_the_stand_out_time_does_not(ms: int) -> None:
+    levels = levels_of((0.001, 2000), (0.1, ms), (0.001, 300))
+    floor = floor_level(levels, 2000 * MS, SPEECHY, audible_at=0)
+    assert floor is not None
+    assert not stands_out(levels, 2000 * MS, (2300 + ms) * MS, floor)
+
+
+def test_speech_no_louder_than_the_microphone_was_during_the_reply_does_not_stand_out() -> None:
+    levels = levels_of((0.05, 2000), (0.1, 400))  # +6 dB
+    floor = floor_level(levels, 2000 * MS, SPEECHY, audible_at=0)
+    assert floor is not None
+    assert not stands_out(levels, 2000 * MS, 2400 * MS, floor)
+
+
+def test_a_microphone_that_hears_the_reply_never_ducks_it() -> None:
+    # The microphone's level rises and falls with the reply's (its echo, no cancelling).
+    rng = np.random.default_rng(5)
+    levels, now = MicLevels(), 0
+    for value in SPEECHY[:200]:  # 2 s, one 10 ms frame at a time
+        samples = (rng.normal(0, 1, 160) * 10 ** ((value - 1) / 2)).astype(np.float32)
+        now += 160
+        levels.add(samples, now)
+    assert floor_level(levels, now, SPEECHY, audible_at=0) is None
+
+
+def test_no_floor_before_the_reply_was_heard_long_enough() -> None:
+    levels = levels_of((0.001, 2000), (0.1, 200))
+    # The reply became audible 1.4 s in: 0.3 s for its sound to reach the microphone leaves
+    # 0.3 s of floor, too little to know what the microphone hears during the reply.
+    assert floor_level(levels, 2000 * MS, SPEECHY, audible_at=1400 * MS) is None
+
+
+def test_levels_are_kept_by_media_time_and_a_gap_starts_afresh() -> None:
+    levels = MicLevels(keep_s=1.0)
+    levels.add(np.ones(16_000 * 2, np.float32), 32_000)
+    assert levels.end == 32_000
+    assert levels.between(0, 32_000).size == 100  # the last second only
+    assert levels.between(31_040, 32_000).size == 6  # whole frames from 31_040 on
+    levels.add(np.zeros(1600, np.float32), 40_000)  # audio from 38_400 on: a gap
+    assert levels.between(0, 40_000).size == 10

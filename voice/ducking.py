@@ -1,0 +1,93 @@
+"""When to duck the reply: a sound of its own over it, long before its words are known.
+
+Pure functions and a small buffer, no I/O. The guard (``voice/interruptions.py``) needs the
+user's words to tell an interruption from the reply's echo or a backchannel, and whisper-base
+on two cores returns words after about a second of a voice. The sound says sooner that
+*something* other than the reply is heard: where the microphone was quiet while the reply
+played (the client cancels its echo, or a headset), speech that rises well above that level
+is a sound of its own, from the moment the VAD hears it. The session then asks the client to
+lower the reply's volume (``output_audio_buffer.duck``) until the words decide: a confirmed
+interruption cuts the reply (``speech_started``), anything else restores it
+(``output_audio_buffer.unduck``).
+
+Where the microphone hears the reply (no echo cancelling: its loudness follows the reply's),
+a rise says nothing (the next sentence's echo rises as much) and the sound never ducks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voice.overlap import FLAT, LOUDNESS_HZ, follows, loudness
+
+RATE = 16_000
+HOP = RATE // LOUDNESS_HZ  # one loudness value per 10 ms
+KEEP_S = 8.0  # how much of the microphone's loudness is kept
+FLOOR_MS = 1500  # the stretch before the speech whose level the speech is compared with
+FLOOR_MIN_MS = 500  # ... at least this much of it while the reply was audible
+FLOOR_AFTER_AUDIBLE_MS = 300  # the reply's first audio reaches the microphone a little later
+FLOOR_PERCENTILE = 90  # the floor: residual echo and noise peaks count
+RISE = 1.2  # a frame stands out 12 dB (log10 power units) above the floor ...
+STAND_OUT_MS = 120  # ... for this much of the speech so far
+ECHO_AUDIBLE = 0.5  # the floor's loudness follows the reply's this much: echo is heard
+
+
+class MicLevels:
+    """The microphone's loudness contour (log10 mean power per 10 ms) over the last
+    :data:`KEEP_S` seconds, by media time (samples at 16 kHz since the session began)."""
+
+    def __init__(self, keep_s: float = KEEP_S) -> None:
+        self._keep = int(keep_s * LOUDNESS_HZ)
+        self._levels = np.zeros(0)
+        self._end = 0  # media time of the end of the last whole frame
+        self._rest = np.zeros(0, np.float32)  # samples of the next, incomplete frame
+
+    @property
+    def end(self) -> int:
+        return self._end
+
+    def add(self, samples: np.ndarray, end: int) -> None:
+        """Audio that ends at media time ``end``. A gap (audio not seen) starts afresh."""
+        if end - samples.size != self._end + self._rest.size:
+            self._levels, self._rest = np.zeros(0), np.zeros(0, np.float32)
+            self._end = end - samples.size
+        data = np.concatenate([self._rest, samples.astype(np.float32)])
+        whole = data.size // HOP * HOP
+        if whole:
+            self._levels = np.concatenate([self._levels, loudness(data[:whole], RATE)])
+            self._levels = self._levels[-self._keep:]
+            self._end += whole
+        self._rest = data[whole:]
+
+    def between(self, start: int, end: int) -> np.ndarray:
+        """The levels of the frames from media time ``start`` to ``end`` that are kept."""
+        first = self._end - self._levels.size * HOP
+        lo = max(0, (start - first) // HOP)
+        hi = max(0, min(self._levels.size, (end - first) // HOP))
+        return self._levels[lo:hi]
+
+
+def floor_level(levels: MicLevels, speech_start: int, reply: np.ndarray,
+                audible_at: int) -> float | None:
+    """The microphone's level while the reply played, just before speech that began at media
+    time ``speech_start`` (the VAD's, padding included) over a reply audible since
+    ``audible_at`` (``reply``: its loudness contour from then on): a high percentile of the
+    :data:`FLOOR_MS` before it. None when it cannot tell a sound of its own from the reply:
+    less than :data:`FLOOR_MIN_MS` of it while the reply was audible, or a level that follows
+    the reply's (the microphone hears the reply, so a rise may be its next sentence)."""
+    first = max(speech_start - FLOOR_MS * RATE // 1000,
+                audible_at + FLOOR_AFTER_AUDIBLE_MS * RATE // 1000)
+    floor = levels.between(first, speech_start)
+    if floor.size * 1000 < FLOOR_MIN_MS * LOUDNESS_HZ:
+        return None
+    if np.ptp(floor) >= FLAT and follows(floor, reply, (first - audible_at) // HOP) >= ECHO_AUDIBLE:
+        return None
+    return float(np.percentile(floor, FLOOR_PERCENTILE))
+
+
+def stands_out(levels: MicLevels, speech_start: int, now: int, floor: float) -> bool:
+    """Whether the speech that began at media time ``speech_start`` has, by ``now``, held
+    :data:`STAND_OUT_MS` of sound at least :data:`RISE` above ``floor``
+    (:func:`floor_level`)."""
+    speech = levels.between(speech_start, now)
+    return int(np.count_nonzero(speech >= floor + RISE)) * 1000 >= STAND_OUT_MS * LOUDNESS_HZ
