@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voice.ducking import RATE, MicLevels, floor_level, stands_out
+from voice.ducking import RATE, MicLevels, floor_level, stands_out, voice_span_ms
 
 MS = RATE // 1000
 
@@ -79,3 +79,12 @@ def test_levels_are_kept_by_media_time_and_a_gap_starts_afresh() -> None:
     assert levels.between(31_040, 32_000).size == 6  # whole frames from 31_040 on
     levels.add(np.zeros(1600, np.float32), 40_000)  # audio from 38_400 on: a gap
     assert levels.between(0, 40_000).size == 10
+
+
+def test_a_voice_lasts_until_its_last_loud_moment_not_while_the_vad_still_hears_echo() -> None:
+    # "genau" (0.4 s) over a quiet microphone, then 1.5 s of residual echo 6 dB over the floor.
+    levels = levels_of((0.01, 2000), (0.2, 400), (0.02, 1500))
+    floor = floor_level(levels, 2000 * MS, SPEECHY, audible_at=0)
+    assert floor is not None
+    assert voice_span_ms(levels, 2000 * MS, 3900 * MS, floor) == pytest.approx(400, abs=20)
+    assert voice_span_ms(levels, 2000 * MS, 2000 * MS, floor) == 0

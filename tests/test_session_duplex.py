@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from asr.whisper import TranscribeOptions
-from tests.fakes import FakeChat, FakeTranscriber, silence
+from tests.fakes import FakeChat, FakeTranscriber, silence, tone
 from tests.test_session import Harness, run
 from voice.interruptions import JUDGE_TOKENS
 from voice.protocol import SessionUpdate
@@ -273,4 +275,28 @@ def test_a_client_can_turn_ducking_off() -> None:
         await h.wait_done()
         assert not [t for t in h.types() if t.startswith("output_audio_buffer")]
         assert h.session.config.interruption.duck_db == 0
+    run(scenario)
+
+
+def noise(seconds: float, rms: float) -> np.ndarray:
+    rng = np.random.default_rng(11)
+    return (rng.normal(0, rms * 32767, int(seconds * 24_000))).astype(np.int16)
+
+
+def test_a_backchannel_whose_echo_keeps_the_vad_going_is_still_a_backchannel() -> None:
+    async def scenario() -> None:
+        # The room's noise while the reply plays; then "yeah", and after it 1.6 s of residual
+        # echo that the VAD takes for speech but that is barely above the room's level. The
+        # looks hear "Yeah, hold" again and again: two looks with a word of the user's own
+        # would cut the reply once the speech lasted 0.8 s, but the voice lasted 0.4 s.
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Yeah, hold.", "en")]),
+                    FakeChat([STORY]))
+        await replying(h)
+        await h.send_audio(noise(1.2, rms=0.03))
+        await h.send_audio(np.concatenate([tone(0.4), noise(1.6, rms=0.07), silence(0.8)]),
+                           pace_s=0.02)  # in real time: the looks keep up
+        await h.wait_done()
+        assert speech_starts(h) == 1
+        assert h.of("input_audio_buffer.backchannel")
+        assert h.of("response.done")[0].fields["response"]["status"] == "completed"
     run(scenario)

@@ -85,9 +85,23 @@ def floor_level(levels: MicLevels, speech_start: int, reply: np.ndarray,
     return float(np.percentile(floor, FLOOR_PERCENTILE))
 
 
+def voiced_ms(levels: MicLevels, speech_start: int, now: int, floor: float) -> int:
+    """How much of the speech that began at media time ``speech_start`` was, by ``now``, at
+    least :data:`RISE` above ``floor`` (:func:`floor_level`)."""
+    speech = levels.between(speech_start, now)
+    return int(np.count_nonzero(speech >= floor + RISE)) * 1000 // LOUDNESS_HZ
+
+
+def voice_span_ms(levels: MicLevels, speech_start: int, now: int, floor: float) -> int:
+    """From media time ``speech_start`` to the end of the last 10 ms by ``now`` that stood
+    :data:`RISE` above ``floor``: how long a voice of its own lasted. The VAD's speech may go
+    on for seconds after a "genau" (the echo canceller lets some of the reply through while
+    it re-adapts to the room after the user's sound); this does not."""
+    loud = np.flatnonzero(levels.between(speech_start, now) >= floor + RISE)
+    return int(loud[-1] + 1) * 1000 // LOUDNESS_HZ if loud.size else 0
+
+
 def stands_out(levels: MicLevels, speech_start: int, now: int, floor: float) -> bool:
     """Whether the speech that began at media time ``speech_start`` has, by ``now``, held
-    :data:`STAND_OUT_MS` of sound at least :data:`RISE` above ``floor``
-    (:func:`floor_level`)."""
-    speech = levels.between(speech_start, now)
-    return int(np.count_nonzero(speech >= floor + RISE)) * 1000 >= STAND_OUT_MS * LOUDNESS_HZ
+    :data:`STAND_OUT_MS` of sound at least :data:`RISE` above ``floor``."""
+    return voiced_ms(levels, speech_start, now, floor) >= STAND_OUT_MS

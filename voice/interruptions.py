@@ -26,7 +26,7 @@ import numpy as np
 
 from asr.whisper import TranscribeOptions, Transcript
 from voice.conversation import Conversation, Item
-from voice.ducking import MicLevels, floor_level, stands_out
+from voice.ducking import MicLevels, floor_level, stands_out, voice_span_ms
 from voice.endpointing import Speculation
 from voice.overlap import (
     SHORT_MS,
@@ -154,13 +154,25 @@ class Interruptions:
         return judge(transcript.text, spoken, self._languages(transcript.language),
                      follows_reply=similarity)
 
+    def _speech_ms(self, overlap: Overlap | None, upto: int) -> int:
+        """How long the speech over the reply has lasted by media time ``upto``: the VAD's
+        speech, or where the microphone was quiet during the reply (``overlap.floor``), only
+        until a voice last stood out of it (voice.ducking.voice_span_ms: residual echo after
+        a backchannel keeps the VAD going, and two looks hearing words in it would cut)."""
+        if overlap is None:
+            return self.turns.overlap_speech_ms(upto)
+        vad_ms = (self.turns.overlap_speech_ms(upto) if self.turns.overlap == overlap.start
+                  else (upto - overlap.start) * 1000 // ASR_RATE)
+        if overlap.floor is None:
+            return vad_ms
+        return min(vad_ms, voice_span_ms(self._mic_levels, overlap.start, upto, overlap.floor))
+
     # -- while it lasts ---------------------------------------------------------------------
 
     def _overlap_started(self, at: int) -> None:
         self._overlap = overlap = Overlap(at)
         reply = self._playing_reply()
-        if (self.config.interruption.duck_db and reply is not None
-                and reply.audible_at is not None):
+        if reply is not None and reply.audible_at is not None:
             overlap.floor = floor_level(self._mic_levels, at, reply.contour(), reply.audible_at)
         logger.debug("session %s: speech over the reply at %d; judging it (level before "
                      "it %s)", self.id, at, overlap.floor)
@@ -170,7 +182,7 @@ class Interruptions:
         stands out from what the microphone heard while the reply played (voice.ducking)."""
         overlap = self._overlap
         if (overlap is None or overlap.floor is None or overlap.ducked is not None
-                or self.turns.overlap != overlap.start):
+                or not self.config.interruption.duck_db or self.turns.overlap != overlap.start):
             return
         if not stands_out(self._mic_levels, overlap.start, self.turns.now, overlap.floor):
             return
@@ -215,7 +227,7 @@ class Interruptions:
             return
         judgement = self._judge(transcript, audio, max(overlap.start, upto - audio.size), upto)
         heard_ms = (upto - overlap.start) * 1000 // ASR_RATE
-        user = overlap.user(judgement, self.turns.overlap_speech_ms(upto))
+        user = overlap.user(judgement, self._speech_ms(overlap, upto))
         overlap.judgements.append(judgement)
         logger.info("session %s: over the reply after %d ms: %r -> %s%s", self.id, heard_ms,
                     transcript.text, judgement.verdict.value, "" if judgement.sure else "?")
@@ -227,14 +239,18 @@ class Interruptions:
 
     def _overlap_ended(self, ended: OverlapEnded) -> None:
         overlap, self._overlap = self._overlap, None
+        if overlap is not None and overlap.start != ended.start:
+            overlap = None
         if overlap is not None and overlap.ducked is not None:
             self._spawn(self._emit(OutputAudioUnduck(overlap.ducked)))
         if self._detector is not None:
+            speech_ms = (self._speech_ms(overlap, ended.at) if overlap is not None
+                         else (ended.at - ended.start) * 1000 // ASR_RATE)
             self._spawn(self._judge_ended(ended, self._detector, self._turn_audio,
-                                          self.turns.now))
+                                          self.turns.now, speech_ms))
 
     async def _judge_ended(self, ended: OverlapEnded, detector: SpeechDetector,
-                           audio: np.ndarray, audio_end: int) -> None:
+                           audio: np.ndarray, audio_end: int, speech_ms: int) -> None:
         """Transcribe all of the overlap (as a final transcript) and act on the verdict: a
         short one with only a word or two of its own does not interrupt (a misheard "mhm" is
         likelier than a one- or two-word command without a stop word); it is reported as a
@@ -251,7 +267,7 @@ class Interruptions:
         else:
             judgement = self._judge(transcript, audio, ended.start, audio_end)
             verdict = judgement.verdict
-            short = (ended.at - ended.start) * 1000 < SHORT_MS * ASR_RATE
+            short = speech_ms < SHORT_MS
             if verdict is Verdict.USER and short and not judgement.sure:
                 verdict = Verdict.BACKCHANNEL
         logger.info("session %s: speech over the reply ended: %r -> %s", self.id,
