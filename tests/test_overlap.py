@@ -178,6 +178,18 @@ def test_a_look_confirms_the_user_when_sure_or_agreeing_once_the_speech_is_not_s
     assert confirms(look, previous, heard_ms) is confirmed
 
 
+@pytest.mark.parametrize(("look", "previous", "voice_ms", "confirmed"), [
+    (Judgement(Verdict.USER, sure=False), None, 900, True),  # a voice this long: one look
+    (Judgement(Verdict.USER, sure=False), None, 600, False),  # a "genau" misheard: wait
+    (Judgement(Verdict.USER, sure=False), Judgement(Verdict.USER, sure=False), 600, False),
+    (Judgement(Verdict.NOTHING), None, 1500, False),
+    (Judgement(Verdict.BACKCHANNEL), None, 1500, False),
+])
+def test_where_the_voice_is_known_one_look_confirms_it_once_it_lasted(
+        look: Judgement, previous: Judgement | None, voice_ms: int, confirmed: bool) -> None:
+    assert confirms(look, previous, voice_ms, voiced=True) is confirmed
+
+
 def _enveloped_noise(envelope_db: np.ndarray, rate: int, seed: int) -> np.ndarray:
     """Noise whose loudness follows ``envelope_db`` (one value per 10 ms)."""
     gain = np.repeat(10 ** (envelope_db / 20), rate // 100)

@@ -79,9 +79,11 @@ class Overlap:
     ducked: str | None = None  # the response whose playback it ducked
 
     def user(self, judgement: Judgement, speech_ms: int) -> bool:
-        """Whether this look, after ``speech_ms`` of speech, makes it the user's
+        """Whether this look, after ``speech_ms`` of speech (of a voice that stood out, where
+        the microphone's level during the reply is known), makes it the user's
         (:func:`voice.overlap.confirms`)."""
-        return confirms(judgement, self.judgements[-1] if self.judgements else None, speech_ms)
+        return confirms(judgement, self.judgements[-1] if self.judgements else None, speech_ms,
+                        voiced=self.floor is not None)
 
 
 class Interruptions:

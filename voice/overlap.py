@@ -111,15 +111,20 @@ class Judgement(NamedTuple):
     sure: bool = True  # for USER: a stop word or SURE_WORDS words of the user's own
 
 
-def confirms(judgement: Judgement, previous: Judgement | None, speech_ms: int) -> bool:
+def confirms(judgement: Judgement, previous: Judgement | None, speech_ms: int, *,
+             voiced: bool = False) -> bool:
     """Whether a look at speech over the reply (``speech_ms`` long so far) makes it the user's:
     a sure look, or a second look in a row that hears words of the user's once the speech has
     lasted :data:`SHORT_MS` (one or two words heard twice in something shorter are likelier a
-    misheard backchannel, "genau" as "und dann taug", than a command without a stop word)."""
+    misheard backchannel, "genau" as "und dann taug", than a command without a stop word).
+    ``voiced``: ``speech_ms`` is how long a voice stood out of a microphone that was quiet
+    during the reply (``voice.ducking``), not the VAD's speech, which may be echo; then one
+    look that hears words of the user's is enough once it has lasted :data:`SHORT_MS`."""
     if judgement.verdict is not Verdict.USER:
         return False
-    return judgement.sure or (previous is not None and previous.verdict is Verdict.USER
-                              and speech_ms >= SHORT_MS)
+    if judgement.sure or (voiced and speech_ms >= SHORT_MS):
+        return True
+    return previous is not None and previous.verdict is Verdict.USER and speech_ms >= SHORT_MS
 
 
 def fold(text: str) -> list[str]:
