@@ -251,7 +251,7 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                 elif kind == "output_audio_buffer.duck":
                     outcome.ducks += 1
                     state["gain"] = 10 ** (event_json["gain_db"] / 20)
-                    state.setdefault("ducked_at", now)
+                    state.setdefault("ducks", []).append(now)
                 elif kind == "output_audio_buffer.unduck":
                     state["gain"] = 1.0
                     state["unducked"] = True
@@ -299,7 +299,8 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                     event_at = position  # the question was sent before the reply came
                     user = np.concatenate([np.zeros(position, np.float32), event])
                     onset = int(np.argmax(np.abs(event) > 0.02))
-                    state["event_onset"] = time.monotonic() + onset / RATE
+                    state["event_start"] = time.monotonic()
+                    state["event_onset"] = state["event_start"] + onset / RATE
                 mic = np.zeros(FRAME, np.float32)
                 piece = user[position:position + FRAME]
                 mic[:piece.size] += piece
@@ -337,9 +338,10 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
     if caused:
         outcome.interrupted = True
         outcome.delay_ms = (caused[0] - onset) * 1000
-    ducked_at = state.get("ducked_at")
-    if ducked_at is not None and onset is not None and ducked_at >= onset - 0.1:
-        outcome.duck_ms = (ducked_at - onset) * 1000
+    ducked = [t for t in state.get("ducks", []) if t >= state.get("event_start", np.inf)]
+    if ducked and onset is not None:
+        # (the VAD may hear a soft start before the sound reaches the onset's level: 0)
+        outcome.duck_ms = max(0.0, ducked[0] - onset) * 1000
     outcome.restored = bool(state.get("unducked")) and not caused
     if state["first_play"] is None:
         outcome.error = "no reply audio"
