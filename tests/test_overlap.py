@@ -83,7 +83,7 @@ def test_a_stop_word_interrupts_even_inside_echo(said: str) -> None:
 def test_hold_on_asks_to_stop_and_a_lone_hold_does_not() -> None:
     # whisper hears the Dutch backchannel "ja hoor" over a reply as "Yeah hold."
     assert judge("Yeah hold.", REPLY, ("nl", "en")) == Judgement(Verdict.USER, sure=False)
-    assert judge("Hold on.", REPLY, ("en",)) == Judgement(Verdict.USER, sure=True)
+    assert judge("Hold on.", REPLY, ("en",)) == Judgement(Verdict.USER, sure=True, stop=True)
     assert judge("capital of Germany hang on", REPLY, ("en",)).verdict is Verdict.USER
     reply = "Hold on to your ticket until the end of the trip."
     assert judge("hold on to your ticket", reply, ("en",)).verdict is Verdict.ECHO
@@ -101,7 +101,7 @@ def test_folding_drops_case_diacritics_apostrophes_and_punctuation() -> None:
 def test_one_or_two_words_of_the_users_own_need_a_second_look_and_a_stop_word_does_not() -> None:
     assert judge("For London.", REPLY, ("en",)) == Judgement(Verdict.USER, sure=False)
     assert judge("What about Munich or Hamburg?", REPLY, ("en",)) == Judgement(Verdict.USER)
-    assert judge("Stop.", REPLY, ("en",)) == Judgement(Verdict.USER, sure=True)
+    assert judge("Stop.", REPLY, ("en",)) == Judgement(Verdict.USER, sure=True, stop=True)
 
 
 def test_a_stop_word_the_reply_itself_says_is_its_echo() -> None:
@@ -182,6 +182,9 @@ def test_a_look_confirms_the_user_when_sure_or_agreeing_once_the_speech_is_not_s
     (Judgement(Verdict.USER, sure=False), None, 900, True),  # a voice this long: one look
     (Judgement(Verdict.USER, sure=False), None, 600, False),  # a "genau" misheard: wait
     (Judgement(Verdict.USER, sure=False), Judgement(Verdict.USER, sure=False), 600, False),
+    (Judgement(Verdict.USER, sure=True), None, 600, False),  # "You are the whole." (ja hoor)
+    (Judgement(Verdict.USER, stop=True), None, 300, True),  # "stop"
+    (Judgement(Verdict.USER, sure=True), None, 800, True),
     (Judgement(Verdict.NOTHING), None, 1500, False),
     (Judgement(Verdict.BACKCHANNEL), None, 1500, False),
 ])

@@ -109,6 +109,7 @@ class Verdict(enum.Enum):
 class Judgement(NamedTuple):
     verdict: Verdict
     sure: bool = True  # for USER: a stop word or SURE_WORDS words of the user's own
+    stop: bool = False  # for USER: a stop word (or phrase) was heard
 
 
 def confirms(judgement: Judgement, previous: Judgement | None, speech_ms: int, *,
@@ -119,10 +120,15 @@ def confirms(judgement: Judgement, previous: Judgement | None, speech_ms: int, *
     misheard backchannel, "genau" as "und dann taug", than a command without a stop word).
     ``voiced``: ``speech_ms`` is how long a voice stood out of a microphone that was quiet
     during the reply (``voice.ducking``), not the VAD's speech, which may be echo; then one
-    look that hears words of the user's is enough once it has lasted :data:`SHORT_MS`."""
+    look that hears words of the user's is enough once it has lasted :data:`SHORT_MS`, and
+    before that only a stop word is (whisper makes three words of a "ja hoor" and the
+    reply leaking through the echo canceller after it: "You are the whole."; the reply is
+    ducked meanwhile, and the whole speech is judged when it ends)."""
     if judgement.verdict is not Verdict.USER:
         return False
-    if judgement.sure or (voiced and speech_ms >= SHORT_MS):
+    if voiced:
+        return judgement.stop or speech_ms >= SHORT_MS
+    if judgement.sure:
         return True
     return previous is not None and previous.verdict is Verdict.USER and speech_ms >= SHORT_MS
 
@@ -281,7 +287,7 @@ def judge(text: str, spoken: str, languages: Iterable[str], *,
     languages = tuple(languages)
     reply_words = _echo_words(spoken, languages)
     if _asks_to_stop(words, reply_words):
-        return Judgement(Verdict.USER)  # (a "wait" the reply itself says is its echo)
+        return Judgement(Verdict.USER, stop=True)  # (a "wait" the reply says is its echo)
     if follows_reply >= ECHO_FOLLOWS:
         return Judgement(Verdict.ECHO)
     if is_backchannel(words, languages):
