@@ -83,8 +83,9 @@ def test_levels_are_kept_by_media_time_and_a_gap_starts_afresh() -> None:
 
 def test_a_voice_lasts_until_its_last_loud_moment_not_while_the_vad_still_hears_echo() -> None:
     # "genau" (0.4 s) over a quiet microphone, then 1.5 s of residual echo 6 dB over the floor.
+    # The VAD's speech began 0.2 s before the voice (its padding).
     levels = levels_of((0.01, 2000), (0.2, 400), (0.02, 1500))
-    floor = floor_level(levels, 2000 * MS, SPEECHY, audible_at=0)
+    floor = floor_level(levels, 1800 * MS, SPEECHY, audible_at=0)
     assert floor is not None
-    assert voice_span_ms(levels, 2000 * MS, 3900 * MS, floor) == pytest.approx(400, abs=20)
-    assert voice_span_ms(levels, 2000 * MS, 2000 * MS, floor) == 0
+    assert voice_span_ms(levels, 1800 * MS, 3900 * MS, floor) == pytest.approx(400, abs=20)
+    assert voice_span_ms(levels, 1800 * MS, 1900 * MS, floor) == 0

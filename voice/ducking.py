@@ -93,12 +93,13 @@ def voiced_ms(levels: MicLevels, speech_start: int, now: int, floor: float) -> i
 
 
 def voice_span_ms(levels: MicLevels, speech_start: int, now: int, floor: float) -> int:
-    """From media time ``speech_start`` to the end of the last 10 ms by ``now`` that stood
-    :data:`RISE` above ``floor``: how long a voice of its own lasted. The VAD's speech may go
-    on for seconds after a "genau" (the echo canceller lets some of the reply through while
-    it re-adapts to the room after the user's sound); this does not."""
+    """How long a voice of its own lasted in the speech that began at media time
+    ``speech_start`` (the VAD's, padding included), by ``now``: from the first to the end of
+    the last 10 ms that stood :data:`RISE` above ``floor``. The VAD's speech starts with its
+    padding and may go on for seconds after a "genau" (the echo canceller lets some of the
+    reply through while it re-adapts to the room after the user's sound); this does not."""
     loud = np.flatnonzero(levels.between(speech_start, now) >= floor + RISE)
-    return int(loud[-1] + 1) * 1000 // LOUDNESS_HZ if loud.size else 0
+    return int(loud[-1] + 1 - loud[0]) * 1000 // LOUDNESS_HZ if loud.size else 0
 
 
 def stands_out(levels: MicLevels, speech_start: int, now: int, floor: float) -> bool:
