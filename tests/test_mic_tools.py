@@ -63,6 +63,8 @@ def test_a_call_is_run_here_answered_and_the_outcome_spoken(tmp_path: Path) -> N
                 app = run_.app
                 await until(lambda: app.connections == 1, 10, "the connection")
                 session = next(iter(server.sessions.values()))
+                # (the connection counts before its session.update is answered)
+                await until(lambda: session.settings.config.tools, 10, "the session's tools")
                 assert [t.name for t in session.settings.config.tools] == [
                     "get_time", "set_timer", "add_note", "read_notes"]
                 audio.say(tone(0.8))
