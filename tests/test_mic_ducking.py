@@ -1,0 +1,55 @@
+"""voice-mic ducks the reply while the server judges a sound over it
+(``output_audio_buffer.duck`` / ``unduck``), with the fake server and audio device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clients.mic.devices import PlaybackBuffer
+from clients.mic.options import Options
+from tests.fake_audio import FakeAudio
+from tests.fakes import tone
+from tests.live import url_of
+from tests.test_mic import LONG_REPLY, RATE, fake_server, run, running_app, until
+
+
+def test_a_backchannel_over_the_reply_ducks_it_and_it_plays_on_at_full_volume() -> None:
+    with fake_server([("Tell me a story", "en"), ("Mhm.", "en")], [LONG_REPLY],
+                     chat_delay_s=0.03) as server:
+        async def scenario() -> None:
+            audio = FakeAudio(rate=RATE)
+            async with running_app(Options(url=url_of(server)), audio) as run_:
+                app = run_.app
+                await until(lambda: app.connections == 1, 10, "the connection")
+                audio.say(tone(1.5))
+                await until(lambda: audio.played_samples >= 2 * RATE, 30, "2 s of the reply")
+                audio.say(tone(0.4))  # "mhm" over the reply, through a quiet microphone
+                types = lambda: [e.type for e in run_.events]  # noqa: E731
+                await until(lambda: "output_audio_buffer.unduck" in types(), 10, "unducking")
+                restored_at = audio.played_samples
+                await until(lambda: audio.played_samples > restored_at + RATE, 10, "more reply")
+                assert app.interruptions == [] and app.speech_started == 1
+                # Peak level of each 20 ms of what the speaker played: full, then 18 dB
+                # quieter while the server judged the "mhm", then full again.
+                played = audio.played_audio().astype(float)
+                peaks = np.abs(played[:played.size // 480 * 480]).reshape(-1, 480).max(axis=1)
+                full = np.median(peaks[:50])
+                ducked = np.flatnonzero(peaks < full / 4)
+                assert ducked.size >= 5, "the reply never played quieter"
+                assert 0.1 * full < np.median(peaks[ducked]) < 0.16 * full  # -18 dB
+                assert np.median(peaks[-25:]) == pytest.approx(full, rel=0.05)
+        run(scenario)
+
+
+def test_a_ducked_playback_buffer_ramps_to_the_new_volume_over_one_block() -> None:
+    buffer = PlaybackBuffer()
+    buffer.push(np.full(300, 1000, np.int16))
+    out = np.zeros(100, np.int16)
+    buffer.read_into(out)
+    assert (out == 1000).all()
+    buffer.gain = 0.5
+    buffer.read_into(out)
+    assert out[0] == 1000 and out[-1] == 500 and (np.diff(out) <= 0).all()
+    buffer.read_into(out)
+    assert (out == 500).all()
