@@ -156,13 +156,11 @@ class Interruptions:
         return judge(transcript.text, spoken, self._languages(transcript.language),
                      follows_reply=similarity)
 
-    def _speech_ms(self, overlap: Overlap | None, upto: int) -> int:
+    def _speech_ms(self, overlap: Overlap, upto: int) -> int:
         """How long the speech over the reply has lasted by media time ``upto``: the VAD's
-        speech, or where the microphone was quiet during the reply (``overlap.floor``), only
-        until a voice last stood out of it (voice.ducking.voice_span_ms: residual echo after
-        a backchannel keeps the VAD going, and two looks hearing words in it would cut)."""
-        if overlap is None:
-            return self.turns.overlap_speech_ms(upto)
+        speech (to its end, once it ended), or where the microphone was quiet during the
+        reply (``overlap.floor``), its voice's (voice.ducking.voice_span_ms: residual echo
+        after a backchannel keeps the VAD going, and looks hearing words in it would cut)."""
         vad_ms = (self.turns.overlap_speech_ms(upto) if self.turns.overlap == overlap.start
                   else (upto - overlap.start) * 1000 // ASR_RATE)
         if overlap.floor is None:
