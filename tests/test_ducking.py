@@ -89,3 +89,12 @@ def test_a_voice_lasts_until_its_last_loud_moment_not_while_the_vad_still_hears_
     assert floor is not None
     assert voice_span_ms(levels, 1800 * MS, 3900 * MS, floor) == pytest.approx(400, abs=20)
     assert voice_span_ms(levels, 1800 * MS, 1900 * MS, floor) == 0
+
+
+def test_a_quiet_microphone_during_a_silent_reply_says_nothing_of_its_echo() -> None:
+    # The reply said nothing audible while the microphone was quiet (a pause, or only its
+    # first breath): whether the microphone hears it is unknown, and nothing may duck.
+    levels = levels_of((0.001, 2000), (0.1, 200))
+    silent = np.full(400, -7.0)
+    assert floor_level(levels, 2000 * MS, silent, audible_at=0) is None
+    assert floor_level(levels, 2000 * MS, SPEECHY, audible_at=0) is not None

@@ -30,6 +30,7 @@ FLOOR_PERCENTILE = 90  # the floor: residual echo and noise peaks count
 RISE = 1.2  # a frame stands out 12 dB (log10 power units) above the floor ...
 STAND_OUT_MS = 120  # ... for this much of the speech so far
 ECHO_AUDIBLE = 0.5  # the floor's loudness follows the reply's this much: echo is heard
+REPLY_SOUND = -5.0  # the reply made sound: louder than -50 dBFS (log10 power)
 
 
 class MicLevels:
@@ -45,6 +46,11 @@ class MicLevels:
     @property
     def end(self) -> int:
         return self._end
+
+    @property
+    def kept(self) -> int:
+        """How many samples of audio the levels kept cover."""
+        return self._levels.size * HOP
 
     def add(self, samples: np.ndarray, end: int) -> None:
         """Audio that ends at media time ``end``. A gap (audio not seen) starts afresh."""
@@ -73,14 +79,25 @@ def floor_level(levels: MicLevels, speech_start: int, reply: np.ndarray,
     time ``speech_start`` (the VAD's, padding included) over a reply audible since
     ``audible_at`` (``reply``: its loudness contour from then on): a high percentile of the
     :data:`FLOOR_MS` before it. None when it cannot tell a sound of its own from the reply:
-    less than :data:`FLOOR_MIN_MS` of it while the reply was audible, or a level that follows
-    the reply's (the microphone hears the reply, so a rise may be its next sentence)."""
-    first = max(speech_start - FLOOR_MS * RATE // 1000,
-                audible_at + FLOOR_AFTER_AUDIBLE_MS * RATE // 1000)
+    less than :data:`FLOOR_MIN_MS` of it while the reply was audible, or a microphone whose
+    level since the reply became audible (as much as is kept) follows the reply's, or a reply
+    silent all that while (either way the microphone may hear the reply, so a rise may be its
+    next sentence)."""
+    heard_from = audible_at + FLOOR_AFTER_AUDIBLE_MS * RATE // 1000
+    first = max(speech_start - FLOOR_MS * RATE // 1000, heard_from)
     floor = levels.between(first, speech_start)
     if floor.size * 1000 < FLOOR_MIN_MS * LOUDNESS_HZ:
         return None
-    if np.ptp(floor) >= FLAT and follows(floor, reply, (first - audible_at) // HOP) >= ECHO_AUDIBLE:
+    # Whether the microphone hears the reply, over all of it that was kept: only a stretch in
+    # which the reply made sound can say (a quiet floor in a pause of the reply says nothing
+    # of its next sentence's echo).
+    history_from = max(heard_from, speech_start - levels.kept)
+    history = levels.between(history_from, speech_start)
+    at = (speech_start - history.size * HOP - audible_at) // HOP
+    spoken = reply[max(0, at):max(0, at + history.size)]
+    if not spoken.size or spoken.max() < REPLY_SOUND:
+        return None
+    if np.ptp(history) >= FLAT and follows(history, reply, at) >= ECHO_AUDIBLE:
         return None
     return float(np.percentile(floor, FLOOR_PERCENTILE))
 
