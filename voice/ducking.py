@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from voice.audio import ASR_RATE
 from voice.overlap import FLAT, LOUDNESS_HZ, follows, loudness
 
-RATE = 16_000
+RATE = ASR_RATE  # media time counts samples at the rate the VAD and ASR hear
 HOP = RATE // LOUDNESS_HZ  # one loudness value per 10 ms
 KEEP_S = 8.0  # how much of the microphone's loudness is kept
 FLOOR_MS = 1500  # the stretch before the speech whose level the speech is compared with
