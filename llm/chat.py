@@ -18,9 +18,10 @@ import json
 import logging
 import math
 import os
+import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -116,6 +117,14 @@ class SamplingOptions:
     prefix: str = ""
 
 
+# How a reply's reader holds the writing back: called in the model's thread after each token
+# with the number of tokens written so far, it returns the seconds to wait before the next one
+# (0: go on). It is called again, with the same count, while the wait lasts.
+Pace = Callable[[int], float]
+PACE_POLL_S = 0.05  # a held writing looks at its pace (and at a cancel) this often
+_END_OF_STEPS = object()
+
+
 class ChatModelError(Exception):
     pass
 
@@ -156,6 +165,9 @@ class ChatModel:
         self._message_overhead = self._measure_message_overhead()
         self._cached_prompts: set[str] = set()
         self._cache_lock = threading.Lock()
+        self._replicas = config.replicas
+        self._writing = 0  # replies being generated (a held one keeps its copy)
+        self._writing_lock = threading.Lock()
         self.max_batch = config.max_batch or (32 if self.device == "cuda" else 1)
         self._batched = (BatchedDecoder(self._generator, loops=config.replicas,
                                         max_batch=self.max_batch,
@@ -268,7 +280,7 @@ class ChatModel:
 
     def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
                cancel: threading.Event | None = None,
-               tools: Sequence[Tool] = ()) -> Iterator[str]:
+               tools: Sequence[Tool] = (), *, pace: Pace | None = None) -> Iterator[str]:
         """Yield the reply as text deltas. Each ``next()`` blocks for about one token.
 
         Deltas are whole characters: bytes of a character split across tokens are held until
@@ -276,6 +288,12 @@ class ChatModel:
         ``max_new_tokens``, when ``cancel`` is set, or when the iterator is closed. With
         ``tools``, the deltas may contain the model's tool-call markup: feed them to an
         :class:`llm.tools.ToolCallParser`.
+
+        The model writes ahead of the reader on its own thread; ``pace`` (see :data:`Pace`)
+        may hold it between tokens, e.g. while a spoken reply is far ahead of its playback,
+        so that its copy's cores serve others meanwhile. A held writing goes on at once when
+        every copy is taken and another reply waits for one, and when ``cancel`` is set or
+        the iterator closed. Batched decoding (``max_batch`` > 1) is never held.
         """
         options = options or SamplingOptions()
         kept, prompt = self._fit(messages, reserve=options.max_new_tokens, tools=tools)
@@ -289,8 +307,7 @@ class ChatModel:
                 options.no_repeat_ngram_size), options.max_new_tokens)
             return self._deltas(steps, cancel)
         static = self._static_prefix(kept, prompt, tools)
-        steps = self._generator.generate_tokens(
-            prompt[len(static):],
+        settings: dict[str, object] = dict(
             static_prompt=static or None,
             cache_static_prompt=bool(static),
             max_length=options.max_new_tokens,
@@ -301,7 +318,72 @@ class ChatModel:
             no_repeat_ngram_size=options.no_repeat_ngram_size,
             end_token=list(self.format.stop_tokens),
         )
-        return self._deltas(steps, cancel)
+        stopped = threading.Event()  # the reader is gone: never hold again
+        steps = (self._generator.generate_tokens(prompt[len(static):], **settings)
+                 if pace is None else
+                 self._paced_steps(prompt[len(static):], pace, cancel, stopped, settings))
+        return self._counted(self._deltas(steps, cancel), stopped)
+
+    def _paced_steps(self, prompt: list[str], pace: Pace, cancel: threading.Event | None,
+                     stopped: threading.Event, settings: dict[str, object],
+                     ) -> Generator[object]:
+        """CTranslate2's steps, as ``generate_tokens`` yields them, but held by ``pace``
+        between tokens: its step callback (run in the copy's thread) hands each token to the
+        reader first, then waits as ``pace`` says, unless the reply is cancelled or closed,
+        or another reply waits for a copy. (``generate_tokens`` hands a token over only once
+        its callback returns, so a wait there would keep the token written last.)"""
+        steps: queue.SimpleQueue[object] = queue.SimpleQueue()
+
+        def on_step(step: object) -> bool:
+            steps.put(step)
+            written = step.step + 1  # type: ignore[attr-defined]
+            while not stopped.is_set() and not (cancel is not None and cancel.is_set()):
+                wait = pace(written)
+                if wait <= 0 or self._crowded():
+                    break
+                time.sleep(min(wait, PACE_POLL_S))
+            return stopped.is_set()
+
+        results = self._generator.generate_batch(
+            [prompt], beam_size=1, asynchronous=True, callback=on_step, **settings)
+
+        def finish() -> None:
+            try:
+                results[0].result()
+            except Exception as error:  # the reader raises it
+                steps.put(error)
+            steps.put(_END_OF_STEPS)
+
+        waiter = threading.Thread(target=finish, name="llm-paced", daemon=True)
+        waiter.start()
+        try:
+            while (step := steps.get()) is not _END_OF_STEPS:
+                if isinstance(step, Exception):
+                    raise step
+                yield step
+        finally:
+            stopped.set()
+            waiter.join()  # the copy is free again when the reader is done
+
+    def _crowded(self) -> bool:
+        """More replies are being generated than there are copies: one waits for a copy."""
+        return self._writing > self._replicas
+
+    def _counted(self, deltas: Generator[str], stopped: threading.Event) -> Iterator[str]:
+        """``deltas``, counted among the replies being generated from its first ``next()``
+        (when generation starts) until it ends or is closed."""
+        with self._writing_lock:
+            self._writing += 1
+        try:
+            # Not "yield from": it would close ``deltas`` (which waits for a held writing to
+            # end) before the finally below stops holding it.
+            for delta in deltas:  # noqa: UP028
+                yield delta
+        finally:
+            stopped.set()
+            with self._writing_lock:
+                self._writing -= 1
+            deltas.close()
 
     def _static_prefix(self, messages: Sequence[Message], prompt: list[str],
                        tools: Sequence[Tool] = ()) -> list[str]:
@@ -334,7 +416,7 @@ class ChatModel:
             return [bos, *tokens]
         return tokens
 
-    def _deltas(self, steps: Iterator[object], cancel: threading.Event | None) -> Iterator[str]:
+    def _deltas(self, steps: Iterator[object], cancel: threading.Event | None) -> Generator[str]:
         deltas = TextDeltas(self._tokenizer)
         try:
             for step in steps:

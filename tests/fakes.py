@@ -15,7 +15,7 @@ import numpy as np
 
 from asr.vad import StreamingVad, VadConfig
 from asr.whisper import TranscribeOptions, Transcript
-from llm.chat import Message, SamplingOptions
+from llm.chat import Message, Pace, SamplingOptions
 from llm.tools import Tool
 from tts.piper import SpeechChunk
 from voice.ports import Engines
@@ -121,13 +121,15 @@ class FakeChat:
         # (words streamed first, exception): the next replies fail like this, in order.
         self.failures: list[tuple[int, Exception]] = []
         self.tokens_after_cancel = 0
+        self.paces: list[Pace | None] = []  # the pace each stream() was given
+        self.held_s = 0.0  # how long the writing was held by its pace, all replies together
         self.active = 0
         self.closed = 0
         self._lock = threading.Lock()
 
     def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
                cancel: threading.Event | None = None,
-               tools: Sequence[Tool] = ()) -> Iterator[str]:
+               tools: Sequence[Tool] = (), *, pace: Pace | None = None) -> Iterator[str]:
         self.requests.append(list(messages))
         self.tools.append(list(tools))
         self.options.append(options)
@@ -140,15 +142,22 @@ class FakeChat:
         failure = self.failures.pop(0) if self.failures else None
         if failure is not None and failure[0] == 0:
             raise failure[1]
-        return self._tokens(reply, cancel, failure)
+        self.paces.append(pace)
+        return self._tokens(reply, cancel, failure, pace)
 
     def _tokens(self, reply: str, cancel: threading.Event | None,
-                failure: tuple[int, Exception] | None = None) -> Iterator[str]:
+                failure: tuple[int, Exception] | None = None,
+                pace: Pace | None = None) -> Iterator[str]:
         with self._lock:
             self.active += 1
         try:
             for index, word in enumerate(reply.split(" ")):
                 time.sleep(self.delay_s)
+                # Held as ChatModel holds it (between tokens, until the pace or a cancel).
+                while (pace is not None and pace(index) > 0
+                       and not (cancel is not None and cancel.is_set())):
+                    self.held_s += 0.002
+                    time.sleep(0.002)
                 if cancel is not None and cancel.is_set():
                     self.tokens_after_cancel += 1
                     return

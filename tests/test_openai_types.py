@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from llm.chat import Message, SamplingOptions
+from llm.chat import Message, Pace, SamplingOptions
 from llm.tools import Tool
 from tests.fakes import FakeChat, FakeTranscriber, fake_engines, silence, tone
 from tests.live import receive_until, running_server, url_of
@@ -42,10 +42,10 @@ class ScriptedChat(FakeChat):
 
     def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
                cancel: threading.Event | None = None,
-               tools: Sequence[Tool] = ()) -> Iterator[str]:
+               tools: Sequence[Tool] = (), *, pace: Pace | None = None) -> Iterator[str]:
         if messages[-1].content == "fail":
             raise RuntimeError("scripted failure")
-        return super().stream(messages, options, cancel, tools)
+        return super().stream(messages, options, cancel, tools, pace=pace)
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ class EndlessChat(FakeChat):
     """Asked to "talk forever", it does, until the reply is cancelled."""
 
     def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
-               cancel: threading.Event | None = None) -> Iterator[str]:
+               cancel: threading.Event | None = None, *, pace: object = None) -> Iterator[str]:
         if messages[-1].content != "talk forever":
             return super().stream(messages, options, cancel)
         sentence = "This answer goes on and on and on, and there is no end in sight at all."
@@ -288,7 +288,7 @@ class HeldChat:
         self.release = threading.Event()
 
     def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
-               cancel: threading.Event | None = None) -> Iterator[str]:
+               cancel: threading.Event | None = None, *, pace: object = None) -> Iterator[str]:
         yield "Hello"
         self.release.wait(20)
         yield " there."

@@ -53,6 +53,7 @@ Example ``voice.toml`` (every key optional)::
     threads = 0                     # threads per copy; 0: the cores shared among the copies
     batch = 0                       # replies decoded together per copy; 0: 32 on CUDA, 1 on CPU
     context_tokens = 2048           # prompt + reply; older turns are left out beyond it
+    write_ahead_s = 3.0             # a spoken reply's writing waits this far ahead of playback
 
     [mcp]                      # MCP tools the service runs for clients (session tools "mcp")
     hosts = []                 # hosts ("name" or "name:port") clients may name; empty: MCP off
@@ -147,6 +148,10 @@ class ServiceConfig:
     # Prompt + reply, in tokens. A long conversation keeps only its newest turns within this:
     # every turn's prompt is processed again, so on a CPU its length is latency (and memory).
     llm_context_tokens: int = 2048
+    # A spoken reply's writing waits while this much of its speech is ahead of what the client
+    # has played (voice/pacing.py): the model writes ~4x faster than speech, and a whole reply
+    # written at once takes the cores the echo guard and the next piece need. 0: no limit.
+    llm_write_ahead_s: float = 3.0
     max_output_tokens_limit: int = 1024
     assistant_name: str = DEFAULT_ASSISTANT_NAME
     assistant_persona: str = ""
@@ -234,6 +239,8 @@ class ServiceConfig:
             raise ConfigError("llm tools_replicas must be 0 (automatic) or more")
         if self.llm_replicas < 1:
             raise ConfigError("llm replicas must be at least 1")
+        if self.llm_write_ahead_s < 0:
+            raise ConfigError("llm write_ahead_s must be 0 (no limit) or more")
         if self.llm_batch < 0:
             raise ConfigError("llm batch must be 0 (automatic) or more")
         if self.llm_context_tokens < self.max_output_tokens_limit + 256:
@@ -296,7 +303,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "llm": {"max_output_tokens": "max_output_tokens",
             "max_output_tokens_limit": "max_output_tokens_limit", "replicas": "llm_replicas",
             "tools_replicas": "llm_tools_replicas", "threads": "llm_threads", "batch": "llm_batch",
-            "context_tokens": "llm_context_tokens"},
+            "context_tokens": "llm_context_tokens", "write_ahead_s": "llm_write_ahead_s"},
     "assistant": {"name": "assistant_name", "persona": "assistant_persona"},
     "mcp": {"hosts": "mcp_hosts", "timeout_s": "mcp_timeout_s"},
 }

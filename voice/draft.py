@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -30,12 +31,15 @@ from llm.chat import Message, SamplingOptions
 from llm.tools import Tool, ToolCallParser
 from tts.segmenter import Segmenter, SegmenterConfig, speakable
 from voice.audio import to_output
+from voice.pacing import WritingPace
 from voice.ports import Engines
 from voice.schedulers import Priority
 
 logger = logging.getLogger(__name__)
 
-AHEAD_TOKENS = 16  # enough for the first piece to speak; the rest waits for the turn's end
+# Enough for the first piece to speak; the rest waits for the turn's end (the model's thread
+# is held there too, not only this reader: it would otherwise write the whole reply).
+AHEAD_TOKENS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +63,7 @@ class Draft:
         self.tools = list(tools)  # shown to the model (the deltas may hold a call's markup)
         self.deltas: list[str] = []
         self.cancel_event = threading.Event()
+        self.pace = WritingPace(hold_after_tokens=AHEAD_TOKENS)  # the reply's, once adopted
         self.speech = speech
         self.first_piece: str | None = None  # the reply's first piece, once written
         self._first_audio: asyncio.Future[np.ndarray] | None = None
@@ -78,8 +83,8 @@ class Draft:
     async def _write(self) -> None:
         extra = (self.tools,) if self.tools else ()  # engines without tools take three
         chat = self._engines.chat_for(bool(self.tools))
-        self._stream = await self._run(chat.stream, self.messages, self.sampling,
-                                       self.cancel_event, *extra)
+        self._stream = await self._run(functools.partial(chat.stream, pace=self.pace),
+                                       self.messages, self.sampling, self.cancel_event, *extra)
         while not self._stop and len(self.deltas) < AHEAD_TOKENS:
             delta = await self._run(next, self._stream, None)
             if delta is None:
@@ -128,6 +133,7 @@ class Draft:
         """Stop generation and forget the draft (the user went on, or the prompt changed)."""
         self._stop = True
         self.cancel_event.set()
+        self.pace.release()
         if self._first_audio is not None:
             self._first_audio.cancel()  # never runs if it has not started yet
         with contextlib.suppress(Exception, asyncio.CancelledError):

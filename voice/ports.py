@@ -14,7 +14,7 @@ import numpy as np
 
 from asr.vad import VadConfig, VadEvent
 from asr.whisper import TranscribeOptions, Transcript
-from llm.chat import Message, SamplingOptions
+from llm.chat import Message, Pace, SamplingOptions
 from llm.tools import Tool
 from tts.piper import SpeechChunk
 from voice.schedulers import Scheduler
@@ -59,7 +59,7 @@ class Transcribes(Protocol):
 class StreamsReplies(Protocol):
     def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
                cancel: threading.Event | None = None,
-               tools: Sequence[Tool] = ()) -> Iterator[str]: ...
+               tools: Sequence[Tool] = (), *, pace: Pace | None = None) -> Iterator[str]: ...
 
 
 @runtime_checkable

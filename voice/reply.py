@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ from voice.conversation import Conversation, Item
 from voice.draft import Draft
 from voice.faults import engine_failure
 from voice.mcp_listing import SessionMcp
+from voice.pacing import WritingPace
 from voice.ports import Engines
 from voice.protocol import (
     AudioDone,
@@ -124,6 +126,8 @@ class Reply(ReplyAudio):
         self._stopped = asyncio.Event()  # set with cancel_event, for awaiting it
         self._space_before = False  # the next text continues a sentence already sent
         self._malformed = 0  # calls the model wrote that could not be made
+        self._pace: WritingPace | None = None  # holds the writing far ahead of playback
+        self._queued_chars = 0  # of the pieces written and not yet synthesized
         self._calls = ReplyCalls(response_id, owner, conversation, self.outputs, self._send,
                                  mcp.connector if mcp is not None else None, self._stopped)
 
@@ -133,6 +137,8 @@ class Reply(ReplyAudio):
         self.cancel_reason = reason
         self.cancel_event.set()
         self._stopped.set()
+        if self._pace is not None:
+            self._pace.release()
         if self._draft is not None:
             self._draft.cancel_event.set()  # its stream may be this reply's now
         logger.info("session %s: response %s cancelled (%s)", self._owner, self.response_id,
@@ -274,6 +280,7 @@ class Reply(ReplyAudio):
         elif draft is not None and draft.matches(messages, sampling, tools):
             self._draft = draft  # a cancel reaches its stream
             ahead, stream = await draft.adopt()
+            self._follow(draft.pace)
             logger.debug("session %s: %s adopts %d token(s) written ahead", self._owner,
                          self.response_id, len(ahead))
         else:
@@ -281,7 +288,11 @@ class Reply(ReplyAudio):
                 await draft.discard()
             extra = (tools,) if tools else ()  # engines without tools take three arguments
             chat = self._engines.chat_for(bool(tools))
-            stream = await self._run_engine(llm, chat.stream, messages, sampling,
+            start = chat.stream
+            if self._paced:
+                self._pace = WritingPace()
+                start = functools.partial(chat.stream, pace=self._pace)
+            stream = await self._run_engine(llm, start, messages, sampling,
                                             self.cancel_event, *extra)
         segmenter = Segmenter(SegmenterConfig(language=self.language))
         if calls is not None and sampling.prefix:
@@ -305,8 +316,12 @@ class Reply(ReplyAudio):
                 if calls is not None:
                     await self._output(calls.finish(), segmenter, pieces)
                 for piece in segmenter.flush():
+                    self._queued_chars += len(piece)
                     await pieces.put(piece)
         finally:
+            if self._pace is not None:
+                self._pace.release()  # before the close, which waits for a held writing
+                self._pace = None
             close = getattr(stream, "close", None) if stream is not None else None
             if close is not None:
                 # Stops generation in the engine; after a cancel, next() has returned already.
@@ -340,7 +355,9 @@ class Reply(ReplyAudio):
                 delta_event = AudioTranscriptDelta if self.audio_out else TextDelta
                 await self._send(delta_event(**self._ids(), delta=output))
                 for piece in segmenter.feed(output):
+                    self._queued_chars += len(piece)
                     await pieces.put(piece)
+                self._pace_writing()
 
     async def _finish(self, status: str) -> None:
         item = self.item

@@ -22,6 +22,7 @@ from voice.audio import ASR_RATE, encode_base64_pcm16
 from voice.conversation import Item, heard_text
 from voice.draft import Draft, SpeechAhead, synthesize
 from voice.overlap import loudness
+from voice.pacing import DEFAULT_MS_PER_CHAR, WritingPace, writing_hold_s
 from voice.ports import Engines
 from voice.protocol import AudioDelta, ServerEvent
 from voice.reply_settings import ReplySettings, TurnTimes
@@ -47,6 +48,8 @@ class ReplyAudio:
     language: str
     _owner: str
     _draft: Draft | None  # the adopted draft, if any
+    _pace: WritingPace | None  # the writing's, while it may be held
+    _queued_chars: int  # of the pieces written and not yet synthesized
     _engines: Engines
     _media_now: Callable[[], int]
     _send: Callable[[ServerEvent], Awaitable[None]]
@@ -60,6 +63,36 @@ class ReplyAudio:
     @property
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
+
+    @property
+    def _paced(self) -> bool:
+        """Whether the writing waits while far ahead of playback (spoken replies)."""
+        return self.audio_out and self.settings.write_ahead_ms > 0
+
+    def _follow(self, pace: WritingPace) -> None:
+        """Pace the writing of an adopted draft (it held after its first tokens) as ours."""
+        pace.lift_token_limit()
+        if self._paced and not self.cancelled:
+            self._pace = pace
+            self._pace_writing()
+        else:
+            pace.release()
+
+    def _pace_writing(self) -> None:
+        """Tell the writing how long to wait (voice.pacing): after each delta written, each
+        piece synthesized, and when playback starts."""
+        pace = self._pace
+        if pace is None:
+            return
+        now = time.monotonic()
+        started = self.times.first_audio_sent
+        played = 0.0 if started is None else min(self.audio_sent_ms, (now - started) * 1000)
+        spoken = [(len(text), ms) for text, ms in self.item.pieces]
+        chars = sum(n for n, _ in spoken)
+        ms_per_char = sum(ms for _, ms in spoken) / chars if chars >= 20 else DEFAULT_MS_PER_CHAR
+        pace.hold_until(now + writing_hold_s(
+            buffered_ms=self.audio_sent_ms - played, queued_ms=self._queued_chars * ms_per_char,
+            write_ahead_ms=self.settings.write_ahead_ms, playing=started is not None))
 
     def heard_ms(self, at: int) -> float:
         """How much of the reply's audio the user heard by media time ``at``."""
@@ -80,6 +113,7 @@ class ReplyAudio:
         if self.times.first_audio_sent is None:
             self.times.first_audio_sent = time.monotonic()
             self.audible_at = self._media_now()
+            self._pace_writing()  # playback starts: what is ahead now plays down
         self.audio_written_ms += duration_ms
         assert self.audible_at is not None
         return self.audible_at + int(self.audio_written_ms * ASR_RATE / 1000)
@@ -151,14 +185,15 @@ class ReplyAudio:
             if self.cancelled:
                 return
             text = speakable(piece)
-            if not text:
-                continue
-            audio = await self._spoken_ahead(piece)
+            audio = await self._spoken_ahead(piece) if text else np.zeros(0, np.int16)
             if audio is None:
                 audio = await self._run_engine(tts, synthesize, voice, text, out_rate,
                                                priority=self._tts_priority())
+            self._queued_chars -= len(piece)
             if self.cancelled:
                 return
+            if not text:
+                continue
             if self.times.first_audio_ready is None:
                 self.times.first_audio_ready = time.monotonic()
             for start in range(0, audio.size, step):
@@ -171,6 +206,7 @@ class ReplyAudio:
                 self.contours.append(loudness(audio, out_rate))
                 if not self.item.truncated_by_client:
                     self.item.text = " ".join(text for text, _ in self.item.pieces)
+                self._pace_writing()
 
     async def _spoken_ahead(self, piece: str) -> np.ndarray | None:
         """The piece's audio if the adopted draft synthesized it while the turn was being

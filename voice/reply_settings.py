@@ -61,6 +61,7 @@ class ReplySettings:
     tools: tuple[AnyTool, ...] = ()  # functions and MCP servers
     tool_choice: str = "auto"  # auto | none | required | the name of the one tool to call
     metadata: dict[str, str] | None = None  # response.create's, echoed in the response
+    write_ahead_ms: float = 0.0  # spoken: the writing waits this far ahead of playback (pacing)
 
     @property
     def mcp_servers(self) -> tuple[McpTool, ...]:
