@@ -344,8 +344,11 @@ class ChatModel:
                 time.sleep(min(wait, PACE_POLL_S))
             return stopped.is_set()
 
+        # As generate_tokens calls it: with the prompt in the result, the callback would see
+        # the prompt's tokens first, forced through one by one.
         results = self._generator.generate_batch(
-            [prompt], beam_size=1, asynchronous=True, callback=on_step, **settings)
+            [prompt], beam_size=1, asynchronous=True, include_prompt_in_result=False,
+            callback=on_step, **settings)
 
         def finish() -> None:
             try:

@@ -48,16 +48,21 @@ def test_a_pace_holds_after_its_token_limit_until_lifted_and_never_once_released
 
 
 class _Gate:
-    """A pace that holds the writing from ``after`` tokens on until ``go`` is set."""
+    """A pace that holds the writing from ``after`` tokens on until ``go`` is set; after
+    ``give_up_s`` it lets go by itself (and says so), so that a failing test cannot hang."""
 
-    def __init__(self, after: int) -> None:
+    def __init__(self, after: int, give_up_s: float = 8.0) -> None:
         self.after = after
         self.go = threading.Event()
         self.asked: list[int] = []
+        self.gave_up = False
+        self._deadline = time.monotonic() + give_up_s
 
     def __call__(self, written: int) -> float:
         self.asked.append(written)
-        return 0.0 if self.go.is_set() or written < self.after else 10.0
+        if time.monotonic() > self._deadline:
+            self.gave_up = True
+        return 0.0 if self.go.is_set() or self.gave_up or written < self.after else 10.0
 
 
 def _drain_in_thread(stream: object) -> tuple[threading.Thread, list[str]]:
@@ -72,6 +77,14 @@ def one_copy(random_decoder_dir: Path) -> ChatModel:
     return ChatModel(ChatConfig(str(random_decoder_dir), device="cpu", replicas=1))
 
 
+def test_a_paced_stream_writes_exactly_what_an_unpaced_one_writes(one_copy: ChatModel) -> None:
+    messages = [Message("system", "Be brief."), Message("user", "hello there")]
+    options = SamplingOptions(max_new_tokens=24)
+    plain = list(one_copy.stream(messages, options))
+    paced = list(one_copy.stream(messages, options, pace=lambda written: 0.0))
+    assert paced == plain and plain  # the reply, not the prompt forced through first
+
+
 def test_a_held_pace_stops_the_models_own_thread_between_tokens(one_copy: ChatModel) -> None:
     gate = _Gate(after=3)
     stream = one_copy.stream([Message("user", "hello")], SamplingOptions(max_new_tokens=24),
@@ -81,21 +94,28 @@ def test_a_held_pace_stops_the_models_own_thread_between_tokens(one_copy: ChatMo
     assert max(gate.asked) == 3  # the model wrote nothing past the third token meanwhile
     gate.go.set()
     thread.join(10)
-    assert not thread.is_alive()
+    assert not thread.is_alive() and not gate.gave_up
     assert max(gate.asked) > 3 and out
 
 
-def test_closing_a_held_stream_returns_at_once(one_copy: ChatModel) -> None:
-    gate = _Gate(after=1)
-    stream = one_copy.stream([Message("user", "hello")], SamplingOptions(max_new_tokens=24),
-                             pace=gate)
-    next(stream)
-    time.sleep(0.2)
-    closer = threading.Thread(target=stream.close, daemon=True)
-    closer.start()
-    closer.join(5)
-    assert not closer.is_alive()  # the close did not wait for the pace
-    assert max(gate.asked) <= 2
+def test_closing_or_cancelling_a_held_stream_ends_it_at_once(one_copy: ChatModel) -> None:
+    messages = [Message("user", "hello")]
+    gate = _Gate(after=8)
+    stream = one_copy.stream(messages, SamplingOptions(max_new_tokens=24), pace=gate)
+    first = next(stream)  # a few tokens before the hold
+    assert first
+    time.sleep(0.3)  # meanwhile the model reached the hold
+    stream.close()  # does not wait for the pace
+    assert not gate.gave_up and max(gate.asked) == 8
+
+    cancel = threading.Event()
+    gate = _Gate(after=3)
+    stream = one_copy.stream(messages, SamplingOptions(max_new_tokens=24), cancel, pace=gate)
+    thread, _ = _drain_in_thread(stream)
+    time.sleep(0.3)
+    cancel.set()
+    thread.join(5)
+    assert not thread.is_alive() and not gate.gave_up and max(gate.asked) == 3
 
 
 def test_a_held_writing_goes_on_when_another_reply_waits_for_its_copy(
@@ -110,7 +130,7 @@ def test_a_held_writing_goes_on_when_another_reply_waits_for_its_copy(
     other_thread.join(10)
     held_thread.join(10)
     assert not other_thread.is_alive() and not held_thread.is_alive()
-    assert other_out and held_out and not gate.go.is_set()
+    assert other_out and held_out and not gate.go.is_set() and not gate.gave_up
 
 
 # -- a session's spoken reply ---------------------------------------------------------------
