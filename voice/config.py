@@ -53,7 +53,7 @@ Example ``voice.toml`` (every key optional)::
     threads = 0                     # threads per copy; 0: the cores shared among the copies
     batch = 0                       # replies decoded together per copy; 0: 32 on CUDA, 1 on CPU
     context_tokens = 2048           # prompt + reply; older turns are left out beyond it
-    write_ahead_s = 3.0             # a spoken reply's writing waits this far ahead of playback
+    write_ahead_s = 0               # >0: a spoken reply's writing waits this far ahead of playback
 
     [mcp]                      # MCP tools the service runs for clients (session tools "mcp")
     hosts = []                 # hosts ("name" or "name:port") clients may name; empty: MCP off
@@ -150,8 +150,11 @@ class ServiceConfig:
     llm_context_tokens: int = 2048
     # A spoken reply's writing waits while this much of its speech is ahead of what the client
     # has played (voice/pacing.py): the model writes ~4x faster than speech, and a whole reply
-    # written at once takes the cores the echo guard and the next piece need. 0: no limit.
-    llm_write_ahead_s: float = 3.0
+    # written at once takes the cores the echo guard and the next piece need. 0 (the default):
+    # no limit. At 3 s it showed no measured gain on two cores (docs/benchmarks.md, "A spoken
+    # reply written at the pace it is played"), and clients that wait for response.done
+    # before their next turn wait until near the end of playback.
+    llm_write_ahead_s: float = 0.0
     max_output_tokens_limit: int = 1024
     assistant_name: str = DEFAULT_ASSISTANT_NAME
     assistant_persona: str = ""
