@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -31,6 +30,7 @@ import jinja2.sandbox
 from llm.batching import BatchedDecoder, StepOptions
 from llm.detokenizer import TextDeltas
 from llm.gguf import TOKENIZER_FILE, ChatFormat
+from llm.paced import Pace, paced_steps
 from llm.tools import Tool, ToolCall, template_call_id, template_supports_tools, template_tools
 
 logger = logging.getLogger(__name__)
@@ -115,14 +115,6 @@ class SamplingOptions:
     # The reply starts with this text as if the model had written it (it is not yielded): the
     # opening of a tool call forces a call (tool_choice "required" or a named function).
     prefix: str = ""
-
-
-# How a reply's reader holds the writing back: called in the model's thread after each token
-# with the number of tokens written so far, it returns the seconds to wait before the next one
-# (0: go on). It is called again, with the same count, while the wait lasts.
-Pace = Callable[[int], float]
-PACE_POLL_S = 0.05  # a held writing looks at its pace (and at a cancel) this often
-_END_OF_STEPS = object()
 
 
 class ChatModelError(Exception):
@@ -321,52 +313,9 @@ class ChatModel:
         stopped = threading.Event()  # the reader is gone: never hold again
         steps = (self._generator.generate_tokens(prompt[len(static):], **settings)
                  if pace is None else
-                 self._paced_steps(prompt[len(static):], pace, cancel, stopped, settings))
+                 paced_steps(self._generator, prompt[len(static):], pace, cancel=cancel,
+                             stopped=stopped, crowded=self._crowded, settings=settings))
         return self._counted(self._deltas(steps, cancel), stopped)
-
-    def _paced_steps(self, prompt: list[str], pace: Pace, cancel: threading.Event | None,
-                     stopped: threading.Event, settings: dict[str, object],
-                     ) -> Generator[object]:
-        """CTranslate2's steps, as ``generate_tokens`` yields them, but held by ``pace``
-        between tokens: its step callback (run in the copy's thread) hands each token to the
-        reader first, then waits as ``pace`` says, unless the reply is cancelled or closed,
-        or another reply waits for a copy. (``generate_tokens`` hands a token over only once
-        its callback returns, so a wait there would keep the token written last.)"""
-        steps: queue.SimpleQueue[object] = queue.SimpleQueue()
-
-        def on_step(step: object) -> bool:
-            steps.put(step)
-            written = step.step + 1  # type: ignore[attr-defined]
-            while not stopped.is_set() and not (cancel is not None and cancel.is_set()):
-                wait = pace(written)
-                if wait <= 0 or self._crowded():
-                    break
-                time.sleep(min(wait, PACE_POLL_S))
-            return stopped.is_set()
-
-        # As generate_tokens calls it: with the prompt in the result, the callback would see
-        # the prompt's tokens first, forced through one by one.
-        results = self._generator.generate_batch(
-            [prompt], beam_size=1, asynchronous=True, include_prompt_in_result=False,
-            callback=on_step, **settings)
-
-        def finish() -> None:
-            try:
-                results[0].result()
-            except Exception as error:  # the reader raises it
-                steps.put(error)
-            steps.put(_END_OF_STEPS)
-
-        waiter = threading.Thread(target=finish, name="llm-paced", daemon=True)
-        waiter.start()
-        try:
-            while (step := steps.get()) is not _END_OF_STEPS:
-                if isinstance(step, Exception):
-                    raise step
-                yield step
-        finally:
-            stopped.set()
-            waiter.join()  # the copy is free again when the reader is done
 
     def _crowded(self) -> bool:
         """More replies are being generated than there are copies: one waits for a copy."""

@@ -15,7 +15,8 @@ import numpy as np
 
 from asr.vad import StreamingVad, VadConfig
 from asr.whisper import TranscribeOptions, Transcript
-from llm.chat import Message, Pace, SamplingOptions
+from llm.chat import Message, SamplingOptions
+from llm.paced import Pace
 from llm.tools import Tool
 from tts.piper import SpeechChunk
 from voice.ports import Engines
@@ -156,8 +157,9 @@ class FakeChat:
                 # Held as ChatModel holds it (between tokens, until the pace or a cancel).
                 while (pace is not None and pace(index) > 0
                        and not (cancel is not None and cancel.is_set())):
-                    self.held_s += 0.002
+                    held_from = time.monotonic()
                     time.sleep(0.002)
+                    self.held_s += time.monotonic() - held_from
                 if cancel is not None and cancel.is_set():
                     self.tokens_after_cancel += 1
                     return

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from llm.chat import Message, Pace, SamplingOptions
+from llm.chat import Message, SamplingOptions
+from llm.paced import Pace
 from llm.tools import Tool
 from tests.fakes import FakeChat, FakeTranscriber, fake_engines, silence, tone
 from tests.live import receive_until, running_server, url_of

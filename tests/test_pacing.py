@@ -164,7 +164,7 @@ def test_a_spoken_reply_is_written_no_further_ahead_of_playback_than_the_limit()
         # ~2.1 s of speech, at most 0.6 s of it ahead plus the piece being written (0.35 s):
         # the last words cannot be written before ~1.1 s of it has played.
         assert last_text - first_audio >= 0.9
-        assert chat.held_s > 1.0
+        assert chat.held_s > 0.5
         done = h.of("response.done")[0].fields["response"]
         assert done["status"] == "completed"
         transcript = h.of("response.output_audio_transcript.done")[0].fields["transcript"]

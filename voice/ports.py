@@ -14,7 +14,8 @@ import numpy as np
 
 from asr.vad import VadConfig, VadEvent
 from asr.whisper import TranscribeOptions, Transcript
-from llm.chat import Message, Pace, SamplingOptions
+from llm.chat import Message, SamplingOptions
+from llm.paced import Pace
 from llm.tools import Tool
 from tts.piper import SpeechChunk
 from voice.schedulers import Scheduler
