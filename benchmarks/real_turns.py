@@ -4,9 +4,11 @@ Plays each real recording of ``../shared/testdata/real/`` to a running service, 
 session (no history), at real-time pace followed by silence, like a microphone. At the client
 it stamps the end of the clip's speech (the last speech window by the Silero VAD, located in
 the clip before sending), then the arrival of ``speech_stopped`` (end of turn), of the final
-transcript and of the first reply audio (voice to voice). It scores the final transcript
-against the reference (word error rate after the normalisation the recordings' README asks
-for), checks the detected language and counts clips split into more than one turn.
+transcript and of the first reply audio (voice to voice), and counts the replies whose
+playback would stall (audio that comes after the audio before it has played). It scores the
+final transcript against the reference (word error rate after the normalisation the
+recordings' README asks for), checks the detected language and counts clips split into more
+than one turn.
 
 In the same run, after the service's turns, faster-whisper as shipped
 (``WhisperModel.transcribe``, beam 5, language detected) transcribes the same clips with the
@@ -119,6 +121,7 @@ async def run_turns(url: str, key: str | None, clips: Sequence[Utterance],
             "detected": turn.language, "end_of_turn_ms": after(turn.speech_stopped_at),
             "transcript_ms": after(turn.transcript_at[-1:]),
             "voice_to_voice_ms": turn.voice_to_voice_ms,
+            "stalls": turn.stalls, "stall_ms": turn.stall_ms,
             "server": turn.server_latency})
         print(f"  {clip.name}: {rows[-1]['outcome']}, v2v {rows[-1]['voice_to_voice_ms']}",
               file=sys.stderr)
@@ -150,6 +153,12 @@ def print_table(rows: list[dict[str, Any]], shipped: dict[str, str | None]) -> N
               f"| {split} | {_p([r['end_of_turn_ms'] for r in chosen], 50)} "
               f"| {_p([r['transcript_ms'] for r in chosen], 50)} "
               f"| {_p(v2v, 50)} / {_p(v2v, 90)} |")
+    stalled = [r for r in rows if r.get("stalls")]
+    checked = [r for r in rows if r.get("stalls") is not None]
+    print(f"\nreplies whose playback would stall: {len(stalled)} of {len(checked)}"
+          + (f" (stalled ms p50 {_p([r['stall_ms'] for r in stalled], 50)}, "
+             f"max {max(r['stall_ms'] for r in stalled):.0f}: "
+             f"{', '.join(r['clip'] for r in stalled)})" if stalled else ""))
     lost = [r["clip"] for r in rows if r["outcome"] != "completed"]
     print(f"\nturns without a completed reply: {len(lost)} {lost if lost else ''}")
     for stage in ("vad_ms", "transcript_ms", "llm_first_token_ms", "first_audio_ready_ms",

@@ -152,6 +152,25 @@ def test_a_reply_is_written_and_its_first_piece_spoken_ahead_and_sent_after_the_
     run(scenario)
 
 
+def test_the_first_piece_spoken_ahead_is_as_long_as_the_service_sets_it() -> None:
+    async def scenario() -> None:
+        chat = FakeChat(["The kitchen light is on now for you."])
+        h = Harness(FakeTranscriber([("Is the light on?", "en")]), chat,
+                    turn_model=FakeTurnModel(rest=0.9), first_piece_words=3)
+        await use(h, SEMANTIC)
+        await h.send_audio(np.concatenate([tone(0.6), silence(0.4)]), pace_s=0.02)
+        voices = h.voices
+        await h.wait_for(lambda: "en" in voices.voices and bool(voices.voices["en"].spoken))
+        # Three words, cut before the verb (a piece never ends on "is").
+        assert voices.voices["en"].spoken == ["The kitchen light"]
+        await h.send_audio(silence(0.4), pace_s=0.02)
+        await h.wait_done()
+        assert voices.voices["en"].spoken == ["The kitchen light", "is on now for you."]
+        assert samples_sent(h) == (samples_of("The kitchen light")
+                                   + samples_of("is on now for you."))
+    run(scenario)
+
+
 def test_a_reply_written_and_spoken_ahead_is_dropped_when_the_user_goes_on() -> None:
     async def scenario() -> None:
         chat = FakeChat(["(written ahead, never sent)", "Here is your tea."])

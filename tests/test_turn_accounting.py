@@ -3,11 +3,13 @@ what the server did with each clip, and which turns were lost (no completed repl
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
-from clients.latency.accounting import SessionLedger, summarize_turns
+from clients.latency.accounting import SessionLedger, playback_stalls, summarize_turns
 from tests.server_script import audio, created, done, replay, speech, started, stopped
-from voice.protocol import Error, ProtocolError
+from voice.protocol import AudioDelta, Error, ProtocolError
 
 
 def test_a_plain_turn_is_completed_with_its_voice_to_voice_latency() -> None:
@@ -170,3 +172,27 @@ def test_lost_counts_every_turn_without_a_completed_reply() -> None:
         "turns_sent": 4, "completed": 1, "cancelled": 1, "failed": 1, "no_reply": 1, "lost": 3}
     assert [row["clip"] for row in summary["not_completed"]] == [
         "cancelled.wav", "failed.wav", "silent.wav"]
+
+
+def test_a_reply_whose_next_audio_comes_after_the_last_has_played_counts_a_stall() -> None:
+    # 24 kHz PCM16: 0.5 s of audio is 24_000 bytes. The first 0.5 s arrives at 8.0 and plays
+    # until 8.5; the next arrives at 8.6 (100 ms of silence heard), then the third at 8.7,
+    # while the second is still playing (no stall).
+    half_second = AudioDelta("r1", "a", 0, 0, base64.b64encode(bytes(24_000)).decode())
+    ledger = SessionLedger(0)
+    ledger.begin("fr_01.wav", 0.0)
+    replay(ledger, speech(0.3, 6.5, "bonjour") + created(7.2, "r1")
+           + [(8.0, half_second), (8.6, half_second), (8.7, half_second)]
+           + done(9.5, "r1", "completed"))
+    ledger.speech_sent(6.0)
+    turn = ledger.finish()
+    assert (turn.stalls, turn.stall_ms) == (1, pytest.approx(100.0))
+    summary = summarize_turns(ledger.turns)
+    assert (summary["replies_stalled"], summary["replies_checked_for_stalls"]) == (1, 1)
+
+
+def test_playback_stalls_ignore_gaps_shorter_than_a_frame_and_count_each_longer_one() -> None:
+    assert playback_stalls([(0.0, 0.2), (0.21, 0.2)]) == (0, 0.0)  # 10 ms: not a stall
+    # Gaps of 50 ms and 550 ms.
+    assert playback_stalls([(0.0, 0.2), (0.25, 0.2), (1.0, 0.1)]) == (2, pytest.approx(600.0))
+    assert playback_stalls([(0.0, 1.0), (0.1, 0.1), (0.2, 0.1)]) == (0, 0.0)

@@ -41,6 +41,9 @@ Example ``voice.toml`` (every key optional)::
     partial_interval_s = 1.0   # 0 turns partial transcripts off
     beam_size = 1
 
+    [tts]
+    first_piece_words = 6      # speech starts after this many words of a reply; 0: a boundary
+
     [assistant]
     name = "Nova"              # what the assistant calls itself
     persona = ""               # more about it for the model, e.g. "You work at ACME's help desk."
@@ -155,6 +158,10 @@ class ServiceConfig:
     # reply written at the pace it is played"), and clients that wait for response.done
     # before their next turn wait until near the end of playback.
     llm_write_ahead_s: float = 0.0
+    # A spoken reply's first piece goes to the voice after at most this many words (never
+    # ending on an article, a preposition or a conjunction; tts/segmenter.py), so speech
+    # starts before the first sentence is written. 0: the first piece waits for a boundary.
+    tts_first_piece_words: int = 6
     max_output_tokens_limit: int = 1024
     assistant_name: str = DEFAULT_ASSISTANT_NAME
     assistant_persona: str = ""
@@ -242,6 +249,8 @@ class ServiceConfig:
             raise ConfigError("llm tools_replicas must be 0 (automatic) or more")
         if self.llm_replicas < 1:
             raise ConfigError("llm replicas must be at least 1")
+        if self.tts_first_piece_words < 0:
+            raise ConfigError("tts first_piece_words must be 0 (wait for a boundary) or more")
         if self.llm_write_ahead_s < 0:
             raise ConfigError("llm write_ahead_s must be 0 (no limit) or more")
         if self.llm_batch < 0:
@@ -307,6 +316,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "max_output_tokens_limit": "max_output_tokens_limit", "replicas": "llm_replicas",
             "tools_replicas": "llm_tools_replicas", "threads": "llm_threads", "batch": "llm_batch",
             "context_tokens": "llm_context_tokens", "write_ahead_s": "llm_write_ahead_s"},
+    "tts": {"first_piece_words": "tts_first_piece_words"},
     "assistant": {"name": "assistant_name", "persona": "assistant_persona"},
     "mcp": {"hosts": "mcp_hosts", "timeout_s": "mcp_timeout_s"},
 }

@@ -49,6 +49,7 @@ class SpeechAhead:
 
     language: str
     out_rate: int
+    first_piece_words: int = 6  # cut as the reply will cut it
 
 
 class Draft:
@@ -72,7 +73,8 @@ class Draft:
         self._stream: Iterator[str] | None = None
         self._done = False  # the model finished the whole reply within AHEAD_TOKENS
         self._stop = False
-        self._pieces = _FirstPiece(speech.language, tools) if speech is not None else None
+        self._pieces = (_FirstPiece(speech.language, speech.first_piece_words, tools)
+                        if speech is not None else None)
         self._task = asyncio.ensure_future(self._write())
         self._task.add_done_callback(_retrieve)
 
@@ -148,8 +150,9 @@ class _FirstPiece:
     """The reply's first speakable piece, from its first deltas, cut as the reply cuts it (a
     tool call's markup is no piece: after a call there is nothing to speak ahead)."""
 
-    def __init__(self, language: str, tools: Sequence[Tool]) -> None:
-        self._segmenter = Segmenter(SegmenterConfig(language=language))
+    def __init__(self, language: str, first_piece_words: int, tools: Sequence[Tool]) -> None:
+        self._segmenter = Segmenter(SegmenterConfig(language=language,
+                                                    first_piece_max_words=first_piece_words))
         self._calls = ToolCallParser(tools) if tools else None
         self._called = False
 

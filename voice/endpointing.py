@@ -254,7 +254,7 @@ class Endpointing:
         # The reply will answer the user's new words, so it shows the model all its tools.
         tools, _ = model_tools(active_tools(settings),
                                self.mcp.listed_now(settings.mcp_servers))
-        speech = (SpeechAhead(language, settings.output_rate)
+        speech = (SpeechAhead(language, settings.output_rate, settings.first_piece_words)
                   if "audio" in settings.modalities else None)
         self._drop_draft()
         self._draft = Draft(self.id, self.engines, messages, sampling_of(settings), tools,

@@ -294,7 +294,8 @@ class Reply(ReplyAudio):
                 start = functools.partial(chat.stream, pace=self._pace)
             stream = await self._run_engine(llm, start, messages, sampling,
                                             self.cancel_event, *extra)
-        segmenter = Segmenter(SegmenterConfig(language=self.language))
+        segmenter = Segmenter(SegmenterConfig(
+            language=self.language, first_piece_max_words=self.settings.first_piece_words))
         if calls is not None and sampling.prefix:
             calls.feed(sampling.prefix)  # the call's opening, written for the model
         try:

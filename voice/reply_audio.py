@@ -212,7 +212,8 @@ class ReplyAudio:
         """The piece's audio if the adopted draft synthesized it while the turn was being
         confirmed (a failure there is no failure of the reply: it synthesizes again)."""
         draft = self._draft
-        ahead = (draft.speech_for(piece, SpeechAhead(self.language, self.settings.output_rate))
+        ahead = (draft.speech_for(piece, SpeechAhead(self.language, self.settings.output_rate,
+                                                      self.settings.first_piece_words))
                  if draft is not None else None)
         if ahead is None:
             return None

@@ -21,6 +21,10 @@ response has its ``response.done``. Its outcome is one of:
   which the server does not reply).
 
 A turn is **lost** when it got no completed reply: every outcome but ``completed``.
+
+The completed reply's audio is also checked for **playback stalls**: a client that starts
+playing at the first audio delta and plays every delta as soon as it has one stalls wherever
+a delta arrives after the audio before it has finished playing (a gap the listener hears).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 
 from clients.client import response_id_of
 from voice.protocol import (
+    DEFAULT_AUDIO_RATE,
     LATENCY_STAGES,
     AudioDelta,
     Error,
@@ -46,6 +51,7 @@ from voice.protocol import (
 )
 
 OUTCOMES = ("completed", "cancelled", "failed", "no_reply")
+STALL_MIN_MS = 20.0  # a gap shorter than one 20 ms audio frame is not counted as a stall
 IN_PROGRESS = "in_progress"
 
 
@@ -71,6 +77,11 @@ class Turn:
     reply_audio: np.ndarray | None = None  # the completed response's audio, if a caller kept it
     errors: list[str] = dataclasses.field(default_factory=list)
     first_audio: dict[str, float] = dataclasses.field(default_factory=dict)  # id -> time
+    # id -> (arrival time, seconds of audio) of every audio delta of that response
+    audio_arrivals: dict[str, list[tuple[float, float]]] = dataclasses.field(
+        default_factory=dict)
+    stalls: int | None = None  # playback stalls of the completed reply (see playback_stalls)
+    stall_ms: float | None = None
     speech_stopped_at: list[float] = dataclasses.field(default_factory=list)  # client clock
     transcript_at: list[float] = dataclasses.field(default_factory=list)  # client clock
     open_speech: int = 0
@@ -93,6 +104,7 @@ class Turn:
                 "voice_to_voice_ms": self.voice_to_voice_ms, "responses": self.responses,
                 "cancel_reasons": self.cancel_reasons, "transcripts": self.transcripts,
                 "errors": self.errors, "server_latency": self.server_latency,
+                "stalls": self.stalls, "stall_ms": self.stall_ms,
                 # When the client heard speech_stopped, against the server's own vad_ms: the
                 # difference is how far behind real time the server read this session's audio
                 # (or the client its events).
@@ -104,8 +116,9 @@ class Turn:
 class SessionLedger:
     """The turns of one session. Feed it every server event with the time it arrived."""
 
-    def __init__(self, session: int) -> None:
+    def __init__(self, session: int, audio_rate: int = DEFAULT_AUDIO_RATE) -> None:
         self.session = session
+        self.audio_rate = audio_rate  # of the reply audio (PCM16 mono)
         self.turns: list[Turn] = []
         self.stray_events = 0  # turn-related events while no turn was open
         self._owner: dict[str, Turn] = {}  # response id -> the turn it answers
@@ -160,6 +173,9 @@ class SessionLedger:
             turn.awaiting_replies = max(0, turn.awaiting_replies - 1)
         elif isinstance(event, AudioDelta):
             turn.first_audio.setdefault(event.response_id, now)
+            size = len(event.delta) * 3 // 4 - event.delta[-2:].count("=")  # base64 bytes
+            turn.audio_arrivals.setdefault(event.response_id, []).append(
+                (now, size / 2 / self.audio_rate))
         elif isinstance(event, ResponseDone):
             response_id = response_id or ""
             if response_id not in turn.responses:
@@ -195,6 +211,10 @@ class SessionLedger:
         if "completed" in statuses:
             turn.outcome = "completed"
             turn.voice_to_voice_ms = _voice_to_voice_ms(turn)
+            completed = [rid for rid, status in turn.responses.items() if status == "completed"]
+            arrivals = turn.audio_arrivals.get(completed[-1])
+            if arrivals:
+                turn.stalls, turn.stall_ms = playback_stalls(arrivals)
         elif closed is not None:
             turn.outcome, turn.reason = "no_reply", closed
         elif timed_out_s is not None or IN_PROGRESS in statuses:
@@ -221,6 +241,25 @@ def _voice_to_voice_ms(turn: Turn) -> float | None:
     return (min(starts) - turn.speech_end) * 1000 if starts else None
 
 
+def playback_stalls(arrivals: Sequence[tuple[float, float]],
+                    min_ms: float = STALL_MIN_MS) -> tuple[int, float]:
+    """How often, and for how many milliseconds in all, playback would stop: ``arrivals`` are
+    (arrival time, seconds of audio) of one reply's deltas in order. Playback starts at the
+    first arrival; each delta plays after the one before, or when it arrives if that is later.
+    Gaps under ``min_ms`` are neither counted nor added."""
+    count, total_ms = 0, 0.0
+    playing_until: float | None = None
+    for arrived, seconds in arrivals:
+        if playing_until is None or arrived <= playing_until:
+            playing_until = (arrived if playing_until is None else playing_until) + seconds
+            continue
+        gap_ms = (arrived - playing_until) * 1000
+        if gap_ms >= min_ms:
+            count, total_ms = count + 1, total_ms + gap_ms
+        playing_until = arrived + seconds
+    return count, round(total_ms, 1)
+
+
 def percentiles(values: Sequence[float]) -> dict[str, float]:
     """p50, p90, p99, max and n of ``values``; empty when there are none."""
     array = np.asarray(values, dtype=float)
@@ -245,7 +284,10 @@ def summarize_turns(turns: Sequence[Turn]) -> dict[str, Any]:
     latency percentiles (voice to voice, and the server's stages of completed replies)."""
     finished = [t for t in turns if t.outcome is not None]
     stages = {"voice_to_voice_ms": percentiles(
-        [t.voice_to_voice_ms for t in finished if t.voice_to_voice_ms is not None])}
+        [t.voice_to_voice_ms for t in finished if t.voice_to_voice_ms is not None]),
+              # Per completed reply: the milliseconds its playback would stand still.
+              "playback_stall_ms": percentiles(
+        [t.stall_ms for t in finished if t.stall_ms is not None])}
     for stage in LATENCY_STAGES:
         stages[f"server_{stage}"] = percentiles(
             [t.server_latency[stage] for t in finished if stage in t.server_latency])
@@ -261,5 +303,8 @@ def summarize_turns(turns: Sequence[Turn]) -> dict[str, Any]:
                            "outcome": t.outcome, "reason": t.reason}
                           for t in finished if t.lost],
         "errors": [e for t in finished for e in t.errors],
+        # Completed replies whose playback would stop at least once, and how many were checked.
+        "replies_stalled": sum(bool(t.stalls) for t in finished),
+        "replies_checked_for_stalls": sum(t.stalls is not None for t in finished),
         "stages": stages,
     }

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from clients.latency.accounting import Turn, summarize_turns
+from clients.latency.accounting import STALL_MIN_MS, Turn, summarize_turns
 from voice.protocol import LATENCY_STAGES
 
 # How the plot names each stage of LATENCY_STAGES (one without a label keeps its own name).
@@ -45,6 +45,10 @@ def print_summary(title: str, summary: dict[str, Any], out: Any = None) -> None:
           f"no reply {summary['no_reply']}: lost {summary['lost']} (no completed reply); "
           f"{summary['turns_per_s']:.2f} turns/s over {summary['elapsed_s']:.0f} s, "
           f"errors {len(summary['errors'])}", file=out)
+    if summary["replies_checked_for_stalls"]:
+        print(f"  playback would stall in {summary['replies_stalled']} of "
+              f"{summary['replies_checked_for_stalls']} completed replies (a gap of at least "
+              f"{STALL_MIN_MS:.0f} ms between audio deltas played as they come)", file=out)
     if summary["cancelled_by_reason"]:
         print(f"  cancelled turns by reason: {_by_reason(summary['cancelled_by_reason'])}",
               file=out)
