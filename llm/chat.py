@@ -74,6 +74,14 @@ class Message:
                                       for call in self.tool_calls)
 
 
+def default_threads(cores: int, replicas: int) -> int:
+    """Threads per model copy on the CPU when none are set: the cores shared among the copies,
+    and at least two where there are two cores. Four copies on two cores with one thread each
+    wrote a reply alone on one core; with two each, it writes 26 % faster, and four at once
+    lose ~6 % a token (docs/benchmarks.md, "The first words sooner on two cores")."""
+    return max(min(2, cores), cores // max(1, replicas))
+
+
 @dataclasses.dataclass(frozen=True)
 class ChatConfig:
     """Load-time settings of the language model."""
@@ -81,7 +89,9 @@ class ChatConfig:
     model_path: str
     device: str = "auto"  # "auto": CUDA when CTranslate2 sees a GPU, else CPU
     compute_type: str = "auto"  # "auto": float16 on CUDA, int8 on CPU
-    cpu_threads: int = 0  # 0: the machine's cores, shared among the replicas
+    # 0: the machine's cores shared among the replicas, but at least two per replica (where
+    # there are two cores): a reply alone, the usual case, then writes on both cores.
+    cpu_threads: int = 0
     # Copies of the model that generate at once (CTranslate2 ``inter_threads``; the weights are
     # shared). With one, a short reply waits for a long one of another session to finish.
     # Measured against batched decoding in docs/benchmarks.md ("LLM concurrency").
@@ -141,7 +151,7 @@ class ChatModel:
             self.compute_type = "float16" if self.device == "cuda" else "int8"
         started = time.monotonic()
         self._tokenizer = tokenizers.Tokenizer.from_file(str(folder / TOKENIZER_FILE))
-        threads = config.cpu_threads or max(1, (os.cpu_count() or 1) // config.replicas)
+        threads = config.cpu_threads or default_threads(os.cpu_count() or 1, config.replicas)
         self._generator = ctranslate2.Generator(
             str(folder), device=self.device, compute_type=self.compute_type,
             inter_threads=config.replicas, intra_threads=threads,

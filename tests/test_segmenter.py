@@ -123,8 +123,24 @@ def test_markdown_is_not_read_aloud(piece: str, spoken: str) -> None:
     assert speakable(piece) == spoken
 
 
-EARLY = [
-    # (language, reply, expected pieces) with the service's defaults: 2 to 6 words first
+EARLY = [  # first pieces of up to four words (the default)
+    # (language, reply, expected pieces) with the service's defaults: 2 to 4 words first
+    ("en", "The capital of France is Paris, a city of museums. It is big.",
+     ["The capital of France", "is Paris, a city of museums.", "It is big."]),
+    ("en", "I think that you would really like the new museum. Go!",
+     ["I think that you", "would really like the new museum.", "Go!"]),
+    ("en", "Of course, I can help you with that today. Bye.",
+     ["Of course,", "I can help you with that today.", "Bye."]),
+    ("en", "Yes. The answer is four.", ["Yes.", "The answer is four."]),
+    ("de", "Das ist z. B. ein sehr guter Test. Gut.",
+     ["Das ist z. B.", "ein sehr guter Test.", "Gut."]),
+    ("it", "Il Sig. Rossi e il Dott. Bianchi arrivano alle 9.15. Benvenuti!",
+     ["Il Sig. Rossi", "e il Dott. Bianchi arrivano alle 9.15.", "Benvenuti!"]),
+    ("pl", "Mam 3,5 kilo jabłek i gruszek w domu.", ["Mam 3,5 kilo", "jabłek i gruszek w domu."]),
+]
+
+EARLY_SIX = [  # [tts] first_piece_words = 6
+    # (language, reply, expected pieces) with up to six words first
     ("en", "The capital of France is Paris, a city of museums. It is big.",
      ["The capital of France is Paris,", "a city of museums.", "It is big."]),
     ("en", "I think that you would really like the new museum. Go!",
@@ -140,18 +156,34 @@ EARLY = [
 ]
 
 
-@pytest.mark.parametrize(("language", "reply", "expected"), EARLY,
-                         ids=[f"{c[0]}-{i}" for i, c in enumerate(EARLY)])
+@pytest.mark.parametrize(("words", "language", "reply", "expected"),
+                         [(None, *c) for c in EARLY] + [(6, *c) for c in EARLY_SIX],
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(EARLY)]
+                         + [f"six-{c[0]}-{i}" for i, c in enumerate(EARLY_SIX)])
 @pytest.mark.parametrize("step", [1, 4, 1000])
 def test_the_first_piece_goes_out_after_a_few_words_without_waiting_for_a_boundary(
-        language: str, reply: str, expected: list[str], step: int) -> None:
+        words: int | None, language: str, reply: str, expected: list[str], step: int) -> None:
     defaults = SegmenterConfig()
     assert segment(reply, language, step,
                    first_piece_min_words=defaults.first_piece_min_words,
-                   first_piece_max_words=defaults.first_piece_max_words) == expected
+                   first_piece_max_words=words or defaults.first_piece_max_words) == expected
 
 
-LEADS_IN = [
+LEADS_IN = [  # four words at most (the default)
+    # (language, reply, first piece): a piece cut after a few words does not end on an
+    # article, a preposition or a conjunction, which the synthesizer would say with a
+    # phrase's final fall: it ends before them, or on the word after them
+    ("en", "In the middle of the night, we left.", "In the middle"),
+    ("nl", "De rochten van de gevel zijn 15 meter.", "De rochten"),
+    ("fr", "Voici quelques suggestions pour vous aider.", "Voici quelques suggestions"),
+    ("es", "Los camareros se agrupaban sobre una tarima.", "Los camareros se agrupaban"),
+    ("de", "Die Antwort auf die Frage ist zweiundvierzig.", "Die Antwort"),
+    ("en", "A cat and a dog are friends.", "A cat"),
+    ("en", "And the cat of the house sat.", "And the cat"),
+    ("pt", "A casa do meu amigo fica longe.", "A casa"),
+]
+
+LEADS_IN_SIX = [  # six words at most
     # (language, reply, first piece): a piece cut after a few words does not end on an
     # article, a preposition, a conjunction or "be"/"have", which the synthesizer would say
     # with a phrase's final fall: it ends before them
@@ -166,13 +198,15 @@ LEADS_IN = [
 ]
 
 
-@pytest.mark.parametrize(("language", "reply", "first"), LEADS_IN,
-                         ids=[f"{c[0]}-{i}" for i, c in enumerate(LEADS_IN)])
+@pytest.mark.parametrize(("words", "language", "reply", "first"),
+                         [(None, *c) for c in LEADS_IN] + [(6, *c) for c in LEADS_IN_SIX],
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(LEADS_IN)]
+                         + [f"six-{c[0]}-{i}" for i, c in enumerate(LEADS_IN_SIX)])
 @pytest.mark.parametrize("step", [1, 3, 1000])
 def test_a_first_piece_cut_after_a_few_words_does_not_end_on_a_word_that_leads_into_the_next(
-        language: str, reply: str, first: str, step: int) -> None:
+        words: int | None, language: str, reply: str, first: str, step: int) -> None:
     defaults = SegmenterConfig()
     pieces = segment(reply, language, step, first_piece_min_words=defaults.first_piece_min_words,
-                     first_piece_max_words=defaults.first_piece_max_words)
+                     first_piece_max_words=words or defaults.first_piece_max_words)
     assert pieces[0] == first
     assert " ".join(pieces) == reply

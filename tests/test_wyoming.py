@@ -33,6 +33,7 @@ from wyoming.tts import (
 
 from tests.mcp_server import HomeServer, home_server
 from tests.speech import to_16k, with_silence, word_error_rate
+from tts.segmenter import Segmenter, SegmenterConfig
 from voice.wyoming import WyomingService
 
 pytestmark = pytest.mark.real_models
@@ -168,9 +169,12 @@ def test_synthesized_text_is_heard_back_by_whisper(wyoming: Running) -> None:
     assert word_error_rate(SENTENCE, heard(wyoming, events)) <= 0.2
 
 
-def test_streamed_text_is_spoken_sentence_by_sentence_and_the_copy_is_ignored(
+def test_streamed_text_is_spoken_piece_by_piece_and_the_copy_is_ignored(
         wyoming: Running) -> None:
     parts = ["The weather is fine ", "today. Remember to buy ", "bread and milk."]
+    segmenter = Segmenter(SegmenterConfig(language="en"))
+    pieces = [piece for part in parts for piece in segmenter.feed(part)] + segmenter.flush()
+    assert len(pieces) >= 2  # a first piece of a few words, then sentences
 
     async def scenario() -> list[Event]:
         async with client(wyoming.port) as connection:
@@ -178,7 +182,7 @@ def test_streamed_text_is_spoken_sentence_by_sentence_and_the_copy_is_ignored(
                 voice=SynthesizeVoice(language="en")).event())
             await connection.write_event(SynthesizeChunk(text=parts[0]).event())
             await connection.write_event(SynthesizeChunk(text=parts[1]).event())
-            # The first sentence is complete: its audio comes before the text ends.
+            # The first piece is complete: its audio comes before the text ends.
             first = await read_until(connection, "audio-stop")
             await connection.write_event(SynthesizeChunk(text=parts[2]).event())
             await connection.write_event(Synthesize(text="".join(parts)).event())  # the copy
@@ -187,8 +191,9 @@ def test_streamed_text_is_spoken_sentence_by_sentence_and_the_copy_is_ignored(
 
     events = asyncio.run(scenario())
     kinds = [e.type for e in events]
-    # One audio stream per sentence (the copy made none), then synthesize-stopped.
-    assert kinds.count("audio-start") == kinds.count("audio-stop") == 2
+    # One audio stream per piece, as the service cuts them (the copy made none), then
+    # synthesize-stopped.
+    assert kinds.count("audio-start") == kinds.count("audio-stop") == len(pieces)
     assert kinds[0] == "audio-start" and kinds[-2:] == ["audio-stop", "synthesize-stopped"]
     assert SynthesizeStopped.is_type(events[-1].type)
     assert word_error_rate("".join(parts), heard(wyoming, events)) <= 0.25

@@ -116,7 +116,7 @@ _WORDS = re.compile(r"\w+", re.UNICODE)
 class SegmenterConfig:
     language: str = "en"
     first_piece_min_words: int = 2
-    first_piece_max_words: int = 6  # 0: the first piece waits for a boundary like the others
+    first_piece_max_words: int = 4  # 0: the first piece waits for a boundary like the others
     # Without any boundary, a piece is cut at a space once it is this long.
     max_piece_chars: int = 250
 

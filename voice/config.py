@@ -42,7 +42,7 @@ Example ``voice.toml`` (every key optional)::
     beam_size = 1
 
     [tts]
-    first_piece_words = 6      # speech starts after this many words of a reply; 0: a boundary
+    first_piece_words = 4      # speech starts after this many words of a reply; 0: a boundary
 
     [assistant]
     name = "Nova"              # what the assistant calls itself
@@ -53,10 +53,11 @@ Example ``voice.toml`` (every key optional)::
     max_output_tokens_limit = 1024  # the most a client may ask for ("inf" means this)
     replicas = 4                    # model copies generating at once (share the weights)
     tools_replicas = 0              # copies of the tools model; 0: one per two CPU cores
-    threads = 0                     # threads per copy; 0: the cores shared among the copies
+    threads = 0                     # threads per copy; 0: the cores shared, at least two each
     batch = 0                       # replies decoded together per copy; 0: 32 on CUDA, 1 on CPU
     context_tokens = 2048           # prompt + reply; older turns are left out beyond it
     write_ahead_s = 0               # >0: a spoken reply's writing waits this far ahead of playback
+    yield_ahead_s = 3               # this far ahead, it waits while others need the cores; 0: never
 
     [mcp]                      # MCP tools the service runs for clients (session tools "mcp")
     hosts = []                 # hosts ("name" or "name:port") clients may name; empty: MCP off
@@ -138,10 +139,10 @@ class ServiceConfig:
     # Four, even on two cores: four replies start at once instead of two waiting for whole
     # replies (docs/benchmarks.md, "LLM concurrency": first token p90 3.0 vs 11.2 s).
     llm_replicas: int = 4
-    # Threads per replica; 0: the machine's cores shared among replicas. Two per copy on two
-    # cores made a reply alone write 26 % faster, but starved the echo guard while the reply
-    # was written (5 of 10 replies cut by their own echo; docs/benchmarks.md, "The first
-    # words sooner on two cores").
+    # Threads per replica; 0: the machine's cores shared among replicas, at least two each
+    # (llm.chat.default_threads): a reply alone writes 26 % faster on two cores than with one
+    # thread per copy (docs/benchmarks.md, "The first words sooner on two cores", and "Four
+    # words on two threads" for the echo guard's figures with it).
     llm_threads: int = 0
     # Copies of the tools model (tools_llm); 0: one per two cores on the CPU (two threads
     # each), llm_replicas on a GPU. On two cores one copy wrote a call in 3.0 s (median) where
@@ -158,10 +159,14 @@ class ServiceConfig:
     # reply written at the pace it is played"), and clients that wait for response.done
     # before their next turn wait until near the end of playback.
     llm_write_ahead_s: float = 0.0
+    # A spoken reply this far ahead of its listener (seconds of speech) holds its writing while
+    # a transcript is being decoded or another reply is not that far ahead (voice/pacing.py):
+    # the cores go to what someone waits for. 0: never.
+    llm_yield_ahead_s: float = 3.0
     # A spoken reply's first piece goes to the voice after at most this many words (never
     # ending on an article, a preposition or a conjunction; tts/segmenter.py), so speech
     # starts before the first sentence is written. 0: the first piece waits for a boundary.
-    tts_first_piece_words: int = 6
+    tts_first_piece_words: int = 4
     max_output_tokens_limit: int = 1024
     assistant_name: str = DEFAULT_ASSISTANT_NAME
     assistant_persona: str = ""
@@ -251,6 +256,8 @@ class ServiceConfig:
             raise ConfigError("llm replicas must be at least 1")
         if self.tts_first_piece_words < 0:
             raise ConfigError("tts first_piece_words must be 0 (wait for a boundary) or more")
+        if self.llm_yield_ahead_s < 0:
+            raise ConfigError("llm yield_ahead_s must be 0 (never yield) or more")
         if self.llm_write_ahead_s < 0:
             raise ConfigError("llm write_ahead_s must be 0 (no limit) or more")
         if self.llm_batch < 0:
@@ -315,7 +322,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "llm": {"max_output_tokens": "max_output_tokens",
             "max_output_tokens_limit": "max_output_tokens_limit", "replicas": "llm_replicas",
             "tools_replicas": "llm_tools_replicas", "threads": "llm_threads", "batch": "llm_batch",
-            "context_tokens": "llm_context_tokens", "write_ahead_s": "llm_write_ahead_s"},
+            "context_tokens": "llm_context_tokens", "write_ahead_s": "llm_write_ahead_s",
+            "yield_ahead_s": "llm_yield_ahead_s"},
     "tts": {"first_piece_words": "tts_first_piece_words"},
     "assistant": {"name": "assistant_name", "persona": "assistant_persona"},
     "mcp": {"hosts": "mcp_hosts", "timeout_s": "mcp_timeout_s"},

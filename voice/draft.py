@@ -49,7 +49,7 @@ class SpeechAhead:
 
     language: str
     out_rate: int
-    first_piece_words: int = 6  # cut as the reply will cut it
+    first_piece_words: int = 4  # cut as the reply will cut it
 
 
 class Draft:
