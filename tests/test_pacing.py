@@ -14,7 +14,7 @@ import pytest
 from llm.chat import ChatConfig, ChatModel, Message, SamplingOptions
 from tests.fakes import FakeChat, FakeTranscriber
 from tests.test_session import Harness, run
-from voice.pacing import UNTIL_PLAYBACK_S, YIELD_POLL_S, Writers, WritingPace, writing_hold_s
+from voice.pacing import UNTIL_PLAYBACK_S, WritingPace, writing_hold_s
 from voice.protocol import ItemCreate, ResponseCancel, ResponseCreate, ServerEvent
 
 LONG = UNTIL_PLAYBACK_S
@@ -45,30 +45,6 @@ def test_a_pace_holds_after_its_token_limit_until_lifted_and_never_once_released
     assert 4 < pace(5) <= 5
     pace.release()
     assert pace(5) == 0
-
-
-def test_a_writing_comfortably_ahead_yields_only_while_other_work_waits_for_the_cores() -> None:
-    decoding = [False]
-    writers = Writers(busy=lambda: decoding[0])
-    a, b, draft = WritingPace(), WritingPace(), WritingPace(hold_after_tokens=4)
-    for pace in (a, b, draft):
-        pace.share(writers)
-    later = time.monotonic() + 60
-    a.ahead_until(later)
-    b.ahead_until(later)
-    assert a(9) == 0 and b(9) == 0  # both far ahead: nobody waits, both write
-    assert draft(4) > 0  # a draft held at its token limit waits for no core
-    b.ahead_until(0)  # b's listener is about to run dry (or b has not started playing)
-    assert a(9) == YIELD_POLL_S and b(9) == 0  # a yields, b writes
-    b.release()  # b is written
-    assert len(writers) == 2 and a(9) == 0
-    decoding[0] = True  # a transcript is being decoded
-    assert a(9) == YIELD_POLL_S
-    a.ahead_until(0)
-    assert a(9) == 0  # not ahead of its own listener: it never yields
-    a.release()
-    draft.release()
-    assert len(writers) == 0
 
 
 class _Gate:
@@ -196,35 +172,11 @@ def test_a_spoken_reply_is_written_no_further_ahead_of_playback_than_the_limit()
     run(scenario)
 
 
-def test_a_reply_ahead_of_its_listener_yields_to_a_decode_but_never_runs_dry() -> None:
-    async def scenario() -> None:
-        chat = FakeChat([SENTENCES], delay_s=0.001)
-        h = Harness(FakeTranscriber([]), chat, yield_ahead_ms=300)
-        decoding = threading.Event()  # another session's transcript, decoded meanwhile
-        decode = asyncio.ensure_future(h.session.engines.asr.run("other", decoding.wait, 10))
-        try:
-            await h.session.handle(ItemCreate("i1", None, "user", "Tell me."))
-            await h.session.handle(ResponseCreate("r1", None, None))
-            await h.wait_for(lambda: chat.held_s > 0.3)  # it yielded
-            # The decode still runs, but the reply's audio ahead fell to 300 ms: it writes
-            # again, and is said to the end.
-            await h.wait_done()
-            assert not decoding.is_set() and not decode.done()
-            done = h.of("response.done")[0].fields["response"]
-            assert done["status"] == "completed"
-            assert h.of("response.output_audio_transcript.done")[0].fields["transcript"] \
-                == SENTENCES
-        finally:
-            decoding.set()
-            await decode
-    run(scenario)
-
-
 def test_an_unpaced_or_text_reply_is_never_held() -> None:
     async def scenario() -> None:
-        for modalities, lead, spare in ((None, 0.0, 0.0), (("text",), 600.0, 300.0)):
+        for modalities, lead in ((None, 0.0), (("text",), 600.0)):
             chat = FakeChat([SENTENCES], delay_s=0.001)
-            h = Harness(FakeTranscriber([]), chat, write_ahead_ms=lead, yield_ahead_ms=spare)
+            h = Harness(FakeTranscriber([]), chat, write_ahead_ms=lead)
             await h.session.handle(ItemCreate("i1", None, "user", "Tell me."))
             await h.session.handle(ResponseCreate("r1", None, modalities))
             await h.wait_done()

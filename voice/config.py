@@ -57,7 +57,6 @@ Example ``voice.toml`` (every key optional)::
     batch = 0                       # replies decoded together per copy; 0: 32 on CUDA, 1 on CPU
     context_tokens = 2048           # prompt + reply; older turns are left out beyond it
     write_ahead_s = 0               # >0: a spoken reply's writing waits this far ahead of playback
-    yield_ahead_s = 3               # this far ahead, it waits while others need the cores; 0: never
 
     [mcp]                      # MCP tools the service runs for clients (session tools "mcp")
     hosts = []                 # hosts ("name" or "name:port") clients may name; empty: MCP off
@@ -159,10 +158,6 @@ class ServiceConfig:
     # reply written at the pace it is played"), and clients that wait for response.done
     # before their next turn wait until near the end of playback.
     llm_write_ahead_s: float = 0.0
-    # A spoken reply this far ahead of its listener (seconds of speech) holds its writing while
-    # a transcript is being decoded or another reply is not that far ahead (voice/pacing.py):
-    # the cores go to what someone waits for. 0: never.
-    llm_yield_ahead_s: float = 3.0
     # A spoken reply's first piece goes to the voice after at most this many words (never
     # ending on an article, a preposition or a conjunction; tts/segmenter.py), so speech
     # starts before the first sentence is written. 0: the first piece waits for a boundary.
@@ -256,8 +251,6 @@ class ServiceConfig:
             raise ConfigError("llm replicas must be at least 1")
         if self.tts_first_piece_words < 0:
             raise ConfigError("tts first_piece_words must be 0 (wait for a boundary) or more")
-        if self.llm_yield_ahead_s < 0:
-            raise ConfigError("llm yield_ahead_s must be 0 (never yield) or more")
         if self.llm_write_ahead_s < 0:
             raise ConfigError("llm write_ahead_s must be 0 (no limit) or more")
         if self.llm_batch < 0:
@@ -322,8 +315,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "llm": {"max_output_tokens": "max_output_tokens",
             "max_output_tokens_limit": "max_output_tokens_limit", "replicas": "llm_replicas",
             "tools_replicas": "llm_tools_replicas", "threads": "llm_threads", "batch": "llm_batch",
-            "context_tokens": "llm_context_tokens", "write_ahead_s": "llm_write_ahead_s",
-            "yield_ahead_s": "llm_yield_ahead_s"},
+            "context_tokens": "llm_context_tokens", "write_ahead_s": "llm_write_ahead_s"},
     "tts": {"first_piece_words": "tts_first_piece_words"},
     "assistant": {"name": "assistant_name", "persona": "assistant_persona"},
     "mcp": {"hosts": "mcp_hosts", "timeout_s": "mcp_timeout_s"},

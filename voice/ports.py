@@ -18,7 +18,6 @@ from llm.chat import Message, SamplingOptions
 from llm.paced import Pace
 from llm.tools import Tool
 from tts.piper import SpeechChunk
-from voice.pacing import Writers
 from voice.schedulers import Scheduler
 
 
@@ -109,14 +108,6 @@ class Engines:
     # Writes the replies whose prompt shows tools (None: ``chat`` does): a bigger model calls
     # the right function far more often than the small conversational one.
     tools_chat: StreamsReplies | None = None
-    # The spoken replies being written; one comfortably ahead of its listener yields the cores
-    # to a transcript being decoded or to a reply that is not (voice.pacing).
-    writers: Writers = dataclasses.field(init=False, compare=False)
-
-    def __post_init__(self) -> None:
-        asr = self.asr
-        object.__setattr__(self, "writers",
-                           Writers(busy=lambda: asr.depth > 0 or asr.running > 0))
 
     def chat_for(self, tools: bool) -> StreamsReplies:
         """The engine that writes a reply, given whether its prompt shows tools."""

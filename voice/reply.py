@@ -290,7 +290,7 @@ class Reply(ReplyAudio):
             chat = self._engines.chat_for(bool(tools))
             start = chat.stream
             if self._paced:
-                self._pace = self._new_pace()
+                self._pace = WritingPace()
                 start = functools.partial(chat.stream, pace=self._pace)
             stream = await self._run_engine(llm, start, messages, sampling,
                                             self.cancel_event, *extra)

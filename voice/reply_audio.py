@@ -67,21 +67,13 @@ class ReplyAudio:
     @property
     def _paced(self) -> bool:
         """Whether the writing waits while far ahead of playback (spoken replies)."""
-        return self.audio_out and (self.settings.write_ahead_ms > 0
-                                   or self.settings.yield_ahead_ms > 0)
-
-    def _new_pace(self, pace: WritingPace | None = None) -> WritingPace:
-        """The pace of this reply's writing (``pace``: the adopted draft's)."""
-        pace = pace or WritingPace()
-        if self.settings.yield_ahead_ms > 0:
-            pace.share(self._engines.writers)
-        return pace
+        return self.audio_out and self.settings.write_ahead_ms > 0
 
     def _follow(self, pace: WritingPace) -> None:
         """Pace the writing of an adopted draft (it held after its first tokens) as ours."""
         pace.lift_token_limit()
         if self._paced and not self.cancelled:
-            self._pace = self._new_pace(pace)
+            self._pace = pace
             self._pace_writing()
         else:
             pace.release()
@@ -98,12 +90,9 @@ class ReplyAudio:
         spoken = [(len(text), ms) for text, ms in self.item.pieces]
         chars = sum(n for n, _ in spoken)
         ms_per_char = sum(ms for _, ms in spoken) / chars if chars >= 20 else DEFAULT_MS_PER_CHAR
-        buffered_ms, queued_ms = self.audio_sent_ms - played, self._queued_chars * ms_per_char
         pace.hold_until(now + writing_hold_s(
-            buffered_ms=buffered_ms, queued_ms=queued_ms,
+            buffered_ms=self.audio_sent_ms - played, queued_ms=self._queued_chars * ms_per_char,
             write_ahead_ms=self.settings.write_ahead_ms, playing=started is not None))
-        spare_ms = buffered_ms + queued_ms - self.settings.yield_ahead_ms
-        pace.ahead_until(now + spare_ms / 1000 if started is not None and spare_ms > 0 else 0.0)
 
     def heard_ms(self, at: int) -> float:
         """How much of the reply's audio the user heard by media time ``at``."""

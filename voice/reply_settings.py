@@ -62,7 +62,6 @@ class ReplySettings:
     tool_choice: str = "auto"  # auto | none | required | the name of the one tool to call
     metadata: dict[str, str] | None = None  # response.create's, echoed in the response
     write_ahead_ms: float = 0.0  # spoken: the writing waits this far ahead of playback (pacing)
-    yield_ahead_ms: float = 3000.0  # spoken: this far ahead, the writing yields (voice.pacing)
     first_piece_words: int = 4  # spoken: the first piece goes to the voice after this many words
 
     @property
