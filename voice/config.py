@@ -161,6 +161,9 @@ class ServiceConfig:
     # A spoken reply's first piece goes to the voice after at most this many words (never
     # ending on an article, a preposition or a conjunction; tts/segmenter.py), so speech
     # starts before the first sentence is written. 0: the first piece waits for a boundary.
+    # Four words: voice to voice p50 ~0.3 s sooner than six on two cores, but with several
+    # sessions writing at once the next piece is more often late (a gap in playback); six
+    # suits many sessions on few cores (docs/benchmarks.md, "Four words on two threads").
     tts_first_piece_words: int = 4
     max_output_tokens_limit: int = 1024
     assistant_name: str = DEFAULT_ASSISTANT_NAME
