@@ -123,33 +123,32 @@ def test_markdown_is_not_read_aloud(piece: str, spoken: str) -> None:
     assert speakable(piece) == spoken
 
 
-EARLY = [  # first pieces of up to four words (the default)
+# (language, reply, expected pieces) that a boundary ends before any word limit
+AT_BOUNDARIES = [
+    ("en", "Of course, I can help you with that today. Bye.",
+     ["Of course,", "I can help you with that today.", "Bye."]),
+    ("en", "Yes. The answer is four.", ["Yes.", "The answer is four."]),
+    ("de", "Das ist z. B. ein sehr guter Test. Gut.",
+     ["Das ist z. B.", "ein sehr guter Test.", "Gut."]),
+]
+
+EARLY = [*AT_BOUNDARIES,  # first pieces of up to four words (the default)
     # (language, reply, expected pieces) with the service's defaults: 2 to 4 words first
     ("en", "The capital of France is Paris, a city of museums. It is big.",
      ["The capital of France", "is Paris, a city of museums.", "It is big."]),
     ("en", "I think that you would really like the new museum. Go!",
      ["I think that you", "would really like the new museum.", "Go!"]),
-    ("en", "Of course, I can help you with that today. Bye.",
-     ["Of course,", "I can help you with that today.", "Bye."]),
-    ("en", "Yes. The answer is four.", ["Yes.", "The answer is four."]),
-    ("de", "Das ist z. B. ein sehr guter Test. Gut.",
-     ["Das ist z. B.", "ein sehr guter Test.", "Gut."]),
     ("it", "Il Sig. Rossi e il Dott. Bianchi arrivano alle 9.15. Benvenuti!",
      ["Il Sig. Rossi", "e il Dott. Bianchi arrivano alle 9.15.", "Benvenuti!"]),
     ("pl", "Mam 3,5 kilo jabłek i gruszek w domu.", ["Mam 3,5 kilo", "jabłek i gruszek w domu."]),
 ]
 
-EARLY_SIX = [  # [tts] first_piece_words = 6
+EARLY_SIX = [*AT_BOUNDARIES,  # [tts] first_piece_words = 6
     # (language, reply, expected pieces) with up to six words first
     ("en", "The capital of France is Paris, a city of museums. It is big.",
      ["The capital of France is Paris,", "a city of museums.", "It is big."]),
     ("en", "I think that you would really like the new museum. Go!",
      ["I think that you would really", "like the new museum.", "Go!"]),
-    ("en", "Of course, I can help you with that today. Bye.",
-     ["Of course,", "I can help you with that today.", "Bye."]),
-    ("en", "Yes. The answer is four.", ["Yes.", "The answer is four."]),
-    ("de", "Das ist z. B. ein sehr guter Test. Gut.",
-     ["Das ist z. B.", "ein sehr guter Test.", "Gut."]),
     ("it", "Il Sig. Rossi e il Dott. Bianchi arrivano alle 9.15. Benvenuti!",
      ["Il Sig. Rossi e il Dott. Bianchi", "arrivano alle 9.15.", "Benvenuti!"]),
     ("pl", "Mam 3,5 kilo jabłek i gruszek w domu.", ["Mam 3,5 kilo jabłek", "i gruszek w domu."]),
