@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
+from voice.audio import ASR_RATE
 from voice.overlap import (
     ECHO_FOLLOWS,
     Judgement,
@@ -17,6 +21,7 @@ from voice.overlap import (
     judge,
     loudness,
 )
+from voice.reply_audio import ReplyAudio
 
 REPLY = ("Berlin is the capital of Germany. It has about three point seven million people "
          "and many museums on its island in the river Spree.")
@@ -214,3 +219,18 @@ def test_a_voice_that_follows_the_reply_only_briefly_is_not_taken_for_its_echo()
     # The reply's own echo, 100 ms late and 15 dB down, follows it over both stretches.
     echo = 0.18 * np.concatenate([np.zeros(rate // 10, np.float32), reply])[int(2.0 * rate):end]
     assert follows_recent(echo, end, contour, 0, rate, (0.6, 1.5)) > 0.8
+
+
+def test_an_echo_heard_while_the_next_piece_is_late_may_run_on_into_its_words() -> None:
+    # The first piece has played (1.2 s); the rest of the sentence is written but not yet
+    # synthesized. Whisper hears the echo of "Berlin is a city" as "for one is a city and":
+    # the next words written count as the reply's own, so this is echo, not the user.
+    played = SimpleNamespace(pieces=[("Berlin is a city", 1200.0)])
+    reply = SimpleNamespace(audible_at=0, item=played,
+                            text="Berlin is a city and the capital of Germany, with many parks.")
+    spoken_between = functools.partial(ReplyAudio.spoken_between, reply)  # type: ignore[arg-type]
+    assert spoken_between(0, ASR_RATE) == "Berlin is a city"  # within the audio made
+    late = spoken_between(0, 2 * ASR_RATE)
+    assert late == "Berlin is a city and the capital of Germany, with"
+    assert judge("for one is a city and", late, ["en"]).verdict is Verdict.ECHO
+    assert judge("for one is a city and", "Berlin is a city", ["en"]).verdict is Verdict.USER

@@ -32,12 +32,16 @@ logger = logging.getLogger(__name__)
 
 AUDIO_DELTA_MS = 200  # audio is sent in deltas of at most this length
 URGENT_BELOW_MS = 1000  # a piece is urgent while the client has less than this left to play
+# Words written but not yet synthesized that a look at the reply's echo counts as the reply's
+# own: Whisper runs an echo of a phrase on into its next words ("a city" -> "a city and").
+UPCOMING_WORDS = 6
 
 
 class ReplyAudio:
     """Synthesis and playback accounting of one reply (a mixin of Reply)."""
 
     item: Item
+    text: str  # written so far
     settings: ReplySettings
     times: TurnTimes
     cancel_event: threading.Event
@@ -126,16 +130,20 @@ class ReplyAudio:
 
     def spoken_between(self, start: int, end: int) -> str:
         """The reply's pieces playing at any time between media times ``start`` and ``end``
-        (what its echo over that stretch may say)."""
+        (what its echo over that stretch may say), and when that reaches past the audio made
+        so far (the next piece is late), the next words written."""
         if self.audible_at is None:
             return ""
         first = (start - self.audible_at) * 1000 / ASR_RATE
         last = (end - self.audible_at) * 1000 / ASR_RATE
-        words, elapsed = [], 0.0
+        words, elapsed, spoken_words = [], 0.0, 0
         for text, duration in self.item.pieces:
             if elapsed + duration >= first and elapsed <= last:
                 words.append(text)
             elapsed += duration
+            spoken_words += len(text.split())
+        if elapsed <= last:
+            words.extend(self.text.split()[spoken_words:spoken_words + UPCOMING_WORDS])
         return " ".join(words)
 
     async def _write_and_speak(
