@@ -112,11 +112,17 @@ _WORD_BEFORE_PERIOD = re.compile(r"([\w.\-]+)\.$", re.UNICODE)
 _WORDS = re.compile(r"\w+", re.UNICODE)
 
 
+# A reply's first piece ends after at most this many words when no boundary came first (the
+# service's [tts] first_piece_words; docs/benchmarks.md, "Four words on two threads").
+FIRST_PIECE_MAX_WORDS = 4
+
+
 @dataclasses.dataclass(frozen=True)
 class SegmenterConfig:
     language: str = "en"
     first_piece_min_words: int = 2
-    first_piece_max_words: int = 4  # 0: the first piece waits for a boundary like the others
+    # 0: the first piece waits for a boundary like the others
+    first_piece_max_words: int = FIRST_PIECE_MAX_WORDS
     # Without any boundary, a piece is cut at a space once it is this long.
     max_piece_chars: int = 250
 

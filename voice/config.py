@@ -83,6 +83,7 @@ from pathlib import Path
 from typing import Any
 
 from llm.prompts import DEFAULT_ASSISTANT_NAME
+from tts.segmenter import FIRST_PIECE_MAX_WORDS
 from voice.gate import is_loopback_name, normalize_host, normalize_origin
 
 DEFAULT_LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "pt", "pl")
@@ -164,7 +165,7 @@ class ServiceConfig:
     # Four words: voice to voice p50 ~0.3 s sooner than six on two cores, but with several
     # sessions writing at once the next piece is more often late (a gap in playback); six
     # suits many sessions on few cores (docs/benchmarks.md, "Four words on two threads").
-    tts_first_piece_words: int = 4
+    tts_first_piece_words: int = FIRST_PIECE_MAX_WORDS
     max_output_tokens_limit: int = 1024
     assistant_name: str = DEFAULT_ASSISTANT_NAME
     assistant_persona: str = ""

@@ -29,7 +29,7 @@ import numpy as np
 
 from llm.chat import Message, SamplingOptions
 from llm.tools import Tool, ToolCallParser
-from tts.segmenter import Segmenter, SegmenterConfig, speakable
+from tts.segmenter import FIRST_PIECE_MAX_WORDS, Segmenter, SegmenterConfig, speakable
 from voice.audio import to_output
 from voice.pacing import WritingPace
 from voice.ports import Engines
@@ -49,7 +49,7 @@ class SpeechAhead:
 
     language: str
     out_rate: int
-    first_piece_words: int = 4  # cut as the reply will cut it
+    first_piece_words: int = FIRST_PIECE_MAX_WORDS  # cut as the reply will cut it
 
 
 class Draft:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from llm.chat import Message, SamplingOptions
 from llm.prompts import CALL_WHEN_ASKED, Assistant, fold_tool_results, system_prompt
 from llm.tools import Tool
+from tts.segmenter import FIRST_PIECE_MAX_WORDS
 from voice.conversation import Conversation
 from voice.protocol import (
     LATENCY_STAGES,
@@ -62,7 +63,8 @@ class ReplySettings:
     tool_choice: str = "auto"  # auto | none | required | the name of the one tool to call
     metadata: dict[str, str] | None = None  # response.create's, echoed in the response
     write_ahead_ms: float = 0.0  # spoken: the writing waits this far ahead of playback (pacing)
-    first_piece_words: int = 4  # spoken: the first piece goes to the voice after this many words
+    # spoken: the first piece goes to the voice after this many words
+    first_piece_words: int = FIRST_PIECE_MAX_WORDS
 
     @property
     def mcp_servers(self) -> tuple[McpTool, ...]:

@@ -8,6 +8,7 @@ import dataclasses
 from asr.whisper import whisper_languages
 from llm.chat import SamplingOptions
 from llm.prompts import Assistant
+from tts.segmenter import FIRST_PIECE_MAX_WORDS
 from voice.config import ServiceConfig
 from voice.protocol import (
     TOOL_CHOICES,
@@ -51,7 +52,7 @@ class SessionDefaults:
     max_output_tokens: int = 200  # a reply's length unless the client sets one
     max_output_tokens_limit: int = 1024  # the most a client may ask for ("inf" means this)
     write_ahead_ms: float = 0.0  # a spoken reply's writing waits this far ahead; 0: never
-    first_piece_words: int = 4  # a spoken reply's first piece, at most (tts.segmenter)
+    first_piece_words: int = FIRST_PIECE_MAX_WORDS  # a spoken reply's first piece, at most
     sampling: SamplingOptions = REPLY_SAMPLING
     max_history_items: int = 200
     input_burst_s: float = 4.0  # audio may run this far ahead of real time, then is paced
