@@ -132,8 +132,8 @@ AT_BOUNDARIES = [
      ["Das ist z. B.", "ein sehr guter Test.", "Gut."]),
 ]
 
-EARLY = [*AT_BOUNDARIES,  # first pieces of up to four words (the default)
-    # (language, reply, expected pieces) with the service's defaults: 2 to 4 words first
+EARLY = [*AT_BOUNDARIES,  # [tts] first_piece_words = 4
+    # (language, reply, expected pieces) with 2 to 4 words first
     ("en", "The capital of France is Paris, a city of museums. It is big.",
      ["The capital of France", "is Paris, a city of museums.", "It is big."]),
     ("en", "I think that you would really like the new museum. Go!",
@@ -143,7 +143,7 @@ EARLY = [*AT_BOUNDARIES,  # first pieces of up to four words (the default)
     ("pl", "Mam 3,5 kilo jabłek i gruszek w domu.", ["Mam 3,5 kilo", "jabłek i gruszek w domu."]),
 ]
 
-EARLY_SIX = [*AT_BOUNDARIES,  # [tts] first_piece_words = 6
+EARLY_SIX = [*AT_BOUNDARIES,  # first pieces of up to six words (the default)
     # (language, reply, expected pieces) with up to six words first
     ("en", "The capital of France is Paris, a city of museums. It is big.",
      ["The capital of France is Paris,", "a city of museums.", "It is big."]),
@@ -156,9 +156,9 @@ EARLY_SIX = [*AT_BOUNDARIES,  # [tts] first_piece_words = 6
 
 
 @pytest.mark.parametrize(("words", "language", "reply", "expected"),
-                         [(None, *c) for c in EARLY] + [(6, *c) for c in EARLY_SIX],
-                         ids=[f"{c[0]}-{i}" for i, c in enumerate(EARLY)]
-                         + [f"six-{c[0]}-{i}" for i, c in enumerate(EARLY_SIX)])
+                         [(4, *c) for c in EARLY] + [(None, *c) for c in EARLY_SIX],
+                         ids=[f"four-{c[0]}-{i}" for i, c in enumerate(EARLY)]
+                         + [f"{c[0]}-{i}" for i, c in enumerate(EARLY_SIX)])
 @pytest.mark.parametrize("step", [1, 4, 1000])
 def test_the_first_piece_goes_out_after_a_few_words_without_waiting_for_a_boundary(
         words: int | None, language: str, reply: str, expected: list[str], step: int) -> None:
@@ -168,7 +168,7 @@ def test_the_first_piece_goes_out_after_a_few_words_without_waiting_for_a_bounda
                    first_piece_max_words=words or defaults.first_piece_max_words) == expected
 
 
-LEADS_IN = [  # four words at most (the default)
+LEADS_IN = [  # four words at most
     # (language, reply, first piece): a piece cut after a few words does not end on an
     # article, a preposition or a conjunction, which the synthesizer would say with a
     # phrase's final fall: it ends before them, or on the word after them
@@ -182,7 +182,7 @@ LEADS_IN = [  # four words at most (the default)
     ("pt", "A casa do meu amigo fica longe.", "A casa"),
 ]
 
-LEADS_IN_SIX = [  # six words at most
+LEADS_IN_SIX = [  # six words at most (the default)
     # (language, reply, first piece): a piece cut after a few words does not end on an
     # article, a preposition, a conjunction or "be"/"have", which the synthesizer would say
     # with a phrase's final fall: it ends before them
@@ -198,9 +198,9 @@ LEADS_IN_SIX = [  # six words at most
 
 
 @pytest.mark.parametrize(("words", "language", "reply", "first"),
-                         [(None, *c) for c in LEADS_IN] + [(6, *c) for c in LEADS_IN_SIX],
-                         ids=[f"{c[0]}-{i}" for i, c in enumerate(LEADS_IN)]
-                         + [f"six-{c[0]}-{i}" for i, c in enumerate(LEADS_IN_SIX)])
+                         [(4, *c) for c in LEADS_IN] + [(None, *c) for c in LEADS_IN_SIX],
+                         ids=[f"four-{c[0]}-{i}" for i, c in enumerate(LEADS_IN)]
+                         + [f"{c[0]}-{i}" for i, c in enumerate(LEADS_IN_SIX)])
 @pytest.mark.parametrize("step", [1, 3, 1000])
 def test_a_first_piece_cut_after_a_few_words_does_not_end_on_a_word_that_leads_into_the_next(
         words: int | None, language: str, reply: str, first: str, step: int) -> None:

@@ -113,8 +113,10 @@ _WORDS = re.compile(r"\w+", re.UNICODE)
 
 
 # A reply's first piece ends after at most this many words when no boundary came first (the
-# service's [tts] first_piece_words; docs/benchmarks.md, "Four words on two threads").
-FIRST_PIECE_MAX_WORDS = 4
+# service's [tts] first_piece_words). Four made the first audio ~0.15-0.3 s sooner on two
+# cores, but the rest of the sentence was often not ready when it ended: a gap in playback
+# (docs/benchmarks.md, "Four words on two threads").
+FIRST_PIECE_MAX_WORDS = 6
 
 
 @dataclasses.dataclass(frozen=True)
