@@ -60,6 +60,13 @@ def agreed_prefix(previous: list[str], current: list[str]) -> int:
     return count
 
 
+KEEP_LANGUAGE_MIN_PROBABILITY = 0.7
+"""A partial's detected language is kept for the utterance's later partials only when Whisper
+was at least this sure of it. On half a second of speech base's detection is a guess (an
+English question scored 0.2 for English on one CPU and came out Spanish on another), and a
+guess kept would make every later partial a translation."""
+
+
 class PartialTranscriber:
     """One utterance's partial transcripts. Call :meth:`due` with the audio so far, then
     :meth:`update` when it says a decode is due; :meth:`finish` at end of speech."""
@@ -88,8 +95,9 @@ class PartialTranscriber:
     def update(self, audio: np.ndarray) -> PartialTranscript | None:
         """Decode ``audio`` (the utterance so far) and return the new partial. Blocks.
 
-        The language found by the first partial is kept for the following ones, which makes
-        them cheaper and steadier; the final decode detects it afresh.
+        The first language detected with probability >= ``KEEP_LANGUAGE_MIN_PROBABILITY`` is
+        kept for the following partials, which makes them cheaper and steadier; a less sure
+        detection is made again at the next partial. The final decode detects it afresh.
         """
         self._decoded_until_s = audio.size / SAMPLE_RATE
         options = dataclasses.replace(
@@ -98,7 +106,9 @@ class PartialTranscriber:
         transcript = self.transcriber.transcribe(audio, options)
         if not transcript.text:
             return None
-        self._language = self._language or transcript.language
+        if self._language is None and (
+                transcript.language_probability >= KEEP_LANGUAGE_MIN_PROBABILITY):
+            self._language = transcript.language
         words = _WORD.findall(transcript.text)
         agreed = agreed_prefix(self._previous, words)
         self._previous = words

@@ -153,13 +153,17 @@ def test_partials_grow_a_stable_prefix_and_the_final_is_a_full_decode(whisper_ba
 class _ScriptedTranscriber:
     """Returns the given hypotheses in order, like successive whisper decodes."""
 
-    def __init__(self, hypotheses: list[str]) -> None:
+    def __init__(self, hypotheses: list[str],
+                 languages: list[tuple[str, float]] | None = None) -> None:
         self.hypotheses = hypotheses
+        self.languages = languages or [("de", 0.9)] * len(hypotheses)
         self.options: list[TranscribeOptions] = []
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions | None = None) -> Transcript:
         self.options.append(options or TranscribeOptions())
-        return Transcript(self.hypotheses.pop(0), "de", 0.9, 0.0, -0.2, 1.0,
+        language, probability = self.languages.pop(0)
+        return Transcript(self.hypotheses.pop(0), options.language if options and options.language
+                          else language, probability, 0.0, -0.2, 1.0,
                           audio.size / SAMPLE_RATE, 0.1)
 
 
@@ -177,6 +181,18 @@ def test_local_agreement_confirms_only_words_two_decodes_share() -> None:
     assert results[3] is not None and results[3].tentative == "morgen in"
     # Later partials reuse the language of the first one.
     assert scripted.options[0].language is None and scripted.options[1].language == "de"
+
+
+def test_a_language_guessed_on_the_first_half_second_is_not_kept_for_later_partials() -> None:
+    # Whisper base on 0.5 s of an English question: Spanish at probability 0.2 on one CPU.
+    scripted = _ScriptedTranscriber(
+        ["Qué?", "What is the weather?", "What is the weather like"],
+        [("es", 0.2), ("en", 0.93), ("en", 0.99)])
+    partials = PartialTranscriber(scripted)
+    audio = np.zeros(SAMPLE_RATE, np.float32)
+    results = [partials.update(audio) for _ in range(3)]
+    assert [o.language for o in scripted.options] == [None, None, "en"]
+    assert results[-1] is not None and results[-1].language == "en"
 
 
 def test_agreed_prefix_ignores_case_and_punctuation() -> None:
