@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -70,6 +71,7 @@ class Draft:
         self._first_audio: asyncio.Future[np.ndarray] | None = None
         self._owner = owner
         self._engines = engines
+        self._started = time.monotonic()
         self._stream: Iterator[str] | None = None
         self._done = False  # the model finished the whole reply within AHEAD_TOKENS
         self._stop = False
@@ -94,6 +96,9 @@ class Draft:
                 self._speak_ahead(self._pieces.finish() if self._pieces is not None else None)
                 return
             self.deltas.append(delta)
+            if len(self.deltas) == 1:
+                logger.debug("session %s: draft's first token after %.0f ms", self._owner,
+                             self._since_start())
             self._speak_ahead(self._pieces.feed(delta) if self._pieces is not None else None)
 
     def _speak_ahead(self, piece: str | None) -> None:
@@ -109,8 +114,14 @@ class Draft:
         tts = self._engines.tts
         voice = await tts.run(self._owner, self._engines.voices.for_language, speech.language,
                               priority=Priority.URGENT)
-        return await tts.run(self._owner, synthesize, voice, speakable(piece), speech.out_rate,
-                             priority=Priority.URGENT)
+        audio: np.ndarray = await tts.run(self._owner, synthesize, voice, speakable(piece),
+                                          speech.out_rate, priority=Priority.URGENT)
+        logger.debug("session %s: draft's first piece (%d words) spoken after %.0f ms",
+                     self._owner, len(piece.split()), self._since_start())
+        return audio
+
+    def _since_start(self) -> float:
+        return (time.monotonic() - self._started) * 1000
 
     def speech_for(self, piece: str, speech: SpeechAhead) -> asyncio.Future[np.ndarray] | None:
         """The audio of ``piece`` synthesized ahead, if the reply speaks the same first piece

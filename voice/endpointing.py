@@ -225,7 +225,11 @@ class Endpointing:
         self._drop_speculation()
         audio = self._pause_audio
         if not self._engines_busy():
+            started = time.monotonic()
             decoding = self._spawn(self._decode(audio))
+            decoding.add_done_callback(lambda _: logger.debug(
+                "session %s: decode at the pause took %.0f ms", self.id,
+                (time.monotonic() - started) * 1000))
             decoding.add_done_callback(_retrieve)
             speculation = Speculation(pause.at, audio, decoding)  # type: ignore[arg-type]
             self._speculation = speculation
