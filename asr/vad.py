@@ -79,6 +79,9 @@ class VadConfig:
     # go on: the moment to start the final decode early and to ask whether the turn is over.
     # None: no pauses are reported. Only meaningful below ``silence_duration_ms``.
     pause_ms: int | None = None
+    # An earlier first report of the same pause (reason "early"), shorter than ``pause_ms``:
+    # soon enough to start the final decode, too soon to judge whether the turn is over.
+    early_pause_ms: int | None = None
     # A second report of the same pause once the silence lasts this long (a turn judged
     # unfinished at the first one may be judged again with more of the silence heard).
     recheck_ms: int | None = None
@@ -92,6 +95,9 @@ class VadConfig:
             raise ValueError("max_utterance_s must be > 0")
         if self.tail_ms < 0 or (self.pause_ms is not None and self.pause_ms < 0):
             raise ValueError("tail_ms and pause_ms must be >= 0")
+        if self.early_pause_ms is not None and (
+                self.pause_ms is None or not 0 <= self.early_pause_ms < self.pause_ms):
+            raise ValueError("early_pause_ms needs pause_ms and must be >= 0 and below it")
 
 
 class VadEventType(enum.StrEnum):
@@ -109,11 +115,13 @@ class VadEvent:
     ``speech_stopped``: ``end_sample`` is where the speech ended (before the trailing silence),
     ``audio`` is the whole utterance from ``start_sample`` to ``end_sample`` plus up to
     ``tail_ms`` of what followed, and ``reason`` is ``"silence"`` or ``"max_length"``.
-    ``speech_paused``: the speech stopped ``pause_ms`` ago; ``end_sample`` and ``audio`` are
-    what ``speech_stopped`` would report if nothing more is said (the same audio, so a decode
-    of it can be kept). ``speech_resumed``: speech came back after a pause (``end_sample`` is
-    where it resumed); what the pause reported is void. A pause still going on at
-    ``recheck_ms`` is reported again (``reason`` ``"recheck"``, same ``end_sample``).
+    ``speech_paused``: the speech stopped ``pause_ms`` ago (``reason`` ``"pause"``);
+    ``end_sample`` and ``audio`` are what ``speech_stopped`` would report if nothing more is
+    said (the same audio, so a decode of it can be kept). With ``early_pause_ms`` the same
+    pause is first reported that much sooner (``reason`` ``"early"``; its ``audio`` has the
+    silence heard so far as its tail). ``speech_resumed``: speech came back after a pause
+    (``end_sample`` is where it resumed); what the pause reported is void. A pause still going
+    on at ``recheck_ms`` is reported again (``reason`` ``"recheck"``, same ``end_sample``).
     """
 
     type: VadEventType
@@ -142,6 +150,7 @@ class StreamingVad:
         self._utterance: list[np.ndarray] = []
         self._start_sample = 0
         self._speech_end = 0  # end of the last window scored as speech
+        self._early = False  # the current silence was reported as an early pause
         self._paused = False  # the current silence was reported as a pause
         self._rechecked = False  # ... and reported again at recheck_ms
         self._silence_limit: int | None = None  # set by end_after for the current silence
@@ -210,8 +219,8 @@ class StreamingVad:
         if probability >= config.threshold - config.hysteresis:
             self._speech_end = self._position
             self._silence_limit = None
-            if self._paused:
-                self._paused = self._rechecked = False
+            if self._paused or self._early:
+                self._early = self._paused = self._rechecked = False
                 return VadEvent(VadEventType.SPEECH_RESUMED, self._start_sample,
                                 self._position - WINDOW)
         silence = self._position - self._speech_end
@@ -224,6 +233,11 @@ class StreamingVad:
         if length >= config.max_utterance_s * SAMPLE_RATE:
             self._speech_end = self._position
             return self._stop("max_length")
+        if (config.early_pause_ms is not None and not self._early and not self._paused
+                and silence >= config.early_pause_ms * SAMPLE_RATE // 1000):
+            self._early = True
+            return VadEvent(VadEventType.SPEECH_PAUSED, self._start_sample, self._speech_end,
+                            self._audio_until_end(), "early")
         if (config.pause_ms is not None and not self._paused
                 and silence >= config.pause_ms * SAMPLE_RATE // 1000):
             self._paused = True
@@ -252,7 +266,7 @@ class StreamingVad:
         event = VadEvent(VadEventType.SPEECH_STOPPED, self._start_sample, self._speech_end,
                          self._audio_until_end(), reason)
         self.in_speech = False
-        self._paused = self._rechecked = False
+        self._early = self._paused = self._rechecked = False
         self._silence_limit = None
         self._utterance = []
         return event

@@ -103,8 +103,25 @@ def test_a_decode_started_at_the_pause_is_kept_when_nothing_follows() -> None:
         transcriber.observe = lambda: "input_audio_buffer.speech_stopped" in h.types()
         await h.speak(pause=0.8, pace_s=0.02)
         await h.wait_done()
-        # One final decode, started at the 200 ms pause, before the turn ended at 500 ms.
+        # One final decode, started at the pause, before the turn ended at 500 ms.
         assert transcriber.observed == [False]
+        assert final_transcripts(h) == ["Hello"]
+    run(scenario)
+
+
+def test_the_final_decode_starts_at_100_ms_of_silence_and_is_kept() -> None:
+    async def scenario() -> None:
+        transcriber = FakeTranscriber([("Hello", "en"), ("never used", "en")])
+        h = Harness(transcriber, FakeChat(["Hi."]), turn_model=FakeTurnModel(rest=0.9))
+        await use(h, SEMANTIC)
+        # 190 ms of silence, then the audio stops: media time stands still before the 200 ms
+        # pause that the turn model judges, and long before the turn can end.
+        await h.send_audio(np.concatenate([tone(0.6), silence(0.19)]), pace_s=0.02)
+        await h.wait_for(lambda: any(o.max_new_tokens is None for o in transcriber.calls))
+        assert "input_audio_buffer.speech_stopped" not in h.types()
+        await h.send_audio(silence(1.0))
+        await h.wait_done()
+        assert [o.max_new_tokens for o in transcriber.calls].count(None) == 1
         assert final_transcripts(h) == ["Hello"]
     run(scenario)
 

@@ -173,6 +173,18 @@ def test_semantic_a_pause_judged_unfinished_is_judged_again_when_it_lasts() -> N
     ], SEMANTIC)
 
 
+def test_semantic_an_early_report_of_a_pause_decodes_and_the_full_pause_is_judged() -> None:
+    play([
+        ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),
+        # At 100 ms of silence: decode (score False); at 200 ms: the first judgement.
+        ("speech_paused", (20_000, False), [UserPaused(20_000, score=False)], L, IDLE),
+        ("speech_paused", (20_000,), [UserPaused(20_000, score=True, again=True)], L, IDLE),
+        ("turn_end_scored", (20_000, 0.9), [EndAfterSilence(20_000, 600)], L, IDLE),
+        ("speech_stopped", (20_000,), [UserTurnEnded(20_000), StartReply("reply1")], S,
+         THINKING),
+    ], SEMANTIC)
+
+
 def test_semantic_a_pause_judged_complete_is_not_judged_again() -> None:
     play([
         ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),

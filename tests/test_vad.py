@@ -188,6 +188,35 @@ def test_a_long_pause_is_reported_again_at_recheck_ms() -> None:
     assert [e.reason for *_, e in events[3:5]] == ["pause", "recheck"]
 
 
+def test_an_early_pause_comes_first_with_the_silence_heard_so_far_as_its_tail() -> None:
+    config = VadConfig(prefix_padding_ms=0, silence_duration_ms=960, pause_ms=192,
+                       early_pause_ms=96, tail_ms=128)
+    _, events = _run([SPEECH] * 10 + [QUIET] * 40, config)
+    assert [(kind, at, end) for kind, at, end, _ in events] == [
+        ("speech_started", 0, None), ("speech_paused", 12, 10), ("speech_paused", 15, 10),
+        ("speech_stopped", 39, 10)]
+    early, paused, stopped = (e for *_, e in events[1:])
+    assert [early.reason, paused.reason] == ["early", "pause"]
+    assert early.audio.size == 13 * WINDOW  # the speech and the 3 silent windows heard
+    np.testing.assert_array_equal(early.audio, stopped.audio[:13 * WINDOW])
+
+
+def test_speech_after_an_early_pause_resumes_the_turn() -> None:
+    config = VadConfig(prefix_padding_ms=0, silence_duration_ms=960, pause_ms=192,
+                       early_pause_ms=96, tail_ms=128)
+    _, events = _run([SPEECH] * 10 + [QUIET] * 4 + [SPEECH] * 5 + [QUIET] * 8, config)
+    assert [(kind, at, end) for kind, at, end, _ in events] == [
+        ("speech_started", 0, None), ("speech_paused", 12, 10), ("speech_resumed", 14, 14),
+        ("speech_paused", 21, 19), ("speech_paused", 24, 19)]
+    assert [e.reason for *_, e in events[3:]] == ["early", "pause"]
+
+
+def test_an_early_pause_needs_a_later_pause() -> None:
+    for early, pause in ((96, None), (192, 192), (-1, 192)):
+        with pytest.raises(ValueError, match="early_pause_ms"):
+            VadConfig(pause_ms=pause, early_pause_ms=early)
+
+
 def test_without_pause_ms_no_pause_is_reported() -> None:
     config = VadConfig(prefix_padding_ms=0, silence_duration_ms=960, tail_ms=128)
     _, events = _run([SPEECH] * 10 + [QUIET] * 40, config)

@@ -48,7 +48,15 @@ from voice.reply import Reply
 from voice.reply_settings import TurnTimes, active_tools, model_tools, prompt_messages, sampling_of
 from voice.schedulers import Priority
 from voice.session_settings import SessionDefaults, Settings
-from voice.turns import EAGERNESS, PAUSE_MS, Effect, TurnPolicy, TurnTaker, UserPaused
+from voice.turns import (
+    EAGERNESS,
+    EARLY_PAUSE_MS,
+    PAUSE_MS,
+    Effect,
+    TurnPolicy,
+    TurnTaker,
+    UserPaused,
+)
 
 logger = logging.getLogger(__name__)
 ASR_RATE = 16_000
@@ -150,6 +158,7 @@ class Endpointing:
                 silence_duration_ms=silence_ms, max_utterance_s=self.defaults.max_vad_utterance_s,
                 tail_ms=min(PAUSE_MS, silence_ms),
                 pause_ms=PAUSE_MS if silence_ms > PAUSE_MS + 100 else None,
+                early_pause_ms=EARLY_PAUSE_MS if silence_ms > PAUSE_MS + 100 else None,
                 recheck_ms=EAGERNESS[turn.eagerness].confirm_ms if self._semantic() else None))
         self._detector_origin = self.audio.received
         self.audio.clear()
@@ -190,7 +199,12 @@ class Endpointing:
                 continue
             assert vad_event.audio is not None
             if kind is VadEventType.SPEECH_PAUSED:
-                self._pause_audio = vad_event.audio
+                if vad_event.reason == "early":  # decode now, judge at the full pause
+                    self._pause_audio = vad_event.audio
+                    await self._apply(self.turns.speech_paused(at, judge=False))
+                    continue
+                if vad_event.reason == "pause" and self.turns.paused_at != at:
+                    self._pause_audio = vad_event.audio  # no early report of this pause
                 # A recheck lets the turn model hear the longer silence too.
                 self._score_audio = (detector.current_utterance()
                                      if vad_event.reason == "recheck" else vad_event.audio)
@@ -333,8 +347,10 @@ class Endpointing:
         speculation, self._speculation = self._speculation, None
         decoding: asyncio.Future[Transcript] | None = None
         if speculation is not None:
-            if speculation.at == at and speculation.audio.size == turn.audio.size:
-                decoding = speculation.decoding  # nothing was said since the pause: keep it
+            if speculation.at == at:
+                # Nothing was said since the pause: keep it (its audio may end in a shorter
+                # tail of silence, EARLY_PAUSE_MS, than the turn's).
+                decoding = speculation.decoding
             else:
                 speculation.decoding.cancel()
         turn.transcript = self._spawn(  # type: ignore[assignment]

@@ -93,6 +93,10 @@ EAGERNESS: dict[str, Eagerness] = {
     "high": Eagerness(0.3, 300, 1000),
 }
 PAUSE_MS = 200  # the silence that counts as a pause (Smart Turn is trained on 200 ms stops)
+# The final decode starts at this much silence, before the pause is judged: the decode, not
+# the confirming silence, is the long pole after the end of speech on a CPU (docs/benchmarks.md,
+# "The decode starts at 100 ms of silence").
+EARLY_PAUSE_MS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,10 +299,11 @@ class TurnTaker:
         effects = [*self._cancel("turn_detected", start), UserTurnStarted(start)]
         return [*effects, *self.speech_stopped(at)]
 
-    def speech_paused(self, at: int) -> list[Effect]:
+    def speech_paused(self, at: int, judge: bool = True) -> list[Effect]:
         """The user's speech stopped at ``at`` a short while ago; the turn may go on. The
         same pause reported again (a longer silence) is judged again unless it was judged
-        complete already."""
+        complete already. ``judge`` False: too short a silence to judge yet (an early report,
+        for the decode alone); the next report of the pause is its first judgement."""
         if self.overlap is not None and self.overlap_paused_at is None:
             self.overlap_paused_at = at
         if self.user is not UserState.SPEAKING or self.overlap is not None:
@@ -309,7 +314,7 @@ class TurnTaker:
                 if semantic and not self._judged_complete else []
         self.paused_at = at
         self._judged_complete = False
-        return [UserPaused(at, score=semantic)]
+        return [UserPaused(at, score=semantic and judge)]
 
     def speech_resumed(self, at: int) -> list[Effect]:
         self.overlap_paused_at = None
