@@ -54,6 +54,16 @@ def test_the_replys_own_words_are_echo_even_when_recognised_slightly_wrong() -> 
     assert judge("museum on it's island in the river spray", REPLY, ("en",)).verdict is Verdict.ECHO
 
 
+def test_the_replys_phrase_is_echo_though_several_of_its_words_are_misheard() -> None:
+    # Seen in a test run: the tail of a reverberant echo, three words of eight misheard.
+    spoken = ("Berlin is also known for its beautiful architecture, with its iconic landmarks "
+              "such as the Eiffel Tower and the Louvre Museum.")
+    assert judge("the eye foot tower and the Lune Museum.", spoken, ("en",)).verdict \
+        is Verdict.ECHO
+    assert judge("Sorry, can you repeat the landmarks?", spoken, ("en",)).verdict \
+        is Verdict.USER
+
+
 @pytest.mark.parametrize(("said", "spoken", "language"), [
     # Seen in a run: the reply wrote "1.5 billion", whisper wrote its echo as words.
     ("one five billion people this is", "with a population of over 1.5 billion people.", "en"),

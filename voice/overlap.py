@@ -47,6 +47,14 @@ ECHO_SIMILARITY = 75
 # as the user's own speech (a reverberant echo transcribes with a few wrong words).
 USER_SHARE = 0.34
 SURE_WORDS = 3  # words of the user's own that make one look enough
+# A transcript of at least ECHO_PHRASE_MIN_WORDS words, fewer than half of them its own, that
+# matches a stretch of the reply's words this closely (0-100, as one string) is echo:
+# "the eye foot tower and the lune museum" for "the Eiffel Tower and the Louvre Museum" (82,
+# 3 of 8 words its own; people's own words over that reply scored 46-50). A question about
+# the reply's own words may match as closely, but has more words of its own.
+ECHO_PHRASE_SIMILARITY = 80
+ECHO_PHRASE_MIN_WORDS = 4
+ECHO_PHRASE_USER_SHARE = 0.5
 SHORT_MS = 800  # speech over the reply this short is taken for an interruption only if sure
 LOUDNESS_HZ = 100  # loudness contours: one value per 10 ms
 ECHO_FOLLOWS = 0.6  # correlation of contours above which a sound is the reply's echo
@@ -295,6 +303,10 @@ def judge(text: str, spoken: str, languages: Iterable[str], *,
     own = [word for word in words if not _is_echo_word(word, reply_words, languages)]
     if not own:
         return Judgement(Verdict.ECHO)
+    if (len(own) < ECHO_PHRASE_USER_SHARE * len(words) and len(words) >= ECHO_PHRASE_MIN_WORDS
+            and fuzz.partial_ratio(" ".join(words), " ".join(fold(spoken)))
+            >= ECHO_PHRASE_SIMILARITY):
+        return Judgement(Verdict.ECHO)  # the reply's words, misheard in places
     if is_backchannel(own, languages):
         return Judgement(Verdict.BACKCHANNEL)  # an acknowledgement heard with some echo
     if len(own) < USER_SHARE * len(words):
