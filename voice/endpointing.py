@@ -50,7 +50,6 @@ from voice.schedulers import Priority
 from voice.session_settings import SessionDefaults, Settings
 from voice.turns import (
     EAGERNESS,
-    EARLY_PAUSE_MS,
     PAUSE_MS,
     Effect,
     TurnPolicy,
@@ -59,6 +58,11 @@ from voice.turns import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The final decode starts at this much silence, before the pause is judged: the decode, not
+# the confirming silence, is the long pole after the end of speech on a CPU (docs/benchmarks.md,
+# "The decode starts at 100 ms of silence").
+EARLY_PAUSE_MS = 100
 ASR_RATE = 16_000
 
 

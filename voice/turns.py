@@ -93,10 +93,6 @@ EAGERNESS: dict[str, Eagerness] = {
     "high": Eagerness(0.3, 300, 1000),
 }
 PAUSE_MS = 200  # the silence that counts as a pause (Smart Turn is trained on 200 ms stops)
-# The final decode starts at this much silence, before the pause is judged: the decode, not
-# the confirming silence, is the long pole after the end of speech on a CPU (docs/benchmarks.md,
-# "The decode starts at 100 ms of silence").
-EARLY_PAUSE_MS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,8 +298,7 @@ class TurnTaker:
     def speech_paused(self, at: int, judge: bool = True) -> list[Effect]:
         """The user's speech stopped at ``at`` a short while ago; the turn may go on. The
         same pause reported again (a longer silence) is judged again unless it was judged
-        complete already. ``judge`` False: too short a silence to judge yet (an early report,
-        for the decode alone); the next report of the pause is its first judgement."""
+        complete already (``judge`` False: an early report, for the decode alone)."""
         if self.overlap is not None and self.overlap_paused_at is None:
             self.overlap_paused_at = at
         if self.user is not UserState.SPEAKING or self.overlap is not None:
