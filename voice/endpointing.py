@@ -48,22 +48,15 @@ from voice.reply import Reply
 from voice.reply_settings import TurnTimes, active_tools, model_tools, prompt_messages, sampling_of
 from voice.schedulers import Priority
 from voice.session_settings import SessionDefaults, Settings
-from voice.turns import (
-    EAGERNESS,
-    PAUSE_MS,
-    Effect,
-    TurnPolicy,
-    TurnTaker,
-    UserPaused,
-)
+from voice.turns import EAGERNESS, PAUSE_MS, Effect, TurnPolicy, TurnTaker, UserPaused
 
 logger = logging.getLogger(__name__)
 
+ASR_RATE = 16_000
 # The final decode starts at this much silence, before the pause is judged: the decode, not
 # the confirming silence, is the long pole after the end of speech on a CPU (docs/benchmarks.md,
 # "The decode starts at 100 ms of silence").
 EARLY_PAUSE_MS = 100
-ASR_RATE = 16_000
 
 
 @dataclasses.dataclass
@@ -245,8 +238,9 @@ class Endpointing:
         if not self._engines_busy():
             started = time.monotonic()
             decoding = self._spawn(self._decode(audio))
-            decoding.add_done_callback(lambda _: logger.debug(
-                "session %s: decode at the pause took %.0f ms", self.id,
+            decoding.add_done_callback(lambda done: logger.debug(
+                "session %s: decode at the pause %s %.0f ms", self.id,
+                "dropped after" if done.cancelled() else "took",
                 (time.monotonic() - started) * 1000))
             decoding.add_done_callback(_retrieve)
             speculation = Speculation(pause.at, audio, decoding)  # type: ignore[arg-type]
