@@ -62,6 +62,9 @@ def test_the_replys_phrase_is_echo_though_several_of_its_words_are_misheard() ->
         is Verdict.ECHO
     assert judge("Sorry, can you repeat the landmarks?", spoken, ("en",)).verdict \
         is Verdict.USER
+    # An acknowledgement heard with that echo is still an acknowledgement.
+    assert judge("Yeah, right. The Eiffel Tower and the Louvre Museum.", spoken,
+                 ("en",)).verdict is Verdict.BACKCHANNEL
 
 
 @pytest.mark.parametrize(("said", "spoken", "language"), [

@@ -303,12 +303,12 @@ def judge(text: str, spoken: str, languages: Iterable[str], *,
     own = [word for word in words if not _is_echo_word(word, reply_words, languages)]
     if not own:
         return Judgement(Verdict.ECHO)
+    if is_backchannel(own, languages):
+        return Judgement(Verdict.BACKCHANNEL)  # an acknowledgement heard with some echo
     if (len(own) < ECHO_PHRASE_USER_SHARE * len(words) and len(words) >= ECHO_PHRASE_MIN_WORDS
             and fuzz.partial_ratio(" ".join(words), " ".join(fold(spoken)))
             >= ECHO_PHRASE_SIMILARITY):
         return Judgement(Verdict.ECHO)  # the reply's words, misheard in places
-    if is_backchannel(own, languages):
-        return Judgement(Verdict.BACKCHANNEL)  # an acknowledgement heard with some echo
     if len(own) < USER_SHARE * len(words):
         return Judgement(Verdict.ECHO)
     # What whisper makes of noise and faint echo: lone letters or digits, one word over and
