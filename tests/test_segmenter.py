@@ -132,7 +132,7 @@ AT_BOUNDARIES = [
      ["Das ist z. B.", "ein sehr guter Test.", "Gut."]),
 ]
 
-EARLY = [*AT_BOUNDARIES,  # [tts] first_piece_words = 4
+EARLY = [*AT_BOUNDARIES,  # first pieces of up to four words (the default)
     # (language, reply, expected pieces) with 2 to 4 words first
     ("en", "The capital of France is Paris, a city of museums. It is big.",
      ["The capital of France", "is Paris, a city of museums.", "It is big."]),
@@ -143,7 +143,7 @@ EARLY = [*AT_BOUNDARIES,  # [tts] first_piece_words = 4
     ("pl", "Mam 3,5 kilo jabłek i gruszek w domu.", ["Mam 3,5 kilo", "jabłek i gruszek w domu."]),
 ]
 
-EARLY_SIX = [*AT_BOUNDARIES,  # first pieces of up to six words (the default)
+EARLY_SIX = [*AT_BOUNDARIES,  # [tts] first_piece_words = 6
     # (language, reply, expected pieces) with up to six words first
     ("en", "The capital of France is Paris, a city of museums. It is big.",
      ["The capital of France is Paris,", "a city of museums.", "It is big."]),
@@ -156,9 +156,9 @@ EARLY_SIX = [*AT_BOUNDARIES,  # first pieces of up to six words (the default)
 
 
 @pytest.mark.parametrize(("words", "language", "reply", "expected"),
-                         [(4, *c) for c in EARLY] + [(None, *c) for c in EARLY_SIX],
-                         ids=[f"four-{c[0]}-{i}" for i, c in enumerate(EARLY)]
-                         + [f"{c[0]}-{i}" for i, c in enumerate(EARLY_SIX)])
+                         [(None, *c) for c in EARLY] + [(6, *c) for c in EARLY_SIX],
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(EARLY)]
+                         + [f"six-{c[0]}-{i}" for i, c in enumerate(EARLY_SIX)])
 @pytest.mark.parametrize("step", [1, 4, 1000])
 def test_the_first_piece_goes_out_after_a_few_words_without_waiting_for_a_boundary(
         words: int | None, language: str, reply: str, expected: list[str], step: int) -> None:
@@ -168,7 +168,7 @@ def test_the_first_piece_goes_out_after_a_few_words_without_waiting_for_a_bounda
                    first_piece_max_words=words or defaults.first_piece_max_words) == expected
 
 
-LEADS_IN = [  # four words at most
+LEADS_IN = [  # four words at most (the default)
     # (language, reply, first piece): a piece cut after a few words does not end on an
     # article, a preposition or a conjunction, which the synthesizer would say with a
     # phrase's final fall: it ends before them, or on the word after them
@@ -182,7 +182,7 @@ LEADS_IN = [  # four words at most
     ("pt", "A casa do meu amigo fica longe.", "A casa"),
 ]
 
-LEADS_IN_SIX = [  # six words at most (the default)
+LEADS_IN_SIX = [  # six words at most
     # (language, reply, first piece): a piece cut after a few words does not end on an
     # article, a preposition, a conjunction or "be"/"have", which the synthesizer would say
     # with a phrase's final fall: it ends before them
@@ -198,9 +198,9 @@ LEADS_IN_SIX = [  # six words at most (the default)
 
 
 @pytest.mark.parametrize(("words", "language", "reply", "first"),
-                         [(4, *c) for c in LEADS_IN] + [(None, *c) for c in LEADS_IN_SIX],
-                         ids=[f"four-{c[0]}-{i}" for i, c in enumerate(LEADS_IN)]
-                         + [f"{c[0]}-{i}" for i, c in enumerate(LEADS_IN_SIX)])
+                         [(None, *c) for c in LEADS_IN] + [(6, *c) for c in LEADS_IN_SIX],
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(LEADS_IN)]
+                         + [f"six-{c[0]}-{i}" for i, c in enumerate(LEADS_IN_SIX)])
 @pytest.mark.parametrize("step", [1, 3, 1000])
 def test_a_first_piece_cut_after_a_few_words_does_not_end_on_a_word_that_leads_into_the_next(
         words: int | None, language: str, reply: str, first: str, step: int) -> None:
@@ -209,3 +209,38 @@ def test_a_first_piece_cut_after_a_few_words_does_not_end_on_a_word_that_leads_i
                      first_piece_max_words=words or defaults.first_piece_max_words)
     assert pieces[0] == first
     assert " ".join(pieces) == reply
+
+
+SECOND = [
+    # (first piece's words at most, language, reply, expected pieces): the second piece ends
+    # at a clause boundary once it has as many words as the first may have, or after twice
+    # that many, so that it is ready before a short first piece has been played
+    (4, "en", "The capital of France is Paris, which is a city of museums and parks. It is big.",
+     ["The capital of France", "is Paris, which is a city of museums", "and parks.",
+      "It is big."]),
+    (4, "fr", "Paris est la capitale de la France, une ville de musées et de parcs célèbres.",
+     ["Paris est la capitale", "de la France, une ville de musées",
+      "et de parcs célèbres."]),
+    (4, "en", "Yes. The Eiffel Tower is a wrought iron lattice tower in Paris.",
+     ["Yes.", "The Eiffel Tower is a wrought iron lattice", "tower in Paris."]),
+    (6, "es", "La capital de España es Madrid, una ciudad muy grande con muchos museos, parques y "
+     "restaurantes famosos.",
+     ["La capital de España es Madrid,", "una ciudad muy grande con muchos museos,",
+      "parques y restaurantes famosos."]),
+]
+
+
+@pytest.mark.parametrize(("words", "language", "reply", "expected"), SECOND,
+                         ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(SECOND)])
+@pytest.mark.parametrize("step", [1, 5, 1000])
+def test_the_second_piece_is_short_enough_to_be_ready_before_the_first_has_played(
+        words: int, language: str, reply: str, expected: list[str], step: int) -> None:
+    assert segment(reply, language, step, first_piece_min_words=2,
+                   first_piece_max_words=words) == expected
+
+
+def test_the_second_piece_can_wait_for_the_sentence_like_the_later_ones() -> None:
+    reply = "The capital of France is Paris, which is a city of museums and parks."
+    assert segment(reply, "en", first_piece_min_words=2, first_piece_max_words=4,
+                   second_piece_max_words=0) == [
+        "The capital of France", "is Paris, which is a city of museums and parks."]

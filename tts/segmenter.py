@@ -6,7 +6,10 @@ semicolon, colon, dash) once it has ``first_piece_min_words`` words, or at the s
 reply instead of at the end of its first sentence. Such a cut never leaves an article, a
 preposition or a conjunction at the end of the piece, where the synthesizer would give it a
 phrase's final fall ("The capital of | France" is said as "The capital | of France"): it moves
-back before them, or, when that would leave too few words, a word or two on past them. Later
+back before them, or, when that would leave too few words, a word or two on past them. The
+second piece is held to the same rules with twice the words (a clause boundary once it has as
+many words as the first may have, or the space after twice that), so that it is written and
+synthesized while the short first piece plays, not only at the end of a long sentence. Later
 pieces end at sentence boundaries.
 A boundary is only taken once the character after it has arrived, so "3." followed by "5"
 stays "3.5", and abbreviations ("z. B.", "Dr.", "etc.", ...) of the European languages we
@@ -113,10 +116,10 @@ _WORDS = re.compile(r"\w+", re.UNICODE)
 
 
 # A reply's first piece ends after at most this many words when no boundary came first (the
-# service's [tts] first_piece_words). Four made the first audio ~0.15-0.3 s sooner on two
-# cores, but the rest of the sentence was often not ready when it ended: a gap in playback
-# (docs/benchmarks.md, "Four words on two threads").
-FIRST_PIECE_MAX_WORDS = 6
+# service's [tts] first_piece_words). Four make the first audio ~0.15-0.2 s sooner on two
+# cores than six; with the second piece held to twice as many words, the rest is ready as
+# often as after six (docs/benchmarks.md, "Four words first, eight next").
+FIRST_PIECE_MAX_WORDS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +128,9 @@ class SegmenterConfig:
     first_piece_min_words: int = 2
     # 0: the first piece waits for a boundary like the others
     first_piece_max_words: int = FIRST_PIECE_MAX_WORDS
+    # The second piece: a clause boundary after first_piece_max_words words, at most this many
+    # (None: twice first_piece_max_words; 0: a sentence boundary like the later pieces).
+    second_piece_max_words: int | None = None
     # Without any boundary, a piece is cut at a space once it is this long.
     max_piece_chars: int = 250
 
@@ -167,9 +173,8 @@ class Segmenter:
 
     def _find_cut(self) -> int | None:
         text = self._buffer
-        first = self._pieces_out == 0
-        cap = (self._after_words(text, self.config.first_piece_max_words)
-               if first and self.config.first_piece_max_words > 0 else None)
+        short = self._short_piece()
+        cap = self._after_words(text, short[1]) if short and short[1] else None
         for index, char in enumerate(text):
             if cap is not None and index >= cap:
                 return cap  # no boundary within the first words: cut after them
@@ -184,11 +189,11 @@ class Segmenter:
                     return None  # closers may continue: wait
                 if text[end].isspace() and self._is_sentence_end(text, index, end):
                     return end
-            elif (first and char in _CLAUSE_END and nxt.isspace()
-                  and len(_WORDS.findall(text[:index])) >= self.config.first_piece_min_words):
+            elif (short and char in _CLAUSE_END and nxt.isspace()
+                  and len(_WORDS.findall(text[:index])) >= short[0]):
                 return index + 1
-            elif (first and char in "–—" and text[index - 1:index].isspace()
-                  and len(_WORDS.findall(text[:index])) >= self.config.first_piece_min_words):
+            elif (short and char in "–—" and text[index - 1:index].isspace()
+                  and len(_WORDS.findall(text[:index])) >= short[0]):
                 return index
         if cap is not None:
             return cap
@@ -196,6 +201,19 @@ class Segmenter:
             space = text.rfind(" ", 0, self.config.max_piece_chars)
             return space + 1 if space > 0 else self.config.max_piece_chars
         return None
+
+    def _short_piece(self) -> tuple[int, int] | None:
+        """For the piece being cut, when it may end before a sentence boundary: the fewest
+        words before a clause boundary ends it, and the most it may have (0: no limit)."""
+        first_most = self.config.first_piece_max_words
+        if self._pieces_out == 0:
+            return self.config.first_piece_min_words, max(first_most, 0)
+        second_most = self.config.second_piece_max_words
+        if second_most is None:
+            second_most = 2 * first_most
+        if self._pieces_out > 1 or first_most <= 0 or second_most <= 0:
+            return None
+        return first_most, second_most
 
     def _after_words(self, text: str, count: int) -> int | None:
         """Where a first piece of about ``count`` words ends: after the first word from the

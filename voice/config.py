@@ -42,7 +42,7 @@ Example ``voice.toml`` (every key optional)::
     beam_size = 1
 
     [tts]
-    first_piece_words = 6      # speech starts after this many words of a reply; 0: a boundary
+    first_piece_words = 4      # speech starts after this many words of a reply; 0: a boundary
 
     [assistant]
     name = "Nova"              # what the assistant calls itself
@@ -162,9 +162,8 @@ class ServiceConfig:
     # A spoken reply's first piece goes to the voice after at most this many words (never
     # ending on an article, a preposition or a conjunction; tts/segmenter.py), so speech
     # starts before the first sentence is written. 0: the first piece waits for a boundary.
-    # Four words: voice to voice ~0.15-0.3 s sooner than six on two cores, but the next
-    # piece is more often late (a gap in playback: under load, and with Piper's English
-    # voice; docs/benchmarks.md, "Four words on two threads").
+    # The second piece has at most twice as many, so that it is ready before the first has
+    # played (docs/benchmarks.md, "Four words first, eight next").
     tts_first_piece_words: int = FIRST_PIECE_MAX_WORDS
     max_output_tokens_limit: int = 1024
     assistant_name: str = DEFAULT_ASSISTANT_NAME
