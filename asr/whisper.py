@@ -88,6 +88,10 @@ class TranscribeOptions:
     # of a loop): for a quick look at a few words (what someone said over a reply), not for a
     # final transcript.
     retry_full_window: bool = True
+    # Text that steers the decode (Whisper's previous-text prompt): the words and spellings to
+    # expect, such as the names of an app's rooms or products (the Realtime protocol's
+    # transcription.prompt). Only its last ~220 tokens count.
+    prompt: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +203,7 @@ class Transcriber:
         """
         started = time.perf_counter()
         results: list[Transcript | None] = [None] * len(requests)
-        groups: dict[tuple[int, int | None], list[_Pending]] = {}
+        groups: dict[tuple[int, int | None, str | None], list[_Pending]] = {}
         extractor = self._model.feature_extractor
         for index, (audio, options) in enumerate(requests):
             options = options or TranscribeOptions()
@@ -213,7 +217,8 @@ class Transcriber:
                 results[index] = self._transcribe_long(audio, options)
                 continue
             language = None if options.language is None else (options.language, 1.0)
-            groups.setdefault((options.beam_size, options.max_new_tokens), []).append(
+            groups.setdefault((options.beam_size, options.max_new_tokens, options.prompt),
+                              []).append(
                 _Pending(index, options, duration, features, language))
         for group in groups.values():
             retries = self.config.gpu_memory_retries if self.device == "cuda" else 0
@@ -231,8 +236,8 @@ class Transcriber:
         return transcripts
 
     def _decode_group(self, group: list[_Pending], *, fitted: bool) -> list[_Decoded]:
-        """Encode, detect and generate one sub-batch (same beam size and token limit), in a
-        window fitted to its longest utterance or in the 30 s window."""
+        """Encode, detect and generate one sub-batch (same beam size, token limit and prompt),
+        in a window fitted to its longest utterance or in the 30 s window."""
         from faster_whisper import WhisperModel
         from faster_whisper.audio import pad_or_trim
         from faster_whisper.tokenizer import Tokenizer
@@ -256,9 +261,12 @@ class Transcriber:
                          for p, scores in zip(group, detected, strict=True)]
         tokenizers = {language: Tokenizer(model.hf_tokenizer, multilingual, task="transcribe",
                                           language=language) for language, _ in languages}
-        prompts = [model.get_prompt(tokenizers[language], [], without_timestamps=not timestamps)
-                   for language, _ in languages]
         options = group[0].options
+        previous = (next(iter(tokenizers.values())).encode(" " + options.prompt.strip())
+                    if options.prompt and options.prompt.strip() else [])
+        prompts = [model.get_prompt(tokenizers[language], previous,
+                                    without_timestamps=not timestamps)
+                   for language, _ in languages]
         limits = [token_limit(p.duration_s) for p in group]
         if options.max_new_tokens is not None:
             limits = [min(limit, options.max_new_tokens) for limit in limits]
@@ -319,6 +327,7 @@ class Transcriber:
                 condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
                 no_speech_threshold=None, log_prob_threshold=None,
                 compression_ratio_threshold=None, max_new_tokens=options.max_new_tokens,
+                initial_prompt=options.prompt or None,
             )
             decoded = list(segments)  # decoding happens here, in the caller's thread
         finally:

@@ -15,7 +15,9 @@ set, and the first call of the reply is checked: its name, and every expected ar
 by their names in the eight languages, as the user says them; cities by name, with the local
 spellings of a few). The delay is from the end of the speech to
 ``response.function_call_arguments.done`` at the client. ``--text`` sends the commands as text
-instead (no speech recognition): the model's own share of the errors.
+instead (no speech recognition): the model's own share of the errors. ``--prompt`` sets the
+session's ``transcription.prompt`` to the words an app knows it will hear (its rooms, "light"
+and "timer", in the command's language; never the cities of the weather questions).
 """
 
 from __future__ import annotations
@@ -124,6 +126,15 @@ COMMANDS: dict[str, list[tuple[str, tuple[str, dict[str, Any]]]]] = {
            ("Jaka jest pogoda w Warszawie?", weather("Warsaw")),
            ("Włącz światło w salonie.", light("living_room", True))],
 }
+# What an app with these functions could tell the recognizer to expect, per language.
+PROMPTS = {"en": "kitchen, bedroom, living room, light, timer",
+           "de": "Küche, Schlafzimmer, Wohnzimmer, Licht, Timer",
+           "fr": "cuisine, chambre, salon, lumière, minuteur",
+           "es": "cocina, dormitorio, salón, luz, temporizador",
+           "it": "cucina, camera da letto, soggiorno, luce, timer",
+           "nl": "keuken, slaapkamer, woonkamer, licht, timer",
+           "pt": "cozinha, quarto, sala, luz, temporizador",
+           "pl": "kuchnia, sypialnia, salon, światło, minutnik"}
 CITY_NAMES = {"rome": {"roma", "rom"}, "lisbon": {"lisboa", "lissabon"},
               "warsaw": {"warszawa", "warszawie"}}
 
@@ -149,12 +160,14 @@ def arguments_match(expected: dict[str, Any], got: dict[str, Any]) -> bool:
 
 
 async def run_command(url: str, key: str | None, utterance: Utterance, text_only: bool,
-                      timeout_s: float, tool_choice: str = "auto") -> dict[str, Any]:
+                      timeout_s: float, tool_choice: str = "auto",
+                      prompt: str | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"name": utterance.name, "language": utterance.language,
                            "text": utterance.text, "transcript": None, "calls": [],
                            "errors": [], "call_ms": None, "status": None, "reply": ""}
     async with await VoiceClient.connect(url, api_key=key) as client:
-        await client.configure(tools=TOOLS, tool_choice=tool_choice, output_modalities=["text"])
+        await client.configure(tools=TOOLS, tool_choice=tool_choice, output_modalities=["text"],
+                               transcription_prompt=prompt)
         if text_only:
             await client.say(utterance.text or "")  # the item and response.create
             speech_end = time.monotonic()
@@ -223,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mbrola", action="store_true",
                         help="speak the non-English commands with espeak-ng's MBROLA voices "
                         "(Debian non-free: mbrola, mbrola-de2 ...) instead of its own")
+    parser.add_argument("--prompt", action="store_true",
+                        help="set transcription.prompt to the rooms and functions' words")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     languages = args.languages.split(",") if args.languages else list(COMMANDS)
@@ -238,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for utterance, (_, _, _, expected) in zip(utterances, items, strict=True):
         row = asyncio.run(run_command(args.url, args.key, utterance, args.text, args.timeout_s,
-                                      args.tool_choice))
+                                      args.tool_choice,
+                                      PROMPTS[utterance.language] if args.prompt else None))
         row["expected"] = {"name": expected[0], "arguments": expected[1]}
         row["correct"] = judge(row, expected)
         print(f"  {row['name']}: {'ok' if row['correct'] else 'WRONG'} {row['calls']}",

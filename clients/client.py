@@ -154,9 +154,11 @@ class VoiceClient:
                         vad: dict[str, Any] | None = None,
                         output_modalities: Sequence[str] | None = None,
                         tools: Sequence[dict[str, Any]] | None = None,
-                        tool_choice: str | dict[str, Any] | None = None) -> None:
+                        tool_choice: str | dict[str, Any] | None = None,
+                        transcription_prompt: str | None = None) -> None:
         """Send ``session.update`` with the given settings (others stay as they are).
-        ``tools`` are Realtime function definitions (``{"type": "function", "name", ...}``)."""
+        ``tools`` are Realtime function definitions (``{"type": "function", "name", ...}``);
+        ``transcription_prompt`` the words to expect in the user's speech ("" clears it)."""
         session: dict[str, Any] = {"type": "realtime"}
         if tools is not None:
             session["tools"] = list(tools)
@@ -181,6 +183,9 @@ class VoiceClient:
         if language is not None or languages is not None:
             audio_in["transcription"] = {"model": "whisper", "language": language,
                                          "languages": list(languages) if languages else None}
+        if transcription_prompt is not None:
+            audio_in.setdefault("transcription", {"model": "whisper"})
+            audio_in["transcription"]["prompt"] = transcription_prompt
         if output_modalities is not None:
             session["output_modalities"] = list(output_modalities)
         if audio_in or audio_out:

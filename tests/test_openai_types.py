@@ -128,7 +128,8 @@ async def _drive(ws: ClientConnection, events: list[dict[str, Any]]) -> None:
     await ws.send(json.dumps({"type": "session.update", "session": {
         "type": "realtime", "audio": {
             "input": {"format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None,
-                      "transcription": {"language": "en", "languages": ["en", "de"]}},
+                      "transcription": {"language": "en", "languages": ["en", "de"],
+                                        "prompt": "Küche, Wohnzimmer"}},
             "output": {"format": {"type": "audio/pcm", "rate": 48000}}}}}))
     await until("session.updated")
     await ws.send(_append(tone(0.5, rate=16_000)))

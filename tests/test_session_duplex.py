@@ -210,6 +210,22 @@ def test_a_quick_look_keeps_the_language_the_session_pins() -> None:
     run(scenario)
 
 
+def test_the_transcription_prompt_steers_the_users_turns_but_not_the_quick_looks() -> None:
+    async def scenario() -> None:
+        transcriber = FakeTranscriber([("Erzähl mir etwas", "de"), ("Stopp, warte.", "de")])
+        h = Harness(transcriber, FakeChat([STORY, "Gut."]))
+        await h.session.handle(SessionUpdate("e0", {"type": "realtime", "audio": {"input": {
+            "transcription": {"prompt": "Küche, Wohnzimmer"}}}}))
+        await replying(h)
+        await h.speak(seconds=0.8)
+        await h.wait_done(2)
+        looks = [o for o in transcriber.calls if o.max_new_tokens == JUDGE_TOKENS]
+        turns = [o for o in transcriber.calls if o.max_new_tokens is None]
+        assert looks and all(o.prompt is None for o in looks)
+        assert turns and all(o.prompt == "Küche, Wohnzimmer" for o in turns)
+    run(scenario)
+
+
 def test_a_short_word_misheard_twice_over_the_reply_is_a_backchannel_not_a_cut() -> None:
     # whisper-base heard espeak-ng's "tak" as "Czart": one word of the user's own, twice.
     async def scenario() -> None:

@@ -110,6 +110,32 @@ def test_null_language_and_languages_unpin_the_language() -> None:
     assert (config.language, config.languages) == (None, None)
 
 
+def test_a_transcription_prompt_is_kept_echoed_and_cleared() -> None:
+    config = update('{"type": "session.update", "session": {"audio": {"input": '
+                    '{"transcription": {"prompt": "  Küche, Wohnzimmer, Schlafzimmer "}}}}}')
+    assert config.transcription_prompt == "Küche, Wohnzimmer, Schlafzimmer"
+    echoed = config.to_json("sess_1", "m")["audio"]["input"]["transcription"]
+    assert echoed["prompt"] == "Küche, Wohnzimmer, Schlafzimmer"
+    # Another transcription setting leaves it as it was; null or "" clears it.
+    assert update('{"type": "session.update", "session": {"audio": {"input": '
+                  '{"transcription": {"language": "de"}}}}}',
+                  config).transcription_prompt == "Küche, Wohnzimmer, Schlafzimmer"
+    for empty in ("null", '""', '"  "'):
+        cleared = update('{"type": "session.update", "session": {"audio": {"input": '
+                         f'{{"transcription": {{"prompt": {empty}}}}}}}}}}}', config)
+        assert cleared.transcription_prompt is None
+        assert "prompt" not in cleared.to_json("sess_1", "m")["audio"]["input"]["transcription"]
+
+
+@pytest.mark.parametrize(("prompt", "code"), [('"' + "x" * 1001 + '"', "invalid_value"),
+                                              ("42", "invalid_type")])
+def test_a_transcription_prompt_that_is_too_long_or_not_text_is_refused(prompt: str,
+                                                                        code: str) -> None:
+    error = update_error('{"type": "session.update", "session": {"input_audio_transcription": '
+                         f'{{"prompt": {prompt}}}}}}}')
+    assert (error.code, error.param) == (code, "session.input_audio_transcription.prompt")
+
+
 def test_null_transcription_turns_transcription_events_off() -> None:
     config = update('{"type": "session.update", "session": {"audio": {"input": '
                      '{"transcription": null}}}}')

@@ -296,7 +296,8 @@ class Endpointing:
         return TranscribeOptions(language=self.config.language,
                                  allowed_languages=self.config.languages,
                                  previous_language=self.last_language,
-                                 beam_size=self.defaults.beam_size)
+                                 beam_size=self.defaults.beam_size,
+                                 prompt=self.config.transcription_prompt)
 
     async def _on_commit(self, event: AudioCommit) -> None:
         if self._detector is not None:

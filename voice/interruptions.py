@@ -135,7 +135,9 @@ class Interruptions:
         user speaking another language is heard in theirs rather than made into the reply's:
         benchmarks/overlap_languages.py)."""
         reply = self._playing_reply()
-        options = self._transcribe_options()
+        # Without the client's prompt: its words must not make the reply's echo sound like
+        # the user's.
+        options = dataclasses.replace(self._transcribe_options(), prompt=None)
         if options.language is None and reply is not None:
             options = dataclasses.replace(options, previous_language=reply.language)
         return dataclasses.replace(options, max_new_tokens=JUDGE_TOKENS,

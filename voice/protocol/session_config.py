@@ -29,6 +29,8 @@ from voice.protocol.tools import (
 )
 
 EAGERNESS = ("low", "medium", "high", "auto")
+# Whisper reads only the last ~220 tokens of its prompt; a longer one is a client's mistake.
+MAX_TRANSCRIPTION_PROMPT_CHARS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +95,7 @@ class SessionConfig:
     transcription: bool = True  # send input transcription events (partials and final)
     language: str | None = None  # pin the language of the user's speech
     languages: tuple[str, ...] | None = None  # allowed set for detection (extension)
+    transcription_prompt: str | None = None  # words to expect (Whisper's previous text)
     voice: str | None = None  # a voice name for every language (else per language)
     output_modalities: tuple[str, ...] = ("audio",)
     max_output_tokens: TokenLimit | None = None  # None: the server's default
@@ -108,6 +111,8 @@ class SessionConfig:
         if self.transcription:
             # Only the GA keys: some clients (pipecat) fail on any other key in this object.
             transcription = {"model": "whisper", "language": self.language}
+            if self.transcription_prompt:
+                transcription["prompt"] = self.transcription_prompt
         extension: JsonObject = {}
         if self.languages:  # the allowed set (set it in transcription.languages)
             extension["languages"] = list(self.languages)
@@ -248,6 +253,13 @@ def _transcription(value: Any, known: Collection[str] | None, event_id: str | No
         changes["languages"] = tuple(x.lower() for x in languages) if languages else None
         for index, code in enumerate(changes["languages"] or ()):
             check_language(code, known, event_id, f"{path}.languages[{index}]")
+    prompt = get_field(value, "prompt", str, event_id, f"{path}.prompt", nullable=True)
+    if prompt is not UNSET:
+        if prompt is not None and len(prompt) > MAX_TRANSCRIPTION_PROMPT_CHARS:
+            raise ProtocolError("invalid_value", f"{path}.prompt is longer than "
+                                f"{MAX_TRANSCRIPTION_PROMPT_CHARS} characters",
+                                event_id=event_id, param=f"{path}.prompt")
+        changes["transcription_prompt"] = (prompt or "").strip() or None
     return changes
 
 
