@@ -216,11 +216,12 @@ class Segmenter:
         return first_most, second_most
 
     def _after_words(self, text: str, count: int) -> int | None:
-        """Where a first piece of about ``count`` words ends: after the first word from the
-        ``count``-th on that a space follows, once more text follows the space (so the word is
-        known to be complete); else None. A piece that would end on words leading into the
-        next (``_LEADS_IN``) ends before them if at least ``first_piece_min_words`` words stay,
-        else on the word after them (at most two words later)."""
+        """Where a short (first or second) piece of about ``count`` words ends: after the first
+        word from the ``count``-th on that a space follows, once more text follows the space
+        (so the word is known to be complete); else None. A piece that would end on words
+        leading into the next (``_LEADS_IN``) ends before them if at least
+        ``first_piece_min_words`` words stay, else on the word after them (at most two words
+        later)."""
         words = list(_WORDS.finditer(text))
         for index in range(count - 1, len(words)):
             end = words[index].end()
