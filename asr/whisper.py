@@ -88,9 +88,8 @@ class TranscribeOptions:
     # of a loop): for a quick look at a few words (what someone said over a reply), not for a
     # final transcript.
     retry_full_window: bool = True
-    # Text that steers the decode (Whisper's previous-text prompt): the words and spellings to
-    # expect, such as the names of an app's rooms or products (the Realtime protocol's
-    # transcription.prompt). Only its last ~220 tokens count.
+    # Whisper's previous-text prompt (the protocol's transcription.prompt): words and spellings
+    # to expect, such as an app's room names. Only its last ~220 tokens count.
     prompt: str | None = None
 
 
@@ -217,8 +216,8 @@ class Transcriber:
                 results[index] = self._transcribe_long(audio, options)
                 continue
             language = None if options.language is None else (options.language, 1.0)
-            groups.setdefault((options.beam_size, options.max_new_tokens, options.prompt),
-                              []).append(
+            key = (options.beam_size, options.max_new_tokens, options.prompt)
+            groups.setdefault(key, []).append(
                 _Pending(index, options, duration, features, language))
         for group in groups.values():
             retries = self.config.gpu_memory_retries if self.device == "cuda" else 0
