@@ -47,6 +47,7 @@ Example ``voice.toml`` (every key optional)::
     [assistant]
     name = "Nova"              # what the assistant calls itself
     persona = ""               # more about it for the model, e.g. "You work at ACME's help desk."
+    ask_again_min_speech_s = 1.0  # speech this long not made out: "Sorry, I didn't..."; 0: off
 
     [llm]
     max_output_tokens = 200         # a reply's length unless the client asks otherwise
@@ -168,6 +169,10 @@ class ServiceConfig:
     max_output_tokens_limit: int = 1024
     assistant_name: str = DEFAULT_ASSISTANT_NAME
     assistant_persona: str = ""
+    # A turn of at least this much speech that Whisper could not make out gets "Sorry, I
+    # didn't catch that. Could you say it again?" in the user's language (voice/ask_again.py)
+    # instead of no reply; shorter sounds (a cough, a door) still get none. 0: never ask.
+    ask_again_min_speech_s: float = 1.0
     # The service calls the MCP servers clients name, but only on these hosts: outbound
     # requests to where a client says are the operator's choice (docs/tools.md).
     mcp_hosts: tuple[str, ...] = ()
@@ -196,6 +201,10 @@ class ServiceConfig:
                 self.memory_trim_interval_s < 0:
             raise ConfigError("memory_trim_interval_s must be a number of seconds, 0 or more "
                               "(0 turns trimming off)")
+        if not isinstance(self.ask_again_min_speech_s, int | float) or \
+                isinstance(self.ask_again_min_speech_s, bool) or self.ask_again_min_speech_s < 0:
+            raise ConfigError("ask_again_min_speech_s must be a number of seconds, 0 or more "
+                              "(0: speech that is not made out gets no reply)")
         if not isinstance(self.websocket_compression, bool):
             raise ConfigError("websocket_compression must be true or false")
         threshold = self.memory_mmap_threshold_kib
@@ -320,7 +329,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "tools_replicas": "llm_tools_replicas", "threads": "llm_threads", "batch": "llm_batch",
             "context_tokens": "llm_context_tokens", "write_ahead_s": "llm_write_ahead_s"},
     "tts": {"first_piece_words": "tts_first_piece_words"},
-    "assistant": {"name": "assistant_name", "persona": "assistant_persona"},
+    "assistant": {"name": "assistant_name", "persona": "assistant_persona",
+                  "ask_again_min_speech_s": "ask_again_min_speech_s"},
     "mcp": {"hosts": "mcp_hosts", "timeout_s": "mcp_timeout_s"},
 }
 

@@ -82,6 +82,7 @@ class UserTurn:
     audio: np.ndarray
     times: TurnTimes
     transcript: asyncio.Future[Transcript] | None = None
+    speech_s: float | None = None  # from the VAD's start of speech to its end, if it heard them
 
 
 class Endpointing:
@@ -110,6 +111,7 @@ class Endpointing:
     _overlap: object | None
     _draft: Draft | None
     _speech_item: Item | None
+    _speech_start: int | None  # media time the VAD heard the current turn's speech begin
     _partials: Partials | None
     _spawn: Callable[[Awaitable[object]], asyncio.Future[object]]
     _apply: Callable[[list[Effect]], Awaitable[None]]
@@ -160,6 +162,7 @@ class Endpointing:
         self._detector_origin = self.audio.received
         self.audio.clear()
         self._speech_item = None
+        self._speech_start = None
         self._overlap = None
         self._drop_speculation()
         self._stop_partials()
@@ -320,6 +323,7 @@ class Endpointing:
     async def _user_started(self, at: int) -> None:
         item = Item(new_id("item"), "user", audio=True)
         self._speech_item = item
+        self._speech_start = at
         self._stop_partials()
         if self.config.transcription and self.defaults.partial_interval_s > 0:
             self._partials = Partials(item.item_id, self.id, self.engines.transcriber,
@@ -342,7 +346,9 @@ class Endpointing:
         previous = self.conversation.add(item)
         await self._emit(AudioCommitted(item.item_id, previous))
         await self._emit(ItemAdded(item.to_json(transcribed=False), previous))
-        turn = UserTurn(item, self._turn_audio, times)
+        start, self._speech_start = self._speech_start, None
+        turn = UserTurn(item, self._turn_audio, times,
+                        speech_s=None if start is None else (at - start) / ASR_RATE)
         speculation, self._speculation = self._speculation, None
         decoding: asyncio.Future[Transcript] | None = None
         if speculation is not None:

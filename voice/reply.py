@@ -89,7 +89,9 @@ class Reply(ReplyAudio):
                  report_error: Callable[[ProtocolError], Awaitable[None]],
                  media_now: Callable[[], int], draft: Draft | None = None,
                  mcp: SessionMcp | None = None, resume: Resume | None = None,
-                 nothing_to_answer: Callable[[Transcript], bool] | None = None) -> None:
+                 nothing_to_answer: Callable[[Transcript], bool] | None = None,
+                 ask_again: Callable[[Transcript], tuple[str, str] | None] | None = None,
+                 ) -> None:
         self.response_id = response_id
         self.turn_id = turn_id
         self.item = item
@@ -115,6 +117,8 @@ class Reply(ReplyAudio):
         self.written_all = False  # the model finished writing (not cut short)
         self.resume = resume
         self._nothing_to_answer = nothing_to_answer  # e.g. a "mhm" that cut a reply
+        self._ask_again = ask_again  # what to say to speech heard but not made out
+        self._fixed: str | None = None  # said instead of the model's words
         self.task: asyncio.Task[None] | None = None
         self.finished = False
         self._draft = draft  # written ahead while the turn was unconfirmed, if any
@@ -162,13 +166,20 @@ class Reply(ReplyAudio):
         try:
             if transcript is not None:
                 heard = await transcript
-                if not heard.text or (self._nothing_to_answer is not None
-                                      and self._nothing_to_answer(heard)):
+                again = (self._ask_again(heard) if not heard.text and self._ask_again
+                         else None)
+                if again is not None:
+                    logger.info("session %s: %.1f s of speech not made out (%s); asking again "
+                                "in %s", self._owner, heard.duration_s, heard.rejected,
+                                again[1])
+                    self._fixed, self.language = again
+                elif not heard.text or (self._nothing_to_answer is not None
+                                        and self._nothing_to_answer(heard)):
                     logger.info("session %s: nothing to answer (%s); no reply", self._owner,
                                 heard.rejected or f"{heard.text!r}, an acknowledgement")
                     self.cancel("no_speech")
                     return "no_speech"
-                if not self.settings.language_pinned:
+                elif not self.settings.language_pinned:
                     self.language = heard.language
             if not self.cancelled:
                 await self._generate()
@@ -216,6 +227,9 @@ class Reply(ReplyAudio):
         if self.resume is not None:
             await self._resume(self.resume)
             return
+        if self._fixed is not None:
+            await self._say(self._fixed)
+            return
         exclude = self.item.item_id
         listed = await self._mcp.tools(settings.mcp_servers) if self._mcp is not None else []
         await self._calls.run_approved({(t.server.server_label, t.name): t for t in listed})
@@ -259,6 +273,14 @@ class Reply(ReplyAudio):
         async def write(pieces: asyncio.Queue[str | None]) -> None:
             await self._write(resume.messages, pieces, lead=resume.lead,
                               prefix=resume.written)
+        await self._write_and_speak(write)
+
+    async def _say(self, text: str) -> None:
+        """Speak ``text`` as the reply's message, without the model."""
+        await self._open_message()
+
+        async def write(pieces: asyncio.Queue[str | None]) -> None:
+            await self._write([], pieces, lead=text, prefix=None)
         await self._write_and_speak(write)
 
     async def _write(self, messages: list[Any], pieces: asyncio.Queue[str | None], *,

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 
 from asr.whisper import Transcript
+from voice.ask_again import ask_again, unclear
 from voice.audio_pump import AudioPump
 from voice.conversation import Conversation, Item
 from voice.draft import Draft
@@ -124,6 +125,7 @@ class Session(Endpointing, Interruptions):
         self._speculation: Speculation | None = None
         self._draft: Draft | None = None  # a reply to the speculation, written ahead
         self._speech_item: Item | None = None
+        self._speech_start: int | None = None
         self._partials: Partials | None = None
         self._tasks: set[asyncio.Future[object]] = set()
         self._pump = AudioPump(self._feed_detector, self._spawn)
@@ -351,8 +353,21 @@ class Session(Endpointing, Interruptions):
                            engines=self.engines, conversation=self.conversation,
                            send=self._emit, report_error=self.error,
                            media_now=lambda: self.turns.now, draft=draft, mcp=self.mcp,
-                           nothing_to_answer=lambda heard: self._acknowledges(turn_id, heard)),
+                           nothing_to_answer=lambda heard: self._acknowledges(turn_id, heard),
+                           ask_again=lambda heard: self._ask_again(turn_id, turn, heard,
+                                                                   settings)),
                      turn.transcript if turn else None)
+
+    def _ask_again(self, turn_id: str, turn: UserTurn | None, heard: Transcript,
+                   settings: ReplySettings) -> tuple[str, str] | None:
+        """What to say to a turn of speech that transcribed to nothing, and in which language
+        (``voice/ask_again.py``); None: nothing (noise, or a cut-off reply resumes instead)."""
+        speech_s = turn.speech_s if turn is not None and turn.speech_s is not None \
+            else heard.duration_s  # a client's commit: all of its audio
+        if self.turns.resumes_if_empty(turn_id) or not unclear(
+                heard, speech_s, self.defaults.ask_again_min_speech_s):
+            return None
+        return ask_again(heard, settings.language, settings.language_pinned)
 
     def _start_resumed(self, turn_id: str, resume: Resume, settings: ReplySettings) -> None:
         """A new response that speaks the rest of a cut-off reply (``voice/interruptions.py``)."""

@@ -64,6 +64,9 @@ class SessionDefaults:
     # Hosts ("name" or "name:port") whose MCP servers clients may name; empty: MCP is off.
     mcp_hosts: frozenset[str] = frozenset()
     mcp_timeout_s: float = 10.0  # one MCP listing or call, connection included
+    # Speech at least this long that Whisper could not make out is asked about ("Sorry, I
+    # didn't catch that..."; voice/ask_again.py); 0: such a turn gets no reply.
+    ask_again_min_speech_s: float = 1.0
 
 
 class Settings:
@@ -205,4 +208,5 @@ def session_defaults(config: ServiceConfig, names: dict[str, str], *,
         assistant=Assistant(config.assistant_name.strip(), config.assistant_persona),
         tools_supported=tools_supported,
         mcp_hosts=frozenset(host.strip().lower() for host in config.mcp_hosts),
-        mcp_timeout_s=config.mcp_timeout_s)
+        mcp_timeout_s=config.mcp_timeout_s,
+        ask_again_min_speech_s=config.ask_again_min_speech_s)
