@@ -191,6 +191,17 @@ class ChatModel:
         for _ in self.stream([Message("user", "Hi")], SamplingOptions(max_new_tokens=1)):
             pass
 
+    def cache_system_prompts(self, prompts: Sequence[str]) -> None:
+        """Prefill these system prompts once, so that the first reply under each finds its
+        state cached (CTranslate2's static prompt; ~150 ms of a reply's first token on two
+        cores). Nothing to do for batched decoding, which caches no prompt."""
+        if self._batched is not None:
+            return
+        for prompt in prompts:
+            messages = [Message("system", prompt), Message("user", "Hi")]
+            for _ in self.stream(messages, SamplingOptions(max_new_tokens=1)):
+                pass
+
     def close(self) -> None:
         """Stop the batch loops (replies still streaming end)."""
         if self._batched is not None:

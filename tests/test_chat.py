@@ -268,6 +268,24 @@ def test_a_cached_system_prompt_changes_nothing_in_the_reply_and_the_cache_is_bo
     assert chat._static_prefix(other, chat._tokens([chat.render(other)])[0]) == []
 
 
+def test_system_prompts_prefilled_at_start_up_are_the_ones_replies_reuse(
+        random_decoder_dir: Path) -> None:
+    chat = ChatModel(ChatConfig(str(random_decoder_dir), device="cpu"))
+    statics: list[object] = []
+    generate = chat._generator.generate_tokens
+
+    def spy(prompt: list[str], **options: object) -> object:
+        statics.append(options.get("static_prompt"))
+        return generate(prompt, **options)
+
+    chat._generator = type("Spy", (), {"generate_tokens": staticmethod(spy)})()
+    chat.cache_system_prompts(["Be brief and kind.", "Answer in one word."])
+    reply = [Message("system", "Answer in one word."), Message("user", "Say something.")]
+    list(chat.stream(reply, SamplingOptions(max_new_tokens=4)))
+    assert statics[0] and statics[1] and statics[0] != statics[1]
+    assert statics[2] == statics[1]  # the reply's system turn is the one prefilled
+
+
 def test_a_packaged_template_with_a_doubled_brace_call_example_shows_single_braces() -> None:
     from llm.chat import repair_template
 

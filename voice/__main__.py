@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from llm.chat import ChatModel
     from voice.ports import Engines
     from voice.schedulers import Scheduler
+    from voice.session_settings import SessionDefaults
 
 logger = logging.getLogger("voice")
 T = TypeVar("T")
@@ -205,6 +207,24 @@ def warm_up(transcriber: Transcriber, chat: ChatModel) -> None:
     logger.info("warmed up the CUDA models in %.1f s", time.monotonic() - started)
 
 
+def cache_system_prompts(chat: ChatModel, defaults: SessionDefaults) -> None:
+    """Prefill the default system prompt of every allowed language in the background at
+    start-up: the first reply in each language would otherwise write its first token ~150 ms
+    later on two cores (docs/benchmarks.md, "The system prompts prefilled at start-up")."""
+    from llm.prompts import system_prompt
+
+    started = time.monotonic()
+    languages = defaults.config.languages or ("en",)
+    try:
+        chat.cache_system_prompts([system_prompt(language, defaults.config.instructions,
+                                                 defaults.assistant) for language in languages])
+    except Exception:  # the replies prefill them themselves
+        logger.exception("could not prefill the system prompts")
+        return
+    logger.info("prefilled the system prompts of %d languages in %.1f s", len(languages),
+                time.monotonic() - started)
+
+
 def cpu_workers(cores_each: int) -> int:
     """Workers for a single-threaded CPU engine (Piper, Silero, Smart Turn): at least two, and
     one per ``cores_each`` cores beyond that, so a 16-core GPU host synthesizes 8 pieces at once
@@ -259,6 +279,8 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
     defaults = session_defaults(config, names, tools_supported=bool(
         getattr(engines.chat_for(tools=True), "supports_tools", True)))
     server = VoiceServer(config, engines, defaults, names)
+    threading.Thread(target=cache_system_prompts, args=(engines.chat, defaults),
+                     name="prefill", daemon=True).start()
 
     async def main() -> None:
         await server.start()
