@@ -86,8 +86,20 @@ def test_speech_heard_as_nothing_settles_as_a_lost_turn_without_waiting_for_the_
     ledger.speech_sent(5.0)
     replay(ledger, speech(0.1, 5.5, ""))
     assert ledger.settled()
+    assert not ledger.settled(now=6.1) and ledger.settled(now=6.4)  # no reply came after it
     turn = ledger.finish()
     assert (turn.outcome, turn.reason) == ("no_reply", "nothing heard (empty transcript)")
+
+
+def test_speech_not_made_out_waits_a_moment_for_the_reply_that_asks_to_repeat_it() -> None:
+    ledger = SessionLedger(0)
+    ledger.begin("pt_04.wav", 0.0)
+    ledger.speech_sent(3.0)
+    replay(ledger, speech(0.1, 3.6, ""))
+    assert not ledger.settled(now=4.2)  # the server may still answer it
+    replay(ledger, created(4.11, "r1") + audio(4.2, "r1") + done(5.0, "r1", "completed"))
+    assert ledger.settled(now=5.0)
+    assert ledger.finish().outcome == "completed"
 
 
 def test_a_failed_reply_and_a_refused_connection_are_failed_turns() -> None:

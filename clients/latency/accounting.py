@@ -18,7 +18,9 @@ response has its ``response.done``. Its outcome is one of:
 - ``failed``: a response ended ``failed`` and none completed, or the session could not start;
 - ``no_reply``: no response ended at all: one still open (or none begun) when the turn timed
   out or the connection closed, or the speech was heard as nothing (an empty transcript, to
-  which the server does not reply).
+  which the server does not reply; but a second or more of speech it could not make out gets
+  a reply asking to repeat it, so an empty transcript settles the turn only ``EMPTY_GRACE_S``
+  after it arrived, when a clock is given).
 
 A turn is **lost** when it got no completed reply: every outcome but ``completed``.
 
@@ -53,6 +55,8 @@ from voice.protocol import (
 OUTCOMES = ("completed", "cancelled", "failed", "no_reply")
 STALL_MIN_MS = 20.0  # a gap shorter than one 20 ms audio frame is not counted as a stall
 IN_PROGRESS = "in_progress"
+# The server's answer to an empty transcript, if any, follows it at once (voice/ask_again.py).
+EMPTY_GRACE_S = 0.3
 
 
 @dataclasses.dataclass
@@ -192,10 +196,15 @@ class SessionLedger:
         elif isinstance(event, Error):
             turn.errors.append(f"{event.code}: {event.message}")
 
-    def settled(self) -> bool:
-        """The current turn needs nothing more from the server (see the module docstring)."""
+    def settled(self, now: float | None = None) -> bool:
+        """The current turn needs nothing more from the server (see the module docstring).
+        With ``now``, a turn heard as nothing waits ``EMPTY_GRACE_S`` for a reply asking to
+        repeat it."""
         turn = self.current
         if turn is None or turn.speech_end is None:
+            return False
+        if (now is not None and turn.transcripts and not turn.transcripts[-1]
+                and not turn.responses and now - turn.transcript_at[-1] < EMPTY_GRACE_S):
             return False
         heard_something = bool(turn.transcripts) or bool(turn.responses)
         return (heard_something and turn.open_speech == 0 and turn.awaiting_transcripts == 0

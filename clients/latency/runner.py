@@ -50,7 +50,8 @@ async def play_turn(client: VoiceClient, ledger: SessionLedger, receiver: asynci
                                             trailing_silence_s=trailing_silence_s,
                                             speech_end_sample=clip.speech_end)
     ledger.speech_sent(speech_end)
-    settled = await hold_line(client, timeout_s, lambda: ledger.settled() or receiver.done(),
+    settled = await hold_line(client, timeout_s,
+                              lambda: ledger.settled(time.monotonic()) or receiver.done(),
                               frame_ms)
     if receiver.done() and not ledger.settled():
         return ledger.finish(closed=f"connection closed ({client.close_code} "
