@@ -79,6 +79,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [f"  {row['outcome'].replace('_', ' ')}: session {row['session']} turn {row['turn']} "
               f"({row['clip']}): {row['reason']}" for row in turns["not_completed"][:20]]
     lines += [f"  error: {error}" for error in turns["errors"][:10]]
+    lines += [f"  heard as nothing, asked to repeat: session {row['session']} turn {row['turn']} "
+              f"({row['clip']}): {row['reply']!r}" for row in turns.get("asked_to_repeat", [])]
     lines.append(f"{'latency (ms)':<32}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'n':>5}")
     for name, figures in turns["stages"].items():
         if figures:

@@ -100,6 +100,8 @@ def test_speech_not_made_out_waits_a_moment_for_the_reply_that_asks_to_repeat_it
     replay(ledger, created(4.11, "r1") + audio(4.2, "r1") + done(5.0, "r1", "completed"))
     assert ledger.settled(now=5.0)
     assert ledger.finish().outcome == "completed"
+    summary = summarize_turns(ledger.turns)
+    assert [row["clip"] for row in summary["asked_to_repeat"]] == ["pt_04.wav"]
 
 
 def test_a_failed_reply_and_a_refused_connection_are_failed_turns() -> None:

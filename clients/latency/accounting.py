@@ -312,6 +312,10 @@ def summarize_turns(turns: Sequence[Turn]) -> dict[str, Any]:
                            "outcome": t.outcome, "reason": t.reason}
                           for t in finished if t.lost],
         "errors": [e for t in finished for e in t.errors],
+        # Completed turns whose speech was heard as nothing: the reply asked to repeat it.
+        "asked_to_repeat": [{"session": t.session, "turn": t.index, "clip": t.clip,
+                             "reply": t.reply_text}
+                            for t in finished if t.outcome == "completed" and not t.transcript],
         # Completed replies whose playback would stop at least once, and how many were checked.
         "replies_stalled": sum(bool(t.stalls) for t in finished),
         "replies_checked_for_stalls": sum(t.stalls is not None for t in finished),
