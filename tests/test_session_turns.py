@@ -96,6 +96,32 @@ def test_semantic_vad_ends_an_unfinished_turn_after_the_eagerness_limit() -> Non
     run(scenario)
 
 
+def test_semantic_vad_ends_a_sentence_the_turn_model_doubts_after_a_second() -> None:
+    async def scenario() -> None:
+        # Smart Turn scores Polish endings low; Whisper's question mark still ends the turn
+        # at 1 s of silence, not 2 s.
+        h = Harness(FakeTranscriber([("Jaka jest średnica rury?", "pl")]),
+                    FakeChat(["Dwa centymetry."]), turn_model=FakeTurnModel(rest=0.1))
+        await use(h, SEMANTIC)
+        await h.send_audio(np.concatenate([tone(0.6), silence(1.3)]), pace_s=0.02)
+        await h.wait_done()
+        assert final_transcripts(h) == ["Jaka jest średnica rury?"]
+    run(scenario)
+
+
+def test_semantic_vad_still_waits_for_words_that_end_no_sentence() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Jaka jest", "pl")]), FakeChat(["Tak?"]),
+                    turn_model=FakeTurnModel(rest=0.1))
+        await use(h, SEMANTIC)
+        await h.send_audio(np.concatenate([tone(0.6), silence(1.3)]), pace_s=0.02)
+        assert "input_audio_buffer.speech_stopped" not in h.types()
+        await h.send_audio(silence(0.9), pace_s=0.02)  # 2.2 s: the longest wait is over
+        await h.wait_done()
+        assert final_transcripts(h) == ["Jaka jest"]
+    run(scenario)
+
+
 def test_a_decode_started_at_the_pause_is_kept_when_nothing_follows() -> None:
     async def scenario() -> None:
         transcriber = FakeTranscriber([("Hello", "en"), ("never used", "en")])

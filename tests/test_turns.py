@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from voice.endpointing import ends_sentence
 from voice.turns import (
     AgentState,
     CancelReply,
@@ -202,6 +203,55 @@ def test_semantic_a_score_that_arrives_after_the_user_went_on_is_ignored() -> No
         ("speech_resumed", (23_000,), [UserResumed(23_000)], L, IDLE),
         ("turn_end_scored", (20_000, 0.99), [], L, IDLE),
     ], SEMANTIC)
+
+
+SENTENCES = TurnPolicy(complete_at=0.5, sentence_ms=1000)
+
+
+def test_semantic_a_sentence_the_turn_model_doubts_ends_after_a_second_not_the_longest_wait(
+        ) -> None:
+    play([
+        ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),
+        ("speech_paused", (20_000, False), [UserPaused(20_000, score=False)], L, IDLE),
+        ("speech_paused", (20_000,), [UserPaused(20_000, score=True, again=True)], L, IDLE),
+        ("turn_end_scored", (20_000, 0.12), [], L, IDLE),  # Smart Turn on a Polish ending
+        ("sentence_heard", (20_000,), [EndAfterSilence(20_000, 1000)], L, IDLE),
+        # Judged complete on the longer silence after all: the shorter wait wins.
+        ("turn_end_scored", (20_000, 0.9), [EndAfterSilence(20_000, 600)], L, IDLE),
+        ("speech_stopped", (20_000,), [UserTurnEnded(20_000), StartReply("reply1")], S,
+         THINKING),
+    ], SENTENCES)
+
+
+def test_semantic_a_sentence_changes_nothing_once_judged_complete_or_after_more_speech(
+        ) -> None:
+    play([
+        ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),
+        ("speech_paused", (20_000,), [UserPaused(20_000, score=True)], L, IDLE),
+        ("turn_end_scored", (20_000, 0.9), [EndAfterSilence(20_000, 600)], L, IDLE),
+        ("sentence_heard", (20_000,), [], L, IDLE),  # never a longer wait than judged
+        ("speech_resumed", (25_000,), [UserResumed(25_000)], L, IDLE),
+        ("sentence_heard", (20_000,), [], L, IDLE),  # the user went on: stale
+    ], SENTENCES)
+    play([
+        ("speech_started", (0,), [UserTurnStarted(0)], L, IDLE),
+        ("speech_paused", (20_000,), [UserPaused(20_000, score=True)], L, IDLE),
+        ("sentence_heard", (20_000,), [], L, IDLE),  # server_vad-like policy: no such rule
+    ], SEMANTIC)
+
+
+@pytest.mark.parametrize(("text", "ends"), [
+    ("Jaka jest średnica wewnętrzna pierwszej rury?", True),
+    ("Wie ist das Wetter in Berlin.", True),
+    ("¡Qué bien!", True),
+    ('He said "stop."', True),
+    ("and then I went to the", False),
+    ("Je voudrais...", False),
+    ("Ik weet het niet…", False),
+    ("", False),
+])
+def test_a_transcript_ends_a_sentence_by_its_closing_punctuation(text: str, ends: bool) -> None:
+    assert ends_sentence(text) is ends
 
 
 def test_semantic_without_a_score_the_silence_limit_still_ends_the_turn() -> None:

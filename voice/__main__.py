@@ -209,7 +209,7 @@ def warm_up(transcriber: Transcriber, chat: ChatModel) -> None:
 
 def cache_system_prompts(chat: ChatModel, defaults: SessionDefaults) -> None:
     """Prefill the default system prompt of every allowed language in the background at
-    start-up: the first reply in each language would otherwise write its first token ~150 ms
+    start-up: the first reply in each language would otherwise write its first token ~100 ms
     later on two cores (docs/benchmarks.md, "The system prompts prefilled at start-up")."""
     from llm.prompts import system_prompt
 

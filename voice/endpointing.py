@@ -85,6 +85,13 @@ class UserTurn:
     speech_s: float | None = None  # from the VAD's start of speech to its end, if it heard them
 
 
+def ends_sentence(text: str) -> bool:
+    """Whether Whisper ended ``text`` with a full stop, a question or an exclamation mark
+    (closing quotes aside); an ellipsis trails off and ends nothing."""
+    text = text.rstrip().rstrip("\"'»”’)]")
+    return text.endswith((".", "?", "!", "。", "？", "！")) and not text.endswith(("..", "…"))
+
+
 class Endpointing:
     """The session's turn-end detection and early work (a mixin of Session)."""
 
@@ -142,7 +149,8 @@ class Endpointing:
             return policy
         eagerness = EAGERNESS[turn.eagerness]
         return dataclasses.replace(policy, complete_at=eagerness.complete_at,
-                                   confirm_ms=eagerness.confirm_ms)
+                                   confirm_ms=eagerness.confirm_ms,
+                                   sentence_ms=eagerness.sentence_ms)
 
     def _reset_detector(self) -> None:
         turn = self.config.turn_detection
@@ -249,8 +257,23 @@ class Endpointing:
             speculation = Speculation(pause.at, audio, decoding)  # type: ignore[arg-type]
             self._speculation = speculation
             decoding.add_done_callback(lambda _: self._write_ahead(speculation))
+            if self._detector is not None and self.turns.policy.sentence_ms is not None:
+                detector = self._detector
+                decoding.add_done_callback(
+                    lambda _: self._spawn(self._sentence_check(detector, speculation)))
         if pause.score and self._detector is not None:
             self._spawn(self._score_turn(self._detector, pause.at, self._score_audio))
+
+    async def _sentence_check(self, detector: SpeechDetector,
+                              speculation: Speculation) -> None:
+        """The transcript at the pause ends a sentence: say so to the turn-taker."""
+        decoding = speculation.decoding
+        if (decoding.cancelled() or decoding.exception() is not None
+                or not ends_sentence(decoding.result().text)):
+            return
+        async with self._detector_lock:
+            if detector is self._detector:
+                await self._apply(self.turns.sentence_heard(speculation.at))
 
     def _write_ahead(self, speculation: Speculation) -> None:
         """The paused turn's transcript is ready before the turn is confirmed over: start the

@@ -63,6 +63,9 @@ class TurnPolicy:
     # wait at a pause to ``confirm_ms`` of silence. None: server_vad (silence alone).
     complete_at: float | None = None
     confirm_ms: int = 600
+    # A pause the turn model did not judge complete, after words Whisper ends with a full
+    # stop or a question mark, ends the turn after this much silence (None: the VAD's limit).
+    sentence_ms: int | None = None
     # Speech over an audible reply interrupts only once judged to be the user's words.
     guard: bool = False
     min_overlap_ms: int = 250
@@ -74,23 +77,25 @@ class TurnPolicy:
 @dataclasses.dataclass(frozen=True)
 class Eagerness:
     """How a semantic_vad eagerness waits: a pause whose completion probability reaches
-    ``complete_at`` ends the turn after ``confirm_ms`` of silence, any other after
-    ``max_wait_ms``. Read speech pauses inside sentences for up to ~550 ms with phrase-final
-    intonation that the turn model takes for an ending (docs/benchmarks.md, "Turn cuts"), so
-    a judged-complete turn still needs some silence; the final transcript, the reply's first
-    words and their audio are being prepared meanwhile, so the wait costs little."""
+    ``complete_at`` ends the turn after ``confirm_ms`` of silence, one whose transcript ends a
+    sentence after ``sentence_ms``, any other after ``max_wait_ms``. Read speech pauses
+    inside sentences for up to ~550 ms with phrase-final intonation that the turn model takes
+    for an ending (docs/benchmarks.md, "Turn cuts"), so a judged-complete turn still needs
+    some silence; the final transcript, the reply's first words and their audio are being
+    prepared meanwhile, so the wait costs little."""
 
     complete_at: float
     confirm_ms: int
     max_wait_ms: int
+    sentence_ms: int
 
 
 # "auto" is "medium", as in the Realtime API.
 EAGERNESS: dict[str, Eagerness] = {
-    "low": Eagerness(0.7, 1000, 4000),
-    "medium": Eagerness(0.5, 600, 2000),
-    "auto": Eagerness(0.5, 600, 2000),
-    "high": Eagerness(0.3, 300, 1000),
+    "low": Eagerness(0.7, 1000, 4000, 2000),
+    "medium": Eagerness(0.5, 600, 2000, 1000),
+    "auto": Eagerness(0.5, 600, 2000, 1000),
+    "high": Eagerness(0.3, 300, 1000, 600),
 }
 PAUSE_MS = 200  # the silence that counts as a pause (Smart Turn is trained on 200 ms stops)
 
@@ -327,6 +332,16 @@ class TurnTaker:
             return []
         self._judged_complete = True
         return [EndAfterSilence(at, self.policy.confirm_ms)]
+
+    def sentence_heard(self, at: int) -> list[Effect]:
+        """The words before the pause at ``at`` end a sentence (by Whisper's punctuation).
+        Where the turn model has not judged that pause complete (it scores some languages'
+        endings low: Polish), the turn ends after ``sentence_ms`` instead of the longest wait;
+        the readers' pauses inside sentences (under 600 ms) stay shorter than that."""
+        if (self.policy.sentence_ms is None or self.paused_at != at or self.overlap is not None
+                or self.user is not UserState.SPEAKING or self._judged_complete):
+            return []
+        return [EndAfterSilence(at, self.policy.sentence_ms)]
 
     def speech_stopped(self, at: int) -> list[Effect]:
         """The VAD heard the end of the user's speech at sample ``at``."""
