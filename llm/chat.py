@@ -198,9 +198,14 @@ class ChatModel:
         if self._batched is not None:
             return
         for prompt in prompts:
-            messages = [Message("system", prompt), Message("user", "Hi")]
-            for _ in self.stream(messages, SamplingOptions(max_new_tokens=1)):
-                pass
+            kept, tokens = self._fit([Message("system", prompt), Message("user", "Hi")],
+                                     reserve=1)
+            tokens = self._with_bos(tokens)
+            static = self._static_prefix(kept, tokens)
+            if static:  # generate_batch: no generation thread left to outlive the caller
+                self._generator.generate_batch(
+                    [tokens[len(static):]], max_length=1, static_prompt=static,
+                    cache_static_prompt=True, include_prompt_in_result=False)
 
     def close(self) -> None:
         """Stop the batch loops (replies still streaming end)."""

@@ -6,6 +6,7 @@ import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -272,13 +273,16 @@ def test_system_prompts_prefilled_at_start_up_are_the_ones_replies_reuse(
         random_decoder_dir: Path) -> None:
     chat = ChatModel(ChatConfig(str(random_decoder_dir), device="cpu"))
     statics: list[object] = []
-    generate = chat._generator.generate_tokens
+    generator = chat._generator
 
-    def spy(prompt: list[str], **options: object) -> object:
-        statics.append(options.get("static_prompt"))
-        return generate(prompt, **options)
+    def spying(name: str) -> Any:
+        def spy(prompt: Any, **options: object) -> object:
+            statics.append(options.get("static_prompt"))
+            return getattr(generator, name)(prompt, **options)
+        return staticmethod(spy)
 
-    chat._generator = type("Spy", (), {"generate_tokens": staticmethod(spy)})()
+    chat._generator = type("Spy", (), {"generate_tokens": spying("generate_tokens"),
+                                       "generate_batch": spying("generate_batch")})()
     chat.cache_system_prompts(["Be brief and kind.", "Answer in one word."])
     reply = [Message("system", "Answer in one word."), Message("user", "Say something.")]
     list(chat.stream(reply, SamplingOptions(max_new_tokens=4)))

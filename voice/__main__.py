@@ -207,20 +207,27 @@ def warm_up(transcriber: Transcriber, chat: ChatModel) -> None:
     logger.info("warmed up the CUDA models in %.1f s", time.monotonic() - started)
 
 
-def cache_system_prompts(chat: ChatModel, defaults: SessionDefaults) -> None:
+def cache_system_prompts(chat: ChatModel, defaults: SessionDefaults,
+                         stop: threading.Event) -> None:
     """Prefill the default system prompt of every allowed language in the background at
     start-up: the first reply in each language would otherwise write its first token ~100 ms
-    later on two cores (docs/benchmarks.md, "The system prompts prefilled at start-up")."""
+    later on two cores (docs/benchmarks.md, "The system prompts prefilled at start-up").
+    ``stop`` ends it after the prompt in progress (the service is shutting down)."""
     from llm.prompts import system_prompt
 
     started = time.monotonic()
     languages = defaults.config.languages or ("en",)
-    try:
-        chat.cache_system_prompts([system_prompt(language, defaults.config.instructions,
-                                                 defaults.assistant) for language in languages])
-    except Exception:  # the replies prefill them themselves
-        logger.exception("could not prefill the system prompts")
-        return
+    for done, language in enumerate(languages):
+        if stop.is_set():
+            logger.info("stopped prefilling system prompts (%d of %d done)", done,
+                        len(languages))
+            return
+        try:
+            chat.cache_system_prompts([system_prompt(language, defaults.config.instructions,
+                                                     defaults.assistant)])
+        except Exception:  # the replies prefill them themselves
+            logger.exception("could not prefill the system prompts")
+            return
     logger.info("prefilled the system prompts of %d languages in %.1f s", len(languages),
                 time.monotonic() - started)
 
@@ -279,8 +286,11 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
     defaults = session_defaults(config, names, tools_supported=bool(
         getattr(engines.chat_for(tools=True), "supports_tools", True)))
     server = VoiceServer(config, engines, defaults, names)
-    threading.Thread(target=cache_system_prompts, args=(engines.chat, defaults),
-                     name="prefill", daemon=True).start()
+    # Joined before exit: a native thread still decoding as Python shuts down aborts it.
+    stop_prefill = threading.Event()
+    prefill = threading.Thread(target=cache_system_prompts, name="prefill",
+                               args=(engines.chat, defaults, stop_prefill))
+    prefill.start()
 
     async def main() -> None:
         await server.start()
@@ -299,7 +309,11 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
             if wyoming is not None:
                 await wyoming.stop()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        stop_prefill.set()
+        prefill.join()
     return 0
 
 
