@@ -128,8 +128,11 @@ def test_a_clip_heard_in_two_halves_is_one_turn_lost_only_without_a_completed_re
                            FakeChat(["It is noon here, enjoy your lunch and the sun."] * 2,
                                     delay_s=0.3))
     report = tmp_path / "report.json"
+    # A server that answers nothing to speech it could not make out (by default it would ask
+    # the user to repeat a second or more of it: tests/test_ask_again.py).
     with running_server(ServiceConfig(port=0), engines,
-                        SessionDefaults(partial_interval_s=0)) as server:
+                        SessionDefaults(partial_interval_s=0,
+                                        ask_again_min_speech_s=0)) as server:
         assert latency.main(["--url", url_of(server), "--turns", "1", "--timeout-s", "30",
                              "--json", str(report), str(clip)]) == code
     out = capsys.readouterr().out
