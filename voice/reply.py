@@ -169,9 +169,8 @@ class Reply(ReplyAudio):
                 again = (self._ask_again(heard) if not heard.text and self._ask_again
                          else None)
                 if again is not None:
-                    logger.info("session %s: %.1f s of speech not made out (%s); asking again "
-                                "in %s", self._owner, heard.duration_s, heard.rejected,
-                                again[1])
+                    logger.info("session %s: speech not made out (%s); asking again in %s",
+                                self._owner, heard.rejected, again[1])
                     self._fixed, self.language = again
                 elif not heard.text or (self._nothing_to_answer is not None
                                         and self._nothing_to_answer(heard)):
@@ -267,20 +266,17 @@ class Reply(ReplyAudio):
         writing it), as this new response."""
         await self._send(ResponseResumed(self.response_id, resume.response_id,
                                          resume.item_id, resume.word_index))
+        await self._say(resume.lead, resume.messages, resume.written)
+
+    async def _say(self, lead: str, messages: list[Any] | None = None,
+                   prefix: str | None = None) -> None:
+        """Say ``lead`` as the reply's message; then, with a ``prefix``, the model goes on
+        after it (see :meth:`_write`)."""
         await self._open_message()
-        self.messages = resume.messages
+        self.messages = messages or []
 
         async def write(pieces: asyncio.Queue[str | None]) -> None:
-            await self._write(resume.messages, pieces, lead=resume.lead,
-                              prefix=resume.written)
-        await self._write_and_speak(write)
-
-    async def _say(self, text: str) -> None:
-        """Speak ``text`` as the reply's message, without the model."""
-        await self._open_message()
-
-        async def write(pieces: asyncio.Queue[str | None]) -> None:
-            await self._write([], pieces, lead=text, prefix=None)
+            await self._write(self.messages, pieces, lead=lead, prefix=prefix)
         await self._write_and_speak(write)
 
     async def _write(self, messages: list[Any], pieces: asyncio.Queue[str | None], *,
@@ -297,8 +293,9 @@ class Reply(ReplyAudio):
         ahead: list[str] = [lead] if lead else []
         stream: Iterator[str] | None = None
         draft, self._draft = self._draft, None
-        if prefix is None:
-            pass  # only the lead to say
+        if prefix is None:  # only the lead to say
+            if draft is not None:
+                await draft.discard()
         elif draft is not None and draft.matches(messages, sampling, tools):
             self._draft = draft  # a cancel reaches its stream
             ahead, stream = await draft.adopt()
