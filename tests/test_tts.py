@@ -120,13 +120,18 @@ loaded = process.memory_info().rss
 text = ("The weather tomorrow in the mountains will be sunny with a light breeze, and the "
         "evening should stay warm enough for a long walk along the river before the rain "
         "returns on Sunday.")
-for _ in range(2):
+held = []
+for _ in range(4):
     for _ in voice.synthesize(text):
         pass
-# What the service's idle trimmer does (voice/memory.py): freed heap memory goes back, so what
-# is left is what is still held (glibc may keep freed blocks below the mmap threshold).
-ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
-print(process.memory_info().rss - loaded)
+    # What the service's idle trimmer does (voice/memory.py): freed heap memory goes back, so
+    # what is left is what is still held (glibc may keep freed blocks below the threshold).
+    ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    held.append(process.memory_info().rss - loaded)
+# Now and then (~1 run in 15) ~160 MiB stay held after one run and are gone after a later one:
+# a passing hold, not a growth. Buffers kept for good (the arena bug) show after every run.
+print(held)
+print(min(held))
 """
 
 
