@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from types import SimpleNamespace
 
 import numpy as np
@@ -238,10 +237,11 @@ def test_an_echo_heard_while_the_next_piece_is_late_may_run_on_into_its_words() 
     # The first piece has played (1.2 s); the rest of the sentence is written but not yet
     # synthesized. Whisper hears the echo of "Berlin is a city" as "for one is a city and":
     # the next words written count as the reply's own, so this is echo, not the user.
-    played = SimpleNamespace(pieces=[("Berlin is a city", 1200.0)])
-    reply = SimpleNamespace(audible_at=0, item=played,
-                            text="Berlin is a city and the capital of Germany, with many parks.")
-    spoken_between = functools.partial(ReplyAudio.spoken_between, reply)  # type: ignore[arg-type]
+    reply = ReplyAudio()  # the mixin's state only
+    reply.item = SimpleNamespace(pieces=[("Berlin is a city", 1200.0)])  # type: ignore[assignment]
+    reply.audible_at, reply.holds = 0, []
+    reply.text = "Berlin is a city and the capital of Germany, with many parks."
+    spoken_between = reply.spoken_between
     assert spoken_between(0, ASR_RATE) == "Berlin is a city"  # within the audio made
     late = spoken_between(0, 2 * ASR_RATE)
     assert late == "Berlin is a city and the capital of Germany, with"

@@ -116,6 +116,7 @@ class Endpointing:
     error: Callable[[ProtocolError], Awaitable[None]]
     _speculation: Speculation | None
     _overlap: object | None
+    _forget_overlap: Callable[[], None]
     _draft: Draft | None
     _speech_item: Item | None
     _speech_start: int | None  # media time the VAD heard the current turn's speech begin
@@ -171,7 +172,7 @@ class Endpointing:
         self.audio.clear()
         self._speech_item = None
         self._speech_start = None
-        self._overlap = None
+        self._forget_overlap()
         self._drop_speculation()
         self._stop_partials()
 

@@ -52,7 +52,15 @@ from voice.protocol import (
 from voice.reply import Reply, Resume
 from voice.reply_settings import ReplySettings
 from voice.schedulers import Priority
-from voice.turns import Backchannel, Effect, OverlapEnded, ResumeReply, TurnTaker, UserTurnEnded
+from voice.turns import (
+    Backchannel,
+    Effect,
+    OverlapEnded,
+    ResumeReply,
+    TurnTaker,
+    UserTurnEnded,
+    UserTurnStarted,
+)
 
 logger = logging.getLogger(__name__)
 ASR_RATE = 16_000
@@ -76,7 +84,8 @@ class Overlap:
     decoding: asyncio.Future[object] | None = None
     judgements: list[Judgement] = dataclasses.field(default_factory=list)
     floor: float | None = None  # the microphone's level before it (voice.ducking)
-    ducked: str | None = None  # the response whose playback it ducked
+    ducked: Reply | None = None  # the reply whose playback it ducked (or held)
+    held: bool = False  # held rather than ducked (session.interruption.hold)
 
     def user(self, judgement: Judgement, speech_ms: int) -> bool:
         """Whether this look, after ``speech_ms`` of speech (of a voice that stood out, where
@@ -102,6 +111,7 @@ class Interruptions:
     _turn_audio: np.ndarray
     _speculation: Speculation | None
     _overlap: Overlap | None
+    _judging_held: Overlap | None  # ended, held, its words not judged yet
     _mic_levels: MicLevels
     _spawn: Callable[[Awaitable[object]], asyncio.Future[object]]
     _apply: Callable[[list[Effect]], Awaitable[None]]
@@ -191,13 +201,55 @@ class Interruptions:
         reply = self._playing_reply()
         if reply is None:
             return
-        overlap.ducked = reply.response_id
+        overlap.ducked = reply
+        hold = overlap.held = self.config.interruption.hold
         heard_ms = (self.turns.now - overlap.start) * 1000 // ASR_RATE
-        logger.info("session %s: a sound of its own over the reply after %d ms; ducking it",
-                    self.id, heard_ms)
+        logger.info("session %s: a sound of its own over the reply after %d ms; %s it",
+                    self.id, heard_ms, "holding" if hold else "ducking")
+        if hold:
+            reply.hold(self.turns.now)
         await self._emit(OutputAudioDuck(
             reply.response_id, -float(self.config.interruption.duck_db),
-            (overlap.start - self._detector_origin) * 1000 // ASR_RATE))
+            (overlap.start - self._detector_origin) * 1000 // ASR_RATE, hold))
+
+    def _keep_held(self) -> None:
+        """After each audio frame: a reply the client holds plays on later by as much."""
+        reply = self._held_reply
+        if reply is not None and reply.held and reply.audible_at is not None:
+            self.turns.playing(reply.turn_id, reply.playing_until(self.turns.now))
+
+    @property
+    def _held_reply(self) -> Reply | None:
+        """The reply held for speech over it that is still being judged."""
+        overlap = self._overlap
+        if overlap is None or self.turns.overlap != overlap.start:
+            overlap = self._judging_held
+        if overlap is None or not overlap.held or overlap.ducked is None \
+                or overlap.ducked.cancelled:
+            return None
+        return overlap.ducked
+
+    def _forget_overlap(self) -> None:
+        """The session is reconfigured: speech over the reply is no longer judged, and a
+        reply it ducked or held plays on."""
+        for overlap in (self._overlap, self._judging_held):
+            if overlap is not None:
+                self._release(overlap)
+        self._overlap = self._judging_held = None
+
+    def _release(self, overlap: Overlap) -> None:
+        """The sound that ducked or held the reply was no interruption: full volume again,
+        or play on from where it paused."""
+        reply, overlap.ducked = overlap.ducked, None
+        if reply is None or reply.cancelled:
+            return
+        if overlap.held:
+            reply.release(self.turns.now)
+            if reply.audible_at is not None:
+                self.turns.playing(reply.turn_id, reply.playing_until(self.turns.now))
+            logger.info("session %s: the sound over the reply was no interruption; playing on",
+                        self.id)
+        self._spawn(self._emit(OutputAudioUnduck(reply.response_id)))
 
     def _poll_overlap(self) -> None:
         """After each audio frame: send the overlap so far to be judged, when due."""
@@ -243,16 +295,21 @@ class Interruptions:
         overlap, self._overlap = self._overlap, None
         if overlap is not None and overlap.start != ended.start:
             overlap = None
-        if overlap is not None and overlap.ducked is not None:
-            self._spawn(self._emit(OutputAudioUnduck(overlap.ducked)))
+        if overlap is not None and not overlap.held:
+            self._release(overlap)  # ducked: full volume as soon as the speech ends
+        elif overlap is not None:
+            self._judging_held = overlap  # held: until the words say it was no interruption
         if self._detector is not None:
             speech_ms = (self._speech_ms(overlap, ended.at) if overlap is not None
                          else (ended.at - ended.start) * 1000 // ASR_RATE)
             self._spawn(self._judge_ended(ended, self._detector, self._turn_audio,
-                                          self.turns.now, speech_ms))
+                                          self.turns.now, speech_ms, overlap))
+        elif overlap is not None:
+            self._release(overlap)
 
     async def _judge_ended(self, ended: OverlapEnded, detector: SpeechDetector,
-                           audio: np.ndarray, audio_end: int, speech_ms: int) -> None:
+                           audio: np.ndarray, audio_end: int, speech_ms: int,
+                           overlap: Overlap | None) -> None:
         """Transcribe all of the overlap (as a final transcript) and act on the verdict: a
         short one with only a word or two of its own does not interrupt (a misheard "mhm" is
         likelier than a one- or two-word command without a stop word); it is reported as a
@@ -276,8 +333,13 @@ class Interruptions:
                     transcript.text if transcript else None, verdict.value)
         async with self._detector_lock:
             if detector is not self._detector:
-                return
+                return  # reconfigured meanwhile (and the hold released)
             effects = self.turns.overlap_judged(ended.start, ended.at, verdict.value)
+            if self._judging_held is overlap:
+                self._judging_held = None
+            if overlap is not None and not any(isinstance(e, UserTurnStarted)
+                                               for e in effects):
+                self._release(overlap)
             if transcript is not None and any(isinstance(e, UserTurnEnded) for e in effects):
                 decoded: asyncio.Future[Transcript] = asyncio.get_running_loop().create_future()
                 decoded.set_result(transcript)

@@ -63,6 +63,7 @@ ECHO_FOLLOWS = 0.6  # correlation of contours above which a sound is the reply's
 # re-adapts, ~0.5).
 ECHO_FOLLOWS_WEAK = 0.45
 ECHO_LAGS_MS = (-100, 600)  # how much later than its estimated playback an echo may come
+SILENT = -7.0  # the loudness of silence (log10 of the floor added to the mean power)
 FLAT = 1.0  # a contour spanning less than this (10 dB) has no shape to follow
 
 _HUMS = ("mhm", "mm", "mmm", "hm", "hmm", "mmhmm", "mhmm", "uhhuh", "uhhum", "aha", "ah", "oh",
@@ -227,7 +228,7 @@ def loudness(samples: np.ndarray, rate: int) -> np.ndarray:
     power = np.mean(np.square(samples[:frames * hop].reshape(frames, hop), dtype=np.float64),
                     axis=1)
     scale = float(np.iinfo(np.int16).max) ** 2 if samples.dtype == np.int16 else 1.0
-    return np.asarray(np.log10(power / scale + 1e-7))
+    return np.asarray(np.log10(power / scale + 10.0 ** SILENT))
 
 
 def follows(heard: np.ndarray, reply: np.ndarray, at: int) -> float:

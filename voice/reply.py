@@ -50,7 +50,7 @@ from voice.protocol import (
     TextDone,
     response_object,
 )
-from voice.reply_audio import ReplyAudio
+from voice.reply_audio import Hold, ReplyAudio
 from voice.reply_calls import ReplyCalls
 from voice.reply_settings import (
     ReplySettings,
@@ -113,6 +113,7 @@ class Reply(ReplyAudio):
         self.audio_written_ms = 0.0  # of it, written to the socket
         self.contours: list[np.ndarray] = []  # loudness of each piece sent
         self.audible_at: int | None = None  # media time of the first audio written
+        self.holds: list[Hold] = []  # where the client paused playback
         self.messages: list[Any] = []  # the prompt of the message (to resume it)
         self.written_all = False  # the model finished writing (not cut short)
         self.resume = resume

@@ -9,6 +9,7 @@ barge-in keeps, what the TTS priority follows and what an echo of the reply may 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from tts.segmenter import speakable
 from voice.audio import ASR_RATE, encode_base64_pcm16
 from voice.conversation import Item, heard_text
 from voice.draft import Draft, SpeechAhead, synthesize
-from voice.overlap import loudness
+from voice.overlap import LOUDNESS_HZ, SILENT, loudness
 from voice.pacing import DEFAULT_MS_PER_CHAR, WritingPace, writing_hold_s
 from voice.ports import Engines
 from voice.protocol import AudioDelta, ServerEvent
@@ -37,6 +38,14 @@ URGENT_BELOW_MS = 1000  # a piece is urgent while the client has less than this 
 UPCOMING_WORDS = 6
 
 
+@dataclasses.dataclass
+class Hold:
+    """Media times (samples at 16 kHz) between which the client paused the reply."""
+
+    start: int
+    end: int | None = None  # still paused
+
+
 class ReplyAudio:
     """Synthesis and playback accounting of one reply (a mixin of Reply)."""
 
@@ -48,6 +57,7 @@ class ReplyAudio:
     audio_sent_ms: float
     audio_written_ms: float
     audible_at: int | None
+    holds: list[Hold]  # where the client paused playback
     contours: list[np.ndarray]  # loudness of each piece sent, in order
     language: str
     _owner: str
@@ -90,7 +100,10 @@ class ReplyAudio:
             return
         now = time.monotonic()
         started = self.times.first_audio_sent
-        played = 0.0 if started is None else min(self.audio_sent_ms, (now - started) * 1000)
+        held_ms = (self._held_before(self._media_now()) * 1000 / ASR_RATE
+                   if self.holds else 0.0)
+        played = (0.0 if started is None
+                  else min(self.audio_sent_ms, max(0.0, (now - started) * 1000 - held_ms)))
         spoken = [(len(text), ms) for text, ms in self.item.pieces]
         chars = sum(n for n, _ in spoken)
         ms_per_char = sum(ms for _, ms in spoken) / chars if chars >= 20 else DEFAULT_MS_PER_CHAR
@@ -98,11 +111,45 @@ class ReplyAudio:
             buffered_ms=self.audio_sent_ms - played, queued_ms=self._queued_chars * ms_per_char,
             write_ahead_ms=self.settings.write_ahead_ms, playing=started is not None))
 
+    # -- holds: the client paused playback while speech over it was judged ----------------
+
+    def hold(self, at: int) -> None:
+        """The client pauses playback from media time ``at`` (``output_audio_buffer.duck``
+        with ``hold``) until :meth:`release`."""
+        if self.audible_at is not None and not self.held:
+            self.holds.append(Hold(max(at, self.audible_at)))
+
+    def release(self, at: int) -> None:
+        """Playback goes on from media time ``at`` (``output_audio_buffer.unduck``)."""
+        if self.held:
+            self.holds[-1].end = max(at, self.holds[-1].start)
+
+    @property
+    def held(self) -> bool:
+        return bool(self.holds) and self.holds[-1].end is None
+
+    def _held_before(self, at: int) -> int:
+        """Media time (samples) spent paused before ``at``."""
+        return sum(max(0, min(at, at if h.end is None else h.end) - h.start)
+                   for h in self.holds)
+
+    def _played_at(self, at: int) -> float:
+        """Milliseconds of the reply's audio played by media time ``at`` (not capped)."""
+        assert self.audible_at is not None
+        return max(0, at - self.audible_at - self._held_before(at)) * 1000 / ASR_RATE
+
+    def playing_until(self, now: int) -> int:
+        """The media time until which the client will be playing the audio written so far
+        (a hold still open counts up to ``now``)."""
+        assert self.audible_at is not None
+        return (self.audible_at + int(self.audio_written_ms * ASR_RATE / 1000)
+                + self._held_before(now))
+
     def heard_ms(self, at: int) -> float:
         """How much of the reply's audio the user heard by media time ``at``."""
         if self.audible_at is None:
             return 0.0
-        return min(self.audio_sent_ms, max(0, at - self.audible_at) * 1000 / ASR_RATE)
+        return min(self.audio_sent_ms, self._played_at(at))
 
     def keep_heard(self, at: int) -> None:
         """The reply stops at media time ``at``: its item keeps only what was heard (unless
@@ -119,14 +166,26 @@ class ReplyAudio:
             self.audible_at = self._media_now()
             self._pace_writing()  # playback starts: what is ahead now plays down
         self.audio_written_ms += duration_ms
-        assert self.audible_at is not None
-        return self.audible_at + int(self.audio_written_ms * ASR_RATE / 1000)
+        return self.playing_until(self._media_now())
 
     def contour(self) -> np.ndarray:
-        """The loudness contour of the audio sent so far (voice.overlap.loudness)."""
+        """The loudness contour (voice.overlap.loudness) of what the client played, from
+        ``audible_at`` on by media time: the audio sent, with silence where it was held."""
         if len(self.contours) > 1:
             self.contours[:] = [np.concatenate(self.contours)]
-        return self.contours[0] if self.contours else np.zeros(0)
+        sent = self.contours[0] if self.contours else np.zeros(0)
+        if not self.holds or self.audible_at is None:
+            return sent
+        pieces, taken, held = [], 0, 0  # frames of ``sent`` placed, and of silence
+        for hold in self.holds:
+            end = self._media_now() if hold.end is None else hold.end
+            frames = (end - hold.start) * LOUDNESS_HZ // ASR_RATE
+            cut = min(sent.size, max(taken, (hold.start - self.audible_at) * LOUDNESS_HZ
+                                     // ASR_RATE - held))
+            pieces += [sent[taken:cut], np.full(frames, SILENT)]
+            taken, held = cut, held + frames
+        pieces.append(sent[taken:])
+        return np.concatenate(pieces)
 
     def spoken_between(self, start: int, end: int) -> str:
         """The reply's pieces playing at any time between media times ``start`` and ``end``
@@ -134,8 +193,7 @@ class ReplyAudio:
         so far (the next piece is late), the next words written."""
         if self.audible_at is None:
             return ""
-        first = (start - self.audible_at) * 1000 / ASR_RATE
-        last = (end - self.audible_at) * 1000 / ASR_RATE
+        first, last = self._played_at(start), self._played_at(end)
         words, elapsed, spoken_words = [], 0.0, 0
         for text, duration in self.item.pieces:
             if elapsed + duration >= first and elapsed <= last:

@@ -114,6 +114,7 @@ class Session(Endpointing, Interruptions):
         self.reply: Reply | None = None  # the newest reply; a cancelled one may wind down
         self._replaced: Reply | None = None  # the reply before it (it may still be playing)
         self._overlap: Overlap | None = None  # speech over the reply, being judged
+        self._judging_held: Overlap | None = None  # ended over a held reply, being judged
         self._mic_levels = MicLevels()  # the microphone's loudness, for ducking the reply
         self._last_turn: UserTurn | None = None  # committed, not yet answered
         self._turn_audio = np.zeros(0, np.float32)  # audio of the user turn ending now
@@ -298,6 +299,7 @@ class Session(Endpointing, Interruptions):
         async with self._detector_lock:
             await self._detect(detector, samples)
         await self._duck_if_heard()
+        self._keep_held()
         self._poll_overlap()
         turn = self.config.turn_detection
         if self._partials is not None and turn is not None:

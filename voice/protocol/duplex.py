@@ -42,18 +42,22 @@ class OutputAudioDuck(ServerEvent):
     from what the microphone heard while the reply played, and is being judged (the guard,
     ``session.interruption``): a client lowers the reply's volume by ``-gain_db`` dB until
     ``output_audio_buffer.unduck`` (it was not an interruption) or stops playback at
-    ``input_audio_buffer.speech_started`` (it was)."""
+    ``input_audio_buffer.speech_started`` (it was). With ``hold`` (the session asked for it,
+    ``session.interruption.hold``) the client pauses the reply instead, and ``unduck`` plays
+    it on from where it paused."""
 
     type: ClassVar[str] = "output_audio_buffer.duck"
     response_id: str
     gain_db: float
     audio_start_ms: int
+    hold: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class OutputAudioUnduck(ServerEvent):
     """The speech that ducked the reply of ``response_id`` was no interruption (the reply's
-    echo, a backchannel, a noise): a client plays the reply at its full volume again."""
+    echo, a backchannel, a noise): a client plays the reply at its full volume again (a held
+    reply: on from where it paused)."""
 
     type: ClassVar[str] = "output_audio_buffer.unduck"
     response_id: str

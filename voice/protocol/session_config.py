@@ -71,7 +71,9 @@ class Interruption:
     goes on from the word where it stopped, as a new response. ``duck_db``: while the guard
     judges speech that clearly stands out from what the microphone heard during the reply,
     the client is asked to play the reply this many dB quieter (``output_audio_buffer.duck``;
-    0: never)."""
+    0: never). ``hold``: the client says it pauses the reply instead (the duck event then
+    says ``hold``) and goes on from where it paused once the speech was no interruption; the
+    server's count of what was played stops meanwhile."""
 
     guard: bool = True
     min_speech_ms: int = 250
@@ -79,6 +81,7 @@ class Interruption:
     backchannels: str = "ignore"  # ignore | keep
     resume: bool = True
     duck_db: int = 18
+    hold: bool = False
 
     def to_json(self) -> JsonObject:
         return dataclasses.asdict(self)
@@ -212,7 +215,7 @@ def _interruption(value: Any, current: Interruption, event_id: str | None) -> In
         raise ProtocolError("invalid_type", f"{path} must be an object", event_id=event_id,
                             param=path)
     changes: dict[str, Any] = {}
-    for key, kind in (("guard", bool), ("resume", bool), ("min_speech_ms", int),
+    for key, kind in (("guard", bool), ("resume", bool), ("hold", bool), ("min_speech_ms", int),
                       ("max_wait_ms", int), ("backchannels", str), ("duck_db", int)):
         found = get_field(value, key, kind, event_id, f"{path}.{key}")
         if found is not UNSET:

@@ -1,0 +1,118 @@
+"""A client that holds the reply (``session.interruption.hold``): it pauses playback while
+speech over the reply is judged, and plays on from where it paused unless it was the user.
+Fake engines for the session; the playback accounting with the real mixin."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from tests.fakes import FakeChat, FakeTranscriber
+from tests.test_session import Harness, run
+from tests.test_session_duplex import STORY, speaking_over_a_quiet_microphone
+from voice.overlap import LOUDNESS_HZ, SILENT
+from voice.protocol import SessionUpdate
+from voice.reply_audio import ReplyAudio
+
+RATE = 16_000  # media time: samples at 16 kHz
+
+
+def buffer_events(h: Harness) -> list[str]:
+    return [t for t in h.types() if t.startswith("output_audio_buffer")
+            or t in ("input_audio_buffer.backchannel", "input_audio_buffer.speech_started")]
+
+
+def test_a_held_reply_plays_on_only_once_the_backchannel_is_judged() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Mhm, genau.", "de")]),
+                    FakeChat([STORY]))
+        await speaking_over_a_quiet_microphone(h, 0.4, {"hold": True})
+        await h.wait_done()
+        # Paused, judged a backchannel, then played on (a duck is restored at the speech's
+        # end instead, before the words are known).
+        assert buffer_events(h) == ["input_audio_buffer.speech_started",
+                                    "output_audio_buffer.duck",
+                                    "input_audio_buffer.backchannel",
+                                    "output_audio_buffer.unduck"]
+        duck = h.of("output_audio_buffer.duck")[0].fields
+        reply_id = h.of("response.created")[0].fields["response"]["id"]
+        assert duck["hold"] is True and duck["response_id"] == reply_id
+        assert h.of("output_audio_buffer.unduck")[0].fields["response_id"] == reply_id
+        assert h.of("response.done")[0].fields["response"]["status"] == "completed"
+        assert h.of("session.updated")[-1].fields["session"]["interruption"]["hold"] is True
+    run(scenario)
+
+
+def test_a_short_stop_over_a_held_reply_cuts_it_without_playing_on() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Stop.", "en")]),
+                    FakeChat([STORY, "Okay."]))
+        await speaking_over_a_quiet_microphone(h, 0.4, {"hold": True})
+        await h.wait_done(2)
+        assert buffer_events(h) == ["input_audio_buffer.speech_started",
+                                    "output_audio_buffer.duck",
+                                    "input_audio_buffer.speech_started"]
+        assert h.of("response.done")[0].fields["response"]["status"] == "cancelled"
+    run(scenario)
+
+
+def test_the_users_words_over_a_held_reply_cut_it() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Stop, what about Rome?", "en")]),
+                    FakeChat([STORY, "Rome is lovely."]))
+        await speaking_over_a_quiet_microphone(h, 0.8, {"hold": True})
+        await h.wait_done(2)
+        assert "output_audio_buffer.unduck" not in h.types()
+        assert h.of("output_audio_buffer.duck")[0].fields["hold"] is True
+        assert h.of("response.done")[0].fields["response"]["status"] == "cancelled"
+        assert h.of("response.done")[1].fields["response"]["status"] == "completed"
+    run(scenario)
+
+
+def test_a_reply_held_when_the_session_is_reconfigured_plays_on() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Mhm, genau.", "de")]),
+                    FakeChat([STORY]))
+        await speaking_over_a_quiet_microphone(h, 0.4, {"hold": True})
+        await h.wait_for(lambda: bool(h.of("output_audio_buffer.duck")))
+        await h.session.handle(SessionUpdate("e2", {"type": "realtime", "audio": {"input": {
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": 700}}}}))
+        await h.wait_for(lambda: bool(h.of("output_audio_buffer.unduck")))
+    run(scenario)
+
+
+def held_reply() -> ReplyAudio:
+    """A reply whose audio became audible at media time 0: two pieces, 2 s of audio sent."""
+    reply = ReplyAudio()  # the mixin's state only
+    reply.item = SimpleNamespace(pieces=[("Berlin is a city", 1000.0),  # type: ignore[assignment]
+                                         ("with many parks.", 1000.0)])
+    reply.text = "Berlin is a city with many parks."
+    reply.audible_at, reply.holds = 0, []
+    reply.audio_sent_ms = reply.audio_written_ms = 2000.0
+    reply.contours = [np.zeros(200)]  # 2 s of loudness 0 (loud)
+    reply._media_now = lambda: 0  # type: ignore[method-assign]
+    return reply
+
+
+def test_the_time_a_reply_was_held_is_not_counted_as_heard() -> None:
+    reply = held_reply()
+    reply.hold(RATE // 2)  # paused after 0.5 s of playback ...
+    assert reply.held and reply.heard_ms(RATE) == 500  # ... nothing more heard while held
+    assert reply.playing_until(RATE) == 5 * RATE // 2  # the 2 s sent end as much later
+    reply.release(3 * RATE // 2)  # ... for 1 s
+    assert not reply.held
+    assert reply.heard_ms(2 * RATE) == 1000  # 0.5 s before the hold, 0.5 s after it
+    assert reply.playing_until(4 * RATE) == 3 * RATE
+    # What played between 1.6 and 1.7 s of media time: the first piece's last words.
+    assert reply.spoken_between(RATE * 16 // 10, RATE * 17 // 10) == "Berlin is a city"
+
+
+def test_the_echo_of_a_held_reply_is_silence_while_it_was_held() -> None:
+    reply = held_reply()
+    reply.hold(RATE // 2)
+    reply.release(RATE)
+    contour = reply.contour()
+    assert contour.size == 250  # 2 s sent plus 0.5 s held, one value per 10 ms
+    held = slice(LOUDNESS_HZ // 2, LOUDNESS_HZ)
+    assert np.all(contour[held] == SILENT) and np.all(np.delete(contour, np.r_[held]) == 0)
