@@ -19,14 +19,17 @@ other languages); then, 1.5 s into the reply's playback, the scenario adds:
 - ``noise``: a cough-like burst, a door knock, a noise burst; it must not interrupt, or with
   the guard off, the reply must resume (``response.resumed``).
 
-The client also ducks as voice-mic does (``output_audio_buffer.duck``: the reply plays, and
-so echoes, that much quieter until ``unduck`` or ``speech_started``); reported per event: the
-delay from its onset to the duck, and whether the reply was restored (unducked, not cut).
+The client also ducks as voice-mic did before 2026-11-28 (``output_audio_buffer.duck``: the
+reply plays, and so echoes, that much quieter until ``unduck`` or ``speech_started``), or,
+in the ``hold`` configuration, holds it as voice-mic does now (``session.interruption.hold``:
+playback pauses and goes on from there at ``unduck``); reported per event: the delay from its
+onset to the duck or hold, whether the reply was restored (unducked, not cut), and the delay
+to the reply going silent (held or cut, whichever came first).
 
 Configurations: today's behaviour (``guard off, no AEC``) against ``AEC + guard``, in the same
 run, on the same server, and a few others with ``--configs`` (``noduck``: AEC + guard with
-``duck_db: 0``, the guard as it was before ducking). Prints one line per reply and a
-summary table (medians, p90).
+``duck_db: 0``, the guard as it was before ducking; ``hold``: AEC + guard, holding). Prints
+one line per reply and a summary table (medians, p90).
 """
 
 from __future__ import annotations
@@ -181,6 +184,7 @@ class Config:
     guard: bool
     headset: bool = False  # the microphone hears none of the reply (no room, no echo)
     duck: bool = True  # the server may ask to duck the reply (session.interruption.duck_db)
+    hold: bool = False  # ... to hold it instead (session.interruption.hold)
 
 
 @dataclasses.dataclass
@@ -196,6 +200,7 @@ class Outcome:
     ducks: int = 0  # output_audio_buffer.duck events (in an echo-only reply: false ones)
     duck_ms: float | None = None  # from the event's onset to the reply ducking
     restored: bool = False  # ducked, then unducked, not cut
+    silent_ms: float | None = None  # from the event's onset to the reply held or cut
     resumed: bool = False
     backchannel_event: bool = False
     played_s: float = 0.0
@@ -227,7 +232,7 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
     async with connect(url, max_size=None) as ws:
         await ws.send(json.dumps({"type": "session.update", "session": {
             "type": "realtime", "instructions": INSTRUCTIONS, "max_output_tokens": 80,
-            "interruption": {"guard": config.guard,
+            "interruption": {"guard": config.guard, "hold": config.hold,
                              **({} if config.duck else {"duck_db": 0})}}}))
 
         async def receive() -> None:
@@ -250,14 +255,19 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                         playback.append(audio.astype(np.float32) / 32768)
                 elif kind == "output_audio_buffer.duck":
                     outcome.ducks += 1
-                    state["gain"] = 10 ** (event_json["gain_db"] / 20)
+                    if event_json.get("hold"):
+                        state["held"] = True  # paused where it is, nothing dropped
+                    else:
+                        state["gain"] = 10 ** (event_json["gain_db"] / 20)
                     state.setdefault("ducks", []).append(now)
                 elif kind == "output_audio_buffer.unduck":
                     state["gain"] = 1.0
+                    state["held"] = False
                     state["unducked"] = True
                 elif kind == "input_audio_buffer.speech_started":
                     state["speech_starts"].append(now)
                     state["gain"] = 1.0
+                    state["held"] = False
                     interrupted.update(pending)
                     playback.clear()
                     state["stop"] = True  # what is buffered too, at the next frame
@@ -288,7 +298,7 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                 while buffered.size < FRAME and playback:
                     buffered = np.concatenate([buffered, playback.pop(0)])
                 played = np.zeros(FRAME, np.float32)
-                take = min(FRAME, buffered.size)
+                take = 0 if state.get("held") else min(FRAME, buffered.size)
                 played[:take], buffered = buffered[:take] * state["gain"], buffered[take:]
                 if take and state["first_play"] is None:
                     state["first_play"] = tick
@@ -342,6 +352,9 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
     if ducked and onset is not None:
         # (the VAD may hear a soft start before the sound reaches the onset's level: 0)
         outcome.duck_ms = max(0.0, ducked[0] - onset) * 1000
+    silenced = [*(ducked[:1] if config.hold else []), *caused[:1]]
+    if silenced and onset is not None:
+        outcome.silent_ms = max(0.0, min(silenced) - onset) * 1000
     outcome.restored = bool(state.get("unducked")) and not caused
     if state["first_play"] is None:
         outcome.error = "no reply audio"
@@ -360,7 +373,8 @@ async def main_async(args: argparse.Namespace) -> int:
                "both": Config("AEC + guard", True, True),
                "guard": Config("guard, no AEC", False, True),
                "aec": Config("AEC, guard off", True, False),
-               "noduck": Config("AEC + guard, no duck", True, True, duck=False)}
+               "noduck": Config("AEC + guard, no duck", True, True, duck=False),
+               "hold": Config("AEC + guard, hold", True, True, hold=True)}
     english = spoken("en", QUESTIONS["en"])
     outcomes: list[Outcome] = []
 
@@ -404,8 +418,8 @@ async def main_async(args: argparse.Namespace) -> int:
 def summarize(outcomes: list[Outcome]) -> None:
     print("\n| configuration | scenario | replies | self-interruptions (replies with one) | "
           "cut by the event | resumed | delay p50 / p90 ms | ducked (restored) | "
-          "duck delay p50 / p90 ms |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "duck delay p50 / p90 ms | silent (held or cut) p50 / p90 ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     keys = sorted({(o.config, o.scenario) for o in outcomes}, key=lambda k: (k[1], k[0]))
     for config, scenario in keys:
         group = [o for o in outcomes if (o.config, o.scenario) == (config, scenario)]
@@ -415,6 +429,9 @@ def summarize(outcomes: list[Outcome]) -> None:
         ducked = [o.duck_ms for o in group if o.duck_ms is not None]
         duck_timing = (f"{statistics.median(ducked):.0f} / {percentile(ducked, 0.9):.0f}"
                        if ducked else "-")
+        silent = [o.silent_ms for o in group if o.silent_ms is not None]
+        silent_timing = (f"{statistics.median(silent):.0f} / {percentile(silent, 0.9):.0f}"
+                         if silent else "-")
         errors = sum(o.error is not None for o in group)
         count = f"{len(group)}" + (f" ({errors} without audio)" if errors else "")
         print(f"| {config} | {scenario} | {count} "
@@ -422,7 +439,10 @@ def summarize(outcomes: list[Outcome]) -> None:
               f"({sum(o.self_interruptions > 0 for o in group)}) "
               f"| {sum(o.interrupted for o in group)} | {sum(o.resumed for o in group)} "
               f"| {timing} | {sum(o.ducks > 0 for o in group)} "
-              f"({sum(o.restored for o in group)}) | {duck_timing} |")
+              f"({sum(o.restored for o in group)}) | {duck_timing} | {silent_timing} |")
+
+
+CONFIG_NAMES = ("today", "both", "guard", "aec", "noduck", "hold")
 
 
 def main() -> int:
@@ -430,9 +450,9 @@ def main() -> int:
     parser.add_argument("--url", default="ws://127.0.0.1:8811/v1/realtime")
     parser.add_argument("--replies", type=int, default=20, help="echo-only replies per config")
     parser.add_argument("--configs", nargs="+", default=["today", "both"],
-                        choices=["today", "both", "guard", "aec", "noduck"])
+                        choices=list(CONFIG_NAMES))
     parser.add_argument("--event-configs", nargs="+", default=["both", "aec"],
-                        choices=["today", "both", "guard", "aec", "noduck"])
+                        choices=list(CONFIG_NAMES))
     parser.add_argument("--no-events", dest="events", action="store_false",
                         help="only the echo-only replies")
     parser.add_argument("--scenarios", nargs="+", default=["interrupt", "backchannel", "noise"],

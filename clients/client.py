@@ -155,11 +155,15 @@ class VoiceClient:
                         output_modalities: Sequence[str] | None = None,
                         tools: Sequence[dict[str, Any]] | None = None,
                         tool_choice: str | dict[str, Any] | None = None,
-                        transcription_prompt: str | None = None) -> None:
+                        transcription_prompt: str | None = None,
+                        interruption: dict[str, Any] | None = None) -> None:
         """Send ``session.update`` with the given settings (others stay as they are).
         ``tools`` are Realtime function definitions (``{"type": "function", "name", ...}``);
-        ``transcription_prompt`` the words to expect in the user's speech ("" clears it)."""
+        ``transcription_prompt`` the words to expect in the user's speech ("" clears it);
+        ``interruption`` the service's ``session.interruption`` extension (docs/protocol.md)."""
         session: dict[str, Any] = {"type": "realtime"}
+        if interruption is not None:
+            session["interruption"] = dict(interruption)
         if tools is not None:
             session["tools"] = list(tools)
         if tool_choice is not None:

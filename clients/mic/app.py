@@ -186,7 +186,8 @@ class MicApp:
                                    server_vad=not options.push_to_talk,
                                    language=options.language, instructions=options.instructions,
                                    tools=[*(self.tools.definitions() if self.tools else []),
-                                          *mcp_servers(options.mcp)] or None)
+                                          *mcp_servers(options.mcp)] or None,
+                                   interruption={"hold": options.hold})
         except Exception as error:  # the connection closed right away
             return describe_close(client, error)
         while not self._mic.empty():  # nothing recorded while offline is sent
@@ -365,11 +366,17 @@ class MicApp:
         elif isinstance(event, AudioDelta):
             self._play(event, client.output_rate)
         elif isinstance(event, OutputAudioDuck | OutputAudioUnduck):
-            # Quieter while the server judges a sound over the reply (the user, or only a
-            # backchannel, echo or noise); speech_started stops it if it was the user.
+            # Paused (or quieter, --duck) while the server judges a sound over the reply (the
+            # user, or only a backchannel, echo or noise); speech_started stops it if it was
+            # the user, unduck plays on from where it paused.
             if self._reply is not None and self._reply.response_id == event.response_id:
-                gain_db = event.gain_db if isinstance(event, OutputAudioDuck) else 0.0
-                self.audio.duck(10 ** (gain_db / 20))
+                if isinstance(event, OutputAudioDuck) and event.hold:
+                    self.audio.hold(True)
+                elif isinstance(event, OutputAudioDuck):
+                    self.audio.duck(10 ** (event.gain_db / 20))
+                else:
+                    self.audio.hold(False)
+                    self.audio.duck(1.0)
         elif isinstance(event, ResponseDone):
             self._finish(event)
         elif isinstance(event, Error):
@@ -390,6 +397,7 @@ class MicApp:
             reply = self._reply = _Reply(event.response_id)
             self._out_resampler = Resampler(rate, self.audio.output_rate)
             self.audio.duck(1.0)  # a new reply plays at full volume
+            self.audio.hold(False)
         samples = self._out_resampler(event.samples())
         position = self.audio.play(samples)
         if reply.start is None:

@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-aec", action="store_true",
                         help="no echo cancellation (headsets; by default what the speaker plays "
                         "is taken out of the microphone, so laptop speakers work hands-free)")
+    parser.add_argument("--duck", action="store_true",
+                        help="while the service judges a sound over the reply, play the reply "
+                             "quieter instead of pausing it (by default it pauses, as a person "
+                             "does, and goes on from there if it was only a 'mhm' or a noise)")
     parser.add_argument("--mcp", action="append", metavar="LABEL=URL", type=_mcp_server,
                         help="an MCP server whose tools the service runs for you (repeatable)")
     parser.add_argument("--notes", type=Path, default=None,
@@ -120,6 +124,7 @@ def main(argv: Sequence[str] | None = None, *, audio: AudioDevice | None = None,
                       rate=args.rate, push_to_talk=args.push_to_talk,
                       mute_while_speaking=args.mute_while_speaking,
                       mute_tail_s=max(0, args.mute_tail_ms) / 1000, reconnect=args.reconnect,
+                      hold=not args.duck,
                       instructions=args.instructions,
                       tools=(args.notes or default_notes_path()) if args.tools else None,
                       mcp=tuple(args.mcp or ()))

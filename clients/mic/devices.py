@@ -32,7 +32,8 @@ class AudioDevice(Protocol):
     ``played_samples`` will have when the first of them starts playing. ``played_samples``
     counts samples actually consumed by the output, not samples queued; ``stop_playback``
     drops everything queued and returns ``played_samples`` at that moment. ``duck`` sets the
-    volume of what plays from now on (1.0: full; the server's ``output_audio_buffer.duck``).
+    volume of what plays from now on (1.0: full; the server's ``output_audio_buffer.duck``);
+    ``hold`` pauses playback where it is (a short fade, nothing dropped) or goes on.
     """
 
     input_rate: int
@@ -45,6 +46,8 @@ class AudioDevice(Protocol):
     def stop_playback(self) -> int: ...
 
     def duck(self, gain: float) -> None: ...
+
+    def hold(self, held: bool) -> None: ...
 
     @property
     def played_samples(self) -> int: ...
@@ -65,6 +68,7 @@ class PlaybackBuffer:
         self._pending = 0
         self._played = 0
         self.gain = 1.0  # the volume wanted (duck)
+        self.held = False  # paused (hold): a last block fades out, then silence
         self._gain = 1.0  # the volume of the last sample played: changes ramp over a block
 
     def push(self, samples: np.ndarray) -> int:
@@ -81,7 +85,11 @@ class PlaybackBuffer:
         real samples."""
         wanted = out.shape[0]
         filled = 0
+        target = 0.0 if self.held else self.gain
         with self._lock:
+            if target == 0.0 and self._gain == 0.0:  # held, faded out: nothing plays
+                out[:] = 0
+                return 0
             while filled < wanted and self._chunks:
                 chunk = self._chunks[0]
                 take = min(wanted - filled, chunk.size - self._offset)
@@ -94,9 +102,9 @@ class PlaybackBuffer:
             self._pending -= filled
             self._played += filled
         out[filled:] = 0
-        gain, self._gain = self._gain, self.gain
-        if filled and (gain != 1.0 or self.gain != 1.0):
-            ramp = np.linspace(gain, self.gain, filled) if gain != self.gain else gain
+        gain, self._gain = self._gain, target
+        if filled and (gain != 1.0 or target != 1.0):
+            ramp = np.linspace(gain, target, filled) if gain != target else gain
             out[:filled] = np.round(out[:filled] * ramp).astype(out.dtype)
         return filled
 
@@ -208,10 +216,14 @@ class BufferedOutput:
 
     def stop_playback(self) -> int:
         self._buffer.gain = 1.0
+        self._buffer.held = False
         return self._buffer.clear()
 
     def duck(self, gain: float) -> None:
         self._buffer.gain = gain
+
+    def hold(self, held: bool) -> None:
+        self._buffer.held = held
 
     @property
     def played_samples(self) -> int:

@@ -19,6 +19,9 @@ class Options:
     push_to_talk: bool = False
     mute_while_speaking: bool = False
     mute_tail_s: float = 0.3
+    # While the server judges a sound over the reply: pause it (and go on from there if it
+    # was no interruption), or only lower it (--duck).
+    hold: bool = True
     reconnect: bool = False
     instructions: str | None = None
     tools: Path | None = None  # --tools: local functions, notes in this file
