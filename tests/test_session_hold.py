@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from tests.fakes import FakeChat, FakeTranscriber
+from tests.fakes import FakeChat, FakeTranscriber, silence, tone
 from tests.test_session import Harness, run
-from tests.test_session_duplex import STORY, speaking_over_a_quiet_microphone
+from tests.test_session_duplex import STORY, replying, speaking_over_a_quiet_microphone
 from voice.overlap import LOUDNESS_HZ, SILENT
 from voice.protocol import SessionUpdate
 from voice.reply_audio import ReplyAudio
@@ -23,10 +23,30 @@ def buffer_events(h: Harness) -> list[str]:
             or t in ("input_audio_buffer.backchannel", "input_audio_buffer.speech_started")]
 
 
+def test_a_held_reply_plays_on_as_soon_as_a_backchannel_pauses() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Mhm, genau.", "de")]),
+                    FakeChat([STORY]))
+        await replying(h, {"hold": True})
+        await h.send_audio(silence(1.2))
+        # In real time, so that the look at its pause is back before the speech ends.
+        await h.send_audio(np.concatenate([tone(0.4), silence(0.8)]), pace_s=0.02)
+        await h.wait_done()
+        # Paused; played on at the pause, once its words were not the user's; the whole of
+        # it judged a backchannel when it ended.
+        assert buffer_events(h) == ["input_audio_buffer.speech_started",
+                                    "output_audio_buffer.duck",
+                                    "output_audio_buffer.unduck",
+                                    "input_audio_buffer.backchannel"]
+        assert h.of("response.done")[0].fields["response"]["status"] == "completed"
+    run(scenario)
+
+
 def test_a_held_reply_plays_on_only_once_the_backchannel_is_judged() -> None:
     async def scenario() -> None:
         h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Mhm, genau.", "de")]),
                     FakeChat([STORY]))
+        # All at once: the speech ended before its pause could be looked at.
         await speaking_over_a_quiet_microphone(h, 0.4, {"hold": True})
         await h.wait_done()
         # Paused, judged a backchannel, then played on (a duck is restored at the speech's

@@ -8,6 +8,7 @@ from voice.turns import (
     Backchannel,
     CancelReply,
     OverlapEnded,
+    OverlapPaused,
     OverlapStarted,
     ResumeReply,
     StartReply,
@@ -41,7 +42,10 @@ def test_echo_and_backchannels_over_the_reply_change_nothing() -> None:
     play([*REPLYING,
           ("speech_started", (14_000,), [OverlapStarted(14_000)], L, SPEAKING),
           ("overlap_heard", (False, 600), [], L, SPEAKING),
-          ("speech_paused", (24_000,), [], L, SPEAKING),  # no early decode for an overlap
+          # No early decode for an overlap; its pause is reported (a held reply plays on
+          # at once if what was said so far is not the user's).
+          ("speech_paused", (24_000,), [OverlapPaused(14_000, 24_000)], L, SPEAKING),
+          ("speech_paused", (24_000,), [], L, SPEAKING),  # the same pause, longer: once
           ("speech_stopped", (24_000,), [OverlapEnded(14_000, 24_000)], S, SPEAKING),
           ("overlap_judged", (14_000, 24_000, "echo"), [], S, SPEAKING),
           ("speech_started", (40_000,), [OverlapStarted(40_000)], L, SPEAKING),
@@ -124,7 +128,7 @@ def test_speech_over_the_reply_is_measured_up_to_where_it_paused() -> None:
     play([*REPLYING,
           ("speech_started", (14_000,), [OverlapStarted(14_000)], L, SPEAKING),
           ("overlap_speech_ms", (20_400,), 400, L, SPEAKING),
-          ("speech_paused", (22_000,), [], L, SPEAKING),
+          ("speech_paused", (22_000,), [OverlapPaused(14_000, 22_000)], L, SPEAKING),
           ("overlap_speech_ms", (30_000,), 500, L, SPEAKING),  # its silence does not count
           ("speech_resumed", (32_000,), [], L, SPEAKING),
           ("overlap_speech_ms", (36_000,), 1375, L, SPEAKING),

@@ -56,6 +56,7 @@ from voice.turns import (
     Backchannel,
     Effect,
     OverlapEnded,
+    OverlapPaused,
     ResumeReply,
     TurnTaker,
     UserTurnEnded,
@@ -86,6 +87,7 @@ class Overlap:
     floor: float | None = None  # the microphone's level before it (voice.ducking)
     ducked: Reply | None = None  # the reply whose playback it ducked (or held)
     held: bool = False  # held rather than ducked (session.interruption.hold)
+    released: bool = False  # restored before it ended (no second duck)
 
     def user(self, judgement: Judgement, speech_ms: int) -> bool:
         """Whether this look, after ``speech_ms`` of speech (of a voice that stood out, where
@@ -109,6 +111,7 @@ class Interruptions:
     _detector_origin: int
     _detector_lock: asyncio.Lock
     _turn_audio: np.ndarray
+    _pause_audio: np.ndarray
     _speculation: Speculation | None
     _overlap: Overlap | None
     _judging_held: Overlap | None  # ended, held, its words not judged yet
@@ -194,6 +197,7 @@ class Interruptions:
         stands out from what the microphone heard while the reply played (voice.ducking)."""
         overlap = self._overlap
         if (overlap is None or overlap.floor is None or overlap.ducked is not None
+                or overlap.released
                 or not self.config.interruption.duck_db or self.turns.overlap != overlap.start):
             return
         if not stands_out(self._mic_levels, overlap.start, self.turns.now, overlap.floor):
@@ -288,6 +292,39 @@ class Interruptions:
         async with self._detector_lock:
             if detector is self._detector and self.turns.overlap == overlap.start:
                 await self._apply(self.turns.overlap_heard(user, heard_ms))
+
+    def _overlap_paused(self, paused: OverlapPaused) -> None:
+        """The speech over a held reply paused: if its words so far are not the user's, the
+        reply plays on now. (The VAD ends the overlap only after the turn's longest silence,
+        2 s under semantic_vad: too long a pause in the reply for a "mhm".)"""
+        overlap, detector = self._overlap, self._detector
+        if (overlap is None or overlap.start != paused.start or not overlap.held
+                or overlap.ducked is None or detector is None):
+            return
+        self._spawn(self._judge_paused(overlap, detector, self._pause_audio, paused.at))
+
+    async def _judge_paused(self, overlap: Overlap, detector: SpeechDetector,
+                            audio: np.ndarray, at: int) -> None:
+        try:  # a look as the others (a few words), at all of the speech up to the pause
+            transcript = await self.engines.asr.run(
+                self.id, self.engines.transcriber.transcribe, audio[-LOOK_S * ASR_RATE:],
+                self._quick_options(), priority=Priority.URGENT)
+        except Exception:
+            logger.exception("session %s: judging speech over the reply failed", self.id)
+            return
+        judgement = self._judge(transcript, audio, overlap.start, at)
+        verdict = judgement.verdict
+        if (verdict is Verdict.USER and not judgement.sure
+                and self._speech_ms(overlap, at) < SHORT_MS):
+            verdict = Verdict.BACKCHANNEL
+        logger.info("session %s: speech over the held reply paused: %r -> %s", self.id,
+                    transcript.text, verdict.value)
+        async with self._detector_lock:
+            if (verdict is not Verdict.USER and detector is self._detector
+                    and self._overlap is overlap and self.turns.overlap == overlap.start
+                    and self.turns.overlap_paused_at == at):
+                overlap.released = True
+                self._release(overlap)
 
     # -- once it ended ----------------------------------------------------------------------
 

@@ -72,6 +72,7 @@ from voice.turns import (
     Effect,
     EndAfterSilence,
     OverlapEnded,
+    OverlapPaused,
     OverlapStarted,
     ResumeReply,
     StartReply,
@@ -338,6 +339,8 @@ class Session(Endpointing, Interruptions):
                                   or self.settings.for_response(None, self.last_language))
             elif isinstance(effect, OverlapStarted):
                 self._overlap_started(effect.at)
+            elif isinstance(effect, OverlapPaused):
+                self._overlap_paused(effect)
             elif isinstance(effect, OverlapEnded):
                 self._overlap_ended(effect)
             elif isinstance(effect, ResumeReply) and not self._resume(effect):

@@ -152,6 +152,12 @@ class OverlapEnded:
 
 
 @dataclasses.dataclass(frozen=True)
+class OverlapPaused:
+    start: int
+    at: int  # where its speech stopped, a short while ago (it may go on)
+
+
+@dataclasses.dataclass(frozen=True)
 class Backchannel:
     start: int
     at: int
@@ -165,8 +171,8 @@ class ResumeReply:
 
 
 Effect = (UserTurnStarted | UserPaused | UserResumed | EndAfterSilence | UserTurnEnded
-          | StartReply | CancelReply | OverlapStarted | OverlapEnded | Backchannel
-          | ResumeReply)
+          | StartReply | CancelReply | OverlapStarted | OverlapPaused | OverlapEnded
+          | Backchannel | ResumeReply)
 SAMPLE_RATE = 16_000  # media time is counted in samples of 16 kHz audio
 ECHO_TAIL = SAMPLE_RATE * 300 // 1000  # a room's reverberation after the last reply audio played
 
@@ -306,6 +312,7 @@ class TurnTaker:
         complete already (``judge`` False: an early report, for the decode alone)."""
         if self.overlap is not None and self.overlap_paused_at is None:
             self.overlap_paused_at = at
+            return [OverlapPaused(self.overlap, at)]
         if self.user is not UserState.SPEAKING or self.overlap is not None:
             return []
         semantic = self.policy.complete_at is not None

@@ -89,7 +89,7 @@ async function loadHealth() {
 
 window.voiceDebug = {
   playedMs: () => Math.round(playedMs()),
-  isPlaying: () => player.sources.size > 0,
+  isPlaying: () => player.sources.size > 0 || player.held,
   mixIntoMicrophone,
 };
 

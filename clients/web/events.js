@@ -3,7 +3,9 @@
 // was audible, `conversation.item.truncate` tells the server how much of it was played.
 
 import {audio} from "./audio.js";
-import {duckPlayback, player, playChunk, playedMs, stopPlayback} from "./player.js";
+import {
+  duckPlayback, heldMs, holdPlayback, player, playChunk, playedMs, releasePlayback, stopPlayback,
+} from "./player.js";
 import {floatsFromBase64Pcm16} from "./protocol.js";
 import {markSessionReady, send} from "./socket.js";
 import {voiceState} from "./state.js";
@@ -82,12 +84,19 @@ export function onEvent(event) {
       voiceState.backchannels.push({transcript: event.transcript, language: event.language});
       break;
     case "output_audio_buffer.duck":
-      // A sound over the reply is being judged: quieter until it is known (docs/protocol.md).
-      if (event.response_id === player.responseId) duckPlayback(event.gain_db);
-      voiceState.ducks.push({responseId: event.response_id, gainDb: event.gain_db});
+      // A sound over the reply is being judged: paused (the page asks for a hold), or
+      // quieter, until it is known (docs/protocol.md).
+      if (event.response_id === player.responseId) {
+        if (event.hold) holdPlayback(); else duckPlayback(event.gain_db);
+      }
+      voiceState.ducks.push({responseId: event.response_id, gainDb: event.gain_db,
+        hold: Boolean(event.hold), playedMs: Math.round(playedMs())});
       break;
     case "output_audio_buffer.unduck":
-      if (event.response_id === player.responseId) duckPlayback(0);
+      if (event.response_id === player.responseId) {
+        releasePlayback();
+        duckPlayback(0);
+      }
       break;
     case "response.resumed": {
       // A false interruption (a cough): the reply goes on from the word where it stopped.
@@ -110,12 +119,13 @@ function bargeIn() {
   // The user speaks: silence the reply at once; tell the server how much of it was heard.
   const active = voiceState.turns.filter((t) => t.status === "in_progress");
   for (const turn of active) interrupted.add(turn.responseId);
-  if (player.sources.size === 0) return;
+  if (player.sources.size === 0 && !player.held) return;
   const itemId = player.itemId;
   const responseId = player.responseId;
-  const total = player.chunks.reduce((sum, c) => sum + c.duration, 0) * 1000;
+  const total = player.chunks.reduce((sum, c) => sum + c.duration, 0) * 1000 + heldMs();
   const played = Math.floor(playedMs());
   const playing = player.sources.size;
+  const held = player.held;
   stopPlayback();
   interrupted.add(responseId);
   const turn = turnsById.get(responseId);
@@ -127,7 +137,7 @@ function bargeIn() {
     send({type: "conversation.item.truncate", item_id: itemId, content_index: 0,
       audio_end_ms: played});
     voiceState.truncations.push({itemId, audioEndMs: played, totalMs: Math.round(total),
-      playingSources: playing, sourcesAfter: player.sources.size});
+      playingSources: playing, held, sourcesAfter: player.sources.size});
   }
 }
 

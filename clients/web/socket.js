@@ -67,6 +67,9 @@ export function connect(key, {onEvent, onDropped}) {
           input: {format: {type: "audio/pcm", rate: RATE}},
           output: {format: {type: "audio/pcm", rate: RATE}},
         },
+        // Pause the reply while a sound over it is judged; on from there if it was no
+        // interruption (docs/protocol.md, "Speech over a reply").
+        interruption: {hold: true},
       }});
       resolve();
     };
