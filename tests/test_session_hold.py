@@ -8,9 +8,15 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from asr.whisper import TranscribeOptions, Transcript
 from tests.fakes import FakeChat, FakeTranscriber, silence, tone
 from tests.test_session import Harness, run
-from tests.test_session_duplex import STORY, replying, speaking_over_a_quiet_microphone
+from tests.test_session_duplex import (
+    STORY,
+    noise,
+    replying,
+    speaking_over_a_quiet_microphone,
+)
 from voice.overlap import LOUDNESS_HZ, SILENT
 from voice.protocol import SessionUpdate
 from voice.reply_audio import ReplyAudio
@@ -99,6 +105,35 @@ def test_a_reply_held_when_the_session_is_reconfigured_plays_on() -> None:
         await h.session.handle(SessionUpdate("e2", {"type": "realtime", "audio": {"input": {
             "turn_detection": {"type": "server_vad", "silence_duration_ms": 700}}}}))
         await h.wait_for(lambda: bool(h.of("output_audio_buffer.unduck")))
+    run(scenario)
+
+
+class HeardLonger(FakeTranscriber):
+    """After the script: "Mhm." for under a second of audio, more words for longer (whisper
+    making words of the reply's residual echo after the user's "mhm")."""
+
+    def _decode(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+        if self.script:
+            return super()._decode(audio, options)
+        text = "Mhm." if audio.size < RATE else "Mhm, I see him there."
+        return Transcript(text, "en", 0.9, 0.01, -0.2, 1.2, audio.size / RATE, 0.0)
+
+
+def test_residual_echo_after_a_held_backchannel_does_not_cut_the_reply() -> None:
+    async def scenario() -> None:
+        h = Harness(HeardLonger([("Tell me a story", "en")]), FakeChat([STORY]))
+        await replying(h, {"hold": True})
+        await h.send_audio(noise(1.2, rms=0.03))  # the room while the reply plays
+        # "Mhm", a pause (the reply plays on), then what leaks through while the echo
+        # canceller re-adapts: the VAD hears speech, whisper words, but no voice rises.
+        await h.send_audio(np.concatenate([tone(0.4), noise(0.3, rms=0.03),
+                                           noise(1.4, rms=0.07), silence(0.8)]), pace_s=0.02)
+        await h.wait_done()
+        assert buffer_events(h) == ["input_audio_buffer.speech_started",
+                                    "output_audio_buffer.duck",
+                                    "output_audio_buffer.unduck",
+                                    "input_audio_buffer.backchannel"]
+        assert h.of("response.done")[0].fields["response"]["status"] == "completed"
     run(scenario)
 
 

@@ -87,7 +87,8 @@ class Overlap:
     floor: float | None = None  # the microphone's level before it (voice.ducking)
     ducked: Reply | None = None  # the reply whose playback it ducked (or held)
     held: bool = False  # held rather than ducked (session.interruption.hold)
-    released: bool = False  # restored before it ended (no second duck)
+    released_at: int | None = None  # played on at its pause, before it ended (media time)
+    pause_verdict: Verdict | None = None  # ... for what was said up to that pause
 
     def user(self, judgement: Judgement, speech_ms: int) -> bool:
         """Whether this look, after ``speech_ms`` of speech (of a voice that stood out, where
@@ -197,7 +198,7 @@ class Interruptions:
         stands out from what the microphone heard while the reply played (voice.ducking)."""
         overlap = self._overlap
         if (overlap is None or overlap.floor is None or overlap.ducked is not None
-                or overlap.released
+                or overlap.released_at is not None
                 or not self.config.interruption.duck_db or self.turns.overlap != overlap.start):
             return
         if not stands_out(self._mic_levels, overlap.start, self.turns.now, overlap.floor):
@@ -285,7 +286,8 @@ class Interruptions:
             return
         judgement = self._judge(transcript, audio, max(overlap.start, upto - audio.size), upto)
         heard_ms = (upto - overlap.start) * 1000 // ASR_RATE
-        user = overlap.user(judgement, self._speech_ms(overlap, upto))
+        user = overlap.user(judgement, self._speech_ms(overlap, upto)) \
+            and self._voiced_since_release(overlap, upto)
         overlap.judgements.append(judgement)
         logger.info("session %s: over the reply after %d ms: %r -> %s%s", self.id, heard_ms,
                     transcript.text, judgement.verdict.value, "" if judgement.sure else "?")
@@ -323,8 +325,16 @@ class Interruptions:
             if (verdict is not Verdict.USER and detector is self._detector
                     and self._overlap is overlap and self.turns.overlap == overlap.start
                     and self.turns.overlap_paused_at == at):
-                overlap.released = True
+                overlap.released_at, overlap.pause_verdict = self.turns.now, verdict
                 self._release(overlap)
+
+    def _voiced_since_release(self, overlap: Overlap, upto: int) -> bool:
+        """Whether a voice stood out again (voice.ducking) since the held reply played on at
+        the overlap's pause; if not, what was heard since is the reply's residual echo (the
+        client's canceller re-adapting after the user's sound), not more of the user."""
+        if overlap.released_at is None or overlap.floor is None:
+            return True
+        return stands_out(self._mic_levels, overlap.released_at, upto, overlap.floor)
 
     # -- once it ended ----------------------------------------------------------------------
 
@@ -366,6 +376,10 @@ class Interruptions:
             short = speech_ms < SHORT_MS
             if verdict is Verdict.USER and short and not judgement.sure:
                 verdict = Verdict.BACKCHANNEL
+            if (verdict is Verdict.USER and overlap is not None
+                    and overlap.pause_verdict is not None
+                    and not self._voiced_since_release(overlap, audio_end)):
+                verdict = overlap.pause_verdict
         logger.info("session %s: speech over the reply ended: %r -> %s", self.id,
                     transcript.text if transcript else None, verdict.value)
         async with self._detector_lock:
