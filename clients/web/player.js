@@ -90,8 +90,9 @@ export function holdPlayback() {
   const rest = [];
   for (const chunk of player.chunks) {
     const played = Math.min(Math.max(now - chunk.start, 0), chunk.duration);
-    if (played < chunk.duration) {
-      rest.push(chunk.samples.subarray(Math.min(chunk.samples.length, Math.round(played * RATE))));
+    const left = chunk.samples.subarray(Math.min(chunk.samples.length, Math.round(played * RATE)));
+    if (played < chunk.duration && left.length > 0) {
+      rest.push(left);
       chunk.duration = played;
     }
   }
