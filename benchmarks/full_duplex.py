@@ -201,6 +201,7 @@ class Outcome:
     duck_ms: float | None = None  # from the event's onset to the reply ducking
     restored: bool = False  # ducked, then unducked, not cut
     silent_ms: float | None = None  # from the event's onset to the reply held or cut
+    played_on: bool = False  # held or ducked, restored, and only then cut
     resumed: bool = False
     backchannel_event: bool = False
     played_s: float = 0.0
@@ -263,7 +264,7 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                 elif kind == "output_audio_buffer.unduck":
                     state["gain"] = 1.0
                     state["held"] = False
-                    state["unducked"] = True
+                    state["unducked"] = now
                 elif kind == "input_audio_buffer.speech_started":
                     state["speech_starts"].append(now)
                     state["gain"] = 1.0
@@ -356,6 +357,8 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
     if silenced and onset is not None:
         outcome.silent_ms = max(0.0, min(silenced) - onset) * 1000
     outcome.restored = bool(state.get("unducked")) and not caused
+    outcome.played_on = bool(state.get("unducked")) and bool(caused) and bool(ducked) \
+        and state["unducked"] < caused[0]
     if state["first_play"] is None:
         outcome.error = "no reply audio"
     return outcome
@@ -388,7 +391,7 @@ async def main_async(args: argparse.Namespace) -> int:
               f"self={outcome.self_interruptions} cut={outcome.interrupted} "
               f"delay={outcome.delay_ms and round(outcome.delay_ms)} resumed={outcome.resumed} "
               f"ducks={outcome.ducks} duck={outcome.duck_ms and round(outcome.duck_ms)} "
-              f"restored={outcome.restored} "
+              f"restored={outcome.restored} played_on={outcome.played_on} "
               f"played={outcome.played_s:.1f}s {outcome.error or ''}", flush=True)
 
     for name in args.configs:
@@ -437,12 +440,18 @@ def summarize(outcomes: list[Outcome]) -> None:
         print(f"| {config} | {scenario} | {count} "
               f"| {sum(o.self_interruptions for o in group)} "
               f"({sum(o.self_interruptions > 0 for o in group)}) "
-              f"| {sum(o.interrupted for o in group)} | {sum(o.resumed for o in group)} "
+              f"| {sum(o.interrupted for o in group)}{played_on(group)} "
+              f"| {sum(o.resumed for o in group)} "
               f"| {timing} | {sum(o.ducks > 0 for o in group)} "
               f"({sum(o.restored for o in group)}) | {duck_timing} | {silent_timing} |")
 
 
 CONFIG_NAMES = ("today", "both", "guard", "aec", "noduck", "hold")
+
+
+def played_on(group: list[Outcome]) -> str:
+    count = sum(o.played_on for o in group)
+    return f" ({count} after playing on)" if count else ""
 
 
 def main() -> int:

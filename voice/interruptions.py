@@ -12,7 +12,8 @@ When it ends unconfirmed (``OverlapEnded``), its whole audio is transcribed as a
 transcript: the user's words become a turn (that transcript is kept for it), a backchannel is
 reported (``input_audio_buffer.backchannel``) and kept in the history if the client asked,
 echo and noise are dropped. ``ResumeReply`` starts a response that speaks the rest of a reply
-cut off by a turn that transcribed to nothing. A mixin of :class:`~voice.session.Session`.
+cut off by a turn that transcribed to nothing. A mixin of :class:`~voice.session.Session`;
+what the reply does meanwhile (ducked or held) is ``voice/yielding.py``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 
 from asr.whisper import TranscribeOptions, Transcript
 from voice.conversation import Conversation, Item
-from voice.ducking import MicLevels, floor_level, stands_out, voice_span_ms
+from voice.ducking import MicLevels, floor_level, voice_span_ms
 from voice.endpointing import Speculation
 from voice.overlap import (
     SHORT_MS,
@@ -43,8 +44,6 @@ from voice.protocol import (
     BackchannelHeard,
     ItemAdded,
     ItemDone,
-    OutputAudioDuck,
-    OutputAudioUnduck,
     ServerEvent,
     SessionConfig,
     new_id,
@@ -56,7 +55,6 @@ from voice.turns import (
     Backchannel,
     Effect,
     OverlapEnded,
-    OverlapPaused,
     ResumeReply,
     TurnTaker,
     UserTurnEnded,
@@ -116,6 +114,8 @@ class Interruptions:
     _speculation: Speculation | None
     _overlap: Overlap | None
     _judging_held: Overlap | None  # ended, held, its words not judged yet
+    _release: Callable[[Overlap], None]  # voice.yielding
+    _voiced_since_release: Callable[[Overlap, int], bool]
     _mic_levels: MicLevels
     _spawn: Callable[[Awaitable[object]], asyncio.Future[object]]
     _apply: Callable[[list[Effect]], Awaitable[None]]
@@ -193,69 +193,6 @@ class Interruptions:
         logger.debug("session %s: speech over the reply at %d; judging it (level before "
                      "it %s)", self.id, at, overlap.floor)
 
-    async def _duck_if_heard(self) -> None:
-        """After each audio frame: ask the client to duck the reply once the speech over it
-        stands out from what the microphone heard while the reply played (voice.ducking)."""
-        overlap = self._overlap
-        if (overlap is None or overlap.floor is None or overlap.ducked is not None
-                or overlap.released_at is not None
-                or not self.config.interruption.duck_db or self.turns.overlap != overlap.start):
-            return
-        if not stands_out(self._mic_levels, overlap.start, self.turns.now, overlap.floor):
-            return
-        reply = self._playing_reply()
-        if reply is None:
-            return
-        overlap.ducked = reply
-        hold = overlap.held = self.config.interruption.hold
-        heard_ms = (self.turns.now - overlap.start) * 1000 // ASR_RATE
-        logger.info("session %s: a sound of its own over the reply after %d ms; %s it",
-                    self.id, heard_ms, "holding" if hold else "ducking")
-        if hold:
-            reply.hold(self.turns.now)
-        await self._emit(OutputAudioDuck(
-            reply.response_id, -float(self.config.interruption.duck_db),
-            (overlap.start - self._detector_origin) * 1000 // ASR_RATE, hold))
-
-    def _keep_held(self) -> None:
-        """After each audio frame: a reply the client holds plays on later by as much."""
-        reply = self._held_reply
-        if reply is not None and reply.held and reply.audible_at is not None:
-            self.turns.playing(reply.turn_id, reply.playing_until(self.turns.now))
-
-    @property
-    def _held_reply(self) -> Reply | None:
-        """The reply held for speech over it that is still being judged."""
-        overlap = self._overlap
-        if overlap is None or self.turns.overlap != overlap.start:
-            overlap = self._judging_held
-        if overlap is None or not overlap.held or overlap.ducked is None \
-                or overlap.ducked.cancelled:
-            return None
-        return overlap.ducked
-
-    def _forget_overlap(self) -> None:
-        """The session is reconfigured: speech over the reply is no longer judged, and a
-        reply it ducked or held plays on."""
-        for overlap in (self._overlap, self._judging_held):
-            if overlap is not None:
-                self._release(overlap)
-        self._overlap = self._judging_held = None
-
-    def _release(self, overlap: Overlap) -> None:
-        """The sound that ducked or held the reply was no interruption: full volume again,
-        or play on from where it paused."""
-        reply, overlap.ducked = overlap.ducked, None
-        if reply is None or reply.cancelled:
-            return
-        if overlap.held:
-            reply.release(self.turns.now)
-            if reply.audible_at is not None:
-                self.turns.playing(reply.turn_id, reply.playing_until(self.turns.now))
-            logger.info("session %s: the sound over the reply was no interruption; playing on",
-                        self.id)
-        self._spawn(self._emit(OutputAudioUnduck(reply.response_id)))
-
     def _poll_overlap(self) -> None:
         """After each audio frame: send the overlap so far to be judged, when due."""
         overlap, detector = self._overlap, self._detector
@@ -294,47 +231,6 @@ class Interruptions:
         async with self._detector_lock:
             if detector is self._detector and self.turns.overlap == overlap.start:
                 await self._apply(self.turns.overlap_heard(user, heard_ms))
-
-    def _overlap_paused(self, paused: OverlapPaused) -> None:
-        """The speech over a held reply paused: if its words so far are not the user's, the
-        reply plays on now. (The VAD ends the overlap only after the turn's longest silence,
-        2 s under semantic_vad: too long a pause in the reply for a "mhm".)"""
-        overlap, detector = self._overlap, self._detector
-        if (overlap is None or overlap.start != paused.start or not overlap.held
-                or overlap.ducked is None or detector is None):
-            return
-        self._spawn(self._judge_paused(overlap, detector, self._pause_audio, paused.at))
-
-    async def _judge_paused(self, overlap: Overlap, detector: SpeechDetector,
-                            audio: np.ndarray, at: int) -> None:
-        try:  # a look as the others (a few words), at all of the speech up to the pause
-            transcript = await self.engines.asr.run(
-                self.id, self.engines.transcriber.transcribe, audio[-LOOK_S * ASR_RATE:],
-                self._quick_options(), priority=Priority.URGENT)
-        except Exception:
-            logger.exception("session %s: judging speech over the reply failed", self.id)
-            return
-        judgement = self._judge(transcript, audio, overlap.start, at)
-        verdict = judgement.verdict
-        if (verdict is Verdict.USER and not judgement.sure
-                and self._speech_ms(overlap, at) < SHORT_MS):
-            verdict = Verdict.BACKCHANNEL
-        logger.info("session %s: speech over the held reply paused: %r -> %s", self.id,
-                    transcript.text, verdict.value)
-        async with self._detector_lock:
-            if (verdict is not Verdict.USER and detector is self._detector
-                    and self._overlap is overlap and self.turns.overlap == overlap.start
-                    and self.turns.overlap_paused_at == at):
-                overlap.released_at, overlap.pause_verdict = self.turns.now, verdict
-                self._release(overlap)
-
-    def _voiced_since_release(self, overlap: Overlap, upto: int) -> bool:
-        """Whether a voice stood out again (voice.ducking) since the held reply played on at
-        the overlap's pause; if not, what was heard since is the reply's residual echo (the
-        client's canceller re-adapting after the user's sound), not more of the user."""
-        if overlap.released_at is None or overlap.floor is None:
-            return True
-        return stands_out(self._mic_levels, overlap.released_at, upto, overlap.floor)
 
     # -- once it ended ----------------------------------------------------------------------
 

@@ -83,6 +83,7 @@ from voice.turns import (
     UserTurnEnded,
     UserTurnStarted,
 )
+from voice.yielding import Yielding
 
 logger = logging.getLogger(__name__)
 ASR_RATE = 16_000
@@ -90,7 +91,7 @@ ASR_RATE = 16_000
 __all__ = ["LATENCY_STAGES", "Session", "SessionDefaults", "SessionLimitError"]
 
 
-class Session(Endpointing, Interruptions):
+class Session(Endpointing, Interruptions, Yielding):
     """One client's conversation. Call :meth:`handle` for each client event, one at a time."""
 
     def __init__(self, engines: Engines, defaults: SessionDefaults,
