@@ -8,12 +8,22 @@ import asyncio
 import numpy as np
 import pytest
 
+from clients.mic.app import MicApp
 from clients.mic.devices import PlaybackBuffer
 from clients.mic.options import Options
 from tests.fake_audio import FakeAudio
 from tests.fakes import tone
 from tests.live import url_of
 from tests.test_mic import LONG_REPLY, RATE, fake_server, run, running_app, until
+
+
+async def mhm_two_seconds_into_the_reply(app: MicApp, audio: FakeAudio) -> None:
+    """A question, then, 2 s into the reply's playback, a "mhm" over it through a quiet
+    microphone (the client cancels its echo)."""
+    await until(lambda: app.connections == 1, 10, "the connection")
+    audio.say(tone(1.5))
+    await until(lambda: audio.played_samples >= 2 * RATE, 30, "2 s of the reply")
+    audio.say(tone(0.4))
 
 
 def test_a_backchannel_over_the_reply_pauses_it_and_it_plays_on_from_there() -> None:
@@ -23,10 +33,7 @@ def test_a_backchannel_over_the_reply_pauses_it_and_it_plays_on_from_there() -> 
             audio = FakeAudio(rate=RATE)
             async with running_app(Options(url=url_of(server)), audio) as run_:
                 app = run_.app
-                await until(lambda: app.connections == 1, 10, "the connection")
-                audio.say(tone(1.5))
-                await until(lambda: audio.played_samples >= 2 * RATE, 30, "2 s of the reply")
-                audio.say(tone(0.4))  # "mhm" over the reply, through a quiet microphone
+                await mhm_two_seconds_into_the_reply(app, audio)
                 types = lambda: [e.type for e in run_.events]  # noqa: E731
                 await until(lambda: "output_audio_buffer.duck" in types(), 10, "the hold")
                 await asyncio.sleep(0.05)  # the fade-out block
@@ -57,10 +64,7 @@ def test_with_duck_a_backchannel_over_the_reply_lowers_it_and_it_plays_on_at_ful
             audio = FakeAudio(rate=RATE)
             async with running_app(Options(url=url_of(server), hold=False), audio) as run_:
                 app = run_.app
-                await until(lambda: app.connections == 1, 10, "the connection")
-                audio.say(tone(1.5))
-                await until(lambda: audio.played_samples >= 2 * RATE, 30, "2 s of the reply")
-                audio.say(tone(0.4))  # "mhm" over the reply, through a quiet microphone
+                await mhm_two_seconds_into_the_reply(app, audio)
                 types = lambda: [e.type for e in run_.events]  # noqa: E731
                 await until(lambda: "output_audio_buffer.unduck" in types(), 10, "unducking")
                 restored_at = audio.played_samples

@@ -29,6 +29,16 @@ def buffer_events(h: Harness) -> list[str]:
             or t in ("input_audio_buffer.backchannel", "input_audio_buffer.speech_started")]
 
 
+def played_on_at_the_pause(h: Harness) -> None:
+    """Held; played on at its pause, once its words were not the user's; the whole of it
+    judged a backchannel when it ended; the reply played to its end."""
+    assert buffer_events(h) == ["input_audio_buffer.speech_started",
+                                "output_audio_buffer.duck",
+                                "output_audio_buffer.unduck",
+                                "input_audio_buffer.backchannel"]
+    assert h.of("response.done")[0].fields["response"]["status"] == "completed"
+
+
 def test_a_held_reply_plays_on_as_soon_as_a_backchannel_pauses() -> None:
     async def scenario() -> None:
         h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Mhm, genau.", "de")]),
@@ -38,13 +48,7 @@ def test_a_held_reply_plays_on_as_soon_as_a_backchannel_pauses() -> None:
         # In real time, so that the look at its pause is back before the speech ends.
         await h.send_audio(np.concatenate([tone(0.4), silence(0.8)]), pace_s=0.02)
         await h.wait_done()
-        # Paused; played on at the pause, once its words were not the user's; the whole of
-        # it judged a backchannel when it ended.
-        assert buffer_events(h) == ["input_audio_buffer.speech_started",
-                                    "output_audio_buffer.duck",
-                                    "output_audio_buffer.unduck",
-                                    "input_audio_buffer.backchannel"]
-        assert h.of("response.done")[0].fields["response"]["status"] == "completed"
+        played_on_at_the_pause(h)
     run(scenario)
 
 
@@ -129,11 +133,7 @@ def test_residual_echo_after_a_held_backchannel_does_not_cut_the_reply() -> None
         await h.send_audio(np.concatenate([tone(0.4), noise(0.3, rms=0.03),
                                            noise(1.4, rms=0.07), silence(0.8)]), pace_s=0.02)
         await h.wait_done()
-        assert buffer_events(h) == ["input_audio_buffer.speech_started",
-                                    "output_audio_buffer.duck",
-                                    "output_audio_buffer.unduck",
-                                    "input_audio_buffer.backchannel"]
-        assert h.of("response.done")[0].fields["response"]["status"] == "completed"
+        played_on_at_the_pause(h)
     run(scenario)
 
 
