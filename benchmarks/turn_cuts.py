@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from asr.vad import SAMPLE_RATE, SileroVadModel, StreamingVad, VadConfig, VadEventType
-from voice.turns import EAGERNESS, PAUSE_MS, EndAfterSilence, TurnPolicy, TurnTaker, UserPaused
+from voice.turn_effects import EndAfterSilence, UserPaused
+from voice.turns import EAGERNESS, PAUSE_MS, TurnPolicy, TurnTaker
 
 DEFAULT_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "real"
 TRAILING_S = 5.0  # silence after the clip: every setting ends the turn within it

@@ -11,20 +11,16 @@ from typing import Any
 import pytest
 
 from voice.endpointing import ends_sentence
-from voice.turns import (
-    AgentState,
+from voice.turn_effects import (
     CancelReply,
     EndAfterSilence,
     StartReply,
-    TurnError,
-    TurnPolicy,
-    TurnTaker,
     UserPaused,
     UserResumed,
-    UserState,
     UserTurnEnded,
     UserTurnStarted,
 )
+from voice.turns import AgentState, TurnError, TurnPolicy, TurnTaker, UserState
 
 S, L = UserState.SILENT, UserState.SPEAKING
 IDLE, THINKING, SPEAKING = AgentState.IDLE, AgentState.THINKING, AgentState.SPEAKING

@@ -4,7 +4,7 @@ as tables of TurnTaker inputs (media time in 16 kHz samples) -> effects and stat
 from __future__ import annotations
 
 from tests.test_turns import IDLE, SPEAKING, THINKING, L, S, play
-from voice.turns import (
+from voice.turn_effects import (
     Backchannel,
     CancelReply,
     OverlapEnded,
@@ -12,10 +12,10 @@ from voice.turns import (
     OverlapStarted,
     ResumeReply,
     StartReply,
-    TurnPolicy,
     UserTurnEnded,
     UserTurnStarted,
 )
+from voice.turns import TurnPolicy
 
 GUARD = TurnPolicy(guard=True, min_overlap_ms=250, max_overlap_ms=1500, resume=True)
 REPLYING = [  # a turn, then reply1 audible; 10 s of its audio sent

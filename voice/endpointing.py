@@ -48,7 +48,8 @@ from voice.reply import Reply
 from voice.reply_settings import TurnTimes, active_tools, model_tools, prompt_messages, sampling_of
 from voice.schedulers import Priority
 from voice.session_settings import SessionDefaults, Settings
-from voice.turns import EAGERNESS, PAUSE_MS, Effect, TurnPolicy, TurnTaker, UserPaused
+from voice.turn_effects import Effect, UserPaused
+from voice.turns import EAGERNESS, PAUSE_MS, TurnPolicy, TurnTaker
 
 logger = logging.getLogger(__name__)
 

@@ -51,15 +51,15 @@ from voice.protocol import (
 from voice.reply import Reply, Resume
 from voice.reply_settings import ReplySettings
 from voice.schedulers import Priority
-from voice.turns import (
+from voice.turn_effects import (
     Backchannel,
     Effect,
     OverlapEnded,
     ResumeReply,
-    TurnTaker,
     UserTurnEnded,
     UserTurnStarted,
 )
+from voice.turns import TurnTaker
 
 logger = logging.getLogger(__name__)
 ASR_RATE = 16_000

@@ -67,7 +67,7 @@ from voice.protocol import (
 from voice.reply import Reply, Resume
 from voice.reply_settings import ReplySettings, TurnTimes
 from voice.session_settings import SessionDefaults, SessionLimitError, Settings
-from voice.turns import (
+from voice.turn_effects import (
     CancelReply,
     Effect,
     EndAfterSilence,
@@ -76,13 +76,12 @@ from voice.turns import (
     OverlapStarted,
     ResumeReply,
     StartReply,
-    TurnError,
-    TurnTaker,
     UserPaused,
     UserResumed,
     UserTurnEnded,
     UserTurnStarted,
 )
+from voice.turns import TurnError, TurnTaker
 from voice.yielding import Yielding
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ from voice.ports import Engines, SpeechDetector
 from voice.protocol import OutputAudioDuck, OutputAudioUnduck, ServerEvent, SessionConfig
 from voice.reply import Reply
 from voice.schedulers import Priority
-from voice.turns import OverlapPaused, TurnTaker
+from voice.turn_effects import OverlapPaused
+from voice.turns import TurnTaker
 
 logger = logging.getLogger(__name__)
 
