@@ -16,7 +16,7 @@ seconds, decode time counted as media time passing; confirmed by voice.overlap.c
   language and in two others; how often the looks confirm it is the user's (sure, or two
   agreeing looks) and how soon;
 - echo: each language's reply spoken by the service's voices (Piper for English, espeak-ng
-  otherwise) through simulated rooms (benchmarks/full_duplex.Room), no echo cancelling; how
+  otherwise) through simulated rooms (benchmarks/laptop.Room), no echo cancelling; how
   often a look would cut the reply (confirmed as the user's).
 
     python -m benchmarks.overlap_languages --settings pinned detect:0.2 detect:0.5 --json o.json
@@ -40,7 +40,7 @@ import soundfile
 import soxr
 
 from asr.whisper import TranscribeOptions, Transcriber, TranscriberConfig
-from benchmarks.full_duplex import Room
+from benchmarks.laptop import Room
 from voice.interruptions import JUDGE_STEP_MS, JUDGE_TOKENS, LOOK_S
 from voice.models import ModelKind, ModelStore, default_model_names
 from voice.overlap import Judgement, confirms, follows, judge, loudness

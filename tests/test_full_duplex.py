@@ -19,7 +19,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from benchmarks.full_duplex import Config, Outcome, one_reply, piper
+from benchmarks.full_duplex import Config, Outcome, one_reply
+from benchmarks.laptop import piper
 from tests.live import default_models_server, url_of
 from voice.server import VoiceServer
 
