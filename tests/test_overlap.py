@@ -19,6 +19,7 @@ from voice.overlap import (
     is_backchannel,
     judge,
     loudness,
+    settled,
 )
 from voice.reply_audio import ReplyAudio
 
@@ -208,6 +209,18 @@ def test_a_look_confirms_the_user_when_sure_or_agreeing_once_the_speech_is_not_s
 def test_where_the_voice_is_known_one_look_confirms_it_once_it_lasted(
         look: Judgement, previous: Judgement | None, voice_ms: int, confirmed: bool) -> None:
     assert confirms(look, previous, voice_ms, voiced=True) is confirmed
+
+
+@pytest.mark.parametrize(("look", "speech_ms", "verdict"), [
+    (Judgement(Verdict.USER, sure=False), 500, Verdict.BACKCHANNEL),  # "Todd" for "tak"
+    (Judgement(Verdict.USER, sure=False), 900, Verdict.USER),
+    (Judgement(Verdict.USER, sure=True), 300, Verdict.USER),  # "Stop." / 3+ words of its own
+    (Judgement(Verdict.ECHO), 300, Verdict.ECHO),
+    (Judgement(Verdict.NOTHING), 2000, Verdict.NOTHING),
+])
+def test_a_short_unsure_word_of_the_users_settles_as_a_backchannel(
+        look: Judgement, speech_ms: int, verdict: Verdict) -> None:
+    assert settled(look, speech_ms) is verdict
 
 
 def _enveloped_noise(envelope_db: np.ndarray, rate: int, seed: int) -> np.ndarray:

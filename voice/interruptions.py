@@ -30,7 +30,6 @@ from voice.conversation import Conversation, Item
 from voice.ducking import MicLevels, floor_level, voice_span_ms
 from voice.endpointing import Speculation
 from voice.overlap import (
-    SHORT_MS,
     Judgement,
     Verdict,
     confirms,
@@ -38,6 +37,7 @@ from voice.overlap import (
     follows_recent,
     is_backchannel,
     judge,
+    settled,
 )
 from voice.ports import Engines, SpeechDetector
 from voice.protocol import (
@@ -238,17 +238,15 @@ class Interruptions:
         overlap, self._overlap = self._overlap, None
         if overlap is not None and overlap.start != ended.start:
             overlap = None
-        if overlap is not None and not overlap.held:
-            self._release(overlap)  # ducked: full volume as soon as the speech ends
-        elif overlap is not None:
+        if overlap is not None and overlap.held and self._detector is not None:
             self._judging_held = overlap  # held: until the words say it was no interruption
+        elif overlap is not None:
+            self._release(overlap)  # ducked: full volume as soon as the speech ends
         if self._detector is not None:
             speech_ms = (self._speech_ms(overlap, ended.at) if overlap is not None
                          else (ended.at - ended.start) * 1000 // ASR_RATE)
             self._spawn(self._judge_ended(ended, self._detector, self._turn_audio,
                                           self.turns.now, speech_ms, overlap))
-        elif overlap is not None:
-            self._release(overlap)
 
     async def _judge_ended(self, ended: OverlapEnded, detector: SpeechDetector,
                            audio: np.ndarray, audio_end: int, speech_ms: int,
@@ -267,11 +265,8 @@ class Interruptions:
         if transcript is None:
             verdict = Verdict.USER
         else:
-            judgement = self._judge(transcript, audio, ended.start, audio_end)
-            verdict = judgement.verdict
-            short = speech_ms < SHORT_MS
-            if verdict is Verdict.USER and short and not judgement.sure:
-                verdict = Verdict.BACKCHANNEL
+            verdict = settled(self._judge(transcript, audio, ended.start, audio_end),
+                              speech_ms)
             if (verdict is Verdict.USER and overlap is not None
                     and overlap.pause_verdict is not None
                     and not self._voiced_since_release(overlap, audio_end)):

@@ -142,6 +142,15 @@ def confirms(judgement: Judgement, previous: Judgement | None, speech_ms: int, *
     return previous is not None and previous.verdict is Verdict.USER and speech_ms >= SHORT_MS
 
 
+def settled(judgement: Judgement, speech_ms: int) -> Verdict:
+    """The verdict on speech over the reply that stopped (for now) after ``speech_ms``: one
+    or two words of the user's, unsure and without a stop word, in under :data:`SHORT_MS`
+    are a backchannel (a misheard "mhm" is likelier than a one- or two-word command)."""
+    if judgement.verdict is Verdict.USER and not judgement.sure and speech_ms < SHORT_MS:
+        return Verdict.BACKCHANNEL
+    return judgement.verdict
+
+
 def fold(text: str) -> list[str]:
     """The words of ``text``, lowercase, without diacritics, apostrophes or hyphens."""
     decomposed = unicodedata.normalize("NFKD", text.casefold().replace("ł", "l"))

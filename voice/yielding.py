@@ -22,7 +22,7 @@ import numpy as np
 from asr.whisper import TranscribeOptions, Transcript
 from voice.ducking import MicLevels, stands_out
 from voice.interruptions import ASR_RATE, LOOK_S, Overlap
-from voice.overlap import SHORT_MS, Judgement, Verdict
+from voice.overlap import Judgement, Verdict, settled
 from voice.ports import Engines, SpeechDetector
 from voice.protocol import OutputAudioDuck, OutputAudioUnduck, ServerEvent, SessionConfig
 from voice.reply import Reply
@@ -132,18 +132,16 @@ class Yielding:
 
     async def _judge_paused(self, overlap: Overlap, detector: SpeechDetector,
                             audio: np.ndarray, at: int) -> None:
-        try:  # a look as the others (a few words), at all of the speech up to the pause
+        audio = audio[-LOOK_S * ASR_RATE:]  # a look as the others: the latest seconds
+        try:
             transcript = await self.engines.asr.run(
-                self.id, self.engines.transcriber.transcribe, audio[-LOOK_S * ASR_RATE:],
-                self._quick_options(), priority=Priority.URGENT)
+                self.id, self.engines.transcriber.transcribe, audio, self._quick_options(),
+                priority=Priority.URGENT)
         except Exception:
             logger.exception("session %s: judging speech over the reply failed", self.id)
             return
-        judgement = self._judge(transcript, audio, overlap.start, at)
-        verdict = judgement.verdict
-        if (verdict is Verdict.USER and not judgement.sure
-                and self._speech_ms(overlap, at) < SHORT_MS):
-            verdict = Verdict.BACKCHANNEL
+        judgement = self._judge(transcript, audio, max(overlap.start, at - audio.size), at)
+        verdict = settled(judgement, self._speech_ms(overlap, at))
         logger.info("session %s: speech over the held reply paused: %r -> %s", self.id,
                     transcript.text, verdict.value)
         async with self._detector_lock:

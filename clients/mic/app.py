@@ -370,13 +370,9 @@ class MicApp:
             # user, or only a backchannel, echo or noise); speech_started stops it if it was
             # the user, unduck plays on from where it paused.
             if self._reply is not None and self._reply.response_id == event.response_id:
-                if isinstance(event, OutputAudioDuck) and event.hold:
-                    self.audio.hold(True)
-                elif isinstance(event, OutputAudioDuck):
-                    self.audio.duck(10 ** (event.gain_db / 20))
-                else:
-                    self.audio.hold(False)
-                    self.audio.duck(1.0)
+                duck = event if isinstance(event, OutputAudioDuck) else None
+                self.audio.hold(duck is not None and duck.hold)
+                self.audio.duck(1.0 if duck is None or duck.hold else 10 ** (duck.gain_db / 20))
         elif isinstance(event, ResponseDone):
             self._finish(event)
         elif isinstance(event, Error):
