@@ -23,8 +23,10 @@ The client also ducks as voice-mic did before 2026-11-28 (``output_audio_buffer.
 reply plays, and so echoes, that much quieter until ``unduck`` or ``speech_started``), or,
 in the ``hold`` configuration, holds it as voice-mic does now (``session.interruption.hold``:
 playback pauses and goes on from there at ``unduck``); reported per event: the delay from its
-onset to the duck or hold, whether the reply was restored (unducked, not cut), and the delay
-to the reply going silent (held or cut, whichever came first).
+onset to the duck or hold, whether the reply was restored (unducked, not cut), the delay
+to the reply going silent (held or cut, whichever came first), and for a sound that cut the
+reply, the delay to the last of the reply's audio the client received (the issue's "last
+reply audio sent"; 0 when all of it had come before the sound).
 
 Configurations: today's behaviour (``guard off, no AEC``) against ``AEC + guard``, in the same
 run, on the same server, and a few others with ``--configs`` (``noduck``: AEC + guard with
@@ -92,6 +94,7 @@ class Outcome:
     restored: bool = False  # ducked, then unducked, not cut
     silent_ms: float | None = None  # from the event's onset to the reply held or cut
     played_on: bool = False  # held or ducked, restored, and only then cut
+    last_audio_ms: float | None = None  # cut: from the onset to the reply's last audio received
     resumed: bool = False
     backchannel_event: bool = False
     played_s: float = 0.0
@@ -140,6 +143,8 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                     # Only the reply under test (and its resumption) is played: the replies
                     # to turns its echo started are not followed.
                     response_id = event_json["response_id"]
+                    if response_id == state["first"]:
+                        state["last_delta"] = now
                     if response_id not in interrupted and (
                             response_id == state["first"] or response_id in watched):
                         audio = np.frombuffer(base64.b64decode(event_json["delta"]), "<i2")
@@ -239,6 +244,8 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
     if caused:
         outcome.interrupted = True
         outcome.delay_ms = (caused[0] - onset) * 1000
+        if "last_delta" in state:
+            outcome.last_audio_ms = max(0.0, state["last_delta"] - onset) * 1000
     ducked = [t for t in state.get("ducks", []) if t >= state.get("event_start", np.inf)]
     if ducked and onset is not None:
         # (the VAD may hear a soft start before the sound reaches the onset's level: 0)
@@ -282,6 +289,7 @@ async def main_async(args: argparse.Namespace) -> int:
               f"delay={outcome.delay_ms and round(outcome.delay_ms)} resumed={outcome.resumed} "
               f"ducks={outcome.ducks} duck={outcome.duck_ms and round(outcome.duck_ms)} "
               f"restored={outcome.restored} played_on={outcome.played_on} "
+              f"last_audio={outcome.last_audio_ms and round(outcome.last_audio_ms)} "
               f"played={outcome.played_s:.1f}s {outcome.error or ''}", flush=True)
 
     for name in args.configs:
@@ -311,8 +319,9 @@ async def main_async(args: argparse.Namespace) -> int:
 def summarize(outcomes: list[Outcome]) -> None:
     print("\n| configuration | scenario | replies | self-interruptions (replies with one) | "
           "cut by the event | resumed | delay p50 / p90 ms | ducked (restored) | "
-          "duck delay p50 / p90 ms | silent (held or cut) p50 / p90 ms |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "duck delay p50 / p90 ms | silent (held or cut) p50 / p90 ms | "
+          "cut: last reply audio received p50 / p90 ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     keys = sorted({(o.config, o.scenario) for o in outcomes}, key=lambda k: (k[1], k[0]))
     for config, scenario in keys:
         group = [o for o in outcomes if (o.config, o.scenario) == (config, scenario)]
@@ -325,6 +334,9 @@ def summarize(outcomes: list[Outcome]) -> None:
         silent = [o.silent_ms for o in group if o.silent_ms is not None]
         silent_timing = (f"{statistics.median(silent):.0f} / {percentile(silent, 0.9):.0f}"
                          if silent else "-")
+        last = [o.last_audio_ms for o in group if o.last_audio_ms is not None]
+        last_timing = (f"{statistics.median(last):.0f} / {percentile(last, 0.9):.0f}"
+                       if last else "-")
         errors = sum(o.error is not None for o in group)
         count = f"{len(group)}" + (f" ({errors} without audio)" if errors else "")
         print(f"| {config} | {scenario} | {count} "
@@ -333,7 +345,8 @@ def summarize(outcomes: list[Outcome]) -> None:
               f"| {sum(o.interrupted for o in group)}{played_on(group)} "
               f"| {sum(o.resumed for o in group)} "
               f"| {timing} | {sum(o.ducks > 0 for o in group)} "
-              f"({sum(o.restored for o in group)}) | {duck_timing} | {silent_timing} |")
+              f"({sum(o.restored for o in group)}) | {duck_timing} | {silent_timing} "
+              f"| {last_timing} |")
 
 
 CONFIG_NAMES = ("today", "both", "guard", "aec", "noduck", "hold")

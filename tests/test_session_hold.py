@@ -4,12 +4,13 @@ Fake engines for the session; the playback accounting with the real mixin."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 import numpy as np
 
 from asr.whisper import TranscribeOptions, Transcript
-from tests.fakes import FakeChat, FakeTranscriber, silence, tone
+from tests.fakes import FakeChat, FakeTranscriber, FakeVoices, silence, tone
 from tests.test_session import Harness, run
 from tests.test_session_duplex import (
     STORY,
@@ -100,6 +101,51 @@ def test_the_users_words_over_a_held_reply_cut_it() -> None:
     run(scenario)
 
 
+def reply_audio_between(h: Harness, first: str, then: str | None) -> int:
+    """The first reply's audio deltas the client received after the first ``first`` event
+    and before the next ``then`` event after it (None: to the end)."""
+    reply_id = h.of("response.created")[0].fields["response"]["id"]
+    types = h.types()
+    start = types.index(first)
+    end = types.index(then, start) if then is not None else len(types)
+    return sum(1 for e in h.events[start:end] if e.type == "response.output_audio.delta"
+               and e.fields["response_id"] == reply_id)
+
+
+def test_no_more_of_a_held_reply_is_sent_and_none_once_the_user_cuts_it() -> None:
+    async def scenario() -> None:
+        # A slow voice: the story's pieces are still being synthesized when it is held.
+        h = Harness(FakeTranscriber([("Tell me a story", "en"),
+                                     ("Tell me about Rome instead.", "en")]),
+                    FakeChat([STORY, "Rome is lovely."]), voices=FakeVoices(delay_s=0.05))
+        await replying(h, {"hold": True})
+        await h.send_audio(silence(1.2))
+        # In real time: the pieces go on being synthesized while the words are judged.
+        await h.send_audio(np.concatenate([tone(1.2), silence(0.8)]), pace_s=0.02)
+        await h.wait_done(2)
+        assert h.of("response.done")[0].fields["response"]["status"] == "cancelled"
+        # The last of the reply the client got is what it had when it paused playback.
+        assert reply_audio_between(h, "output_audio_buffer.duck", None) == 0
+    run(scenario)
+
+
+def test_a_held_reply_sends_the_rest_of_its_audio_once_it_plays_on() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Mhm, genau.", "de")]),
+                    FakeChat([STORY]), voices=FakeVoices(delay_s=0.05))
+        await replying(h, {"hold": True})
+        await h.send_audio(silence(1.2))
+        await h.send_audio(np.concatenate([tone(0.4), silence(0.8)]), pace_s=0.02)
+        await h.wait_done()
+        assert reply_audio_between(h, "output_audio_buffer.duck",
+                                   "output_audio_buffer.unduck") == 0
+        assert reply_audio_between(h, "output_audio_buffer.unduck", None) > 0
+        # Nothing was dropped: the client got every piece of the story.
+        assert h.of("response.done")[0].fields["response"]["status"] == "completed"
+        assert h.session.history[-1].text == STORY
+    run(scenario)
+
+
 def test_a_reply_held_when_the_session_is_reconfigured_plays_on() -> None:
     async def scenario() -> None:
         h = Harness(FakeTranscriber([("Tell me a story", "en"), ("Mhm, genau.", "de")]),
@@ -144,6 +190,7 @@ def held_reply() -> ReplyAudio:
                                          ("with many parks.", 1000.0)])
     reply.text = "Berlin is a city with many parks."
     reply.audible_at, reply.holds = 0, []
+    reply._unheld = asyncio.Event()
     reply.audio_sent_ms = reply.audio_written_ms = 2000.0
     reply.contours = [np.zeros(200)]  # 2 s of loudness 0 (loud)
     reply._media_now = lambda: 0  # type: ignore[method-assign]

@@ -114,6 +114,8 @@ class Reply(ReplyAudio):
         self.contours: list[np.ndarray] = []  # loudness of each piece sent
         self.audible_at: int | None = None  # media time of the first audio written
         self.holds: list[Hold] = []  # where the client paused playback
+        self._unheld = asyncio.Event()  # cleared while the client holds the reply
+        self._unheld.set()
         self.messages: list[Any] = []  # the prompt of the message (to resume it)
         self.written_all = False  # the model finished writing (not cut short)
         self.resume = resume
@@ -142,6 +144,7 @@ class Reply(ReplyAudio):
         self.cancel_reason = reason
         self.cancel_event.set()
         self._stopped.set()
+        self._unheld.set()  # audio waiting for a release is dropped, not sent
         if self._pace is not None:
             self._pace.release()
         if self._draft is not None:

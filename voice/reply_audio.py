@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 AUDIO_DELTA_MS = 200  # audio is sent in deltas of at most this length
 URGENT_BELOW_MS = 1000  # a piece is urgent while the client has less than this left to play
+# While the client holds the reply, its next audio waits at most this long to be sent: a
+# hold ends when the speech over the reply is judged, within seconds; this bounds a bug.
+HELD_SEND_LIMIT_S = 15.0
 # Words written but not yet synthesized that a look at the reply's echo counts as the reply's
 # own: Whisper runs an echo of a phrase on into its next words ("a city" -> "a city and").
 UPCOMING_WORDS = 6
@@ -58,6 +61,7 @@ class ReplyAudio:
     audio_written_ms: float
     audible_at: int | None
     holds: list[Hold]  # where the client paused playback
+    _unheld: asyncio.Event  # clear while held: the next audio waits (set when cancelled)
     contours: list[np.ndarray]  # loudness of each piece sent, in order
     language: str
     _owner: str
@@ -118,11 +122,13 @@ class ReplyAudio:
         with ``hold``) until :meth:`release`."""
         if self.audible_at is not None and not self.held:
             self.holds.append(Hold(max(at, self.audible_at)))
+            self._unheld.clear()
 
     def release(self, at: int) -> None:
         """Playback goes on from media time ``at`` (``output_audio_buffer.unduck``)."""
         if self.held:
             self.holds[-1].end = max(at, self.holds[-1].start)
+        self._unheld.set()
 
     @property
     def held(self) -> bool:
@@ -262,6 +268,9 @@ class ReplyAudio:
                 continue
             if self.times.first_audio_ready is None:
                 self.times.first_audio_ready = time.monotonic()
+            await self._unless_held()
+            if self.cancelled:
+                return
             for start in range(0, audio.size, step):
                 await self._send(AudioDelta(**self._ids(),
                                             delta=encode_base64_pcm16(audio[start:start + step])))
@@ -273,6 +282,18 @@ class ReplyAudio:
                 if not self.item.truncated_by_client:
                     self.item.text = " ".join(text for text, _ in self.item.pieces)
                 self._pace_writing()
+
+    async def _unless_held(self) -> None:
+        """While the client holds the reply (speech over it is being judged), its next audio
+        is not sent: a cut then drops it unsent, a release sends it on. (The last audio sent
+        is what the client had when the user's voice rose, not ~1 s later at the cut.)"""
+        if self._unheld.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._unheld.wait(), HELD_SEND_LIMIT_S)
+        except TimeoutError:
+            logger.warning("session %s: the reply was held for %.0f s; sending on",
+                           self._owner, HELD_SEND_LIMIT_S)
 
     async def _spoken_ahead(self, piece: str) -> np.ndarray | None:
         """The piece's audio if the adopted draft synthesized it while the turn was being
