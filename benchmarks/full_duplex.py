@@ -11,9 +11,13 @@ clients do. Each reply answers a spoken question (Piper English; a real recordin
 other languages); then, 1.5 s into the reply's playback, the scenario adds:
 
 - ``echo``: nothing. Any speech_started or turn_detected cancel is a self-interruption.
-- ``interrupt``: the user talks over the reply (the head of a real recording in the reply's
-  language, or Piper's "Stop, wait a moment." in English). Reported: the delay from the start
-  of that speech to the moment playback stopped (speech_started arrived at the client).
+- ``interrupt``: the user talks over the reply (2 s of a real recording in the reply's
+  language from where its voice begins, or Piper's "Stop, wait a moment." in English).
+  Reported: the delay from the start of that speech to the moment playback stopped
+  (speech_started arrived at the client). A voice starts where the Silero VAD, run on the
+  clean sound before the run, hears it begin (``benchmarks.laptop.voice_onset``; until
+  2026-11-28 where its level first rose above -34 dBFS, which a click or breath a second
+  before some speakers began passed); a noise starts where its level rises.
 - ``backchannel``: an acknowledgement in the reply's language (espeak-ng, e.g. "genau"); it
   must not interrupt.
 - ``noise``: a cough-like burst, a door knock, a noise burst; it must not interrupt, or with
@@ -50,7 +54,7 @@ from typing import Any
 import numpy as np
 from websockets.asyncio.client import connect
 
-from benchmarks.laptop import FRAME, RATE, Room, noises, spoken
+from benchmarks.laptop import FRAME, RATE, Room, noises, spoken, voice_onset
 from clients.mic.echo import EchoCanceller
 
 EVENT_AFTER_S = 1.5  # into the reply's playback
@@ -123,6 +127,10 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                              "first": None, "gain": 1.0}
     watched: set[str] = set()  # the reply and its resumption: the run ends once they are done
     user = np.concatenate([np.zeros(RATE // 2, np.float32), question])
+    # A voice's onset is where the VAD hears it begin; a noise's, where its sound rises.
+    event_onset = None if event is None or scenario == "noise" else voice_onset(event)
+    if event is not None and event_onset is None:
+        event_onset = int(np.argmax(np.abs(event) > 0.02))
     async with connect(url, max_size=None) as ws:
         await ws.send(json.dumps({"type": "session.update", "session": {
             "type": "realtime", "instructions": INSTRUCTIONS, "max_output_tokens": 80,
@@ -204,7 +212,7 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                         and tick - state["first_play"] >= EVENT_AFTER_S * 50):
                     event_at = position  # the question was sent before the reply came
                     user = np.concatenate([np.zeros(position, np.float32), event])
-                    onset = int(np.argmax(np.abs(event) > 0.02))
+                    onset = event_onset or 0
                     state["event_start"] = time.monotonic()
                     state["event_onset"] = state["event_start"] + onset / RATE
                 mic = np.zeros(FRAME, np.float32)

@@ -39,12 +39,31 @@ def espeak(language: str, text: str) -> np.ndarray:
     return soxr.resample(audio, rate, RATE).astype(np.float32) * 0.8
 
 
+def voice_onset(sound: np.ndarray) -> int | None:
+    """Where a voice begins in ``sound`` (float32 at :data:`RATE`): the first window the
+    Silero VAD takes for speech, alone on the clean sound; None where it hears no speech.
+    (A level threshold is not enough: some recordings open with a click or a breath a second
+    before the speaker starts.)"""
+    from asr.vad import SAMPLE_RATE, SileroVadModel, StreamingVad, VadConfig, VadEventType
+
+    audio = soxr.resample(sound, RATE, SAMPLE_RATE).astype(np.float32)
+    vad = StreamingVad(SileroVadModel(), VadConfig(prefix_padding_ms=0))
+    for event in vad.feed(np.concatenate([audio, np.zeros(SAMPLE_RATE // 2, np.float32)])):
+        if event.type is VadEventType.SPEECH_STARTED:
+            return event.start_sample * RATE // SAMPLE_RATE
+    return None
+
+
 def recording(name: str, seconds: float | None = None) -> np.ndarray:
+    """A real recording, peak-normalized; with ``seconds``, that much of it from 0.1 s before
+    the speaker's voice begins (:func:`voice_onset`)."""
     audio, rate = soundfile.read(REAL / name, dtype="float32")
     audio = audio.mean(axis=1) if audio.ndim > 1 else audio
     audio = soxr.resample(audio, rate, RATE).astype(np.float32)
     if seconds is not None:
-        onset = int(np.argmax(np.abs(audio) > 0.05))
+        onset = voice_onset(audio)
+        if onset is None:
+            onset = int(np.argmax(np.abs(audio) > 0.05))
         audio = audio[max(0, onset - RATE // 10):onset + int(seconds * RATE)]
     peak = float(np.abs(audio).max()) or 1.0
     return audio * (0.5 / peak)
