@@ -4,7 +4,6 @@ Fake engines for the session; the playback accounting with the real mixin."""
 
 from __future__ import annotations
 
-import asyncio
 from types import SimpleNamespace
 
 import numpy as np
@@ -186,11 +185,11 @@ def test_residual_echo_after_a_held_backchannel_does_not_cut_the_reply() -> None
 def held_reply() -> ReplyAudio:
     """A reply whose audio became audible at media time 0: two pieces, 2 s of audio sent."""
     reply = ReplyAudio()  # the mixin's state only
+    reply._start_audio()
     reply.item = SimpleNamespace(pieces=[("Berlin is a city", 1000.0),  # type: ignore[assignment]
                                          ("with many parks.", 1000.0)])
     reply.text = "Berlin is a city with many parks."
-    reply.audible_at, reply.holds = 0, []
-    reply._unheld = asyncio.Event()
+    reply.audible_at = 0
     reply.audio_sent_ms = reply.audio_written_ms = 2000.0
     reply.contours = [np.zeros(200)]  # 2 s of loudness 0 (loud)
     reply._media_now = lambda: 0  # type: ignore[method-assign]

@@ -19,8 +19,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-import numpy as np
-
 from asr.whisper import Transcript
 from llm.tools import Tool, ToolCall, ToolCallError, ToolCallParser
 from tts.segmenter import Segmenter, SegmenterConfig
@@ -50,7 +48,7 @@ from voice.protocol import (
     TextDone,
     response_object,
 )
-from voice.reply_audio import Hold, ReplyAudio
+from voice.reply_audio import ReplyAudio
 from voice.reply_calls import ReplyCalls
 from voice.reply_settings import (
     ReplySettings,
@@ -109,13 +107,7 @@ class Reply(ReplyAudio):
         self.failure: ProtocolError | None = None
         self.text = ""
         self.tokens = 0
-        self.audio_sent_ms = 0.0
-        self.audio_written_ms = 0.0  # of it, written to the socket
-        self.contours: list[np.ndarray] = []  # loudness of each piece sent
-        self.audible_at: int | None = None  # media time of the first audio written
-        self.holds: list[Hold] = []  # where the client paused playback
-        self._unheld = asyncio.Event()  # cleared while the client holds the reply
-        self._unheld.set()
+        self._start_audio()
         self.messages: list[Any] = []  # the prompt of the message (to resume it)
         self.written_all = False  # the model finished writing (not cut short)
         self.resume = resume
@@ -133,8 +125,6 @@ class Reply(ReplyAudio):
         self._stopped = asyncio.Event()  # set with cancel_event, for awaiting it
         self._space_before = False  # the next text continues a sentence already sent
         self._malformed = 0  # calls the model wrote that could not be made
-        self._pace: WritingPace | None = None  # holds the writing far ahead of playback
-        self._queued_chars = 0  # of the pieces written and not yet synthesized
         self._calls = ReplyCalls(response_id, owner, conversation, self.outputs, self._send,
                                  mcp.connector if mcp is not None else None, self._stopped)
 

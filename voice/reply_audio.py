@@ -74,6 +74,18 @@ class ReplyAudio:
     _run_engine: Callable[..., Awaitable[Any]]
     _ids: Callable[[], dict[str, Any]]
 
+    def _start_audio(self) -> None:
+        """Nothing synthesized, sent or played yet (called once, by the reply's __init__)."""
+        self.audio_sent_ms = 0.0
+        self.audio_written_ms = 0.0  # of it, written to the socket
+        self.contours = []
+        self.audible_at = None  # media time of the first audio written
+        self.holds = []
+        self._unheld = asyncio.Event()
+        self._unheld.set()
+        self._pace = None  # holds the writing far ahead of playback
+        self._queued_chars = 0
+
     @property
     def audio_out(self) -> bool:
         return "audio" in self.settings.modalities
