@@ -20,7 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
-from asr.whisper import SAMPLE_RATE, TranscribeOptions, Transcript
+from asr.transcript import TranscribeOptions, Transcript
+from asr.whisper import SAMPLE_RATE
 
 _WORD = re.compile(r"\S+")
 

@@ -17,13 +17,20 @@ import functools
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from asr.gpu_memory import retrying
+from asr.transcript import (
+    Segment,
+    TranscribeOptions,
+    Transcript,
+    compression_ratio,
+    judge,
+    pick_language,
+)
 from asr.window import FULL_WINDOW_FRAMES, fitted_window_frames, read_timestamped, token_limit
 
 logger = logging.getLogger(__name__)
@@ -64,51 +71,6 @@ def whisper_languages() -> frozenset[str]:
     return frozenset(_LANGUAGE_CODES)
 
 
-@dataclasses.dataclass(frozen=True)
-class TranscribeOptions:
-    """Per-call settings. ``language`` pins the language; ``allowed_languages`` restricts
-    detection to a set (the most probable language within the set wins). With
-    ``previous_language`` (the conversation's so far), detection has hysteresis: another
-    language wins only when its probability beats the previous one's by ``switch_margin``, so
-    a short or mumbled turn does not flip the conversation's language while a clear switch
-    does."""
-
-    language: str | None = None
-    allowed_languages: tuple[str, ...] | None = None
-    previous_language: str | None = None
-    switch_margin: float = 0.2
-    beam_size: int = 1
-    # Hallucination guards, applied per segment (Whisper's own rules plus a silence gate).
-    no_speech_threshold: float = 0.6
-    log_prob_threshold: float = -1.0
-    compression_ratio_threshold: float = 2.4
-    max_new_tokens: int | None = None
-    # A decode in a fitted window that looks wrong is decoded again in the 30 s window (about
-    # 0.9 s on a 2-core CPU). False keeps the fitted decode's trustworthy part instead (none
-    # of a loop): for a quick look at a few words (what someone said over a reply), not for a
-    # final transcript.
-    retry_full_window: bool = True
-    # Whisper's previous-text prompt (the protocol's transcription.prompt): words and spellings
-    # to expect, such as an app's room names. Only its last ~220 tokens count.
-    prompt: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Transcript:
-    """What was said. ``text`` is empty when nothing trustworthy was heard; ``rejected`` then
-    says why (``"silence"``, ``"no_speech"``, ``"low_confidence"``, ``"repetitive"``)."""
-
-    text: str
-    language: str
-    language_probability: float
-    no_speech_probability: float
-    avg_log_probability: float
-    compression_ratio: float
-    duration_s: float
-    decode_s: float
-    rejected: str | None = None
-
-
 def resolve_device(device: str, compute_type: str) -> tuple[str, str]:
     """Turn ``auto`` settings into a concrete CTranslate2 device and compute type."""
     if device == "auto":
@@ -118,11 +80,6 @@ def resolve_device(device: str, compute_type: str) -> tuple[str, str]:
     if compute_type == "auto":
         compute_type = "float16" if device == "cuda" else "int8"
     return device, compute_type
-
-
-def compression_ratio(text: str) -> float:
-    data = text.encode("utf-8")
-    return len(data) / max(1, len(zlib.compress(data)))
 
 
 def _whisper_model_class() -> Any:
@@ -224,7 +181,7 @@ class Transcriber:
             for done in retrying(functools.partial(self._decode_group, group,
                                                    fitted=self.fitted_window),
                                  retries, "decoding"):
-                results[done.pending.index] = self._judge(
+                results[done.pending.index] = judge(
                     done.segments, done.language, done.probability, done.pending.duration_s,
                     0.0, done.pending.options)
         elapsed = time.perf_counter() - started
@@ -256,7 +213,7 @@ class Transcriber:
         languages = [p.language or ("en", 1.0) for p in group]
         if multilingual and any(p.language is None for p in group):
             detected = model.model.detect_language(encoded)
-            languages = [p.language or _pick_language(scores, p.options)
+            languages = [p.language or pick_language(scores, p.options)
                          for p, scores in zip(group, detected, strict=True)]
         tokenizers = {language: Tokenizer(model.hf_tokenizer, multilingual, task="transcribe",
                                           language=language) for language, _ in languages}
@@ -300,7 +257,7 @@ class Transcriber:
                 text = ""  # a loop, not speech: nothing of it is trustworthy
             # As faster-whisper: the mean log probability counts the end token; an empty
             # decode yields no segment at all.
-            segments = [_Segment(text, result.scores[0] * len(tokens) / (len(tokens) + 1),
+            segments = [Segment(text, result.scores[0] * len(tokens) / (len(tokens) + 1),
                                  ratio, result.no_speech_prob)] if text.strip() else []
             decoded.append(_Decoded(pending, segments, language, probability))
         if retry:
@@ -320,7 +277,7 @@ class Transcriber:
             if options.language is None and model.model.is_multilingual:
                 first = model.feature_extractor(audio)[:, :FULL_WINDOW_FRAMES]
                 scores = model.model.detect_language(model.encode(first))[0]
-                language, probability = _pick_language(scores, options)
+                language, probability = pick_language(scores, options)
             segments, _ = model.transcribe(
                 audio, language=language, beam_size=options.beam_size, temperature=0.0,
                 condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
@@ -331,53 +288,8 @@ class Transcriber:
             decoded = list(segments)  # decoding happens here, in the caller's thread
         finally:
             model.forget()
-        return self._judge(decoded, language, probability, audio.size / SAMPLE_RATE,
+        return judge(decoded, language, probability, audio.size / SAMPLE_RATE,
                            time.perf_counter() - started, options)
-
-    @staticmethod
-    def _judge(segments: Sequence[Any], language: str, probability: float, duration: float,
-               decode_s: float, options: TranscribeOptions) -> Transcript:
-        kept: list[str] = []
-        reasons: list[str] = []
-        for segment in segments:
-            text = segment.text.strip()
-            if not text:
-                continue
-            if (segment.no_speech_prob > options.no_speech_threshold
-                    and segment.avg_logprob < options.log_prob_threshold):
-                reasons.append("no_speech")
-            elif segment.compression_ratio > options.compression_ratio_threshold:
-                reasons.append("repetitive")
-            elif segment.avg_logprob < options.log_prob_threshold - 0.5:
-                reasons.append("low_confidence")
-            else:
-                kept.append(text)
-        text = " ".join(kept).strip()
-        no_speech = max((s.no_speech_prob for s in segments), default=1.0)
-        log_prob = (float(np.mean([s.avg_logprob for s in segments])) if segments else 0.0)
-        if reasons:
-            logger.info("dropped %d whisper segment(s) as %s", len(reasons), ",".join(reasons))
-        return Transcript(
-            text=text,
-            language=language,
-            language_probability=probability,
-            no_speech_probability=float(no_speech),
-            avg_log_probability=log_prob,
-            compression_ratio=compression_ratio(text) if text else 0.0,
-            duration_s=duration,
-            decode_s=decode_s,
-            rejected=None if text else (reasons[0] if reasons else "no_speech"),
-        )
-
-
-class _Segment(NamedTuple):
-    """The fields of a faster-whisper segment that :meth:`Transcriber._judge` reads."""
-
-    text: str
-    avg_logprob: float
-    compression_ratio: float
-    no_speech_prob: float
-
 
 @dataclasses.dataclass(frozen=True)
 class _Pending:
@@ -392,7 +304,7 @@ class _Pending:
 
 class _Decoded(NamedTuple):
     pending: _Pending
-    segments: list[_Segment]
+    segments: list[Segment]
     language: str
     probability: float
 
@@ -404,21 +316,3 @@ def _is_silence(audio: np.ndarray) -> bool:
 def _silence(options: TranscribeOptions, duration: float) -> Transcript:
     language = options.language or (options.allowed_languages or ("en",))[0]
     return Transcript("", language, 0.0, 1.0, 0.0, 0.0, duration, 0.0, rejected="silence")
-
-
-def _pick_language(scores: Sequence[tuple[str, float]],
-                   options: TranscribeOptions) -> tuple[str, float]:
-    """The language to decode from CTranslate2's detection scores (``("<|de|>", p)`` pairs),
-    and its probability (renormalised within the allowed languages): the most probable one,
-    unless the previous language is within ``switch_margin`` of it (hysteresis)."""
-    probabilities = {token[2:-2]: float(p) for token, p in scores}
-    allowed = options.allowed_languages or tuple(probabilities)
-    total = sum(probabilities.get(code, 0.0) for code in allowed) or 1.0
-    language = max(allowed, key=lambda code: probabilities.get(code, 0.0))
-    best = probabilities.get(language, 0.0) / total
-    previous = options.previous_language
-    if previous is not None and previous != language and previous in allowed:
-        kept = probabilities.get(previous, 0.0) / total
-        if best - kept < options.switch_margin:
-            return previous, kept
-    return language, best

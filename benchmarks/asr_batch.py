@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from asr.whisper import TranscribeOptions, Transcriber, TranscriberConfig, Transcript
+from asr.transcript import TranscribeOptions, Transcript
+from asr.whisper import Transcriber, TranscriberConfig
 from voice.models import ModelKind, ModelStore, default_model_names
 from voice.schedulers import Priority, Scheduler
 

@@ -90,7 +90,8 @@ def child(engine: str, clips: Path, piper_arena: bool) -> None:
         import soundfile
         import soxr
 
-        from asr.whisper import TranscribeOptions, Transcriber, TranscriberConfig
+        from asr.transcript import TranscribeOptions
+        from asr.whisper import Transcriber, TranscriberConfig
 
         transcriber = Transcriber(TranscriberConfig(
             str(store.resolve(names[ModelKind.ASR], ModelKind.ASR)), device="cpu",

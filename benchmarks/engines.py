@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from asr.transcript import TranscribeOptions
 from asr.vad import SAMPLE_RATE, SileroVadModel, StreamingVad
-from asr.whisper import TranscribeOptions, Transcriber, TranscriberConfig
+from asr.whisper import Transcriber, TranscriberConfig
 from llm.chat import ChatConfig, ChatModel, Message, SamplingOptions
 from tts.piper import PiperSynthesizer
 from tts.voices import EspeakSynthesizer

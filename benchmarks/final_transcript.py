@@ -47,7 +47,8 @@ import jiwer
 import numpy as np
 import soxr
 
-from asr.whisper import TranscribeOptions, Transcriber, TranscriberConfig
+from asr.transcript import TranscribeOptions
+from asr.whisper import Transcriber, TranscriberConfig
 from asr.window import fitted_window_frames
 from voice.config import DEFAULT_LANGUAGES, ServiceConfig
 from voice.models import ModelKind, ModelStore, default_model_names

@@ -71,7 +71,8 @@ def child(threshold_kib: int, rounds: int, clips: Path) -> dict[str, Any]:
 
     if threshold_kib:
         set_mmap_threshold(threshold_kib * 1024)
-    from asr.whisper import TranscribeOptions, Transcriber, TranscriberConfig
+    from asr.transcript import TranscribeOptions
+    from asr.whisper import Transcriber, TranscriberConfig
     from llm.chat import ChatConfig, ChatModel, Message, SamplingOptions
     from tts.piper import PiperSynthesizer
     from voice.models import ModelKind, ModelStore, default_home, default_model_names

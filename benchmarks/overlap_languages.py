@@ -39,7 +39,8 @@ import numpy as np
 import soundfile
 import soxr
 
-from asr.whisper import TranscribeOptions, Transcriber, TranscriberConfig
+from asr.transcript import TranscribeOptions
+from asr.whisper import Transcriber, TranscriberConfig
 from benchmarks.laptop import Room
 from voice.interruptions import JUDGE_STEP_MS, JUDGE_TOKENS, LOOK_S
 from voice.models import ModelKind, ModelStore, default_model_names

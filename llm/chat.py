@@ -24,13 +24,11 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-import jinja2
-import jinja2.sandbox
-
 from llm.batching import BatchedDecoder, StepOptions
 from llm.detokenizer import TextDeltas
 from llm.gguf import TOKENIZER_FILE, ChatFormat
 from llm.paced import Pace, paced_steps
+from llm.template import ChatTemplate, ChatTemplateError
 from llm.tools import Tool, ToolCall, template_call_id, template_supports_tools, template_tools
 
 logger = logging.getLogger(__name__)
@@ -156,11 +154,9 @@ class ChatModel:
             str(folder), device=self.device, compute_type=self.compute_type,
             inter_threads=config.replicas, intra_threads=threads,
         )
-        environment = jinja2.sandbox.ImmutableSandboxedEnvironment(
-            trim_blocks=True, lstrip_blocks=True)
-        environment.globals["raise_exception"] = _raise_template_error
-        environment.filters["tojson"] = _tojson
-        self._template = environment.from_string(repair_template(self.format.chat_template))
+        self._template = ChatTemplate(self.format.chat_template,
+                                      bos_token=self.format.bos_token or "",
+                                      eos_token=self.format.eos_token)
         self.context_tokens = min(config.context_tokens or 4096, self.format.context_length)
         # Whether the model's own chat template describes tools (many small models' do not).
         self.supports_tools = template_supports_tools(self.format.chat_template)
@@ -219,18 +215,14 @@ class ChatModel:
         call in the system turn (:mod:`llm.tools` parses the calls). Raises
         :class:`ChatModelError` if the template does not take tools.
         """
-        variables: dict[str, object] = {}
-        if tools:
-            if not self.supports_tools:
-                raise ChatModelError("this model's chat template does not support tools")
-            variables["tools"] = template_tools(tools)
-        return str(self._template.render(
-            messages=[m.template_json(self.supports_tools) for m in messages],
-            add_generation_prompt=True,
-            bos_token=self.format.bos_token or "",
-            eos_token=self.format.eos_token,
-            **variables,
-        ))
+        if tools and not self.supports_tools:
+            raise ChatModelError("this model's chat template does not support tools")
+        try:
+            return self._template.render(
+                [m.template_json(self.supports_tools) for m in messages],
+                add_generation_prompt=True, tools=template_tools(tools))
+        except ChatTemplateError as error:
+            raise ChatModelError(str(error)) from error
 
     def _tokens(self, texts: Sequence[str]) -> list[list[str]]:
         """Tokenize texts in one call. ``encode_batch`` releases the GIL (``encode`` holds it
@@ -378,9 +370,8 @@ class ChatModel:
                 if len(self._cached_prompts) >= self.config.cached_system_prompts:
                     return []
                 self._cached_prompts.add(key)
-        block = str(self._template.render(
-            messages=[{"role": "system", "content": content}], add_generation_prompt=False,
-            bos_token=self.format.bos_token or "", eos_token=self.format.eos_token, **variables))
+        block = self._template.render([{"role": "system", "content": content}],
+                                      add_generation_prompt=False, tools=template_tools(tools))
         tokens = self._with_bos(self._tokens([block])[0])
         # Only when the conversation's tokens really start with it (a template may render a
         # system message differently in context); the rest must not be empty.
@@ -410,28 +401,3 @@ class ChatModel:
             if close is not None:
                 close()  # stops the generation inside CTranslate2
 
-
-# A defect of some packaged Qwen2.5 templates (the GGUF of qwen2.5-coder-1.5b-instruct): the
-# example call is written with doubled braces, as if for Python's str.format, and the model
-# copies them ("{{"name": ...}}}"), which is not JSON. Qwen's own template has single braces.
-_DOUBLED_CALL_EXAMPLE = '{{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}}'
-
-
-def repair_template(template: str) -> str:
-    """The chat template with known defects of packaged templates repaired."""
-    if _DOUBLED_CALL_EXAMPLE in template:
-        logger.info("chat template: the example tool call had doubled braces; repaired")
-        return template.replace(_DOUBLED_CALL_EXAMPLE, _DOUBLED_CALL_EXAMPLE[1:-1])
-    return template
-
-
-def _tojson(value: object, ensure_ascii: bool = False, indent: int | None = None,
-            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
-    """Templates' ``tojson`` as Hugging Face renders it (plain ``json.dumps``), not Jinja's
-    HTML-safe one, which writes ``<`` as ``\\u003c``: the model saw the former in training."""
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
-
-
-def _raise_template_error(message: str) -> None:
-    raise ChatModelError(f"chat template error: {message}")

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from asr.transcript import TranscribeOptions, Transcript
 from asr.vad import StreamingVad, VadConfig
-from asr.whisper import TranscribeOptions, Transcript
 from llm.chat import Message, SamplingOptions
 from llm.paced import Pace
 from llm.tools import Tool

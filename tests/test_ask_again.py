@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from asr.whisper import Transcript
+from asr.transcript import Transcript
 from tests.fakes import FakeChat, FakeTranscriber, silence
 from tests.test_session import Harness, run
 from tests.test_session_duplex import STORY, replying

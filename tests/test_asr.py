@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from asr.streaming import PartialTranscriber, agreed_prefix
-from asr.whisper import SAMPLE_RATE, TranscribeOptions, Transcript
+from asr.transcript import TranscribeOptions, Transcript
+from asr.whisper import SAMPLE_RATE
 from tests.prerequisites import missing
 from tests.speech import (
     ALLOWED_LANGUAGES,

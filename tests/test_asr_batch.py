@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from asr.whisper import SAMPLE_RATE, TranscribeOptions, Transcriber, TranscriberConfig, Transcript
+from asr.transcript import TranscribeOptions, Transcript
+from asr.whisper import SAMPLE_RATE, Transcriber, TranscriberConfig
 from tests.artifacts import build_random_whisper
 from tests.prerequisites import missing
 from tests.speech import ALLOWED_LANGUAGES, SHARED_TESTDATA, read_audio_file

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asr import whisper
-from asr.whisper import SAMPLE_RATE, TranscribeOptions, Transcriber, TranscriberConfig
+from asr.transcript import TranscribeOptions
+from asr.whisper import SAMPLE_RATE, Transcriber, TranscriberConfig
 from asr.window import (
     FULL_WINDOW_FRAMES,
     WINDOW_MARGIN_S,

@@ -291,7 +291,7 @@ def test_system_prompts_prefilled_at_start_up_are_the_ones_replies_reuse(
 
 
 def test_a_packaged_template_with_a_doubled_brace_call_example_shows_single_braces() -> None:
-    from llm.chat import repair_template
+    from llm.template import repair_template
 
     doubled = ('{{- "<tool_call>\\n{{\\"name\\": <function-name>, \\"arguments\\": '
                '<args-json-object>}}\\n</tool_call>" }}')

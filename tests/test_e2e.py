@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from asr.whisper import TranscribeOptions
+from asr.transcript import TranscribeOptions
 from tests.live import (
     default_models_server,
     open_session,

@@ -13,6 +13,7 @@ import tokenizers
 
 from llm.chat import ChatConfig, ChatModel, Message, SamplingOptions
 from llm.gguf import ChatFormat
+from llm.template import ChatTemplate
 from tests.artifacts import sentencepiece_vocabulary, train_sentencepiece
 from tests.hub_fixture import serve_hub
 from tests.reference import write_tiny_gguf
@@ -94,8 +95,6 @@ MISTRAL_LIKE_TEMPLATE = (
 
 
 def test_a_conversation_with_calls_renders_through_a_template_that_checks_mistral_ids() -> None:
-    import jinja2.sandbox
-
     from voice.conversation import Conversation, Item
 
     conversation = Conversation()
@@ -107,13 +106,9 @@ def test_a_conversation_with_calls_renders_through_a_template_that_checks_mistra
     conversation.add(Item("item_4", "assistant", "Yes, 21 degrees."))
     messages = [m.template_json(True) for m in conversation.prompt("Be brief.")[1:]]
 
-    environment = jinja2.sandbox.ImmutableSandboxedEnvironment()
-
-    def refuse(message: str) -> None:
-        raise ValueError(message)
-
-    environment.globals["raise_exception"] = refuse
-    text = environment.from_string(MISTRAL_LIKE_TEMPLATE).render(messages=messages)
+    # The service's own renderer: its raise_exception fails the test on a refused id.
+    template = ChatTemplate(MISTRAL_LIKE_TEMPLATE, bos_token="<s>", eos_token="</s>")
+    text = template.render(messages, add_generation_prompt=False)
     assert '"id": "Q2pL4mN8"' not in text  # 9 characters, not 8
     assert '"id": "7Q2pL4mN8"' in text and '"call_id": "7Q2pL4mN8"' in text
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from asr.whisper import TranscribeOptions, _pick_language
+from asr.transcript import TranscribeOptions, pick_language
 from tests.fakes import FakeChat, FakeTranscriber
 from tests.test_session import Harness, run
 
@@ -31,15 +31,15 @@ def scores(**probabilities: float) -> list[tuple[str, float]]:
 def test_the_language_follows_the_speaker_with_hysteresis(
         detected: list[tuple[str, float]], previous: str | None, expected: str) -> None:
     options = TranscribeOptions(allowed_languages=EUROPE, previous_language=previous)
-    language, probability = _pick_language(detected, options)
+    language, probability = pick_language(detected, options)
     assert language == expected
     assert 0.0 < probability <= 1.0
 
 
 def test_the_margin_is_a_setting() -> None:
     close = scores(fr=0.55, it=0.40)
-    assert _pick_language(close, TranscribeOptions(previous_language="it"))[0] == "it"
-    assert _pick_language(close, TranscribeOptions(previous_language="it",
+    assert pick_language(close, TranscribeOptions(previous_language="it"))[0] == "it"
+    assert pick_language(close, TranscribeOptions(previous_language="it",
                                                    switch_margin=0.1))[0] == "fr"
 
 

@@ -305,7 +305,7 @@ def test_finals_of_several_sessions_are_transcribed_in_one_batch_and_a_failure_s
 ) -> None:
     import numpy as np
 
-    from asr.whisper import TranscribeOptions
+    from asr.transcript import TranscribeOptions
     from tests.fakes import FakeTranscriber
 
     transcriber = FakeTranscriber([("hallo", "de"), ("hello", "en"), ("salut", "fr")],

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from asr.whisper import TranscribeOptions
+from asr.transcript import TranscribeOptions
 from tests.fakes import FakeChat, FakeTranscriber, silence, tone
 from tests.test_session import Harness, run
 from voice.interruptions import JUDGE_TOKENS

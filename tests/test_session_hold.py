@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from asr.whisper import TranscribeOptions, Transcript
+from asr.transcript import TranscribeOptions, Transcript
 from tests.fakes import FakeChat, FakeTranscriber, FakeVoices, silence, tone
 from tests.test_session import Harness, run
 from tests.test_session_duplex import (

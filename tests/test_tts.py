@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asr.whisper import TranscribeOptions
+from asr.transcript import TranscribeOptions
 from tests.speech import ALLOWED_LANGUAGES, ESPEAK_SENTENCES, to_16k, word_error_rate
 from tts.piper import PiperSynthesizer
 from tts.voices import EspeakSynthesizer, VoiceBook

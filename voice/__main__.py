@@ -198,7 +198,7 @@ def warm_up(transcriber: Transcriber, chat: ChatModel) -> None:
     call (seen on an H200: the first user's transcript took 4.4 s instead of 25 ms)."""
     import numpy as np
 
-    from asr.whisper import TranscribeOptions
+    from asr.transcript import TranscribeOptions
 
     started = time.monotonic()
     tone = (0.1 * np.sin(np.arange(16_000) * 2 * np.pi * 220 / 16_000)).astype(np.float32)

@@ -10,7 +10,7 @@ nothing intelligible resumes that reply instead (voice/interruptions.py).
 
 from __future__ import annotations
 
-from asr.whisper import Transcript
+from asr.transcript import Transcript
 
 # Whisper's reasons for rejecting all of a turn's words; "silence" (nothing loud enough to
 # be speech) and a failed decode (an error event already) get no reply.

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
+from asr.transcript import TranscribeOptions, Transcript
 from asr.vad import VadConfig, VadEventType
-from asr.whisper import TranscribeOptions, Transcript
 from llm.chat import Message
 from voice.conversation import Conversation, Item
 from voice.draft import Draft, SpeechAhead

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-from asr.whisper import TranscribeOptions, Transcript
+from asr.transcript import TranscribeOptions, Transcript
 from voice.conversation import Conversation, Item
 from voice.ducking import MicLevels, floor_level, voice_span_ms
 from voice.endpointing import Speculation

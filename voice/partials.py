@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from asr.streaming import PartialTranscriber
-from asr.whisper import TranscribeOptions
+from asr.transcript import TranscribeOptions
 from voice.ports import SpeechDetector, Transcribes
 from voice.protocol import TranscriptDelta
 from voice.schedulers import Priority, Scheduler, StaleJobError

@@ -12,8 +12,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from asr.transcript import TranscribeOptions, Transcript
 from asr.vad import VadConfig, VadEvent
-from asr.whisper import TranscribeOptions, Transcript
 from llm.chat import Message, SamplingOptions
 from llm.paced import Pace
 from llm.tools import Tool

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from asr.whisper import Transcript
+from asr.transcript import Transcript
 from llm.tools import Tool, ToolCall, ToolCallError, ToolCallParser
 from tts.segmenter import Segmenter, SegmenterConfig
 from voice.conversation import Conversation, Item

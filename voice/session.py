@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-from asr.whisper import Transcript
+from asr.transcript import Transcript
 from voice.ask_again import ask_again, unclear
 from voice.audio_pump import AudioPump
 from voice.conversation import Conversation, Item

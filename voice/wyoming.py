@@ -57,7 +57,7 @@ from wyoming.tts import (
     SynthesizeStopped,
 )
 
-from asr.whisper import TranscribeOptions
+from asr.transcript import TranscribeOptions
 from tts.segmenter import Segmenter, SegmenterConfig, speakable
 from voice.config import ServiceConfig
 from voice.ports import Engines

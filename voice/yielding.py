@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-from asr.whisper import TranscribeOptions, Transcript
+from asr.transcript import TranscribeOptions, Transcript
 from voice.ducking import MicLevels, stands_out
 from voice.interruptions import ASR_RATE, LOOK_S, Overlap
 from voice.overlap import Judgement, Verdict, settled
