@@ -299,3 +299,22 @@ def test_a_packaged_template_with_a_doubled_brace_call_example_shows_single_brac
     assert '\\n{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}\\n' in repaired
     assert "{{\\\"name" not in repaired
     assert repair_template("{{ messages }}") == "{{ messages }}"
+
+
+def test_a_template_renders_json_as_hugging_face_does_and_its_refusals_are_errors() -> None:
+    from llm.template import ChatTemplate, ChatTemplateError
+
+    template = ChatTemplate(
+        "{{ bos_token }}{% for m in messages %}{% if m.role == 'tool' %}"
+        "{{ raise_exception('no tool turns here') }}{% endif %}"
+        "[{{ m.role }}] {{ m | tojson }}{% endfor %}{% if tools %}{{ tools | tojson }}{% endif %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}",
+        bos_token="<s>", eos_token="</s>")
+    text = template.render([{"role": "user", "content": "a < b, café"}],
+                           add_generation_prompt=True)
+    # Plain json.dumps, as the model saw in training: no \u003c, no \u00e9.
+    assert text == '<s>[user] {"role": "user", "content": "a < b, café"}[assistant]'
+    assert template.render([], add_generation_prompt=False, tools=[{"name": "f"}]) \
+        == '<s>[{"name": "f"}]'
+    with pytest.raises(ChatTemplateError, match="no tool turns here"):
+        template.render([{"role": "tool", "content": "{}"}], add_generation_prompt=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from voice.protocol import (
     ServerEvent,
     SessionUpdate,
 )
+from voice.reply_audio import Gap
 from voice.session import Session, SessionDefaults, SessionLimitError
 from voice.turns import AgentState
 
@@ -43,12 +44,17 @@ class Harness:
         self.voices = voices or FakeVoices()
         self.events: list[ServerEvent] = []
         self.turns: list[tuple[dict[str, float], str]] = []
+        self.gaps: list[Gap] = []  # what the server's metrics count
         self.error_codes: list[str] = []  # what the server's metrics count
         self.session = Session(fake_engines(transcriber, chat, self.voices, turn_model,
                                             tools_chat),
                                SessionDefaults(partial_interval_s=0, **defaults), self._send,
-                               on_turn=lambda latency, status: self.turns.append((latency, status)),
+                               on_turn=self._on_turn,
                                on_error=self.error_codes.append)
+
+    def _on_turn(self, latency: dict[str, float], status: str, gaps: Sequence[Gap]) -> None:
+        self.turns.append((latency, status))
+        self.gaps.extend(gaps)
 
     async def _send(self, event: ServerEvent) -> None:
         self.events.append(event)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from voice.protocol import LATENCY_STAGES
 from voice.schedulers import Scheduler
+
+if TYPE_CHECKING:
+    from voice.reply_audio import Gap
 
 _ENGINE_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 _BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
@@ -40,6 +44,11 @@ class Metrics:
         self.latency = Histogram("voice_turn_stage_latency_ms",
                                  "Milliseconds from the end of user speech to each stage",
                                  ["stage"], buckets=_LATENCY_BUCKETS_MS, registry=self.registry)
+        self.audio_gaps = Histogram(
+            "voice_reply_audio_gap_seconds", "Silences mid-reply: the client had played all of "
+            "a reply's audio before its next piece was sent, by what the piece waited for "
+            "(text: the language model's words; speech: their synthesis)", ["waiting_for"],
+            buckets=_ENGINE_BUCKETS_S, registry=self.registry)
         self.errors = Counter("voice_errors", "Error events sent to clients, by code", ["code"],
                               registry=self.registry)
 
@@ -93,8 +102,11 @@ class Metrics:
     def observe_batch(self, engine: str, size: int) -> None:
         self.engine_batch_size.labels(engine=engine).observe(size)
 
-    def observe_turn(self, latency: dict[str, float], status: str) -> None:
+    def observe_turn(self, latency: dict[str, float], status: str,
+                     gaps: Sequence[Gap] = ()) -> None:
         self.turns.labels(status=status).inc()
+        for gap in gaps:
+            self.audio_gaps.labels(waiting_for=gap.waiting_for).observe(gap.ms / 1000)
         if status == "completed":
             for stage in LATENCY_STAGES:
                 if stage in latency:

@@ -36,14 +36,29 @@ URGENT_BELOW_MS = 1000  # a piece is urgent while the client has less than this 
 # While the client holds the reply, its next audio waits at most this long to be sent: a
 # hold ends when the speech over the reply is judged, within seconds; this bounds a bug.
 HELD_SEND_LIMIT_S = 15.0
+# The client running out of the reply's audio for less than this is not counted as a gap (the
+# media clock moves in the client's audio frames, 20-100 ms).
+GAP_MIN_MS = 150
 # Words written but not yet synthesized that a look at the reply's echo counts as the reply's
 # own: Whisper runs an echo of a phrase on into its next words ("a city" -> "a city and").
 UPCOMING_WORDS = 6
 
 
+@dataclasses.dataclass(frozen=True)
+class Gap:
+    """The client ran out of the reply's audio before its next piece came: a silence the user
+    hears mid-reply. ``waiting_for``: ``"text"`` when the piece's words were not written yet
+    as the audio ran out (the language model is behind), ``"speech"`` when they were and the
+    synthesis was (the voice's queue or its run)."""
+
+    ms: float
+    waiting_for: str
+
+
 @dataclasses.dataclass
 class Hold:
-    """Media times (samples at 16 kHz) between which the client paused the reply."""
+    """Media times (samples at 16 kHz) between which the client played none of the reply: it
+    paused it (``session.interruption.hold``), or it had played all it had (a :class:`Gap`)."""
 
     start: int
     end: int | None = None  # still paused
@@ -61,6 +76,8 @@ class ReplyAudio:
     audio_written_ms: float
     audible_at: int | None
     holds: list[Hold]  # where the client paused playback
+    gaps: list[Gap]  # where the client ran out of audio mid-reply
+    _piece_written_at: float  # monotonic time the piece being sent was written
     _unheld: asyncio.Event  # clear while held: the next audio waits (set when cancelled)
     contours: list[np.ndarray]  # loudness of each piece sent, in order
     language: str
@@ -81,6 +98,8 @@ class ReplyAudio:
         self.contours = []
         self.audible_at = None  # media time of the first audio written
         self.holds = []
+        self.gaps = []
+        self._piece_written_at = 0.0
         self._unheld = asyncio.Event()
         self._unheld.set()
         self._pace = None  # holds the writing far ahead of playback
@@ -133,6 +152,7 @@ class ReplyAudio:
         """The client pauses playback from media time ``at`` (``output_audio_buffer.duck``
         with ``hold``) until :meth:`release`."""
         if self.audible_at is not None and not self.held:
+            self._ran_dry(at)
             self.holds.append(Hold(max(at, self.audible_at)))
             self._unheld.clear()
 
@@ -179,12 +199,32 @@ class ReplyAudio:
     def audio_written(self, duration_ms: float) -> int:
         """The transport wrote one of this reply's audio deltas (``duration_ms`` long) to
         the socket. Returns the media time until which the client will be playing."""
+        now = self._media_now()
         if self.times.first_audio_sent is None:
             self.times.first_audio_sent = time.monotonic()
-            self.audible_at = self._media_now()
+            self.audible_at = now
             self._pace_writing()  # playback starts: what is ahead now plays down
+        elif not self.held and (gap := self._ran_dry(now)) is not None:
+            self.gaps.append(gap)
+            logger.info("session %s: the client ran out of the reply's audio for %.0f ms after "
+                        "%.1f s of it; the next piece waited for its %s", self._owner, gap.ms,
+                        self.audio_written_ms / 1000,
+                        "words" if gap.waiting_for == "text" else "synthesis")
         self.audio_written_ms += duration_ms
-        return self.playing_until(self._media_now())
+        return self.playing_until(now)
+
+    def _ran_dry(self, now: int) -> Gap | None:
+        """If the client has played all of the reply it had by media time ``now`` (at least
+        :data:`GAP_MIN_MS` ago), it played nothing since: that stretch counts as a pause in
+        playback from now on, and is returned as a :class:`Gap`."""
+        assert self.audible_at is not None
+        end = self.playing_until(now)
+        dry_ms = (now - end) * 1000 / ASR_RATE
+        if dry_ms < GAP_MIN_MS:
+            return None
+        self.holds.append(Hold(end, now))
+        ran_out_at = time.monotonic() - dry_ms / 1000
+        return Gap(dry_ms, "text" if self._piece_written_at > ran_out_at else "speech")
 
     def contour(self) -> np.ndarray:
         """The loudness contour (voice.overlap.loudness) of what the client played, from
@@ -266,6 +306,7 @@ class ReplyAudio:
         out_rate = self.settings.output_rate
         step = out_rate * AUDIO_DELTA_MS // 1000
         while (piece := await pieces.get()) is not None:
+            written_at = time.monotonic()
             if self.cancelled:
                 return
             text = speakable(piece)
@@ -283,6 +324,7 @@ class ReplyAudio:
             await self._unless_held()
             if self.cancelled:
                 return
+            self._piece_written_at = written_at
             for start in range(0, audio.size, step):
                 await self._send(AudioDelta(**self._ids(),
                                             delta=encode_base64_pcm16(audio[start:start + step])))

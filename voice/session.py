@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 
@@ -65,6 +65,7 @@ from voice.protocol import (
     new_id,
 )
 from voice.reply import Reply, Resume
+from voice.reply_audio import Gap
 from voice.reply_settings import ReplySettings, TurnTimes
 from voice.session_settings import SessionDefaults, SessionLimitError, Settings
 from voice.turn_effects import (
@@ -95,7 +96,7 @@ class Session(Endpointing, Interruptions, Yielding):
 
     def __init__(self, engines: Engines, defaults: SessionDefaults,
                  send: Callable[[ServerEvent], Awaitable[None]], *,
-                 on_turn: Callable[[dict[str, float], str], None] | None = None,
+                 on_turn: Callable[[dict[str, float], str, Sequence[Gap]], None] | None = None,
                  on_error: Callable[[str], None] | None = None) -> None:
         self.id = new_id("sess")
         self.engines = engines
@@ -402,8 +403,10 @@ class Session(Endpointing, Interruptions, Yielding):
             return
         self.last_language = reply.language
         latency = reply.times.report()
-        logger.info("session %s: turn %s %s in %s, latency %s", self.id, reply.response_id,
+        gaps = (f"; the client ran out of its audio {len(reply.gaps)} time(s), "
+                f"{sum(gap.ms for gap in reply.gaps):.0f} ms in all" if reply.gaps else "")
+        logger.info("session %s: turn %s %s in %s, latency %s%s", self.id, reply.response_id,
                     status, reply.language,
-                    ", ".join(f"{k}={v:.0f}" for k, v in latency.items()))
+                    ", ".join(f"{k}={v:.0f}" for k, v in latency.items()), gaps)
         if self._on_turn is not None:
-            self._on_turn(latency, status)
+            self._on_turn(latency, status, reply.gaps)

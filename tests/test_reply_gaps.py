@@ -1,0 +1,99 @@
+"""Silences mid-reply: the client played all of a reply's audio before its next piece came.
+
+The server counts them by the media clock (the client's microphone audio, streamed in real
+time here) and says what the late piece was waiting for: the model's words or their
+synthesis (``voice.reply_audio.Gap``, the ``voice_reply_audio_gap_seconds`` metric).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from tests.fakes import FakeChat, FakeTranscriber, FakeVoices, silence, tone
+from tests.test_session import Harness, run
+from voice.overlap import SILENT
+from voice.reply_audio import ReplyAudio
+from voice.reply_settings import TurnTimes
+
+RATE = 16_000  # media time: samples at 16 kHz
+
+FIRST_THEN_MORE = "Sure. " + " ".join(["and then"] * 6) + " the rest of it comes."
+
+
+async def talk_and_listen(h: Harness, listen_s: float) -> None:
+    """Speak, then keep the microphone streaming (at real-time pace) while the reply plays."""
+    await h.send_audio(np.concatenate([tone(0.6), silence(listen_s)]), pace_s=0.02)
+    await h.wait_done()
+
+
+def test_a_reply_whose_next_words_come_late_reports_a_gap_waiting_for_the_words() -> None:
+    async def scenario() -> None:
+        # "Sure." is 50 ms of audio; the words after it come 0.1 s apart, slower than the
+        # voice speaks them (10 ms a character).
+        h = Harness(FakeTranscriber([("Can you help?", "en")]),
+                    FakeChat([FIRST_THEN_MORE], delay_s=0.1))
+        await talk_and_listen(h, 4.0)
+        assert h.turns[0][1] == "completed"
+        assert h.gaps and {gap.waiting_for for gap in h.gaps} == {"text"}
+        assert 300 < h.gaps[0].ms < 1500
+    run(scenario)
+
+
+def test_a_reply_whose_voice_is_slow_reports_a_gap_waiting_for_the_synthesis() -> None:
+    async def scenario() -> None:
+        # Written at once; each piece takes 0.6 s to synthesize and "Sure." plays 50 ms.
+        h = Harness(FakeTranscriber([("Can you help?", "en")]),
+                    FakeChat([FIRST_THEN_MORE], delay_s=0.001), voices=FakeVoices(delay_s=0.6))
+        await talk_and_listen(h, 4.0)
+        assert h.gaps and {gap.waiting_for for gap in h.gaps} == {"speech"}
+        assert 300 < h.gaps[0].ms < 1500
+    run(scenario)
+
+
+def test_a_reply_that_keeps_ahead_of_playback_reports_no_gap() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Can you help?", "en")]),
+                    FakeChat(["Sure, I can help you with that right away. Here it is."]))
+        await talk_and_listen(h, 2.0)
+        assert h.turns[0][1] == "completed" and h.gaps == []
+    run(scenario)
+
+
+def test_after_a_gap_the_client_is_counted_as_playing_later_by_as_much() -> None:
+    reply = ReplyAudio()  # the mixin's state only, on a media clock set by hand
+    reply._start_audio()
+    reply._owner = "sess_test"
+    reply.times = TurnTimes(speech_end=0.0)
+    reply.item = SimpleNamespace(pieces=[])  # type: ignore[assignment]
+    now = [0]
+    reply._media_now = lambda: now[0]
+    assert reply.audio_written(1000.0) == RATE  # 1 s of audio, audible from media time 0
+    reply.contours = [np.zeros(100)]
+    now[0] = 3 * RATE // 2  # the next piece comes 0.5 s after the client ran out
+    assert reply.audio_written(1000.0) == 5 * RATE // 2
+    reply.contours.append(np.zeros(100))
+    reply.audio_sent_ms = 2000.0
+    assert [round(gap.ms) for gap in reply.gaps] == [500]
+    assert reply.heard_ms(2 * RATE) == 1500  # not 2000: nothing played in the gap
+    contour = reply.contour()
+    assert contour.size == 250 and np.all(contour[100:150] == SILENT)
+    assert np.all(np.delete(contour, np.r_[100:150]) == 0)
+    now[0] = 5 * RATE // 2 + RATE // 20  # 50 ms late: too short to count
+    reply.audio_written(200.0)
+    assert len(reply.gaps) == 1
+
+
+def test_gaps_are_counted_in_the_metrics_by_what_the_piece_waited_for() -> None:
+    from voice.metrics import Metrics
+    from voice.reply_audio import Gap
+
+    metrics = Metrics()
+    metrics.observe_turn({"vad_ms": 600.0}, "completed", [Gap(800.0, "text"),
+                                                         Gap(300.0, "speech")])
+    metrics.observe_turn({"vad_ms": 600.0}, "completed")
+    value = metrics.registry.get_sample_value
+    assert value("voice_reply_audio_gap_seconds_count", {"waiting_for": "text"}) == 1
+    assert value("voice_reply_audio_gap_seconds_sum", {"waiting_for": "speech"}) == 0.3
+    assert value("voice_turns_total", {"status": "completed"}) == 2
