@@ -7,6 +7,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from asr.transcript import TranscribeOptions, Transcript
 from tests.fakes import FakeChat, FakeTranscriber, FakeVoices, silence, tone
@@ -17,7 +18,8 @@ from tests.test_session_duplex import (
     replying,
     speaking_over_a_quiet_microphone,
 )
-from voice.overlap import LOUDNESS_HZ, SILENT
+from voice.interruptions import Overlap
+from voice.overlap import LOUDNESS_HZ, SILENT, Judgement, Verdict
 from voice.protocol import SessionUpdate
 from voice.reply_audio import ReplyAudio
 
@@ -217,3 +219,22 @@ def test_the_echo_of_a_held_reply_is_silence_while_it_was_held() -> None:
     assert contour.size == 250  # 2 s sent plus 0.5 s held, one value per 10 ms
     held = slice(LOUDNESS_HZ // 2, LOUDNESS_HZ)
     assert np.all(contour[held] == SILENT) and np.all(np.delete(contour, np.r_[held]) == 0)
+
+
+@pytest.mark.parametrize(("looks", "upto_s", "words_ms"), [
+    # A leak of the reply's echo held it; the looks heard nothing until a "sim" (heard as
+    # "Jing"): the word is as long as the time since the last look that heard nothing.
+    ([(Verdict.NOTHING, 0.4), (Verdict.NOTHING, 0.6), (Verdict.USER, 0.9)], 0.9, 300),
+    # ... and a look that hears nothing after the first words does not shorten them again.
+    ([(Verdict.NOTHING, 0.4), (Verdict.USER, 0.6), (Verdict.NOTHING, 0.8)], 1.0, 600),
+    # Words from the first look on (or echo heard first): the speech's own length counts.
+    ([(Verdict.USER, 0.4), (Verdict.USER, 0.6)], 0.6, None),
+    ([(Verdict.ECHO, 0.4), (Verdict.NOTHING, 0.6), (Verdict.USER, 0.8)], 0.8, None),
+    ([], 0.5, None),
+])
+def test_the_words_over_a_reply_count_from_the_last_look_that_heard_nothing(
+        looks: list[tuple[Verdict, float]], upto_s: float, words_ms: int | None) -> None:
+    overlap = Overlap(start=0)
+    for verdict, at_s in looks:
+        overlap.heard(Judgement(verdict, sure=False), int(at_s * RATE))
+    assert overlap.words_ms(int(upto_s * RATE)) == words_ms

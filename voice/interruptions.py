@@ -87,6 +87,26 @@ class Overlap:
     held: bool = False  # held rather than ducked (session.interruption.hold)
     released_at: int | None = None  # played on at its pause, before it ended (media time)
     pause_verdict: Verdict | None = None  # ... for what was said up to that pause
+    # Media time up to which every look heard nothing, until one heard words (0: none yet).
+    quiet_until: int = 0
+    words_heard: bool = False
+
+    def heard(self, judgement: Judgement, upto: int) -> None:
+        """Note a look at the speech up to media time ``upto``: while the looks hear nothing
+        (a leak of the reply's echo, noise, a breath), the words to come have not begun."""
+        if self.words_heard:
+            return
+        if judgement.verdict is Verdict.NOTHING:
+            self.quiet_until = max(self.quiet_until, upto)
+        else:
+            self.words_heard = True
+
+    def words_ms(self, upto: int) -> int | None:
+        """How long the words can have lasted by ``upto``: since the last look that heard
+        nothing before them (None: no look heard nothing first)."""
+        if not self.quiet_until:
+            return None
+        return max(0, upto - self.quiet_until) * 1000 // ASR_RATE
 
     def user(self, judgement: Judgement, speech_ms: int) -> bool:
         """Whether this look, after ``speech_ms`` of speech (of a voice that stood out, where
@@ -176,9 +196,15 @@ class Interruptions:
         """How long the speech over the reply has lasted by media time ``upto``: the VAD's
         speech (to its end, once it ended), or where the microphone was quiet during the
         reply (``overlap.floor``), its voice's (voice.ducking.voice_span_ms: residual echo
-        after a backchannel keeps the VAD going, and looks hearing words in it would cut)."""
+        after a backchannel keeps the VAD going, and looks hearing words in it would cut);
+        and no longer than since the looks last heard nothing before the first words (a leak
+        of the reply's own echo can start the speech, and hold the reply, ~0.5 s before a
+        "sim": the word alone is short, docs/benchmarks.md)."""
         vad_ms = (self.turns.overlap_speech_ms(upto) if self.turns.overlap == overlap.start
                   else (upto - overlap.start) * 1000 // ASR_RATE)
+        words_ms = overlap.words_ms(upto)
+        if words_ms is not None:
+            vad_ms = min(vad_ms, words_ms)
         if overlap.floor is None:
             return vad_ms
         return min(vad_ms, voice_span_ms(self._mic_levels, overlap.start, upto, overlap.floor))
@@ -222,6 +248,7 @@ class Interruptions:
             logger.exception("session %s: judging speech over the reply failed", self.id)
             return
         judgement = self._judge(transcript, audio, max(overlap.start, upto - audio.size), upto)
+        overlap.heard(judgement, upto)
         heard_ms = (upto - overlap.start) * 1000 // ASR_RATE
         user = overlap.user(judgement, self._speech_ms(overlap, upto)) \
             and self._voiced_since_release(overlap, upto)

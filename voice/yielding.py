@@ -141,6 +141,7 @@ class Yielding:
             logger.exception("session %s: judging speech over the reply failed", self.id)
             return
         judgement = self._judge(transcript, audio, max(overlap.start, at - audio.size), at)
+        overlap.heard(judgement, at)
         verdict = settled(judgement, self._speech_ms(overlap, at))
         logger.info("session %s: speech over the held reply paused: %r -> %s", self.id,
                     transcript.text, verdict.value)
