@@ -96,3 +96,24 @@ def test_gaps_are_counted_in_the_metrics_by_what_the_piece_waited_for() -> None:
     assert value("voice_reply_audio_gap_seconds_count", {"waiting_for": "text"}) == 1
     assert value("voice_reply_audio_gap_seconds_sum", {"waiting_for": "speech"}) == 0.3
     assert value("voice_turns_total", {"status": "completed"}) == 2
+
+
+LONG_SENTENCE = ("the old town has narrow streets with small shops and cafes where people "
+                 "sit outside in the sun all afternoon.")
+
+
+@pytest.mark.parametrize(("words_apart_s", "parts"), [(0.25, "several"), (0.002, "one")])
+def test_a_long_sentence_is_spoken_in_parts_only_while_the_client_would_run_dry(
+        words_apart_s: float, parts: str) -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me about the town.", "en")]),
+                    FakeChat([f"Sure. Well. {LONG_SENTENCE}"], delay_s=words_apart_s))
+        await talk_and_listen(h, 7.0)
+        spoken = h.voices.voices["en"].spoken
+        assert spoken[:2] == ["Sure.", "Well."]
+        # Nothing dropped or doubled, however it was cut.
+        assert " ".join(spoken[2:]) == LONG_SENTENCE
+        assert (len(spoken) > 3) == (parts == "several")
+        done = h.of("response.output_audio_transcript.done")[0].fields["transcript"]
+        assert done == f"Sure. Well. {LONG_SENTENCE}"
+    run(scenario)

@@ -244,3 +244,21 @@ def test_the_second_piece_can_wait_for_the_sentence_like_the_later_ones() -> Non
     assert segment(reply, "en", first_piece_min_words=2, first_piece_max_words=4,
                    second_piece_max_words=0) == [
         "The capital of France", "is Paris, which is a city of museums and parks."]
+
+
+@pytest.mark.parametrize(("written", "piece", "left"), [
+    # At the last clause boundary where there is one, else after the last whole word.
+    ("Berlin has many museums, and the Pergamon", "Berlin has many museums,", "and the Pergamon"),
+    ("Berlin has many museums and the Perga", "Berlin has many museums and the", "Perga"),
+    # Too few whole words yet: nothing (the last word may still grow).
+    ("Berlin has", "", "Berlin has"),
+    ("Berlin has many", "", "Berlin has many"),
+])
+def test_a_sentence_still_being_written_can_be_cut_early(written: str, piece: str,
+                                                        left: str) -> None:
+    segmenter = Segmenter()
+    # Past the short first pieces: later pieces wait for a sentence's end.
+    assert segmenter.feed("Of course. I know the city well. ") == ["Of course."]
+    assert segmenter.feed(written) == ["I know the city well."]
+    assert segmenter.cut_early(min_words=3) == ([piece] if piece else [])
+    assert segmenter.flush() == [left]

@@ -171,6 +171,26 @@ class Segmenter:
             return [piece]
         return []
 
+    def cut_early(self, min_words: int) -> list[str]:
+        """The text so far as a piece before its boundary, when the listener is about to run
+        out of audio and the sentence is still being written: up to the last clause boundary,
+        else the last complete word, if that holds at least ``min_words`` words; else none.
+        (A sentence cut mid-way sounds worse than a whole one, and better than silence.)"""
+        text = self._buffer
+        space = text.rfind(" ")
+        if space <= 0:
+            return []
+        cut = space + 1  # the word before the last space is complete
+        clause = max(text.rfind(mark + " ", 0, space + 1) for mark in _CLAUSE_END)
+        if clause > 0 and len(_WORDS.findall(text[:clause])) >= min_words:
+            cut = clause + 1
+        piece = text[:cut].strip()
+        if len(_WORDS.findall(piece)) < min_words:
+            return []
+        self._buffer = text[cut:].lstrip()
+        self._pieces_out += 1
+        return [piece]
+
     def _find_cut(self) -> int | None:
         text = self._buffer
         short = self._short_piece()

@@ -48,7 +48,7 @@ from voice.protocol import (
     TextDone,
     response_object,
 )
-from voice.reply_audio import ReplyAudio
+from voice.reply_audio import EARLY_PIECE_MIN_WORDS, ReplyAudio
 from voice.reply_calls import ReplyCalls
 from voice.reply_settings import (
     ReplySettings,
@@ -329,9 +329,7 @@ class Reply(ReplyAudio):
             if not self.cancelled:
                 if calls is not None:
                     await self._output(calls.finish(), segmenter, pieces)
-                for piece in segmenter.flush():
-                    self._queued_chars += len(piece)
-                    await pieces.put(piece)
+                await self._queue(pieces, segmenter.flush())
         finally:
             if self._pace is not None:
                 self._pace.release()  # before the close, which waits for a held writing
@@ -368,9 +366,9 @@ class Reply(ReplyAudio):
                     self.item.text = self.text
                 delta_event = AudioTranscriptDelta if self.audio_out else TextDelta
                 await self._send(delta_event(**self._ids(), delta=output))
-                for piece in segmenter.feed(output):
-                    self._queued_chars += len(piece)
-                    await pieces.put(piece)
+                await self._queue(pieces, segmenter.feed(output))
+                if self._running_dry():
+                    await self._queue(pieces, segmenter.cut_early(EARLY_PIECE_MIN_WORDS))
                 self._pace_writing()
 
     async def _finish(self, status: str) -> None:

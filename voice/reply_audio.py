@@ -39,6 +39,15 @@ HELD_SEND_LIMIT_S = 15.0
 # The client running out of the reply's audio for less than this is not counted as a gap (the
 # media clock moves in the client's audio frames, 20-100 ms).
 GAP_MIN_MS = 150
+# While the client has less than this of the reply left to play, nothing else is on its way,
+# and no piece came for EARLY_AFTER_S, a sentence still being written is spoken in part
+# (tts.segmenter.Segmenter.cut_early) if it has at least EARLY_PIECE_MIN_WORDS words: soak
+# run 21 heard 2-6 s silences mid-reply waiting for the model's words on a busy CPU, which
+# the speaker would otherwise spend waiting for the end of a long sentence. (On an idle
+# machine the next piece comes well before: pieces stay whole sentences.)
+RUNNING_DRY_MS = 400
+EARLY_AFTER_S = 0.5
+EARLY_PIECE_MIN_WORDS = 3
 # Words written but not yet synthesized that a look at the reply's echo counts as the reply's
 # own: Whisper runs an echo of a phrase on into its next words ("a city" -> "a city and").
 UPCOMING_WORDS = 6
@@ -78,6 +87,7 @@ class ReplyAudio:
     holds: list[Hold]  # where the client paused playback
     gaps: list[Gap]  # where the client ran out of audio mid-reply
     _piece_written_at: float  # monotonic time the piece being sent was written
+    _last_queued_at: float  # monotonic time the last piece went to the speaker
     _unheld: asyncio.Event  # clear while held: the next audio waits (set when cancelled)
     contours: list[np.ndarray]  # loudness of each piece sent, in order
     language: str
@@ -100,6 +110,7 @@ class ReplyAudio:
         self.holds = []
         self.gaps = []
         self._piece_written_at = 0.0
+        self._last_queued_at = 0.0
         self._unheld = asyncio.Event()
         self._unheld.set()
         self._pace = None  # holds the writing far ahead of playback
@@ -336,6 +347,22 @@ class ReplyAudio:
                 if not self.item.truncated_by_client:
                     self.item.text = " ".join(text for text, _ in self.item.pieces)
                 self._pace_writing()
+
+    async def _queue(self, pieces: asyncio.Queue[str | None], new: list[str]) -> None:
+        """Pieces of text for the speaker."""
+        for piece in new:
+            self._queued_chars += len(piece)
+            self._last_queued_at = time.monotonic()
+            await pieces.put(piece)
+
+    def _running_dry(self) -> bool:
+        """Whether the client is about to play all it has of this reply, with no piece on its
+        way to the voice and none for a while (:data:`RUNNING_DRY_MS`)."""
+        if (not self.audio_out or self.audible_at is None or self.held
+                or self._queued_chars > 0
+                or time.monotonic() - self._last_queued_at < EARLY_AFTER_S):
+            return False
+        return self.audio_sent_ms - self.heard_ms(self._media_now()) < RUNNING_DRY_MS
 
     async def _unless_held(self) -> None:
         """While the client holds the reply (speech over it is being judged), its next audio
