@@ -18,7 +18,7 @@ from tests.test_session_duplex import (
     replying,
     speaking_over_a_quiet_microphone,
 )
-from voice.interruptions import Overlap
+from voice.interruptions import Interruptions, Overlap
 from voice.overlap import LOUDNESS_HZ, SILENT, Judgement, Verdict
 from voice.protocol import SessionUpdate
 from voice.reply_audio import ReplyAudio
@@ -238,3 +238,17 @@ def test_the_words_over_a_reply_count_from_the_last_look_that_heard_nothing(
     for verdict, at_s in looks:
         overlap.heard(Judgement(verdict, sure=False), int(at_s * RATE))
     assert overlap.words_ms(int(upto_s * RATE)) == words_ms
+
+
+def test_only_one_or_two_words_count_from_the_last_look_that_heard_nothing() -> None:
+    # A sentence's first looks often hear nothing too; its words, once three or more, are
+    # as long as the speech (the VAD's here: no quiet level was measured).
+    guard = Interruptions()
+    guard.turns = SimpleNamespace(  # type: ignore[assignment]
+        overlap=0, overlap_speech_ms=lambda upto: upto * 1000 // RATE)
+    overlap = Overlap(start=0)
+    overlap.heard(Judgement(Verdict.NOTHING), int(0.8 * RATE))
+    overlap.heard(Judgement(Verdict.USER, sure=True), RATE)
+    assert guard._speech_ms(overlap, RATE, Judgement(Verdict.USER, sure=True)) == 1000
+    assert guard._speech_ms(overlap, RATE, Judgement(Verdict.USER, sure=False)) == 200
+    assert guard._speech_ms(overlap, RATE) == 200  # the whole speech's, before its words

@@ -192,18 +192,20 @@ class Interruptions:
         return judge(transcript.text, spoken, self._languages(transcript.language),
                      follows_reply=similarity)
 
-    def _speech_ms(self, overlap: Overlap, upto: int) -> int:
+    def _speech_ms(self, overlap: Overlap, upto: int, judgement: Judgement | None = None) -> int:
         """How long the speech over the reply has lasted by media time ``upto``: the VAD's
         speech (to its end, once it ended), or where the microphone was quiet during the
         reply (``overlap.floor``), its voice's (voice.ducking.voice_span_ms: residual echo
         after a backchannel keeps the VAD going, and looks hearing words in it would cut);
-        and no longer than since the looks last heard nothing before the first words (a leak
-        of the reply's own echo can start the speech, and hold the reply, ~0.5 s before a
-        "sim": the word alone is short, docs/benchmarks.md)."""
+        and for one or two words (``judgement`` not sure, or none yet), no longer than since
+        the looks last heard nothing before the first words (a leak of the reply's own echo
+        can start the speech, and hold the reply, ~0.5 s before a "sim": the word alone is
+        short; a sentence's first look often hears nothing, and its words are sure:
+        docs/benchmarks.md)."""
         vad_ms = (self.turns.overlap_speech_ms(upto) if self.turns.overlap == overlap.start
                   else (upto - overlap.start) * 1000 // ASR_RATE)
         words_ms = overlap.words_ms(upto)
-        if words_ms is not None:
+        if words_ms is not None and (judgement is None or not judgement.sure):
             vad_ms = min(vad_ms, words_ms)
         if overlap.floor is None:
             return vad_ms
@@ -250,7 +252,7 @@ class Interruptions:
         judgement = self._judge(transcript, audio, max(overlap.start, upto - audio.size), upto)
         overlap.heard(judgement, upto)
         heard_ms = (upto - overlap.start) * 1000 // ASR_RATE
-        user = overlap.user(judgement, self._speech_ms(overlap, upto)) \
+        user = overlap.user(judgement, self._speech_ms(overlap, upto, judgement)) \
             and self._voiced_since_release(overlap, upto)
         overlap.judgements.append(judgement)
         logger.info("session %s: over the reply after %d ms: %r -> %s%s", self.id, heard_ms,

@@ -51,7 +51,7 @@ class Yielding:
     _playing_reply: Callable[[], Reply | None]
     _quick_options: Callable[[], TranscribeOptions]
     _judge: Callable[[Transcript, np.ndarray, int, int], Judgement]
-    _speech_ms: Callable[[Overlap, int], int]
+    _speech_ms: Callable[[Overlap, int, Judgement | None], int]
 
     @property
     def config(self) -> SessionConfig:
@@ -142,7 +142,7 @@ class Yielding:
             return
         judgement = self._judge(transcript, audio, max(overlap.start, at - audio.size), at)
         overlap.heard(judgement, at)
-        verdict = settled(judgement, self._speech_ms(overlap, at))
+        verdict = settled(judgement, self._speech_ms(overlap, at, judgement))
         logger.info("session %s: speech over the held reply paused: %r -> %s", self.id,
                     transcript.text, verdict.value)
         async with self._detector_lock:
