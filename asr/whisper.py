@@ -258,7 +258,7 @@ class Transcriber:
             # As faster-whisper: the mean log probability counts the end token; an empty
             # decode yields no segment at all.
             segments = [Segment(text, result.scores[0] * len(tokens) / (len(tokens) + 1),
-                                 ratio, result.no_speech_prob)] if text.strip() else []
+                                ratio, result.no_speech_prob)] if text.strip() else []
             decoded.append(_Decoded(pending, segments, language, probability))
         if retry:
             decoded.extend(self._decode_group(retry, fitted=False))
@@ -289,7 +289,7 @@ class Transcriber:
         finally:
             model.forget()
         return judge(decoded, language, probability, audio.size / SAMPLE_RATE,
-                           time.perf_counter() - started, options)
+                     time.perf_counter() - started, options)
 
 @dataclasses.dataclass(frozen=True)
 class _Pending:
