@@ -13,7 +13,7 @@ setting the ``cancel`` event stops generation before the next token.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import logging
 import math
@@ -22,107 +22,26 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 from llm.batching import BatchedDecoder, StepOptions
+from llm.chat_types import ChatConfig, Message, Role, SamplingOptions, default_threads
 from llm.detokenizer import TextDeltas
 from llm.gguf import TOKENIZER_FILE, ChatFormat
 from llm.paced import Pace, paced_steps
+from llm.prefixes import PromptPrefixes
 from llm.template import ChatTemplate, ChatTemplateError
-from llm.tools import Tool, ToolCall, template_call_id, template_supports_tools, template_tools
+from llm.tools import Tool, template_supports_tools, template_tools
 
 logger = logging.getLogger(__name__)
+__all__ = ["ChatConfig", "ChatModel", "ChatModelError", "Message", "Role", "SamplingOptions",
+           "default_threads"]
 
-Role = Literal["system", "user", "assistant", "tool"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Message:
-    """One turn of the chat. An assistant turn may carry the calls it made; a ``tool`` turn is
-    a call's result (``content``)."""
-
-    role: Role
-    content: str
-    tool_calls: tuple[ToolCall, ...] = ()
-    tool_call_id: str = ""  # a tool turn: the call it answers
-
-    def template_json(self, tools_supported: bool) -> dict[str, object]:
-        """The message as chat templates take it. A template without tools gets calls and
-        results as plain text, so the conversation still reads right."""
-        if tools_supported:
-            body: dict[str, object] = {"role": self.role, "content": self.content}
-            if self.tool_calls:
-                body["tool_calls"] = [{"type": "function", "id": template_call_id(call.call_id),
-                                       "function": {"name": call.name,
-                                                    "arguments": dict(call.arguments)}}
-                                      for call in self.tool_calls]
-            if self.tool_call_id:
-                body["tool_call_id"] = template_call_id(self.tool_call_id)
-            return body
-        if self.role == "tool":
-            return {"role": "user", "content": f"[function result] {self.content}"}
-        calls = " ".join(f"[called {call.name} {call.arguments_json}]"
-                         for call in self.tool_calls)
-        return {"role": self.role, "content": " ".join(filter(None, (self.content, calls)))}
-
-    @property
-    def size_text(self) -> str:
-        """What the message's length is estimated from."""
-        return self.content + "".join(call.arguments_json + call.name
-                                      for call in self.tool_calls)
-
-
-def default_threads(cores: int, replicas: int) -> int:
-    """Threads per model copy on the CPU when none are set: the cores shared among the copies,
-    and at least two where there are two cores. Four copies on two cores with one thread each
-    wrote a reply alone on one core; with two each, it writes 26 % faster, and four at once
-    lose ~6 % a token (docs/benchmarks.md, "The first words sooner on two cores")."""
-    return max(min(2, cores), cores // max(1, replicas))
-
-
-@dataclasses.dataclass(frozen=True)
-class ChatConfig:
-    """Load-time settings of the language model."""
-
-    model_path: str
-    device: str = "auto"  # "auto": CUDA when CTranslate2 sees a GPU, else CPU
-    compute_type: str = "auto"  # "auto": float16 on CUDA, int8 on CPU
-    # 0: the machine's cores shared among the replicas, but at least two per replica (where
-    # there are two cores): a reply alone, the usual case, then writes on both cores.
-    cpu_threads: int = 0
-    # Copies of the model that generate at once (CTranslate2 ``inter_threads``; the weights are
-    # shared). With one, a short reply waits for a long one of another session to finish.
-    # Measured against batched decoding in docs/benchmarks.md ("LLM concurrency").
-    replicas: int = 1
-    # Prompt + reply must fit here; defaults to min(model context, 4096) tokens.
-    context_tokens: int | None = None
-    # The model state after a system prompt is kept (CTranslate2's static prompt cache, per
-    # replica) for this many distinct system prompts, so their length costs nothing per turn.
-    # The cache never shrinks: prompts beyond these (clients' own instructions) are not kept.
-    cached_system_prompts: int = 32
-    # Replies decoded together in one batch per replica (llm.batching); None: 32 on CUDA, where
-    # a step costs about the same for 1 or 32 replies, and 1 (each reply alone) on the CPU.
-    max_batch: int | None = None
-    # A batch that fails for lack of GPU memory before its first token is decoded again this
-    # many more times (llm.batching).
-    gpu_memory_retries: int = 2
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingOptions:
-    """Per-reply settings. The defaults are greedy decoding (deterministic, used by tests)."""
-
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_k: int = 1
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    # 0: off. N: the reply never writes the same N tokens twice (the prompt does not count),
-    # which ends greedy loops ("des légumes, des légumes, ...").
-    no_repeat_ngram_size: int = 0
-    # The reply starts with this text as if the model had written it (it is not yielded): the
-    # opening of a tool call forces a call (tool_choice "required" or a named function).
-    prefix: str = ""
+# prefill keeps no conversation whose next prompt (a question, and the reply's room: this or a
+# quarter of the context) might not fit the context, nor one that adds fewer new tokens than
+# this to what is kept already.
+PREFILL_ROOM_TOKENS = 512
+PREFILL_MIN_NEW_TOKENS = 24
 
 
 class ChatModelError(Exception):
@@ -150,10 +69,10 @@ class ChatModel:
         started = time.monotonic()
         self._tokenizer = tokenizers.Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         threads = config.cpu_threads or default_threads(os.cpu_count() or 1, config.replicas)
-        self._generator = ctranslate2.Generator(
-            str(folder), device=self.device, compute_type=self.compute_type,
-            inter_threads=config.replicas, intra_threads=threads,
-        )
+        self._load_generator = functools.partial(
+            ctranslate2.Generator, str(folder), device=self.device,
+            compute_type=self.compute_type, inter_threads=config.replicas, intra_threads=threads)
+        self._generator = self._load_generator()
         self._template = ChatTemplate(self.format.chat_template,
                                       bos_token=self.format.bos_token or "",
                                       eos_token=self.format.eos_token)
@@ -162,7 +81,10 @@ class ChatModel:
         self.supports_tools = template_supports_tools(self.format.chat_template)
         self._message_overhead = self._measure_message_overhead()
         self._cached_prompts: set[str] = set()
-        self._cache_lock = threading.Lock()
+        self._cache_lock = threading.Lock()  # the generator and what its cache holds
+        self._prefixes = PromptPrefixes(config.prompt_cache_tokens)
+        self._reloading = threading.Lock()
+        self._generation = 0  # reloads so far
         self._replicas = config.replicas
         self._writing = 0  # replies being generated (a held one keeps its copy)
         self._writing_lock = threading.Lock()
@@ -197,9 +119,9 @@ class ChatModel:
             kept, tokens = self._fit([Message("system", prompt), Message("user", "Hi")],
                                      reserve=1)
             tokens = self._with_bos(tokens)
-            static = self._static_prefix(kept, tokens)
+            generator, static = self._generator_and_static(kept, tokens)
             if static:  # generate_batch: no generation thread left to outlive the caller
-                self._generator.generate_batch(
+                generator.generate_batch(
                     [tokens[len(static):]], max_length=1, static_prompt=static,
                     cache_static_prompt=True, include_prompt_in_result=False)
 
@@ -316,7 +238,7 @@ class ChatModel:
                 options.temperature, options.top_k, options.top_p, options.repetition_penalty,
                 options.no_repeat_ngram_size), options.max_new_tokens)
             return self._deltas(steps, cancel)
-        static = self._static_prefix(kept, prompt, tools)
+        generator, static = self._generator_and_static(kept, prompt, tools)
         settings: dict[str, object] = dict(
             static_prompt=static or None,
             cache_static_prompt=bool(static),
@@ -329,9 +251,9 @@ class ChatModel:
             end_token=list(self.format.stop_tokens),
         )
         stopped = threading.Event()  # the reader is gone: never hold again
-        steps = (self._generator.generate_tokens(prompt[len(static):], **settings)
+        steps = (generator.generate_tokens(prompt[len(static):], **settings)
                  if pace is None else
-                 paced_steps(self._generator, prompt[len(static):], pace, cancel=cancel,
+                 paced_steps(generator, prompt[len(static):], pace, cancel=cancel,
                              stopped=stopped, crowded=self._crowded, settings=settings))
         return self._counted(self._deltas(steps, cancel), stopped)
 
@@ -357,9 +279,16 @@ class ChatModel:
 
     def _static_prefix(self, messages: Sequence[Message], prompt: list[str],
                        tools: Sequence[Tool] = ()) -> list[str]:
-        """The tokens of the system turn (the system prompt, and the tools the template writes
-        into it) at the start of ``prompt`` if its model state may be cached (one of the first
-        ``cached_system_prompts`` distinct ones), else []."""
+        """The longest start of ``prompt`` whose model state is or may be cached: a
+        conversation so far that :meth:`prefill` kept, else the system turn (the system prompt,
+        and the tools the template writes into it) if it is one of the first
+        ``cached_system_prompts`` distinct ones and fits the budget; else []."""
+        system = self._system_prefix(messages, prompt, tools)
+        conversation = self._prefixes.longest(prompt)
+        return conversation if len(conversation) > len(system) else system
+
+    def _system_prefix(self, messages: Sequence[Message], prompt: list[str],
+                       tools: Sequence[Tool]) -> list[str]:
         if not messages or messages[0].role != "system" or len(messages) < 2:
             return []
         content = messages[0].content
@@ -375,7 +304,74 @@ class ChatModel:
         tokens = self._with_bos(self._tokens([block])[0])
         # Only when the conversation's tokens really start with it (a template may render a
         # system message differently in context); the rest must not be empty.
-        return tokens if len(tokens) < len(prompt) and prompt[:len(tokens)] == tokens else []
+        if len(tokens) >= len(prompt) or prompt[:len(tokens)] != tokens:
+            return []
+        if not self._prefixes.holds(tokens) and not self._prefixes.add(tokens):
+            return []  # the budget is spent: read it every time until prefill reloads
+        return tokens
+
+    def _generator_and_static(self, messages: Sequence[Message], prompt: list[str],
+                              tools: Sequence[Tool] = ()) -> tuple[Any, list[str]]:
+        """The generator and the static prompt to use, both from before or both from after a
+        reload (a state kept by the old generator is not in the new one's accounts)."""
+        while True:
+            generation, generator = self._generation, self._generator
+            static = self._static_prefix(messages, prompt, tools)
+            if generation == self._generation:
+                return generator, static
+
+    def prefill(self, messages: Sequence[Message], tools: Sequence[Tool] = ()) -> bool:
+        """Keep the model state after ``messages``, a conversation so far (ending with a
+        reply), so that the next reply, whose prompt starts with them, reads only what is
+        new: otherwise each reply reads the whole history again, ~1.7 ms a token on two cores
+        (docs/benchmarks.md, "A conversation's history read once"). Blocks while the model
+        reads them, and first reloads the model when the kept states would exceed
+        ``prompt_cache_tokens``: call it from a worker thread when nothing more urgent waits.
+        Returns whether a new state is kept. Batched decoding keeps none: False."""
+        if (self._batched is not None or len(messages) < 2 or messages[0].role != "system"
+                or (tools and not self.supports_tools)):
+            return False
+        try:
+            text = self._template.render(
+                [m.template_json(self.supports_tools) for m in messages],
+                add_generation_prompt=False, tools=template_tools(tools))
+        except ChatTemplateError:
+            return False
+        tokens = self._with_bos(self._tokens([text])[0])
+        room = min(PREFILL_ROOM_TOKENS, self.context_tokens // 4)
+        if (len(tokens) + room > self.context_tokens  # the next prompt would be trimmed
+                or len(tokens) > self.config.prompt_cache_tokens // 2
+                or self._prefixes.holds(tokens)
+                or len(tokens) - len(self._prefixes.longest(tokens)) < PREFILL_MIN_NEW_TOKENS):
+            return False
+        if not self._prefixes.fits(len(tokens)) and not self._reload():
+            return False
+        with self._cache_lock:
+            generator = self._generator
+            if not self._prefixes.add(tokens):
+                return False
+        generator.generate_batch([tokens[-1:]], max_length=1, static_prompt=tokens,
+                                 cache_static_prompt=True, include_prompt_in_result=False)
+        return True
+
+    def _reload(self) -> bool:
+        """Replace the generator with a new copy of the model, whose cache is empty; replies
+        under way finish on the old one, freed after them. False if another thread is at it."""
+        if not self._reloading.acquire(blocking=False):
+            return False
+        try:
+            started, held = time.monotonic(), self._prefixes.tokens
+            generator = self._load_generator()
+            with self._cache_lock:
+                self._generator = generator
+                self._generation += 1
+                self._prefixes.clear()
+                self._cached_prompts.clear()
+            logger.info("the kept prompt states reached %d tokens: reloaded the language model "
+                        "to let them go in %.1f s", held, time.monotonic() - started)
+            return True
+        finally:
+            self._reloading.release()
 
     def _with_bos(self, tokens: list[str]) -> list[str]:
         """The tokens with the BOS token first where the model wants one, unless the template

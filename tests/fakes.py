@@ -126,6 +126,7 @@ class FakeChat:
         self.held_s = 0.0  # how long the writing was held by its pace, all replies together
         self.active = 0
         self.closed = 0
+        self.prefilled: list[list[Message]] = []  # the conversations prefill() was given
         self._lock = threading.Lock()
 
     def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
@@ -145,6 +146,10 @@ class FakeChat:
             raise failure[1]
         self.paces.append(pace)
         return self._tokens(reply, cancel, failure, pace)
+
+    def prefill(self, messages: Sequence[Message], tools: Sequence[Tool] = ()) -> bool:
+        self.prefilled.append(list(messages))
+        return True
 
     def _tokens(self, reply: str, cancel: threading.Event | None,
                 failure: tuple[int, Exception] | None = None,

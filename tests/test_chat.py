@@ -318,3 +318,69 @@ def test_a_template_renders_json_as_hugging_face_does_and_its_refusals_are_error
         == '<s>[{"name": "f"}]'
     with pytest.raises(ChatTemplateError, match="no tool turns here"):
         template.render([{"role": "tool", "content": "{}"}], add_generation_prompt=True)
+
+
+def _spy_static_prompts(chat: ChatModel) -> list[list[str]]:
+    """The static prompt of every generate call from now on ([] for none)."""
+    statics: list[list[str]] = []
+    generator = chat._generator
+
+    def spying(name: str) -> Any:
+        def spy(prompt: Any, **options: object) -> object:
+            statics.append(list(options.get("static_prompt") or []))  # type: ignore[call-overload]
+            return getattr(generator, name)(prompt, **options)
+        return staticmethod(spy)
+
+    chat._generator = type("Spy", (), {"generate_tokens": spying("generate_tokens"),
+                                       "generate_batch": spying("generate_batch")})()
+    return statics
+
+
+def _conversation(topic: str) -> list[Message]:
+    return [Message("system", "Be brief and kind."),
+            Message("user", f"Tell me about {topic}, please, in a few words."),
+            Message("assistant", f"{topic} is a fine thing to talk about, and there is a lot to "
+                                 "say about it, more than fits in one short answer.")]
+
+
+def test_a_kept_conversation_is_the_next_replys_static_prompt_and_changes_nothing(
+        random_decoder_dir: Path) -> None:
+    import ctranslate2
+
+    chat = ChatModel(ChatConfig(str(random_decoder_dir), device="cpu"))
+    reference = ctranslate2.Generator(str(random_decoder_dir))
+    history = _conversation("Paris")
+    statics = _spy_static_prompts(chat)
+    assert chat.prefill(history)
+    kept = statics[-1]
+    assert not chat.prefill(history)  # held already: nothing to read again
+    turn = [*history, Message("user", "And Rome?")]
+    reply = "".join(chat.stream(turn, SamplingOptions(max_new_tokens=12)))
+    assert statics[-1] == kept  # the reply read only the new question
+    prompt = chat._tokenizer.encode(chat.render(turn), add_special_tokens=False).tokens
+    assert prompt[:len(kept)] == kept
+    expected = reference.generate_batch([prompt], max_length=12, include_prompt_in_result=False,
+                                        end_token=["<|im_end|>"])
+    assert reply == chat._tokenizer.decode(expected[0].sequences_ids[0],
+                                           skip_special_tokens=False).rstrip("\ufffd")
+
+
+def test_kept_states_past_their_budget_reload_the_model_and_start_over(
+        random_decoder_dir: Path) -> None:
+    probe = ChatModel(ChatConfig(str(random_decoder_dir), device="cpu"))
+    size = len(probe._tokens([probe._template.render(
+        [m.template_json(False) for m in _conversation("Paris")],
+        add_generation_prompt=False)])[0])
+    chat = ChatModel(ChatConfig(str(random_decoder_dir), device="cpu",
+                                prompt_cache_tokens=2 * size + 8))
+    first = chat._generator
+    assert chat.prefill(_conversation("Paris"))
+    assert chat._generator is first
+    assert chat.prefill(_conversation("Rome"))  # the budget holds two
+    assert chat._generator is first
+    assert chat.prefill(_conversation("Oslo"))  # a third: a new model, with only this one
+    assert chat._generator is not first
+    assert len(chat._prefixes) == 1 and chat._prefixes.tokens <= 2 * size + 8
+    turn = [*_conversation("Oslo"), Message("user", "And Rome?")]
+    assert chat._static_prefix(turn, chat._tokens([chat.render(turn)])[0])
+    assert "".join(chat.stream(turn, SamplingOptions(max_new_tokens=4)))

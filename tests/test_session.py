@@ -409,3 +409,36 @@ def test_a_client_truncate_followed_by_cancel_keeps_the_clients_figure() -> None
         assert assistant.text == "Sentence 0 is here."
         assert assistant.status == "incomplete"
     run(scenario)
+
+
+def test_after_a_reply_the_model_reads_the_conversation_the_next_prompt_begins_with() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("What is the capital of France?", "en"),
+                                     ("And of Italy?", "en")]),
+                    FakeChat(["Paris.", "Rome."]))
+        await h.speak()
+        await h.wait_done()
+        await h.wait_for(lambda: len(h.chat.prefilled) == 1)
+        kept = h.chat.prefilled[0]
+        assert [(m.role, m.content) for m in kept[1:]] == [
+            ("user", "What is the capital of France?"), ("assistant", "Paris.")]
+        await h.speak()
+        await h.wait_done(2)
+        # The second reply's prompt is what was kept, then the new question.
+        assert h.chat.requests[1][:len(kept)] == kept
+        assert [m.content for m in h.chat.requests[1][len(kept):]] == ["And of Italy?"]
+    run(scenario)
+
+
+def test_a_cancelled_reply_keeps_no_conversation_state() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a long story.", "en")]),
+                    FakeChat([" ".join(["word"] * 400)], delay_s=0.01))
+        await h.speak()
+        await h.wait_for(lambda: bool(h.of("response.output_audio.delta")))
+        await h.session.handle(ResponseCancel(None, None))
+        await h.wait_done()
+        assert h.of("response.done")[0].fields["response"]["status"] == "cancelled"
+        await asyncio.sleep(0.1)
+        assert h.chat.prefilled == []
+    run(scenario)

@@ -219,7 +219,8 @@ def test_the_system_turn_with_its_tools_is_cached_and_changes_nothing_in_the_rep
     prompt = model._tokens([model.render(messages, [GET_TIME])])[0]
     static = model._static_prefix(messages, prompt, [GET_TIME])
     assert static and "get_time" in "".join(static)  # the tools are in the cached part
-    assert model._static_prefix(messages, prompt) == []  # without them it is not a prefix
+    # The system turn rendered without them is not a start of the prompt.
+    assert model._system_prefix(messages, prompt, ()) == []
     result = reference.generate_batch([prompt], max_length=12, include_prompt_in_result=False,
                                       end_token=["<|im_end|>"])
     expected = model._tokenizer.decode(result[0].sequences_ids[0],

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,9 +32,14 @@ from llm.chat import Message, SamplingOptions
 from llm.tools import Tool, ToolCallParser
 from tts.segmenter import FIRST_PIECE_MAX_WORDS, Segmenter, SegmenterConfig, speakable
 from voice.audio import to_output
+from voice.conversation import Conversation
 from voice.pacing import WritingPace
 from voice.ports import Engines
+from voice.reply_settings import prompt_messages
 from voice.schedulers import Priority
+
+if TYPE_CHECKING:
+    from voice.reply import Reply
 
 logger = logging.getLogger(__name__)
 
@@ -199,3 +204,23 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
     """A draft nobody adopts may have failed; its error is the reply's only if adopted."""
     if not task.cancelled():
         task.exception()
+
+
+async def keep_history(engines: Engines, owner: str, conversation: Conversation,
+                       reply: Reply) -> None:
+    """After a completed reply, have its language model read the conversation so far, as
+    the next reply's prompt will begin, while the user listens and thinks: the next reply
+    then reads only the new question (``ChatModel.prefill``; docs/benchmarks.md, "A
+    conversation's history read once"). Engines without it are skipped; a failure only
+    costs the next reply that time."""
+    tools = reply.tools_shown
+    chat = engines.chat_for(bool(tools))
+    prefill = getattr(chat, "prefill", None)
+    if prefill is None:
+        return
+    messages = prompt_messages(conversation, reply.settings, reply.language)
+    try:
+        await engines.llm.run(owner, prefill, messages, tools, priority=Priority.BACKGROUND)
+    except Exception:
+        logger.warning("session %s: could not keep the conversation's state", owner,
+                       exc_info=True)

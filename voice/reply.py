@@ -120,6 +120,7 @@ class Reply(ReplyAudio):
         self.outputs: list[Item] = []  # the response's output items, in order
         self._message_index: int | None = None  # the message's output index, once opened
         self._tools: list[Tool] = []  # shown to the model for this reply
+        self.tools_shown: tuple[Tool, ...] = ()  # in its first prompt (the next may show them)
         self._mcp = mcp
         self._mcp_tools: dict[str, ListedTool] = {}  # which of them an MCP server runs
         self._stopped = asyncio.Event()  # set with cancel_event, for awaiting it
@@ -230,6 +231,7 @@ class Reply(ReplyAudio):
         messages = prompt_messages(self._conversation, settings, self.language, exclude=exclude)
         self._tools, self._mcp_tools = model_tools(
             reply_tools(self._conversation, settings, exclude=exclude), listed)
+        self.tools_shown = tuple(self._tools)
         if not self._tools:
             await self._open_message()
         self.messages = messages

@@ -26,7 +26,7 @@ from asr.transcript import Transcript
 from voice.ask_again import ask_again, unclear
 from voice.audio_pump import AudioPump
 from voice.conversation import Conversation, Item
-from voice.draft import Draft
+from voice.draft import Draft, keep_history
 from voice.ducking import MicLevels
 from voice.endpointing import Endpointing, Speculation, UserTurn
 from voice.interruptions import Interruptions, Overlap
@@ -402,6 +402,8 @@ class Session(Endpointing, Interruptions, Yielding):
             await self._apply(self.turns.nothing_heard(reply.turn_id))
             return
         self.last_language = reply.language
+        if status == "completed":
+            self._spawn(keep_history(self.engines, self.id, self.conversation, reply))
         latency = reply.times.report()
         gaps = (f"; the client ran out of its audio {len(reply.gaps)} time(s), "
                 f"{sum(gap.ms for gap in reply.gaps):.0f} ms in all" if reply.gaps else "")
