@@ -147,7 +147,8 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
         return ChatModel(ChatConfig(
             str(store.resolve(name, ModelKind.LLM)), device=config.device,
             compute_type=config.compute_type, replicas=replicas, cpu_threads=threads,
-            max_batch=config.llm_batch or None, context_tokens=config.llm_context_tokens))
+            max_batch=config.llm_batch or None, context_tokens=config.llm_context_tokens,
+            prompt_cache_tokens=config.llm_prompt_cache_tokens))
 
     chat = _load(store, "language", names["llm"], lambda: load_chat(
         names["llm"], config.llm_replicas, config.llm_threads))

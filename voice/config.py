@@ -57,6 +57,7 @@ Example ``voice.toml`` (every key optional)::
     threads = 0                     # threads per copy; 0: the cores shared, at least two each
     batch = 0                       # replies decoded together per copy; 0: 32 on CUDA, 1 on CPU
     context_tokens = 2048           # prompt + reply; older turns are left out beyond it
+    prompt_cache_tokens = 3072      # kept model states of system prompts and conversations
     write_ahead_s = 0               # >0: a spoken reply's writing waits this far ahead of playback
 
     [mcp]                      # MCP tools the service runs for clients (session tools "mcp")
@@ -153,6 +154,10 @@ class ServiceConfig:
     # Prompt + reply, in tokens. A long conversation keeps only its newest turns within this:
     # every turn's prompt is processed again, so on a CPU its length is latency (and memory).
     llm_context_tokens: int = 2048
+    # The model states kept after system prompts and conversations so far (on the CPU), so a
+    # reply reads only what is new; ~170-290 KB a token for the 0.5B model. Past it the model
+    # is reloaded with an empty cache (llm.chat, ChatConfig.prompt_cache_tokens). 0: none kept.
+    llm_prompt_cache_tokens: int = 3072
     # A spoken reply's writing waits while this much of its speech is ahead of what the client
     # has played (voice/pacing.py): the model writes ~4x faster than speech, and a whole reply
     # written at once takes the cores the echo guard and the next piece need. 0 (the default):
@@ -265,6 +270,8 @@ class ServiceConfig:
             raise ConfigError("tts first_piece_words must be 0 (wait for a boundary) or more")
         if self.llm_write_ahead_s < 0:
             raise ConfigError("llm write_ahead_s must be 0 (no limit) or more")
+        if self.llm_prompt_cache_tokens < 0:
+            raise ConfigError("llm prompt_cache_tokens must be 0 (keep none) or more")
         if self.llm_batch < 0:
             raise ConfigError("llm batch must be 0 (automatic) or more")
         if self.llm_context_tokens < self.max_output_tokens_limit + 256:
@@ -327,7 +334,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "llm": {"max_output_tokens": "max_output_tokens",
             "max_output_tokens_limit": "max_output_tokens_limit", "replicas": "llm_replicas",
             "tools_replicas": "llm_tools_replicas", "threads": "llm_threads", "batch": "llm_batch",
-            "context_tokens": "llm_context_tokens", "write_ahead_s": "llm_write_ahead_s"},
+            "context_tokens": "llm_context_tokens", "write_ahead_s": "llm_write_ahead_s",
+            "prompt_cache_tokens": "llm_prompt_cache_tokens"},
     "tts": {"first_piece_words": "tts_first_piece_words"},
     "assistant": {"name": "assistant_name", "persona": "assistant_persona",
                   "ask_again_min_speech_s": "ask_again_min_speech_s"},
