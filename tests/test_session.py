@@ -442,3 +442,15 @@ def test_a_cancelled_reply_keeps_no_conversation_state() -> None:
         await asyncio.sleep(0.1)
         assert h.chat.prefilled == []
     run(scenario)
+
+
+def test_while_another_session_is_answered_no_conversation_state_is_kept() -> None:
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("What is the capital of France?", "en")]),
+                    FakeChat(["Paris."]))
+        h.session.engines.activity.replies += 1  # another session's reply is being written
+        await h.speak()
+        await h.wait_done()
+        await asyncio.sleep(0.1)
+        assert h.chat.prefilled == []
+    run(scenario)

@@ -211,8 +211,12 @@ async def keep_history(engines: Engines, owner: str, conversation: Conversation,
     """After a completed reply, have its language model read the conversation so far, as
     the next reply's prompt will begin, while the user listens and thinks: the next reply
     then reads only the new question (``ChatModel.prefill``; docs/benchmarks.md, "A
-    conversation's history read once"). Engines without it are skipped; a failure only
+    conversation's history read once"). Only while no other reply is being written and no
+    transcript waits: under load the cores have no idle time to give, and the reloads a full
+    cache costs made four sessions slower. Engines without it are skipped; a failure only
     costs the next reply that time."""
+    if engines.activity.replies > 0 or engines.asr.depth > 0 or engines.asr.running > 0:
+        return
     tools = reply.tools_shown
     chat = engines.chat_for(bool(tools))
     prefill = getattr(chat, "prefill", None)
