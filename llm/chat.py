@@ -9,6 +9,10 @@ the prompt (time linear in the conversation's length; the tokenizer releases the
 returns a lazy iterator whose every ``next()`` runs the model for one token: call both in a
 worker thread, never on an event loop. Closing the iterator (``break``, ``.close()``) or
 setting the ``cancel`` event stops generation before the next token.
+
+Kept states: a reply starts from the model state after the longest start of its prompt that
+is kept (a system prompt, or a conversation so far that :meth:`ChatModel.prefill` read after
+the last reply), so a long conversation is not read again for every reply (llm.prefixes).
 """
 
 from __future__ import annotations
