@@ -24,6 +24,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from llm.chat_types import ChatConfig, Message, Role, SamplingOptions, default_t
 from llm.detokenizer import TextDeltas
 from llm.gguf import TOKENIZER_FILE, ChatFormat
 from llm.paced import Pace, paced_steps
-from llm.prefixes import PromptPrefixes
+from llm.prefixes import PromptPrefixes, release_freed_memory
 from llm.template import ChatTemplate, ChatTemplateError
 from llm.tools import Tool, template_supports_tools, template_tools
 
@@ -367,10 +368,13 @@ class ChatModel:
             started, held = time.monotonic(), self._prefixes.tokens
             generator = self._load_generator()
             with self._cache_lock:
-                self._generator = generator
+                old, self._generator = self._generator, generator
                 self._generation += 1
                 self._prefixes.clear()
                 self._cached_prompts.clear()
+            # Freed once the replies under way on it are done; then its memory goes back.
+            weakref.finalize(old, release_freed_memory)
+            del old
             logger.info("the kept prompt states reached %d tokens: reloaded the language model "
                         "to let them go in %.1f s", held, time.monotonic() - started)
             return True

@@ -14,6 +14,7 @@ Thread-safe: replies on several threads look prefixes up while one is added.
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from collections.abc import Sequence
 
@@ -71,3 +72,16 @@ class PromptPrefixes:
         with self._lock:
             self._prefixes.clear()
             self._tokens = 0
+
+
+def release_freed_memory() -> None:
+    """Give what a dropped model copy freed back to the system (glibc's ``malloc_trim``; a no-op
+    where there is none). Most of a copy's buffers are under the mmap threshold and come from
+    the heap arena of the thread that loaded it; a reload from another worker thread fills
+    another arena and the freed one kept its pages: +600 MB of RSS a reload in a 20-minute
+    soak, flat with this (docs/benchmarks.md, "A conversation's history read once")."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
