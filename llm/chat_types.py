@@ -73,9 +73,10 @@ class ChatConfig:
     replicas: int = 1
     # Prompt + reply must fit here; defaults to min(model context, 4096) tokens.
     context_tokens: int | None = None
-    # The model state after a system prompt is kept (CTranslate2's static prompt cache, per
-    # replica) for this many distinct system prompts, so their length costs nothing per turn.
-    # The cache never shrinks: prompts beyond these (clients' own instructions) are not kept.
+    # The model state after a system prompt is kept (CTranslate2's static prompt cache, shared
+    # by the replicas) for this many distinct system prompts, so their length costs nothing per
+    # turn. The cache only empties when the model is reloaded (``prompt_cache_tokens``):
+    # prompts beyond these (clients' own instructions) are not kept.
     cached_system_prompts: int = 32
     # The states kept after prompt prefixes (the system prompts above, ~75 tokens each, and
     # each conversation so far, kept by ``prefill`` after a reply) add up to at most this many
