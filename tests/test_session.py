@@ -439,6 +439,7 @@ def test_a_cancelled_reply_keeps_no_conversation_state() -> None:
         await h.session.handle(ResponseCancel(None, None))
         await h.wait_done()
         assert h.of("response.done")[0].fields["response"]["status"] == "cancelled"
+        await h.wait_for(lambda: bool(h.turns))  # past the point where a state would be kept
         await asyncio.sleep(0.1)
         assert h.chat.prefilled == []
     run(scenario)
@@ -451,6 +452,7 @@ def test_while_another_session_is_answered_no_conversation_state_is_kept() -> No
         h.session.engines.activity.replies += 1  # another session's reply is being written
         await h.speak()
         await h.wait_done()
+        await h.wait_for(lambda: bool(h.turns))  # past the point where a state would be kept
         await asyncio.sleep(0.1)
         assert h.chat.prefilled == []
     run(scenario)
