@@ -24,7 +24,7 @@ from tests.live import open_session, receive_until, running_server, url_of
 from tests.test_server import _http, run
 from voice.__main__ import main
 from voice.config import ConfigError, Limits, ServiceConfig, build_config, load_toml
-from voice.gate import host_allowed
+from voice.gate import Handshake, handshake_refusal, host_allowed
 from voice.server import VoiceServer
 from voice.session import SessionDefaults
 
@@ -170,6 +170,26 @@ def test_an_empty_bearer_key_never_authorizes() -> None:
                         b"Sec-WebSocket-Protocol: realtime, openai-insecure-api-key."):
             assert _request(server.port, headers=[offered])[0] == 401, offered
         assert _request(server.port, "/v1/realtime?api_key=")[0] == 401
+
+
+_OK = Handshake(origin=None, host="localhost:8765", offered_keys=("k",), stopping=False,
+                sessions=0)
+
+
+@pytest.mark.parametrize(("handshake", "reason", "status"), [
+    (_OK, None, None),
+    (Handshake("https://evil.example", "localhost:8765", ("x",), True, 9), "origin", 403),
+    (Handshake("http://localhost:8765", "localhost:8765", ("x",), True, 9), "shutting_down",
+     503),
+    (Handshake(None, "localhost:8765", ("x", ""), False, 9), "unauthorized", 401),
+    (Handshake(None, "localhost:8765", ("k",), False, 2), "capacity", 503),
+])
+def test_a_handshake_is_refused_for_its_first_problem_in_a_fixed_order(
+        handshake: Handshake, reason: str | None, status: int | None) -> None:
+    refusal = handshake_refusal(handshake, allowed_origins=(), api_keys=("k",), max_sessions=2)
+    assert (refusal and refusal.reason, refusal and refusal.status) == (reason, status)
+    if refusal is not None:
+        assert refusal.body()["error"]["message"]  # type: ignore[index]
 
 
 def test_bad_keys_and_paths_get_client_errors_not_500(keyed_server: VoiceServer) -> None:

@@ -39,8 +39,6 @@ if TYPE_CHECKING:
     from asr.whisper import Transcriber
     from llm.chat import ChatModel
     from voice.ports import Engines
-    from voice.schedulers import Scheduler
-    from voice.session_settings import SessionDefaults
 
 logger = logging.getLogger("voice")
 T = TypeVar("T")
@@ -133,7 +131,7 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
     from llm.chat import ChatConfig, ChatModel
     from tts.voices import VoiceBook
     from voice.ports import Engines
-    from voice.schedulers import Scheduler
+    from voice.schedulers import Scheduler, asr_scheduler, cpu_workers
 
     defaults = default_model_names()
     names = {"asr": config.asr_model or defaults[ModelKind.ASR],
@@ -178,7 +176,7 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
     engines = Engines(
         new_detector=lambda vad_config: StreamingVad(vad_model, vad_config),
         transcriber=transcriber, chat=chat, voices=voices,
-        vad=Scheduler("vad", cpu_workers(4)), asr=_asr_scheduler(transcriber.device),
+        vad=Scheduler("vad", cpu_workers(4)), asr=asr_scheduler(transcriber.device),
         # Each reply's next() waits on CTranslate2's own generation thread: one worker each.
         llm=Scheduler("llm", min(32, sessions + 2)), tts=Scheduler("tts", cpu_workers(2)),
         turn_model=turn_model, tools_chat=tools_chat)
@@ -209,48 +207,6 @@ def warm_up(transcriber: Transcriber, chat: ChatModel) -> None:
     logger.info("warmed up the CUDA models in %.1f s", time.monotonic() - started)
 
 
-def cache_system_prompts(chat: ChatModel, defaults: SessionDefaults,
-                         stop: threading.Event) -> None:
-    """Prefill the default system prompt of every allowed language in the background at
-    start-up: the first reply in each language would otherwise write its first token ~100 ms
-    later on two cores (docs/benchmarks.md, "The system prompts prefilled at start-up").
-    ``stop`` ends it after the prompt in progress (the service is shutting down)."""
-    from llm.prompts import system_prompt
-
-    started = time.monotonic()
-    languages = defaults.config.languages or ("en",)
-    for done, language in enumerate(languages):
-        if stop.is_set():
-            logger.info("stopped prefilling system prompts (%d of %d done)", done,
-                        len(languages))
-            return
-        try:
-            chat.cache_system_prompts([system_prompt(language, defaults.config.instructions,
-                                                     defaults.assistant)])
-        except Exception:  # the replies prefill them themselves
-            logger.exception("could not prefill the system prompts")
-            return
-    logger.info("prefilled the system prompts of %d languages in %.1f s", len(languages),
-                time.monotonic() - started)
-
-
-def cpu_workers(cores_each: int) -> int:
-    """Workers for a single-threaded CPU engine (Piper, Silero, Smart Turn): at least two, and
-    one per ``cores_each`` cores beyond that, so a 16-core GPU host synthesizes 8 pieces at once
-    while the 2-core machine keeps its two."""
-    return max(2, (os.cpu_count() or 1) // cores_each)
-
-
-def _asr_scheduler(device: str) -> Scheduler:
-    """On a CPU, batching finals does not pay (docs/benchmarks.md, "ASR batching"): two
-    workers, one utterance per call. On a GPU, one worker batches up to 32 within 10 ms."""
-    from voice.schedulers import Scheduler
-
-    if device == "cpu":
-        return Scheduler("asr", 2, max_batch=1)
-    return Scheduler("asr", 1, max_batch=32, batch_window_s=0.01)
-
-
 def _load(store: ModelStore, what: str, name: str, load: Callable[[], T]) -> T:
     """Run a model loader; any failure becomes a one-line :class:`ModelError` that names the
     model and what to do about it (``main`` prints it without a traceback)."""
@@ -275,7 +231,7 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
     import asyncio
 
     from voice.server import VoiceServer
-    from voice.session_settings import session_defaults
+    from voice.session_settings import prefill_system_prompts, session_defaults
 
     if config.memory_mmap_threshold_kib:
         from voice.memory import set_mmap_threshold
@@ -290,7 +246,7 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
     server = VoiceServer(config, engines, defaults, names)
     # Joined before exit: a native thread still decoding as Python shuts down aborts it.
     stop_prefill = threading.Event()
-    prefill = threading.Thread(target=cache_system_prompts, name="prefill",
+    prefill = threading.Thread(target=prefill_system_prompts, name="prefill",
                                args=(engines.chat, defaults, stop_prefill))
     prefill.start()
 

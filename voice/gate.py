@@ -16,9 +16,11 @@ nothing here touches a socket. Header values arrive as websockets decodes them (
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import ipaddress
 from collections.abc import Iterable, Sequence
+from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
@@ -151,3 +153,65 @@ def select_subprotocol(offered: Sequence[str]) -> str | None:
 def split_header(values: Iterable[str]) -> list[str]:
     """Comma-separated header values (possibly repeated) -> stripped, non-empty items."""
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """Why a request is turned away: ``reason`` labels the refusals metric; the rest is the
+    HTTP status and the JSON error body the client reads."""
+
+    reason: str
+    status: HTTPStatus
+    error_type: str
+    code: str
+    message: str
+
+    def body(self) -> dict[str, object]:
+        return {"error": {"type": self.error_type, "code": self.code, "message": self.message}}
+
+
+def host_refusal(host: str | None, *, loopback_bound: bool,
+                 allowed_hosts: Iterable[str] = ()) -> Refusal | None:
+    """Any request (page, health, websocket) made to a Host this server must not answer."""
+    if host_allowed(host, loopback_bound=loopback_bound, allowed_hosts=allowed_hosts):
+        return None
+    return Refusal("host", HTTPStatus.FORBIDDEN, "invalid_request_error", "host_not_allowed",
+                   "this server is bound to loopback and answers only requests made to "
+                   "localhost, 127.0.0.1 or [::1] (or a name in allowed_hosts)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Handshake:
+    """What the admission of a websocket handshake depends on, as plain values."""
+
+    origin: str | None
+    host: str | None
+    offered_keys: Sequence[str]
+    stopping: bool
+    sessions: int
+
+
+def handshake_refusal(handshake: Handshake, *, allowed_origins: Iterable[str],
+                      api_keys: Sequence[str], max_sessions: int) -> Refusal | None:
+    """Whether a websocket session may open, checked in this order: the page's Origin, a
+    server shutting down, the API key (when keys are configured), the session limit."""
+    if not origin_allowed(handshake.origin, handshake.host, allowed_origins):
+        return Refusal("origin", HTTPStatus.FORBIDDEN, "invalid_request_error",
+                       "origin_not_allowed",
+                       "web pages may connect only from this server's own origin or an "
+                       "allowed origin (--allowed-origin); this page's is not")
+    if handshake.stopping:
+        return Refusal("shutting_down", HTTPStatus.SERVICE_UNAVAILABLE, "server_error",
+                       "server_shutting_down",
+                       "the server is shutting down; connect to another instance")
+    if api_keys and not authorized(handshake.offered_keys, api_keys):
+        return Refusal("unauthorized", HTTPStatus.UNAUTHORIZED, "invalid_request_error",
+                       "invalid_api_key",
+                       "missing or wrong API key (Authorization: Bearer <key>, the "
+                       "openai-insecure-api-key.<key> subprotocol, or ?api_key=<key>)")
+    if handshake.sessions >= max_sessions:
+        return Refusal("capacity", HTTPStatus.SERVICE_UNAVAILABLE, "server_error",
+                       "too_many_sessions",
+                       f"the server is at its limit of {max_sessions} sessions; try again "
+                       f"later")
+    return None

