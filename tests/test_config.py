@@ -74,6 +74,7 @@ def test_the_file_overrides_defaults_and_flags_override_the_file(tmp_path: Path)
     ("[llm]\nreplicas = 0\n", "replicas must be at least 1"),
     ("[llm]\ncontext_tokens = 1000\n", "must leave room for a reply"),
     ('[asr]\nlanguages = ["en", "xx"]\n', "unknown language code.s. xx in languages"),
+    ('[asr]\nthreads = -1\n', "asr threads must be 0 .automatic. or more"),
     ('[llm]\nmax_output_tokens = 2000\n', "must be between 1 and max_output_tokens_limit"),
     ('[limits]\nmax_item_chars = 100000\n', "must be between 1 and max_history_chars"),
     ('[assistant]\nname = ""\n', "assistant name must be one line of 1 to 64 characters"),

@@ -139,7 +139,8 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
              "voice": config.voice or defaults[ModelKind.TTS]}
     transcriber = _load(store, "speech recognition", names["asr"], lambda: Transcriber(
         TranscriberConfig(str(store.resolve(names["asr"], ModelKind.ASR)), device=config.device,
-                          compute_type=config.compute_type, num_workers=2)))
+                          compute_type=config.compute_type, num_workers=2,
+                          cpu_threads=config.asr_threads)))
 
     def load_chat(name: str, replicas: int, threads: int, cache_share: int = 1) -> ChatModel:
         return ChatModel(ChatConfig(

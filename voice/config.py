@@ -40,6 +40,7 @@ Example ``voice.toml`` (every key optional)::
     languages = ["en", "de", "fr", "es", "it", "nl", "pt", "pl"]
     partial_interval_s = 1.0   # 0 turns partial transcripts off
     beam_size = 1
+    threads = 0                # threads per decode; 0: CTranslate2's default (up to 4)
 
     [tts]
     first_piece_words = 4      # speech starts after this many words of a reply; 0: a boundary
@@ -137,6 +138,8 @@ class ServiceConfig:
     languages: tuple[str, ...] | None = DEFAULT_LANGUAGES
     partial_interval_s: float = 1.0
     beam_size: int = 1
+    # Threads of one Whisper decode (two decode at once); 0: CTranslate2's default.
+    asr_threads: int = 0
     max_output_tokens: int = 200
     # Four, even on two cores: four replies start at once instead of two waiting for whole
     # replies (docs/benchmarks.md, "LLM concurrency": first token p90 3.0 vs 11.2 s).
@@ -261,6 +264,8 @@ class ServiceConfig:
                               "or auto")
         if self.limits.max_sessions < 1:
             raise ConfigError("max_sessions must be at least 1")
+        if self.asr_threads < 0:
+            raise ConfigError("asr threads must be 0 (automatic) or more")
         if self.llm_threads < 0:
             raise ConfigError("llm threads must be 0 (automatic) or more")
         if self.llm_tools_replicas < 0:
@@ -331,7 +336,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "prefix_padding_ms": "vad_prefix_padding_ms",
             "silence_duration_ms": "vad_silence_duration_ms"},
     "asr": {"languages": "languages", "partial_interval_s": "partial_interval_s",
-            "beam_size": "beam_size"},
+            "beam_size": "beam_size", "threads": "asr_threads"},
     "llm": {"max_output_tokens": "max_output_tokens",
             "max_output_tokens_limit": "max_output_tokens_limit", "replicas": "llm_replicas",
             "tools_replicas": "llm_tools_replicas", "threads": "llm_threads", "batch": "llm_batch",
