@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from voice.endpointing import ends_sentence
 from voice.turn_effects import (
     CancelReply,
     EndAfterSilence,
@@ -21,6 +20,7 @@ from voice.turn_effects import (
     UserTurnStarted,
 )
 from voice.turns import AgentState, TurnError, TurnPolicy, TurnTaker, UserState
+from voice.user_turn import ends_sentence
 
 S, L = UserState.SILENT, UserState.SPEAKING
 IDLE, THINKING, SPEAKING = AgentState.IDLE, AgentState.THINKING, AgentState.SPEAKING

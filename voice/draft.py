@@ -37,6 +37,7 @@ from voice.pacing import WritingPace
 from voice.ports import Engines
 from voice.reply_settings import prompt_messages
 from voice.schedulers import Priority
+from voice.user_turn import retrieve
 
 if TYPE_CHECKING:
     from voice.reply import Reply
@@ -83,7 +84,7 @@ class Draft:
         self._pieces = (_FirstPiece(speech.language, speech.first_piece_words, tools)
                         if speech is not None else None)
         self._task = asyncio.ensure_future(self._write())
-        self._task.add_done_callback(_retrieve)
+        self._task.add_done_callback(retrieve)
 
     async def _run(self, function: Any, *args: Any) -> Any:
         return await self._engines.llm.run(self._owner, function, *args,
@@ -113,7 +114,7 @@ class Draft:
         self._pieces = None
         self.first_piece = piece
         self._first_audio = asyncio.ensure_future(self._synthesize(self.speech, piece))
-        self._first_audio.add_done_callback(_retrieve)
+        self._first_audio.add_done_callback(retrieve)
 
     async def _synthesize(self, speech: SpeechAhead, piece: str) -> np.ndarray:
         tts = self._engines.tts
@@ -198,12 +199,6 @@ def synthesize(voice: Any, text: str, out_rate: int) -> np.ndarray:
     """One piece as int16 at the client's rate (runs in a TTS worker thread)."""
     chunks = [to_output(c.samples, c.sample_rate, out_rate) for c in voice.synthesize(text)]
     return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """A draft nobody adopts may have failed; its error is the reply's only if adopted."""
-    if not task.cancelled():
-        task.exception()
 
 
 async def keep_history(engines: Engines, owner: str, conversation: Conversation,

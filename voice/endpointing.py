@@ -2,10 +2,10 @@
 
 The part of the session (``voice/session.py``) that feeds the VAD and acts on the
 :class:`~voice.turns.TurnTaker`'s pause effects: the detector set up for the session's turn
-detection, a final decode started at the first pause (:class:`Speculation`, kept if nothing
-follows), the turn model asked whether a paused turn is complete, and a reply written ahead
-(:class:`~voice.draft.Draft`) while the turn waits for its confirming silence; then the turn's
-start and end as events and items, and its final transcript. A mixin of
+detection, a final decode started at the first pause (:class:`~voice.user_turn.Speculation`,
+kept if nothing follows), the turn model asked whether a paused turn is complete, and a reply
+written ahead (:class:`~voice.draft.Draft`) while the turn waits for its confirming silence;
+then the turn's start and end as events and items, and its final transcript. A mixin of
 :class:`~voice.session.Session`, whose fields it names below.
 """
 
@@ -22,6 +22,7 @@ import numpy as np
 from asr.transcript import TranscribeOptions, Transcript
 from asr.vad import VadConfig, VadEventType
 from llm.chat import Message
+from voice.audio import ASR_RATE
 from voice.conversation import Conversation, Item
 from voice.draft import Draft, SpeechAhead
 from voice.faults import engine_failure
@@ -50,47 +51,14 @@ from voice.schedulers import Priority
 from voice.session_settings import SessionDefaults, Settings
 from voice.turn_effects import Effect, UserPaused
 from voice.turns import EAGERNESS, PAUSE_MS, TurnPolicy, TurnTaker
+from voice.user_turn import Speculation, UserTurn, ends_sentence, retrieve
 
 logger = logging.getLogger(__name__)
 
-ASR_RATE = 16_000
 # The final decode starts at this much silence, before the pause is judged: the decode, not
 # the confirming silence, is the long pole after the end of speech on a CPU (docs/benchmarks.md,
 # "The decode starts at 100 ms of silence").
 EARLY_PAUSE_MS = 100
-
-
-@dataclasses.dataclass
-class Speculation:
-    """The final decode of a paused turn, started before the turn is known to be over."""
-
-    at: int  # media time where the speech stopped
-    audio: np.ndarray
-    decoding: asyncio.Future[Transcript]
-
-
-def _retrieve(future: asyncio.Future[object]) -> None:
-    """Mark the outcome of a decode nobody may await (a dropped speculation) as seen."""
-    if not future.cancelled():
-        future.exception()
-
-
-@dataclasses.dataclass
-class UserTurn:
-    """A committed user audio item on its way to a transcript."""
-
-    item: Item
-    audio: np.ndarray
-    times: TurnTimes
-    transcript: asyncio.Future[Transcript] | None = None
-    speech_s: float | None = None  # from the VAD's start of speech to its end, if it heard them
-
-
-def ends_sentence(text: str) -> bool:
-    """Whether Whisper ended ``text`` with a full stop, a question or an exclamation mark
-    (closing quotes aside); an ellipsis trails off and ends nothing."""
-    text = text.rstrip().rstrip("\"'»”’)]")
-    return text.endswith((".", "?", "!", "。", "？", "！")) and not text.endswith(("..", "…"))
 
 
 class Endpointing:
@@ -255,7 +223,7 @@ class Endpointing:
                 "session %s: decode at the pause %s %.0f ms", self.id,
                 "dropped after" if done.cancelled() else "took",
                 (time.monotonic() - started) * 1000))
-            decoding.add_done_callback(_retrieve)
+            decoding.add_done_callback(retrieve)
             speculation = Speculation(pause.at, audio, decoding)  # type: ignore[arg-type]
             self._speculation = speculation
             decoding.add_done_callback(lambda _: self._write_ahead(speculation))

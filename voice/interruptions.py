@@ -28,7 +28,6 @@ import numpy as np
 from asr.transcript import TranscribeOptions, Transcript
 from voice.conversation import Conversation, Item
 from voice.ducking import MicLevels, floor_level, voice_span_ms
-from voice.endpointing import Speculation
 from voice.overlap import (
     Judgement,
     Verdict,
@@ -60,6 +59,7 @@ from voice.turn_effects import (
     UserTurnStarted,
 )
 from voice.turns import TurnTaker
+from voice.user_turn import Speculation
 
 logger = logging.getLogger(__name__)
 ASR_RATE = 16_000

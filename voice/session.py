@@ -28,7 +28,7 @@ from voice.audio_pump import AudioPump
 from voice.conversation import Conversation, Item
 from voice.draft import Draft, keep_history
 from voice.ducking import MicLevels
-from voice.endpointing import Endpointing, Speculation, UserTurn
+from voice.endpointing import Endpointing
 from voice.interruptions import Interruptions, Overlap
 from voice.listening import BufferTooLongError, UserAudio
 from voice.mcp_client import McpConnector
@@ -83,10 +83,10 @@ from voice.turn_effects import (
     UserTurnStarted,
 )
 from voice.turns import TurnError, TurnTaker
+from voice.user_turn import Speculation, UserTurn
 from voice.yielding import Yielding
 
 logger = logging.getLogger(__name__)
-ASR_RATE = 16_000
 
 __all__ = ["LATENCY_STAGES", "Session", "SessionDefaults", "SessionLimitError"]
 
