@@ -41,6 +41,9 @@ class PartialTranscript:
     delta: str
     language: str
     audio_s: float
+    # The utterance's language once a partial detected it surely (kept for its later
+    # partials); None until then.
+    sure_language: str | None = None
 
     @property
     def text(self) -> str:
@@ -122,6 +125,7 @@ class PartialTranscriber:
             delta=" ".join(new),
             language=transcript.language,
             audio_s=self._decoded_until_s,
+            sure_language=self._language,
         )
 
     def finish(self, audio: np.ndarray) -> Transcript:

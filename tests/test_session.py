@@ -445,6 +445,32 @@ def test_a_cancelled_reply_keeps_no_conversation_state() -> None:
     run(scenario)
 
 
+@pytest.mark.parametrize(("second", "read_in"), [
+    (("Und Italien?", "de"), ["en", "de"]),  # read again in German while the user speaks
+    (("And Italy?", "en"), ["en"]),  # the state kept after the reply already fits
+])
+def test_a_user_heard_speaking_another_language_has_the_conversation_read_in_it_early(
+        second: tuple[str, str], read_in: list[str]) -> None:
+    async def scenario() -> None:
+        transcriber = FakeTranscriber([("What is the capital of France?", "en"), second])
+        h = Harness(transcriber, FakeChat(["Paris.", "Rom."]))
+        h.session.defaults = SessionDefaults(partial_interval_s=0.5)
+        await h.speak()
+        await h.wait_done()
+        await h.wait_for(lambda: len(h.chat.prefilled) == 1)
+        transcriber.observe = lambda: len(h.chat.prefilled)  # at each final decode
+        await h.send_audio(np.concatenate([tone(3.0), silence(0.7)]), pace_s=0.01)
+        await h.wait_done(2)
+        assert transcriber.observed == [len(read_in)]  # read before the final transcript
+        systems = {system_prompt(code): code for code in ("en", "de")}
+        assert [systems[kept[0].content] for kept in h.chat.prefilled[:len(read_in)]] \
+            == read_in
+        kept = h.chat.prefilled[len(read_in) - 1]
+        assert [m.content for m in kept[1:]] == ["What is the capital of France?", "Paris."]
+        assert h.chat.requests[1][:len(kept)] == kept  # the reply's prompt starts with it
+    run(scenario)
+
+
 def test_while_another_session_is_answered_no_conversation_state_is_kept() -> None:
     async def scenario() -> None:
         h = Harness(FakeTranscriber([("What is the capital of France?", "en")]),

@@ -35,7 +35,7 @@ from voice.audio import to_output
 from voice.conversation import Conversation
 from voice.pacing import WritingPace
 from voice.ports import Engines
-from voice.reply_settings import prompt_messages
+from voice.reply_settings import ReplySettings, prompt_messages
 from voice.schedulers import Priority
 from voice.user_turn import retrieve
 
@@ -208,16 +208,24 @@ async def keep_history(engines: Engines, owner: str, conversation: Conversation,
     then reads only the new question (``ChatModel.prefill``; docs/benchmarks.md, "A
     conversation's history read once"). Only while no other reply is being written and no
     transcript waits: under load the cores have no idle time to give, and the reloads a full
-    cache costs made four sessions slower. Engines without it are skipped; a failure only
-    costs the next reply that time."""
+    cache costs made four sessions slower."""
     if engines.activity.replies > 0 or engines.asr.depth > 0 or engines.asr.running > 0:
         return
-    tools = reply.tools_shown
+    await keep_conversation(engines, owner, conversation, reply.settings, reply.language,
+                            reply.tools_shown)
+
+
+async def keep_conversation(engines: Engines, owner: str, conversation: Conversation,
+                            settings: ReplySettings, language: str,
+                            tools: Sequence[Tool]) -> None:
+    """Have the language model that a reply with ``tools`` uses read the conversation so
+    far under the system prompt of ``language``, at background priority. Engines without
+    ``prefill`` are skipped; a failure only costs the next reply that time."""
     chat = engines.chat_for(bool(tools))
     prefill = getattr(chat, "prefill", None)
     if prefill is None:
         return
-    messages = prompt_messages(conversation, reply.settings, reply.language)
+    messages = prompt_messages(conversation, settings, language)
     try:
         await engines.llm.run(owner, prefill, messages, tools, priority=Priority.BACKGROUND)
     except Exception:

@@ -24,7 +24,7 @@ from asr.vad import VadConfig, VadEventType
 from llm.chat import Message
 from voice.audio import ASR_RATE
 from voice.conversation import Conversation, Item
-from voice.draft import Draft, SpeechAhead
+from voice.draft import Draft, SpeechAhead, keep_conversation
 from voice.faults import engine_failure
 from voice.listening import UserAudio
 from voice.mcp_listing import SessionMcp
@@ -89,6 +89,7 @@ class Endpointing:
     _draft: Draft | None
     _speech_item: Item | None
     _speech_start: int | None  # media time the VAD heard the current turn's speech begin
+    _kept_language: str | None  # the language the current turn's conversation was read in
     _partials: Partials | None
     _spawn: Callable[[Awaitable[object]], asyncio.Future[object]]
     _apply: Callable[[list[Effect]], Awaitable[None]]
@@ -272,6 +273,24 @@ class Endpointing:
         self._draft = Draft(self.id, self.engines, messages, sampling_of(settings), tools,
                             speech)
 
+    def _language_heard(self, language: str) -> None:
+        """The user's partial transcripts are surely in ``language``. When it is not the
+        conversation's, the reply will have another system prompt, so no state kept after the
+        last reply starts its prompt: have the model read the conversation under the new
+        language's system prompt now, while the user still speaks, instead of after the
+        final transcript (docs/benchmarks.md, "A change of language read while the user
+        speaks"). Once per turn, only with nothing else to do, never for a pinned language."""
+        if (self._closed or self.last_language is None or language == self.last_language
+                or self.config.language is not None or language == self._kept_language
+                or self.engines.activity.replies > 0 or self._engines_busy()):
+            return
+        self._kept_language = language
+        settings = self.settings.for_response(None, self.last_language)
+        tools, _ = model_tools(active_tools(settings),
+                               self.mcp.listed_now(settings.mcp_servers))
+        self._spawn(keep_conversation(self.engines, self.id, self.conversation, settings,
+                                      language, tools))
+
     async def _decode(self, audio: np.ndarray) -> Transcript:
         # Batched with other sessions' finals where the engine is set up to (GPU).
         return await self.engines.asr.run_batched(
@@ -317,11 +336,13 @@ class Endpointing:
         item = Item(new_id("item"), "user", audio=True)
         self._speech_item = item
         self._speech_start = at
+        self._kept_language = None
         self._stop_partials()
         if self.config.transcription and self.defaults.partial_interval_s > 0:
             self._partials = Partials(item.item_id, self.id, self.engines.transcriber,
                                       self._transcribe_options(), self.engines.asr,
-                                      self.defaults.partial_interval_s, self._emit)
+                                      self.defaults.partial_interval_s, self._emit,
+                                      on_language=self._language_heard)
         await self._emit(SpeechStarted((at - self._detector_origin) * 1000 // ASR_RATE,
                                        item.item_id))
 

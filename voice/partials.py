@@ -25,8 +25,10 @@ class Partials:
 
     def __init__(self, item_id: str, owner: str, transcriber: Transcribes,
                  options: TranscribeOptions, asr: Scheduler, interval_s: float,
-                 send: Callable[[TranscriptDelta], Awaitable[None]]) -> None:
+                 send: Callable[[TranscriptDelta], Awaitable[None]],
+                 on_language: Callable[[str], None] | None = None) -> None:
         self.item_id = item_id
+        self._on_language = on_language  # told the utterance's language once it is sure
         self._owner = owner
         self._asr = asr
         self._interval_s = interval_s
@@ -77,6 +79,8 @@ class Partials:
             return
         if result is None or not self.active:
             return  # the utterance ended meanwhile
+        if result.sure_language is not None and self._on_language is not None:
+            self._on_language(result.sure_language)
         if result.delta or result.tentative:
             await self._send(TranscriptDelta(self.item_id, 0, result.delta, result.confirmed,
                                              result.tentative, result.language))

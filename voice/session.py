@@ -129,6 +129,7 @@ class Session(Endpointing, Interruptions, Yielding):
         self._draft: Draft | None = None  # a reply to the speculation, written ahead
         self._speech_item: Item | None = None
         self._speech_start: int | None = None
+        self._kept_language: str | None = None
         self._partials: Partials | None = None
         self._tasks: set[asyncio.Future[object]] = set()
         self._pump = AudioPump(self._feed_detector, self._spawn)
