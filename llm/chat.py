@@ -325,13 +325,15 @@ class ChatModel:
             if generation == self._generation:
                 return generator, static
 
-    def prefill(self, messages: Sequence[Message], tools: Sequence[Tool] = ()) -> bool:
+    def prefill(self, messages: Sequence[Message], tools: Sequence[Tool] = (), *,
+                reload: bool = True) -> bool:
         """Keep the model state after ``messages``, a conversation so far (ending with a
         reply), so that the next reply, whose prompt starts with them, reads only what is
         new: otherwise each reply reads the whole history again, ~1.7 ms a token on two cores
         (docs/benchmarks.md, "A conversation's history read once"). Blocks while the model
         reads them, and first reloads the model when the kept states would exceed
         ``prompt_cache_tokens``: call it from a worker thread when nothing more urgent waits.
+        ``reload=False`` keeps nothing instead of reloading (a guess that may not be needed).
         Returns whether a new state is kept. Batched decoding keeps none: False."""
         if (self._batched is not None or len(messages) < 2 or messages[0].role != "system"
                 or (tools and not self.supports_tools)):
@@ -349,7 +351,7 @@ class ChatModel:
                 or self._prefixes.holds(tokens)
                 or len(tokens) - len(self._prefixes.longest(tokens)) < PREFILL_MIN_NEW_TOKENS):
             return False
-        if not self._prefixes.fits(len(tokens)) and not self._reload():
+        if not self._prefixes.fits(len(tokens)) and (not reload or not self._reload()):
             return False
         with self._cache_lock:
             generator = self._generator

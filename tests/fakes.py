@@ -147,7 +147,8 @@ class FakeChat:
         self.paces.append(pace)
         return self._tokens(reply, cancel, failure, pace)
 
-    def prefill(self, messages: Sequence[Message], tools: Sequence[Tool] = ()) -> bool:
+    def prefill(self, messages: Sequence[Message], tools: Sequence[Tool] = (), *,
+                reload: bool = True) -> bool:
         self.prefilled.append(list(messages))
         return True
 

@@ -378,6 +378,9 @@ def test_kept_states_past_their_budget_reload_the_model_and_start_over(
     assert chat._generator is first
     assert chat.prefill(_conversation("Rome"))  # the budget holds two
     assert chat._generator is first
+    # A guess (reload=False) does not reload for itself: nothing kept, same model.
+    assert not chat.prefill(_conversation("Oslo"), reload=False)
+    assert chat._generator is first and len(chat._prefixes) == 2
     assert chat.prefill(_conversation("Oslo"))  # a third: a new model, with only this one
     assert chat._generator is not first
     assert len(chat._prefixes) == 1 and chat._prefixes.tokens <= 2 * size + 8

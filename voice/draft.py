@@ -217,17 +217,19 @@ async def keep_history(engines: Engines, owner: str, conversation: Conversation,
 
 async def keep_conversation(engines: Engines, owner: str, conversation: Conversation,
                             settings: ReplySettings, language: str,
-                            tools: Sequence[Tool]) -> None:
+                            tools: Sequence[Tool], *, reload: bool = True) -> None:
     """Have the language model that a reply with ``tools`` uses read the conversation so
-    far under the system prompt of ``language``, at background priority. Engines without
-    ``prefill`` are skipped; a failure only costs the next reply that time."""
+    far under the system prompt of ``language``, at background priority; with
+    ``reload=False``, not if the kept states' budget is full (``ChatModel.prefill``). Engines
+    without ``prefill`` are skipped; a failure only costs the next reply that time."""
     chat = engines.chat_for(bool(tools))
     prefill = getattr(chat, "prefill", None)
     if prefill is None:
         return
     messages = prompt_messages(conversation, settings, language)
     try:
-        await engines.llm.run(owner, prefill, messages, tools, priority=Priority.BACKGROUND)
+        await engines.llm.run(owner, functools.partial(prefill, reload=reload), messages,
+                              tools, priority=Priority.BACKGROUND)
     except Exception:
         logger.warning("session %s: could not keep the conversation's state", owner,
                        exc_info=True)

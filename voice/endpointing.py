@@ -288,8 +288,10 @@ class Endpointing:
         settings = self.settings.for_response(None, self.last_language)
         tools, _ = model_tools(active_tools(settings),
                                self.mcp.listed_now(settings.mcp_servers))
+        # No reload for it: a full cache's reload (1-2 s) and a long read, still running when
+        # the user stops, made the reply later than reading the conversation itself.
         self._spawn(keep_conversation(self.engines, self.id, self.conversation, settings,
-                                      language, tools))
+                                      language, tools, reload=False))
 
     async def _decode(self, audio: np.ndarray) -> Transcript:
         # Batched with other sessions' finals where the engine is set up to (GPU).
