@@ -296,7 +296,18 @@ class ChatModel:
                        tools: Sequence[Tool]) -> list[str]:
         if not messages or messages[0].role != "system" or len(messages) < 2:
             return []
-        content = messages[0].content
+        tokens = self._system_turn(messages[0].content, tools)
+        # Only when the conversation's tokens really start with it (a template may render a
+        # system message differently in context); the rest must not be empty.
+        if not tokens or len(tokens) >= len(prompt) or prompt[:len(tokens)] != tokens:
+            return []
+        if not self._prefixes.holds(tokens) and not self._prefixes.add(tokens):
+            return []  # the budget is spent: read it every time until a reload
+        return tokens
+
+    def _system_turn(self, content: str, tools: Sequence[Tool]) -> list[str]:
+        """The tokens of a system turn (the template writes the tools into it) if it is one of
+        the first ``cached_system_prompts`` distinct ones; else []."""
         variables: dict[str, object] = {"tools": template_tools(tools)} if tools else {}
         key = content + json.dumps(variables, sort_keys=True, ensure_ascii=False)
         with self._cache_lock:
@@ -306,14 +317,38 @@ class ChatModel:
                 self._cached_prompts.add(key)
         block = self._template.render([{"role": "system", "content": content}],
                                       add_generation_prompt=False, tools=template_tools(tools))
-        tokens = self._with_bos(self._tokens([block])[0])
-        # Only when the conversation's tokens really start with it (a template may render a
-        # system message differently in context); the rest must not be empty.
-        if len(tokens) >= len(prompt) or prompt[:len(tokens)] != tokens:
-            return []
-        if not self._prefixes.holds(tokens) and not self._prefixes.add(tokens):
-            return []  # the budget is spent: read it every time until prefill reloads
-        return tokens
+        return self._with_bos(self._tokens([block])[0])
+
+    def cache_system_turn(self, system: str, tools: Sequence[Tool] = (), *,
+                          reload: bool = True) -> bool:
+        """Keep the state of a system turn with the tools it shows, ahead of the replies that
+        start with it, reloading the model first when the kept states' budget is full (then
+        the other kept states go). For a model that keeps system turns only: with tools, a
+        system turn is ~400 tokens, and a conversation's state beside it pushed it out at
+        every reply (docs/benchmarks.md, "The tools model keeps its system turns"). Blocks
+        while the model reads it: call it from a worker thread when nothing more urgent
+        waits. Returns whether a new state is kept."""
+        if self._batched is not None or (tools and not self.supports_tools):
+            return False
+        try:
+            tokens = self._system_turn(system, tools)
+        except ChatTemplateError:
+            return False
+        if not tokens or self._prefixes.holds(tokens) \
+                or len(tokens) > self.config.prompt_cache_tokens:
+            return False
+        if not self._prefixes.fits(len(tokens)) and (not reload or not self._reload()):
+            return False
+        # A reload forgot the turns it had seen: count this one again.
+        if not self._system_turn(system, tools):
+            return False
+        with self._cache_lock:
+            generator = self._generator
+            if not self._prefixes.add(tokens):
+                return False
+        generator.generate_batch([tokens[-1:]], max_length=1, static_prompt=tokens,
+                                 cache_static_prompt=True, include_prompt_in_result=False)
+        return True
 
     def _generator_and_static(self, messages: Sequence[Message], prompt: list[str],
                               tools: Sequence[Tool] = ()) -> tuple[Any, list[str]]:

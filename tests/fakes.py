@@ -127,6 +127,7 @@ class FakeChat:
         self.active = 0
         self.closed = 0
         self.prefilled: list[list[Message]] = []  # the conversations prefill() was given
+        self.system_turns: list[tuple[str, list[str]]] = []  # cache_system_turn(): tool names
         self._lock = threading.Lock()
 
     def stream(self, messages: Sequence[Message], options: SamplingOptions | None = None,
@@ -150,6 +151,11 @@ class FakeChat:
     def prefill(self, messages: Sequence[Message], tools: Sequence[Tool] = (), *,
                 reload: bool = True) -> bool:
         self.prefilled.append(list(messages))
+        return True
+
+    def cache_system_turn(self, system: str, tools: Sequence[Tool] = (), *,
+                          reload: bool = True) -> bool:
+        self.system_turns.append((system, [tool.name for tool in tools]))
         return True
 
     def _tokens(self, reply: str, cancel: threading.Event | None,

@@ -387,3 +387,29 @@ def test_kept_states_past_their_budget_reload_the_model_and_start_over(
     turn = [*_conversation("Oslo"), Message("user", "And Rome?")]
     assert chat._static_prefix(turn, chat._tokens([chat.render(turn)])[0])
     assert "".join(chat.stream(turn, SamplingOptions(max_new_tokens=4)))
+
+
+def test_a_system_turn_kept_ahead_is_the_next_replys_static_prompt_and_makes_room(
+        random_decoder_dir: Path) -> None:
+    probe = ChatModel(ChatConfig(str(random_decoder_dir), device="cpu"))
+    size = len(probe._system_turn("Be brief and kind.", ()))
+    chat = ChatModel(ChatConfig(str(random_decoder_dir), device="cpu",
+                                prompt_cache_tokens=size + 4))
+    statics = _spy_static_prompts(chat)
+    assert chat.cache_system_turn("Be brief and kind.")
+    kept = statics[-1]
+    assert len(kept) == size
+    assert not chat.cache_system_turn("Be brief and kind.")  # held already
+    turn = [Message("system", "Be brief and kind."), Message("user", "And Rome?")]
+    assert "".join(chat.stream(turn, SamplingOptions(max_new_tokens=4)))
+    assert statics[-1] == kept  # the reply read only the question
+    # Another turn does not fit beside it: without a reload nothing is kept ...
+    first = chat._generator
+    assert not chat.cache_system_turn("Be short and warm.", reload=False)
+    assert chat._generator is first
+    # ... with one, the model is reloaded and keeps only the new turn.
+    assert chat.cache_system_turn("Be short and warm.")
+    assert chat._generator is not first and len(chat._prefixes) == 1
+    other = [Message("system", "Be short and warm."), Message("user", "And Rome?")]
+    assert chat._static_prefix(other, chat._tokens([chat.render(other)])[0])
+    assert not chat._static_prefix(turn, chat._tokens([chat.render(turn)])[0])

@@ -482,3 +482,26 @@ def test_while_another_session_is_answered_no_conversation_state_is_kept() -> No
         await asyncio.sleep(0.1)
         assert h.chat.prefilled == []
     run(scenario)
+
+
+@pytest.mark.parametrize(("others_replying", "final_beam"), [
+    (0, 3),  # the engines are this session's: the final gets the configured beam
+    (1, 1),  # another session's reply is being written: greedy
+])
+def test_the_final_transcript_gets_the_configured_beam_only_while_no_one_else_waits(
+        others_replying: int, final_beam: int) -> None:
+    async def scenario() -> None:
+        transcriber = FakeTranscriber([("What is the capital of France?", "en")])
+        h = Harness(transcriber, FakeChat(["Paris."]))
+        h.session.defaults = SessionDefaults(partial_interval_s=0.5, beam_size=3)
+        h.session.engines.activity.replies += others_replying
+        await h.send_audio(np.concatenate([tone(2.5), silence(0.7)]), pace_s=0.01)
+        await h.wait_done()
+        finals = [o.beam_size for o in transcriber.calls if o.max_new_tokens is None]
+        partials = [o.beam_size for o in transcriber.calls if o.max_new_tokens is not None]
+        assert finals == [final_beam]
+        assert set(partials) <= {1}  # drafts are always greedy
+        assert partials or others_replying  # (under load a session may get none)
+        assert h.of("conversation.item.input_audio_transcription.completed")[0].fields[
+            "transcript"] == "What is the capital of France?"
+    run(scenario)

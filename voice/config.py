@@ -39,7 +39,7 @@ Example ``voice.toml`` (every key optional)::
     [asr]
     languages = ["en", "de", "fr", "es", "it", "nl", "pt", "pl"]
     partial_interval_s = 1.0   # 0 turns partial transcripts off
-    beam_size = 1
+    beam_size = 1              # a final transcript's beam while no other session waits
     threads = 0                # threads per decode; 0: CTranslate2's default (up to 4)
 
     [tts]

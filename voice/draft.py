@@ -219,17 +219,28 @@ async def keep_conversation(engines: Engines, owner: str, conversation: Conversa
                             settings: ReplySettings, language: str,
                             tools: Sequence[Tool], *, reload: bool = True) -> None:
     """Have the language model that a reply with ``tools`` uses read the conversation so
-    far under the system prompt of ``language``, at background priority; with
-    ``reload=False``, not if the kept states' budget is full (``ChatModel.prefill``). Engines
-    without ``prefill`` are skipped; a failure only costs the next reply that time."""
+    far under the system prompt of ``language`` (a separate tools model: the system turn
+    only), at background priority; with ``reload=False``, not if the kept states' budget is
+    full (``ChatModel.prefill``, ``ChatModel.cache_system_turn``). Engines without them are
+    skipped; a failure only costs the next reply that time."""
     chat = engines.chat_for(bool(tools))
-    prefill = getattr(chat, "prefill", None)
-    if prefill is None:
-        return
     messages = prompt_messages(conversation, settings, language)
+    if chat is not engines.chat:
+        # A model of its own for replies that may call (the 1.5B on a CPU) keeps system turns
+        # only: its budget holds two or three with their tools (~400 tokens each), and a
+        # conversation's state beside one made the next reply reload the model and read it
+        # again, +2 s on a call (docs/benchmarks.md, "The tools model keeps its system turns").
+        keep = getattr(chat, "cache_system_turn", None)
+        call = (None if keep is None
+                else functools.partial(keep, messages[0].content, tools, reload=reload))
+    else:
+        prefill = getattr(chat, "prefill", None)
+        call = (None if prefill is None
+                else functools.partial(prefill, messages, tools, reload=reload))
+    if call is None:
+        return
     try:
-        await engines.llm.run(owner, functools.partial(prefill, reload=reload), messages,
-                              tools, priority=Priority.BACKGROUND)
+        await engines.llm.run(owner, call, priority=Priority.BACKGROUND)
     except Exception:
         logger.warning("session %s: could not keep the conversation's state", owner,
                        exc_info=True)

@@ -91,6 +91,7 @@ class Endpointing:
     _speech_start: int | None  # media time the VAD heard the current turn's speech begin
     _kept_language: str | None  # the language the current turn's conversation was read in
     _partials: Partials | None
+    _replies_counted: int  # this session's replies counted in engines.activity.replies
     _spawn: Callable[[Awaitable[object]], asyncio.Future[object]]
     _apply: Callable[[list[Effect]], Awaitable[None]]
     _stop_partials: Callable[[], None]
@@ -279,15 +280,26 @@ class Endpointing:
         last reply starts its prompt: have the model read the conversation under the new
         language's system prompt now, while the user still speaks, instead of after the
         final transcript (docs/benchmarks.md, "A change of language read while the user
-        speaks"). Once per turn, only with nothing else to do, never for a pinned language."""
-        if (self._closed or self.last_language is None or language == self.last_language
-                or self.config.language is not None or language == self._kept_language
+        speaks"). Once per turn, only with nothing else to do, never for a pinned language.
+        A reply that may call, written by a model of its own, starts with that model's system
+        turn for the language: it is read now if it is not kept (from the first turn on)."""
+        if (self._closed or language == self._kept_language
                 or self.engines.activity.replies > 0 or self._engines_busy()):
             return
-        self._kept_language = language
         settings = self.settings.for_response(None, self.last_language)
         tools, _ = model_tools(active_tools(settings),
                                self.mcp.listed_now(settings.mcp_servers))
+        tools_model = bool(tools) and self.engines.chat_for(True) is not self.engines.chat
+        if self.config.language is not None:
+            if not tools_model:
+                return
+            language = self.config.language
+        elif not tools_model and (self.last_language is None
+                                  or language == self.last_language):
+            return
+        if language == self._kept_language:
+            return
+        self._kept_language = language
         # No reload for it: a full cache's reload (1-2 s) and a long read, still running when
         # the user stops, made the reply later than reading the conversation itself.
         self._spawn(keep_conversation(self.engines, self.id, self.conversation, settings,
@@ -297,24 +309,33 @@ class Endpointing:
         # Batched with other sessions' finals where the engine is set up to (GPU).
         return await self.engines.asr.run_batched(
             self.id, self.engines.transcriber.transcribe_batch,
-            (audio, self._transcribe_options()), priority=Priority.URGENT)
+            (audio, self._final_options()), priority=Priority.URGENT)
 
     def _engines_busy(self) -> bool:
         """Whether the engines are working for others: transcripts queued or running, or a
         reply of another session in progress."""
-        own = 1 if self.response is not None else 0
         asr = self.engines.asr
         # This session's own partial decode does not count: it is the one being replaced.
         own_partial = 1 if self._partials is not None and self._partials.decoding else 0
         return (asr.depth > 0 or asr.running > own_partial
-                or self.engines.activity.replies > own)
+                or self.engines.activity.replies > self._replies_counted)
 
-    def _transcribe_options(self) -> TranscribeOptions:
+    def _transcribe_options(self, beam_size: int = 1) -> TranscribeOptions:
+        """How this session's speech is transcribed; greedy unless told (partials and the
+        guard's looks are drafts, decoded as fast as they can be)."""
         return TranscribeOptions(language=self.config.language,
                                  allowed_languages=self.config.languages,
                                  previous_language=self.last_language,
-                                 beam_size=self.defaults.beam_size,
+                                 beam_size=beam_size,
                                  prompt=self.config.transcription_prompt)
+
+    def _final_options(self) -> TranscribeOptions:
+        """A final transcript's options: the configured beam (``[asr] beam_size``) while the
+        engines work for no one else, greedy while they do. The final decode runs during the
+        turn's confirming silence, which a wider beam fits when the decode has the cores to
+        itself (docs/benchmarks.md, "A wider beam for the final transcript"); under load its
+        extra work would delay every session."""
+        return self._transcribe_options(1 if self._engines_busy() else self.defaults.beam_size)
 
     async def _on_commit(self, event: AudioCommit) -> None:
         if self._detector is not None:

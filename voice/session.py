@@ -131,6 +131,7 @@ class Session(Endpointing, Interruptions, Yielding):
         self._speech_start: int | None = None
         self._kept_language: str | None = None
         self._partials: Partials | None = None
+        self._replies_counted = 0  # this session's replies in engines.activity.replies
         self._tasks: set[asyncio.Future[object]] = set()
         self._pump = AudioPump(self._feed_detector, self._spawn)
         self._closed = False
@@ -393,10 +394,12 @@ class Session(Endpointing, Interruptions, Yielding):
     async def _run_reply(self, reply: Reply, transcript: Awaitable[Transcript] | None) -> None:
         activity = self.engines.activity
         activity.replies += 1
+        self._replies_counted += 1
         try:
             status = await reply.run(transcript)
         finally:
             activity.replies -= 1
+            self._replies_counted -= 1
             self.turns.reply_ended(reply.turn_id)
         if status == "no_speech":
             # Noise cut the reply before this one off? Then that one goes on.
