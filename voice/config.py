@@ -159,8 +159,8 @@ class ServiceConfig:
     llm_context_tokens: int = 2048
     # The model states kept after system prompts and conversations so far (on the CPU), so a
     # reply reads only what is new; ~170-290 KB a token for the 0.5B model (the tools model
-    # gets a third of the tokens). Past it the model is reloaded with an empty cache (llm.chat,
-    # ChatConfig.prompt_cache_tokens). 0: none kept.
+    # gets a third of the tokens, for its system turns with tools only). Past it the model is
+    # reloaded with an empty cache (llm.chat, ChatConfig.prompt_cache_tokens). 0: none kept.
     llm_prompt_cache_tokens: int = 3072
     # A spoken reply's writing waits while this much of its speech is ahead of what the client
     # has played (voice/pacing.py): the model writes ~4x faster than speech, and a whole reply

@@ -6,7 +6,8 @@ detection, a final decode started at the first pause (:class:`~voice.user_turn.S
 kept if nothing follows), the turn model asked whether a paused turn is complete, and a reply
 written ahead (:class:`~voice.draft.Draft`) while the turn waits for its confirming silence;
 then the turn's start and end as events and items, and its final transcript. A mixin of
-:class:`~voice.session.Session`, whose fields it names below.
+:class:`~voice.session.Session`, whose fields it names below; what is started ahead of the
+turn's end is in ``voice/ahead.py``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import numpy as np
 
 from asr.transcript import TranscribeOptions, Transcript
 from asr.vad import VadConfig, VadEventType
-from llm.chat import Message
+from voice.ahead import WritingAhead
 from voice.audio import ASR_RATE
 from voice.conversation import Conversation, Item
-from voice.draft import Draft, SpeechAhead, keep_conversation
+from voice.draft import Draft
 from voice.faults import engine_failure
 from voice.listening import UserAudio
 from voice.mcp_listing import SessionMcp
@@ -46,7 +47,7 @@ from voice.protocol import (
     new_id,
 )
 from voice.reply import Reply
-from voice.reply_settings import TurnTimes, active_tools, model_tools, prompt_messages, sampling_of
+from voice.reply_settings import TurnTimes
 from voice.schedulers import Priority
 from voice.session_settings import SessionDefaults, Settings
 from voice.turn_effects import Effect, UserPaused
@@ -61,7 +62,7 @@ logger = logging.getLogger(__name__)
 EARLY_PAUSE_MS = 100
 
 
-class Endpointing:
+class Endpointing(WritingAhead):
     """The session's turn-end detection and early work (a mixin of Session)."""
 
     id: str
@@ -91,7 +92,6 @@ class Endpointing:
     _speech_start: int | None  # media time the VAD heard the current turn's speech begin
     _kept_language: str | None  # the language the current turn's conversation was read in
     _partials: Partials | None
-    _replies_counted: int  # this session's replies counted in engines.activity.replies
     _spawn: Callable[[Awaitable[object]], asyncio.Future[object]]
     _apply: Callable[[list[Effect]], Awaitable[None]]
     _stop_partials: Callable[[], None]
@@ -152,11 +152,6 @@ class Endpointing:
             self._speculation.decoding.cancel()
             self._speculation = None
         self._drop_draft()
-
-    def _drop_draft(self) -> None:
-        if self._draft is not None:
-            self._spawn(self._draft.discard())
-            self._draft = None
 
     async def _detect(self, detector: SpeechDetector, samples: np.ndarray) -> None:
         """Feed the VAD and carry out what it heard (holding the detector lock)."""
@@ -247,78 +242,11 @@ class Endpointing:
             if detector is self._detector:
                 await self._apply(self.turns.sentence_heard(speculation.at))
 
-    def _write_ahead(self, speculation: Speculation) -> None:
-        """The paused turn's transcript is ready before the turn is confirmed over: start the
-        reply's first tokens now (sent only once the turn ends with these words)."""
-        decoding = speculation.decoding
-        # Others' queued decodes or replies come first. (Not _engines_busy: the decode that
-        # just finished may still count as running on the scheduler.)
-        if (self._closed or speculation is not self._speculation or decoding.cancelled()
-                or decoding.exception() is not None or self.turns.paused_at != speculation.at
-                or not self.turns.policy.create_response or self.response is not None
-                or self.engines.asr.depth > 0 or self.engines.activity.replies > 0):
-            return
-        transcript = decoding.result()
-        if not transcript.text:
-            return
-        settings = self.settings.for_response(None, self.last_language)
-        language = settings.language if settings.language_pinned else transcript.language
-        messages = [*prompt_messages(self.conversation, settings, language),
-                    Message("user", transcript.text)]
-        # The reply will answer the user's new words, so it shows the model all its tools.
-        tools, _ = model_tools(active_tools(settings),
-                               self.mcp.listed_now(settings.mcp_servers))
-        speech = (SpeechAhead(language, settings.output_rate, settings.first_piece_words)
-                  if "audio" in settings.modalities else None)
-        self._drop_draft()
-        self._draft = Draft(self.id, self.engines, messages, sampling_of(settings), tools,
-                            speech)
-
-    def _language_heard(self, language: str) -> None:
-        """The user's partial transcripts are surely in ``language``. When it is not the
-        conversation's, the reply will have another system prompt, so no state kept after the
-        last reply starts its prompt: have the model read the conversation under the new
-        language's system prompt now, while the user still speaks, instead of after the
-        final transcript (docs/benchmarks.md, "A change of language read while the user
-        speaks"). Once per turn, only with nothing else to do, never for a pinned language.
-        A reply that may call, written by a model of its own, starts with that model's system
-        turn for the language: it is read now if it is not kept (from the first turn on)."""
-        if (self._closed or language == self._kept_language
-                or self.engines.activity.replies > 0 or self._engines_busy()):
-            return
-        settings = self.settings.for_response(None, self.last_language)
-        tools, _ = model_tools(active_tools(settings),
-                               self.mcp.listed_now(settings.mcp_servers))
-        tools_model = bool(tools) and self.engines.chat_for(True) is not self.engines.chat
-        if self.config.language is not None:
-            if not tools_model:
-                return
-            language = self.config.language
-        elif not tools_model and (self.last_language is None
-                                  or language == self.last_language):
-            return
-        if language == self._kept_language:
-            return
-        self._kept_language = language
-        # No reload for it: a full cache's reload (1-2 s) and a long read, still running when
-        # the user stops, made the reply later than reading the conversation itself.
-        self._spawn(keep_conversation(self.engines, self.id, self.conversation, settings,
-                                      language, tools, reload=False))
-
     async def _decode(self, audio: np.ndarray) -> Transcript:
         # Batched with other sessions' finals where the engine is set up to (GPU).
         return await self.engines.asr.run_batched(
             self.id, self.engines.transcriber.transcribe_batch,
             (audio, self._final_options()), priority=Priority.URGENT)
-
-    def _engines_busy(self) -> bool:
-        """Whether the engines are working for others: transcripts queued or running, or a
-        reply of another session in progress."""
-        asr = self.engines.asr
-        # This session's own partial decode does not count: it is the one being replaced.
-        own_partial = 1 if self._partials is not None and self._partials.decoding else 0
-        return (asr.depth > 0 or asr.running > own_partial
-                or self.engines.activity.replies > self._replies_counted)
 
     def _transcribe_options(self, beam_size: int = 1) -> TranscribeOptions:
         """How this session's speech is transcribed; greedy unless told (partials and the
