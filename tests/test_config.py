@@ -10,7 +10,12 @@ import pytest
 from llm.prompts import Assistant
 from voice.__main__ import main
 from voice.config import ConfigError, build_config, load_toml
-from voice.model_choice import defaults_to_prepare, tools_llm_copies, tools_llm_name
+from voice.model_choice import (
+    defaults_to_prepare,
+    tools_llm_cache_tokens,
+    tools_llm_copies,
+    tools_llm_name,
+)
 from voice.models import MANIFEST, ModelStore
 from voice.session_settings import session_defaults
 
@@ -75,6 +80,7 @@ def test_the_file_overrides_defaults_and_flags_override_the_file(tmp_path: Path)
     ("[llm]\ncontext_tokens = 1000\n", "must leave room for a reply"),
     ('[asr]\nlanguages = ["en", "xx"]\n', "unknown language code.s. xx in languages"),
     ('[asr]\nthreads = -1\n', "asr threads must be 0 .automatic. or more"),
+    ('[llm]\ntools_prompt_cache_tokens = -1\n', "tools_prompt_cache_tokens must be 0"),
     ('[llm]\nmax_output_tokens = 2000\n', "must be between 1 and max_output_tokens_limit"),
     ('[limits]\nmax_item_chars = 100000\n', "must be between 1 and max_history_chars"),
     ('[assistant]\nname = ""\n', "assistant name must be one line of 1 to 64 characters"),
@@ -197,6 +203,13 @@ def test_the_tools_model_runs_as_fewer_copies_with_more_threads_on_the_cpu() -> 
     assert tools_llm_copies(defaults, "cuda", 16) == (defaults.llm_replicas, 0)
     chosen = build_config({}, {"llm_tools_replicas": 3, "llm_threads": 4})
     assert tools_llm_copies(chosen, "cpu", 2) == (3, 4)
+
+
+def test_the_tools_models_kept_states_get_a_third_of_the_budget_unless_set() -> None:
+    assert tools_llm_cache_tokens(build_config({}, {})) == 1024
+    assert tools_llm_cache_tokens(build_config({}, {"llm_prompt_cache_tokens": 600})) == 200
+    assert tools_llm_cache_tokens(build_config(
+        {}, {"llm_tools_prompt_cache_tokens": 3500})) == 3500
 
 
 def test_setup_skips_the_tools_model_where_there_is_too_little_memory_to_convert_it(

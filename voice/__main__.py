@@ -20,6 +20,7 @@ from voice.config import ServiceConfig
 from voice.model_choice import (
     defaults_to_prepare,
     piper_voices,
+    tools_llm_cache_tokens,
     tools_llm_copies,
     tools_llm_name,
 )
@@ -142,22 +143,21 @@ def build_engines(config: ServiceConfig, store: ModelStore) -> tuple[Engines, di
                           compute_type=config.compute_type, num_workers=2,
                           cpu_threads=config.asr_threads)))
 
-    def load_chat(name: str, replicas: int, threads: int, cache_share: int = 1) -> ChatModel:
+    def load_chat(name: str, replicas: int, threads: int, cache_tokens: int) -> ChatModel:
         return ChatModel(ChatConfig(
             str(store.resolve(name, ModelKind.LLM)), device=config.device,
             compute_type=config.compute_type, replicas=replicas, cpu_threads=threads,
             max_batch=config.llm_batch or None, context_tokens=config.llm_context_tokens,
-            prompt_cache_tokens=config.llm_prompt_cache_tokens // cache_share))
+            prompt_cache_tokens=cache_tokens))
 
     chat = _load(store, "language", names["llm"], lambda: load_chat(
-        names["llm"], config.llm_replicas, config.llm_threads))
+        names["llm"], config.llm_replicas, config.llm_threads, config.llm_prompt_cache_tokens))
     tools_chat = None
     names["tools_llm"] = tools_llm_name(config, store, names["llm"])
     if names["tools_llm"] != names["llm"]:
         replicas, threads = tools_llm_copies(config, chat.device, os.cpu_count() or 1)
-        # A third of the tokens: the 1.5B tools model keeps ~2x more a token (344 KB).
-        tools_chat = _load(store, "tools language", names["tools_llm"],
-                           lambda: load_chat(names["tools_llm"], replicas, threads, 3))
+        tools_chat = _load(store, "tools language", names["tools_llm"], lambda: load_chat(
+            names["tools_llm"], replicas, threads, tools_llm_cache_tokens(config)))
 
     def load_voices() -> VoiceBook:
         paths = piper_voices(config, store, names["voice"])

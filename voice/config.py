@@ -59,6 +59,7 @@ Example ``voice.toml`` (every key optional)::
     batch = 0                       # replies decoded together per copy; 0: 32 on CUDA, 1 on CPU
     context_tokens = 2048           # prompt + reply; older turns are left out beyond it
     prompt_cache_tokens = 3072      # kept model states of system prompts and conversations
+    tools_prompt_cache_tokens = 0   # the tools model's (system turns); 0: a third of the above
     write_ahead_s = 0               # >0: a spoken reply's writing waits this far ahead of playback
 
     [mcp]                      # MCP tools the service runs for clients (session tools "mcp")
@@ -162,6 +163,11 @@ class ServiceConfig:
     # gets a third of the tokens, for its system turns with tools only). Past it the model is
     # reloaded with an empty cache (llm.chat, ChatConfig.prompt_cache_tokens). 0: none kept.
     llm_prompt_cache_tokens: int = 3072
+    # The tools model's kept system turns (~410 tokens each with three tools, ~344 KB a token);
+    # 0: a third of llm_prompt_cache_tokens, two or three turns. More languages in rotation
+    # read their turn again after each reload (docs/benchmarks.md, "The tools model keeps its
+    # system turns").
+    llm_tools_prompt_cache_tokens: int = 0
     # A spoken reply's writing waits while this much of its speech is ahead of what the client
     # has played (voice/pacing.py): the model writes ~4x faster than speech, and a whole reply
     # written at once takes the cores the echo guard and the next piece need. 0 (the default):
@@ -278,6 +284,9 @@ class ServiceConfig:
             raise ConfigError("llm write_ahead_s must be 0 (no limit) or more")
         if self.llm_prompt_cache_tokens < 0:
             raise ConfigError("llm prompt_cache_tokens must be 0 (keep none) or more")
+        if self.llm_tools_prompt_cache_tokens < 0:
+            raise ConfigError("llm tools_prompt_cache_tokens must be 0 (a third of "
+                              "prompt_cache_tokens) or more")
         if self.llm_batch < 0:
             raise ConfigError("llm batch must be 0 (automatic) or more")
         if self.llm_context_tokens < self.max_output_tokens_limit + 256:
@@ -341,7 +350,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "max_output_tokens_limit": "max_output_tokens_limit", "replicas": "llm_replicas",
             "tools_replicas": "llm_tools_replicas", "threads": "llm_threads", "batch": "llm_batch",
             "context_tokens": "llm_context_tokens", "write_ahead_s": "llm_write_ahead_s",
-            "prompt_cache_tokens": "llm_prompt_cache_tokens"},
+            "prompt_cache_tokens": "llm_prompt_cache_tokens",
+            "tools_prompt_cache_tokens": "llm_tools_prompt_cache_tokens"},
     "tts": {"first_piece_words": "tts_first_piece_words"},
     "assistant": {"name": "assistant_name", "persona": "assistant_persona",
                   "ask_again_min_speech_s": "ask_again_min_speech_s"},

@@ -71,6 +71,13 @@ def tools_llm_copies(config: ServiceConfig, device: str, cores: int) -> tuple[in
     return max(1, cores // 2), config.llm_threads or min(2, cores)
 
 
+def tools_llm_cache_tokens(config: ServiceConfig) -> int:
+    """The tools model's budget of kept states: its own setting, else a third of the
+    conversational model's (the 1.5B keeps ~2x more a token, 344 KB, and only its system
+    turns: ``voice.draft.keep_conversation``)."""
+    return config.llm_tools_prompt_cache_tokens or config.llm_prompt_cache_tokens // 3
+
+
 def piper_voices(config: ServiceConfig, store: ModelStore, default_voice: str) -> dict[str, Path]:
     """Language -> Piper .onnx: the default voice, every prepared catalog voice, then the
     configured ones (which win). The default voice's language comes first."""
