@@ -123,18 +123,8 @@ class KeptStates:
         if not tokens or self._prefixes.holds(tokens) \
                 or len(tokens) > self.config.prompt_cache_tokens:
             return False
-        if not self._prefixes.fits(len(tokens)) and (not reload or not self._reload()):
-            return False
-        # A reload forgot the turns it had seen: count this one again.
-        if not self._system_turn(system, tools):
-            return False
-        with self._cache_lock:
-            generator = self._generator
-            if not self._prefixes.add(tokens):
-                return False
-        generator.generate_batch([tokens[-1:]], max_length=1, static_prompt=tokens,
-                                 cache_static_prompt=True, include_prompt_in_result=False)
-        return True
+        # A reload forgets the turns it had seen: this one is counted again.
+        return self._keep(tokens, reload, lambda: bool(self._system_turn(system, tools)))
 
     def _generator_and_static(self, messages: Sequence[Message], prompt: list[str],
                               tools: Sequence[Tool] = ()) -> tuple[Any, list[str]]:
@@ -172,8 +162,17 @@ class KeptStates:
                 or self._prefixes.holds(tokens)
                 or len(tokens) - len(self._prefixes.longest(tokens)) < PREFILL_MIN_NEW_TOKENS):
             return False
-        if not self._prefixes.fits(len(tokens)) and (not reload or not self._reload()):
-            return False
+        return self._keep(tokens, reload)
+
+    def _keep(self, tokens: list[str], reload: bool,
+              after_reload: Callable[[], bool] | None = None) -> bool:
+        """Read ``tokens`` and keep the model state after them, reloading the model first
+        (if ``reload``) when they do not fit the budget; ``after_reload`` must then agree."""
+        if not self._prefixes.fits(len(tokens)):
+            if not reload or not self._reload():
+                return False
+            if after_reload is not None and not after_reload():
+                return False
         with self._cache_lock:
             generator = self._generator
             if not self._prefixes.add(tokens):

@@ -39,14 +39,12 @@ from voice.protocol import (
     ItemDone,
     ProtocolError,
     ServerEvent,
-    SessionConfig,
     SpeechStarted,
     SpeechStopped,
     TranscriptCompleted,
     TranscriptFailed,
     new_id,
 )
-from voice.reply import Reply
 from voice.reply_settings import TurnTimes
 from voice.schedulers import Priority
 from voice.session_settings import SessionDefaults, Settings
@@ -95,14 +93,7 @@ class Endpointing(WritingAhead):
     _spawn: Callable[[Awaitable[object]], asyncio.Future[object]]
     _apply: Callable[[list[Effect]], Awaitable[None]]
     _stop_partials: Callable[[], None]
-
-    @property
-    def config(self) -> SessionConfig:
-        raise NotImplementedError
-
-    @property
-    def response(self) -> Reply | None:
-        raise NotImplementedError
+    # config and response: WritingAhead's stubs, the session's properties.
 
     def _semantic(self) -> bool:
         turn = self.config.turn_detection
