@@ -90,9 +90,10 @@ class WritingAhead:
         last reply starts its prompt: have the model read the conversation under the new
         language's system prompt now, while the user still speaks, instead of after the
         final transcript (docs/benchmarks.md, "A change of language read while the user
-        speaks"). Once per turn, only with nothing else to do, never for a pinned language.
-        A reply that may call, written by a model of its own, starts with that model's system
-        turn for the language: it is read now if it is not kept (from the first turn on)."""
+        speaks"). Once per turn, only with nothing else to do, never for a pinned language
+        (the prompt does not change). A reply that may call, written by a model of its own,
+        starts with that model's system turn for the language (the pinned one, if pinned):
+        it is read now if it is not kept, from the first turn on."""
         if (self._closed or language == self._kept_language
                 or self.engines.activity.replies > 0 or self._engines_busy()):
             return
