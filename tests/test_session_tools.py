@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pytest
 
 from llm.chat import Message
 from llm.prompts import CALL_WHEN_ASKED, system_prompt
@@ -285,24 +286,29 @@ def test_a_call_is_written_ahead_with_the_tools_and_sent_as_a_call_after_the_tur
     run(scenario)
 
 
-def test_the_tools_model_keeps_its_system_turn_not_the_conversation() -> None:
+@pytest.mark.parametrize(("pinned", "language"), [(None, "de"), ("fr", "fr")])
+def test_the_tools_model_keeps_its_system_turn_not_the_conversation(
+        pinned: str | None, language: str) -> None:
     """A separate tools model keeps the state of its system turn with the tools (read while
-    the user speaks, once the partials are sure of the language), never a conversation's:
-    its small budget of kept states would reload the model at every call."""
+    the user speaks, once the partials are sure of the language, or in the pinned one), never
+    a conversation's: its small budget of kept states would reload the model at every call."""
     async def scenario() -> None:
         chat, tools_chat = FakeChat([]), FakeChat([CALL])
         transcriber = FakeTranscriber([("Schalte das Küchenlicht ein", "de")])
         h = Harness(transcriber, chat, tools_chat=tools_chat)
         h.session.defaults = dataclasses.replace(h.session.defaults, partial_interval_s=0.5)
         await h.session.start()
-        await with_tools(h)
+        if pinned is not None:
+            await with_tools(h, audio={"input": {"transcription": {"language": pinned}}})
+        else:
+            await with_tools(h)
         transcriber.observe = lambda: len(tools_chat.system_turns)  # at the final decode
         await h.send_audio(np.concatenate([tone(2.5), silence(0.7)]), pace_s=0.01)
         await h.wait_done()
         await h.wait_for(lambda: len(tools_chat.system_turns) == 2)
         assert transcriber.observed == [1]  # read before the final transcript
         system = tools_chat.requests[0][0].content
-        assert system.split("\n")[0] == system_prompt("de").split("\n")[0]  # German
+        assert system.split("\n")[0] == system_prompt(language).split("\n")[0]
         assert tools_chat.system_turns == [(system, ["set_light"])] * 2  # and after the reply
         assert tools_chat.prefilled == [] and chat.prefilled == []
     run(scenario)
