@@ -44,6 +44,13 @@ class TranscribeOptions:
     # Whisper's previous-text prompt (the protocol's transcription.prompt): words and spellings
     # to expect, such as an app's room names. Only its last ~220 tokens count.
     prompt: str | None = None
+    # A first turn (no language pinned, none so far) whose detected language is less probable
+    # than this (within the allowed ones) is decoded a second time in the runner-up language,
+    # and the decode Whisper is surer of wins (:func:`surer`). Short or unusual speech is
+    # often detected wrongly by a few tenths, and a decode in the wrong language is garbage
+    # (docs/benchmarks.md, "A second language for a close call"). None: one decode.
+    second_language_below: float | None = None
+    second_language_margin: float = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,3 +137,32 @@ def pick_language(scores: Sequence[tuple[str, float]],
         if best - kept < options.switch_margin:
             return previous, kept
     return language, best
+
+
+def runner_up(scores: Sequence[tuple[str, float]], options: TranscribeOptions,
+              chosen: tuple[str, float]) -> tuple[str, float] | None:
+    """The language to decode a second time in, or None: only for a first turn
+    (``previous_language`` None) whose chosen language's probability is below
+    ``options.second_language_below``; then the most probable other allowed language."""
+    threshold = options.second_language_below
+    if threshold is None or options.previous_language is not None or chosen[1] >= threshold:
+        return None
+    probabilities = {token[2:-2]: float(p) for token, p in scores}
+    allowed = [code for code in options.allowed_languages or tuple(probabilities)
+               if code != chosen[0]]
+    if not allowed:
+        return None
+    total = sum(probabilities.get(code, 0.0) for code in (*allowed, chosen[0])) or 1.0
+    language = max(allowed, key=lambda code: probabilities.get(code, 0.0))
+    return language, probabilities.get(language, 0.0) / total
+
+
+def surer(first: Transcript, second: Transcript, margin: float) -> Transcript:
+    """Of two decodes of one utterance in two languages, the one Whisper is surer of: a
+    decode that kept words over one that kept none, else the second only when its mean log
+    probability beats the first's by ``margin`` (the more probable language keeps a tie)."""
+    if not second.text:
+        return first
+    if not first.text:
+        return second
+    return second if second.avg_log_probability > first.avg_log_probability + margin else first

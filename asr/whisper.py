@@ -30,6 +30,8 @@ from asr.transcript import (
     compression_ratio,
     judge,
     pick_language,
+    runner_up,
+    surer,
 )
 from asr.window import FULL_WINDOW_FRAMES, fitted_window_frames, read_timestamped, token_limit
 
@@ -177,19 +179,39 @@ class Transcriber:
             groups.setdefault(key, []).append(
                 _Pending(index, options, duration, features, language))
         for group in groups.values():
-            retries = self.config.gpu_memory_retries if self.device == "cuda" else 0
-            for done in retrying(functools.partial(self._decode_group, group,
-                                                   fitted=self.fitted_window),
-                                 retries, "decoding"):
+            seconds = []
+            for done in self._decode_retrying(group):
                 results[done.pending.index] = judge(
                     done.segments, done.language, done.probability, done.pending.duration_s,
                     0.0, done.pending.options)
+                if done.second is not None:
+                    seconds.append(dataclasses.replace(done.pending, language=done.second,
+                                                       second=None))
+            if seconds:  # close calls: decoded again in the runner-up language
+                for done in self._decode_retrying(seconds):
+                    first = results[done.pending.index]
+                    assert first is not None
+                    second = judge(done.segments, done.language, done.probability,
+                                   done.pending.duration_s, 0.0, done.pending.options)
+                    kept = surer(first, second, done.pending.options.second_language_margin)
+                    logger.info("language a close call (%s %.2f: %.2f, %s %.2f: %.2f); kept %s",
+                                first.language, first.language_probability,
+                                first.avg_log_probability, second.language,
+                                second.language_probability, second.avg_log_probability,
+                                kept.language)
+                    results[done.pending.index] = kept
         elapsed = time.perf_counter() - started
         transcripts = []
         for result in results:
             assert result is not None  # every request was answered above
             transcripts.append(dataclasses.replace(result, decode_s=elapsed))
         return transcripts
+
+    def _decode_retrying(self, group: list[_Pending]) -> list[_Decoded]:
+        """:meth:`_decode_group`, tried again where a GPU is short of memory."""
+        retries = self.config.gpu_memory_retries if self.device == "cuda" else 0
+        return retrying(functools.partial(self._decode_group, group, fitted=self.fitted_window),
+                        retries, "decoding")
 
     def _decode_group(self, group: list[_Pending], *, fitted: bool) -> list[_Decoded]:
         """Encode, detect and generate one sub-batch (same beam size, token limit and prompt),
@@ -211,10 +233,13 @@ class Transcriber:
         encoded = WhisperModel.encode(
             model, np.stack([pad_or_trim(p.features, frames) for p in group]))
         languages = [p.language or ("en", 1.0) for p in group]
+        seconds = [p.second for p in group]
         if multilingual and any(p.language is None for p in group):
             detected = model.model.detect_language(encoded)
             languages = [p.language or pick_language(scores, p.options)
                          for p, scores in zip(group, detected, strict=True)]
+            seconds = [p.second if p.language is not None else runner_up(scores, p.options, chosen)
+                       for p, scores, chosen in zip(group, detected, languages, strict=True)]
         tokenizers = {language: Tokenizer(model.hf_tokenizer, multilingual, task="transcribe",
                                           language=language) for language, _ in languages}
         options = group[0].options
@@ -235,8 +260,8 @@ class Transcriber:
             max_initial_timestamp_index=round(_MAX_INITIAL_TIMESTAMP_S / model.time_precision),
         )
         decoded, retry = [], []
-        for pending, (language, probability), result, limit in zip(
-                group, languages, generated, limits, strict=True):
+        for pending, (language, probability), second, result, limit in zip(
+                group, languages, seconds, generated, limits, strict=True):
             tokenizer = tokenizers[language]
             tokens = result.sequences_ids[0]
             kept, problem = (read_timestamped(tokens[:limit], tokenizer.timestamp_begin,
@@ -251,7 +276,8 @@ class Transcriber:
             if timestamps and problem and pending.options.retry_full_window:
                 logger.info("decode in a %d-frame window looked wrong (%s); decoding again in "
                             "the 30 s window", frames, problem)
-                retry.append(dataclasses.replace(pending, language=(language, probability)))
+                retry.append(dataclasses.replace(pending, language=(language, probability),
+                                                 second=second))
                 continue
             if problem in ("runaway", "repetitive") and not pending.options.retry_full_window:
                 text = ""  # a loop, not speech: nothing of it is trustworthy
@@ -259,7 +285,7 @@ class Transcriber:
             # decode yields no segment at all.
             segments = [Segment(text, result.scores[0] * len(tokens) / (len(tokens) + 1),
                                 ratio, result.no_speech_prob)] if text.strip() else []
-            decoded.append(_Decoded(pending, segments, language, probability))
+            decoded.append(_Decoded(pending, segments, language, probability, second))
         if retry:
             decoded.extend(self._decode_group(retry, fitted=False))
         return decoded
@@ -300,6 +326,7 @@ class _Pending:
     duration_s: float
     features: np.ndarray  # log-mel features of the utterance, (n_mels, at most 3000 frames)
     language: tuple[str, float] | None  # pinned, or detected before a retry: not detected again
+    second: tuple[str, float] | None = None  # a close call's runner-up, to decode in next
 
 
 class _Decoded(NamedTuple):
@@ -307,6 +334,7 @@ class _Decoded(NamedTuple):
     segments: list[Segment]
     language: str
     probability: float
+    second: tuple[str, float] | None  # a close call's runner-up language, not yet decoded
 
 
 def _is_silence(audio: np.ndarray) -> bool:

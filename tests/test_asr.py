@@ -149,6 +149,46 @@ def test_white_noise_gives_an_empty_transcript(whisper_base, level: float) -> No
     assert transcript.rejected is not None
 
 
+def _real_clip(name: str) -> np.ndarray:
+    path = SHARED_TESTDATA / "real" / name
+    if not path.exists():
+        missing(f"{path} is absent (the shared test recordings live beside the checkout)")
+    return read_audio_file(path)
+
+
+def _decodes(transcriber, monkeypatch: pytest.MonkeyPatch) -> list[list[str | None]]:  # type: ignore[no-untyped-def]
+    """The languages each decode of ``transcriber`` was given (None: to detect)."""
+    calls: list[list[str | None]] = []
+    decode = transcriber._decode_group
+
+    def counted(group, *, fitted):  # type: ignore[no-untyped-def]
+        calls.append([None if p.language is None else p.language[0] for p in group])
+        return decode(group, fitted=fitted)
+    monkeypatch.setattr(transcriber, "_decode_group", counted)
+    return calls
+
+
+def test_a_close_call_between_languages_is_decoded_in_both(whisper_base,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first 1.5 s of a Brazilian speaker: whisper-base's detection is unsure (English or
+    # Italian a little ahead of Portuguese, by the CPU) and a decode in either is garbage
+    # ("ed ieri di di pubblica"); Whisper is much surer of its Portuguese words.
+    audio = _real_clip("pt_voxforge_05.wav")[4_000:4_000 + 24_000]
+    decodes = _decodes(whisper_base, monkeypatch)
+    transcript = whisper_base.transcribe(audio, TranscribeOptions(
+        allowed_languages=ALLOWED_LANGUAGES, second_language_below=0.6))
+    assert transcript.language == "pt", transcript
+    assert len(decodes) == 2 and decodes[0] == [None], decodes
+
+
+def test_a_sure_language_is_decoded_once(whisper_base, monkeypatch: pytest.MonkeyPatch) -> None:
+    decodes = _decodes(whisper_base, monkeypatch)
+    transcript = whisper_base.transcribe(_real_clip("de_voxforge_02.wav"), TranscribeOptions(
+        allowed_languages=ALLOWED_LANGUAGES, second_language_below=0.6))
+    assert transcript.language == "de" and transcript.language_probability >= 0.6
+    assert decodes == [[None]]
+
+
 @pytest.mark.parametrize(("name", "language", "words"), [
     ("en_one_two_three.wav", "en", ("1", "2", "3")),
     ("fr_dictee_numero_un.aiff", "fr", ("dictée", "numéro")),

@@ -80,6 +80,8 @@ def test_the_file_overrides_defaults_and_flags_override_the_file(tmp_path: Path)
     ("[llm]\ncontext_tokens = 1000\n", "must leave room for a reply"),
     ('[asr]\nlanguages = ["en", "xx"]\n', "unknown language code.s. xx in languages"),
     ('[asr]\nthreads = -1\n', "asr threads must be 0 .automatic. or more"),
+    ('[asr]\nbeam_size = 0\n', "asr beam_size must be 1 .greedy. or more"),
+    ('[asr]\nsecond_language_below = 1.5\n', "asr second_language_below must be between"),
     ('[llm]\ntools_prompt_cache_tokens = -1\n', "tools_prompt_cache_tokens must be 0"),
     ('[llm]\nmax_output_tokens = 2000\n', "must be between 1 and max_output_tokens_limit"),
     ('[limits]\nmax_item_chars = 100000\n', "must be between 1 and max_history_chars"),

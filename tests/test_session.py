@@ -48,7 +48,7 @@ class Harness:
         self.error_codes: list[str] = []  # what the server's metrics count
         self.session = Session(fake_engines(transcriber, chat, self.voices, turn_model,
                                             tools_chat),
-                               SessionDefaults(partial_interval_s=0, **defaults), self._send,
+                               SessionDefaults(**{"partial_interval_s": 0, **defaults}), self._send,
                                on_turn=self._on_turn,
                                on_error=self.error_codes.append)
 

@@ -40,6 +40,7 @@ Example ``voice.toml`` (every key optional)::
     languages = ["en", "de", "fr", "es", "it", "nl", "pt", "pl"]
     partial_interval_s = 1.0   # 0 turns partial transcripts off
     beam_size = 1              # a final transcript's beam while no other session waits
+    second_language_below = 0.6  # a first turn's language this unsure is decoded twice; 0: never
     threads = 0                # threads per decode; 0: CTranslate2's default (up to 4)
 
     [tts]
@@ -139,6 +140,9 @@ class ServiceConfig:
     languages: tuple[str, ...] | None = DEFAULT_LANGUAGES
     partial_interval_s: float = 1.0
     beam_size: int = 1
+    # A session's first turn whose detected language is less probable than this is decoded
+    # again in the runner-up language (asr.transcript.TranscribeOptions); 0: never.
+    second_language_below: float = 0.6
     # Threads of one Whisper decode (two decode at once); 0: CTranslate2's default.
     asr_threads: int = 0
     max_output_tokens: int = 200
@@ -270,6 +274,10 @@ class ServiceConfig:
                               "or auto")
         if self.limits.max_sessions < 1:
             raise ConfigError("max_sessions must be at least 1")
+        if self.beam_size < 1:
+            raise ConfigError("asr beam_size must be 1 (greedy) or more")
+        if not 0 <= self.second_language_below <= 1:
+            raise ConfigError("asr second_language_below must be between 0 (never) and 1")
         if self.asr_threads < 0:
             raise ConfigError("asr threads must be 0 (automatic) or more")
         if self.llm_threads < 0:
@@ -345,7 +353,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "prefix_padding_ms": "vad_prefix_padding_ms",
             "silence_duration_ms": "vad_silence_duration_ms"},
     "asr": {"languages": "languages", "partial_interval_s": "partial_interval_s",
-            "beam_size": "beam_size", "threads": "asr_threads"},
+            "beam_size": "beam_size", "second_language_below": "second_language_below",
+            "threads": "asr_threads"},
     "llm": {"max_output_tokens": "max_output_tokens",
             "max_output_tokens_limit": "max_output_tokens_limit", "replicas": "llm_replicas",
             "tools_replicas": "llm_tools_replicas", "threads": "llm_threads", "batch": "llm_batch",

@@ -253,8 +253,13 @@ class Endpointing(WritingAhead):
         engines work for no one else, greedy while they do. The final decode runs during the
         turn's confirming silence, which a wider beam fits when the decode has the cores to
         itself (docs/benchmarks.md, "A wider beam for the final transcript"); under load its
-        extra work would delay every session."""
-        return self._transcribe_options(1 if self._engines_busy() else self.defaults.beam_size)
+        extra work would delay every session. A first turn whose language is a close call is
+        decoded twice (``[asr] second_language_below``), loaded or not: a decode in the wrong
+        language is no transcript at all."""
+        options = self._transcribe_options(
+            1 if self._engines_busy() else self.defaults.beam_size)
+        return dataclasses.replace(options,
+                                   second_language_below=self.defaults.second_language_below)
 
     async def _on_commit(self, event: AudioCommit) -> None:
         if self._detector is not None:

@@ -228,6 +228,8 @@ class WyomingHandler(AsyncEventHandler):
         self._audio, self._format = [], None
         options = TranscribeOptions(language=self._language,
                                     beam_size=self.service.defaults.beam_size,
+                                    second_language_below=(
+                                        self.service.defaults.second_language_below),
                                     allowed_languages=self.service.defaults.config.languages)
         result = await self.engines.asr.run(self.owner, self.engines.transcriber.transcribe,
                                             audio, options, priority=Priority.URGENT)
