@@ -1,8 +1,9 @@
 """One client's conversation: the thin async driver that wires the parts to one connection.
 
-Data flow, all in this file: client audio -> :class:`~voice.listening.UserAudio` (rate,
-pacing) -> VAD (through the vad scheduler) -> :class:`~voice.turns.TurnTaker` (media time) ->
-effects: a user turn ends -> ASR scheduler -> transcript; a reply starts ->
+Data flow (replies are started and accounted for in :mod:`voice.replying`): client audio ->
+:class:`~voice.listening.UserAudio` (rate, pacing) -> VAD (through the vad scheduler) ->
+:class:`~voice.turns.TurnTaker` (media time) -> effects: a user turn ends -> ASR scheduler ->
+transcript; a reply starts ->
 :class:`~voice.reply.Reply` (LLM -> segmenter -> TTS -> audio deltas) -> ``send`` (the
 connection's outbox). Barge-in is the TurnTaker's CancelReply effect. Conversation items live
 in :class:`~voice.conversation.Conversation`.
@@ -22,11 +23,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 
-from asr.transcript import Transcript
-from voice.ask_again import ask_again, unclear
 from voice.audio_pump import AudioPump
 from voice.conversation import Conversation, Item
-from voice.draft import Draft, keep_history
+from voice.draft import Draft
 from voice.ducking import MicLevels
 from voice.endpointing import Endpointing
 from voice.interruptions import Interruptions, Overlap
@@ -64,9 +63,10 @@ from voice.protocol import (
     mcp_servers_of,
     new_id,
 )
-from voice.reply import Reply, Resume
+from voice.reply import Reply
 from voice.reply_audio import Gap
-from voice.reply_settings import ReplySettings, TurnTimes
+from voice.reply_settings import ReplySettings
+from voice.replying import Replying
 from voice.session_settings import SessionDefaults, SessionLimitError, Settings
 from voice.turn_effects import (
     CancelReply,
@@ -91,7 +91,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["LATENCY_STAGES", "Session", "SessionDefaults", "SessionLimitError"]
 
 
-class Session(Endpointing, Interruptions, Yielding):
+class Session(Endpointing, Interruptions, Yielding, Replying):
     """One client's conversation. Call :meth:`handle` for each client event, one at a time."""
 
     def __init__(self, engines: Engines, defaults: SessionDefaults,
@@ -348,71 +348,3 @@ class Session(Endpointing, Interruptions, Yielding):
                 self._overlap_ended(effect)
             elif isinstance(effect, ResumeReply) and not self._resume(effect):
                 self.turns.reply_ended(effect.reply_id)  # nothing left to say
-
-    # -- replies --------------------------------------------------------------------------
-
-    def _start_reply(self, turn_id: str, settings: ReplySettings) -> None:
-        turn, self._last_turn = self._last_turn, None
-        draft, self._draft = self._draft, None  # used if its prompt is the reply's
-        times = turn.times if turn else TurnTimes(speech_end=time.monotonic())
-        item = Item(new_id("item"), "assistant", audio="audio" in settings.modalities,
-                    status="in_progress")
-        self._launch(Reply(new_id("resp"), turn_id, item, settings, times, owner=self.id,
-                           engines=self.engines, conversation=self.conversation,
-                           send=self._emit, report_error=self.error,
-                           media_now=lambda: self.turns.now, draft=draft, mcp=self.mcp,
-                           nothing_to_answer=lambda heard: self._acknowledges(turn_id, heard),
-                           ask_again=lambda heard: self._ask_again(turn_id, turn, heard,
-                                                                   settings)),
-                     turn.transcript if turn else None)
-
-    def _ask_again(self, turn_id: str, turn: UserTurn | None, heard: Transcript,
-                   settings: ReplySettings) -> tuple[str, str] | None:
-        """What to say to a turn of speech that transcribed to nothing, and in which language
-        (``voice/ask_again.py``); None: nothing (noise, or a cut-off reply resumes instead)."""
-        speech_s = turn.speech_s if turn is not None and turn.speech_s is not None \
-            else heard.duration_s  # a client's commit: all of its audio
-        if self.turns.resumes_if_empty(turn_id) or not unclear(
-                heard, speech_s, self.defaults.ask_again_min_speech_s):
-            return None
-        return ask_again(heard, settings.language, settings.language_pinned)
-
-    def _start_resumed(self, turn_id: str, resume: Resume, settings: ReplySettings) -> None:
-        """A new response that speaks the rest of a cut-off reply (``voice/interruptions.py``)."""
-        item = Item(new_id("item"), "assistant", audio="audio" in settings.modalities,
-                    status="in_progress")
-        self._launch(Reply(new_id("resp"), turn_id, item, settings,
-                           TurnTimes(speech_end=time.monotonic()), owner=self.id,
-                           engines=self.engines, conversation=self.conversation,
-                           send=self._emit, report_error=self.error,
-                           media_now=lambda: self.turns.now, resume=resume), None)
-
-    def _launch(self, reply: Reply, transcript: Awaitable[Transcript] | None) -> None:
-        self._replaced, self.reply = self.reply, reply
-        reply.task = self._spawn(self._run_reply(reply, transcript))  # type: ignore[assignment]
-
-    async def _run_reply(self, reply: Reply, transcript: Awaitable[Transcript] | None) -> None:
-        activity = self.engines.activity
-        activity.replies += 1
-        self._replies_counted += 1
-        try:
-            status = await reply.run(transcript)
-        finally:
-            activity.replies -= 1
-            self._replies_counted -= 1
-            self.turns.reply_ended(reply.turn_id)
-        if status == "no_speech":
-            # Noise cut the reply before this one off? Then that one goes on.
-            await self._apply(self.turns.nothing_heard(reply.turn_id))
-            return
-        self.last_language = reply.language
-        if status == "completed":
-            self._spawn(keep_history(self.engines, self.id, self.conversation, reply))
-        latency = reply.times.report()
-        gaps = (f"; the client ran out of its audio {len(reply.gaps)} time(s), "
-                f"{sum(gap.ms for gap in reply.gaps):.0f} ms in all" if reply.gaps else "")
-        logger.info("session %s: turn %s %s in %s, latency %s%s", self.id, reply.response_id,
-                    status, reply.language,
-                    ", ".join(f"{k}={v:.0f}" for k, v in latency.items()), gaps)
-        if self._on_turn is not None:
-            self._on_turn(latency, status, reply.gaps)
