@@ -157,6 +157,35 @@ def test_spoken_audio_in_gives_its_transcript(wyoming: Running, prepared_model: 
     assert word_error_rate(SENTENCE, transcript.text) <= 0.2, transcript.text
 
 
+def test_each_request_is_a_first_turn_whose_close_language_call_is_decoded_twice(
+        wyoming: Running, prepared_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Home Assistant sends each request alone, often a few words: no conversation language
+    # to lean on, so a close call gets the second decode (asr.transcript.runner_up).
+    transcriber = wyoming.engines.transcriber
+    transcribe, seen = transcriber.transcribe, []
+
+    def spied(audio: Any, options: Any = None) -> Any:
+        seen.append(options)
+        return transcribe(audio, options)
+    monkeypatch.setattr(transcriber, "transcribe", spied)
+    pcm, rate = spoken(prepared_model, SENTENCE)
+
+    async def scenario() -> Transcript:
+        async with client(wyoming.port) as connection:
+            await connection.write_event(Transcribe(language=None).event())
+            await connection.write_event(AudioStart(rate=rate, width=2, channels=1).event())
+            await connection.write_event(AudioChunk(rate=rate, width=2, channels=1,
+                                                    audio=pcm.tobytes()).event())
+            await connection.write_event(AudioStop().event())
+            events = await read_until(connection, "transcript-stop")
+        return Transcript.from_event(next(e for e in events if e.type == "transcript"))
+
+    assert asyncio.run(scenario()).language == "en"
+    (options,) = seen
+    assert options.previous_language is None and options.language is None
+    assert options.second_language_below == 0.6  # the service's default
+
+
 def test_synthesized_text_is_heard_back_by_whisper(wyoming: Running) -> None:
     async def scenario() -> list[Event]:
         async with client(wyoming.port) as connection:
