@@ -18,6 +18,7 @@ spellings of a few). The delay is from the end of the speech to
 instead (no speech recognition): the model's own share of the errors. ``--prompt`` sets the
 session's ``transcription.prompt`` to the words an app knows it will hear (its rooms, "light"
 and "timer", in the command's language; never the cities of the weather questions).
+``--pin`` pins each session's language to the command's (``transcription.language``).
 """
 
 from __future__ import annotations
@@ -161,13 +162,14 @@ def arguments_match(expected: dict[str, Any], got: dict[str, Any]) -> bool:
 
 async def run_command(url: str, key: str | None, utterance: Utterance, text_only: bool,
                       timeout_s: float, tool_choice: str = "auto",
-                      prompt: str | None = None) -> dict[str, Any]:
+                      prompt: str | None = None, pin: bool = False) -> dict[str, Any]:
     row: dict[str, Any] = {"name": utterance.name, "language": utterance.language,
                            "text": utterance.text, "transcript": None, "calls": [],
                            "errors": [], "call_ms": None, "status": None, "reply": ""}
     async with await VoiceClient.connect(url, api_key=key) as client:
         await client.configure(tools=TOOLS, tool_choice=tool_choice, output_modalities=["text"],
-                               transcription_prompt=prompt)
+                               transcription_prompt=prompt,
+                               language=utterance.language if pin else None)
         if text_only:
             await client.say(utterance.text or "")  # the item and response.create
             speech_end = time.monotonic()
@@ -238,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(Debian non-free: mbrola, mbrola-de2 ...) instead of its own")
     parser.add_argument("--prompt", action="store_true",
                         help="set transcription.prompt to the rooms and functions' words")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin each session's language to the command's (an app that knows "
+                        "its user's language)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     languages = args.languages.split(",") if args.languages else list(COMMANDS)
@@ -254,7 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for utterance, (_, _, _, expected) in zip(utterances, items, strict=True):
         row = asyncio.run(run_command(args.url, args.key, utterance, args.text, args.timeout_s,
                                       args.tool_choice,
-                                      PROMPTS[utterance.language] if args.prompt else None))
+                                      PROMPTS[utterance.language] if args.prompt else None,
+                                      args.pin))
         row["expected"] = {"name": expected[0], "arguments": expected[1]}
         row["correct"] = judge(row, expected)
         print(f"  {row['name']}: {'ok' if row['correct'] else 'WRONG'} {row['calls']}",

@@ -290,7 +290,8 @@ def test_a_call_is_written_ahead_with_the_tools_and_sent_as_a_call_after_the_tur
 def test_the_tools_model_keeps_its_system_turn_not_the_conversation(
         pinned: str | None, language: str) -> None:
     """A separate tools model keeps the state of its system turn with the tools (read while
-    the user speaks, once the partials are sure of the language, or in the pinned one), never
+    the user speaks, once the partials are sure of the language; a pinned one's as soon as
+    the session is configured), never
     a conversation's: its small budget of kept states would reload the model at every call."""
     async def scenario() -> None:
         chat, tools_chat = FakeChat([]), FakeChat([CALL])
@@ -300,15 +301,19 @@ def test_the_tools_model_keeps_its_system_turn_not_the_conversation(
         await h.session.start()
         if pinned is not None:
             await with_tools(h, audio={"input": {"transcription": {"language": pinned}}})
+            # Pinned: read as soon as the session is configured, before the user speaks (and
+            # asked again while they speak, which a model that holds it answers at once).
+            await h.wait_for(lambda: len(tools_chat.system_turns) == 1)
         else:
             await with_tools(h)
+        reads = 3 if pinned is not None else 2
         transcriber.observe = lambda: len(tools_chat.system_turns)  # at the final decode
         await h.send_audio(np.concatenate([tone(2.5), silence(0.7)]), pace_s=0.01)
         await h.wait_done()
-        await h.wait_for(lambda: len(tools_chat.system_turns) == 2)
-        assert transcriber.observed == [1]  # read before the final transcript
+        await h.wait_for(lambda: len(tools_chat.system_turns) == reads)
+        assert transcriber.observed == [reads - 1]  # read before the final transcript
         system = tools_chat.requests[0][0].content
         assert system.split("\n")[0] == system_prompt(language).split("\n")[0]
-        assert tools_chat.system_turns == [(system, ["set_light"])] * 2  # and after the reply
+        assert tools_chat.system_turns == [(system, ["set_light"])] * reads  # and after the reply
         assert tools_chat.prefilled == [] and chat.prefilled == []
     run(scenario)

@@ -233,6 +233,7 @@ class Session(Endpointing, Interruptions, Yielding, Replying):
                 self.turns.policy = self._policy()  # the turn in progress goes on
             await self._emit(SessionUpdated(self.settings.to_json(self.id)))
             self.mcp.update(mcp_servers_of(self.config.tools))  # their tools are listed now
+            self._read_pinned_tools_turn()
         elif isinstance(event, AudioCommit):
             await self._on_commit(event)
         elif isinstance(event, AudioClear):
