@@ -9,7 +9,8 @@ import pytest
 
 from llm.prompts import Assistant
 from voice.__main__ import main
-from voice.config import ConfigError, build_config, load_toml
+from voice.config import ConfigError
+from voice.config_file import build_config, load_toml
 from voice.model_choice import (
     defaults_to_prepare,
     tools_llm_cache_tokens,

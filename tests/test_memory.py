@@ -13,7 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from voice.config import ConfigError, ServiceConfig, build_config, load_toml
+from voice.config import ConfigError, ServiceConfig
+from voice.config_file import build_config, load_toml
 from voice.memory import HeapTrimmer, set_mmap_threshold
 
 MiB = 2**20

@@ -17,7 +17,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.fakes import FakeChat, FakeTranscriber, fake_engines
 from tests.live import open_session, receive_until, running_server, stream_audio, url_of
-from voice.config import ConfigError, Limits, ServiceConfig, build_config
+from voice.config import ConfigError, Limits, ServiceConfig
+from voice.config_file import build_config
 from voice.server import VoiceServer
 from voice.session import SessionDefaults
 

@@ -23,7 +23,8 @@ from tests.fakes import FakeChat, FakeTranscriber, fake_engines
 from tests.live import open_session, receive_until, running_server, url_of
 from tests.test_server import _http, run
 from voice.__main__ import main
-from voice.config import ConfigError, Limits, ServiceConfig, build_config, load_toml
+from voice.config import ConfigError, Limits, ServiceConfig
+from voice.config_file import build_config, load_toml
 from voice.gate import Handshake, handshake_refusal, host_allowed
 from voice.server import VoiceServer
 from voice.session import SessionDefaults

@@ -76,7 +76,8 @@ def _cmd_models_pull(args: argparse.Namespace, store: ModelStore) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace, store: ModelStore) -> int:
-    from voice.config import ConfigError, build_config, load_toml
+    from voice.config import ConfigError
+    from voice.config_file import build_config, load_toml
 
     try:
         file_values = load_toml(Path(args.config)) if args.config else {}
