@@ -69,6 +69,12 @@ def test_without_the_setting_a_close_call_is_decoded_once() -> None:
     assert runner_up(close, options, pick_language(close, options)) is None
 
 
+def test_a_single_allowed_language_has_no_runner_up() -> None:
+    close = scores(de=0.40, en=0.35, fr=0.25)
+    options = TranscribeOptions(allowed_languages=("de",), second_language_below=0.6)
+    assert runner_up(close, options, ("de", 0.40)) is None
+
+
 def transcript(text: str, language: str, log_probability: float) -> Transcript:
     return Transcript(text, language, 0.4, 0.0, log_probability, 1.0, 1.5, 0.3,
                       rejected=None if text else "low_confidence")
