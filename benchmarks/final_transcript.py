@@ -74,15 +74,17 @@ class Variant:
     seconds: list[float] = dataclasses.field(default_factory=list)
 
 
-class _SecondPasses(logging.Handler):
-    """Counts the fitted-window decodes that asr.whisper decoded again in the 30 s window."""
+class LogCounter(logging.Handler):
+    """Counts the log records whose message starts with ``prefix`` (asr.whisper says when it
+    decodes again: "decode in a ..." for the 30 s window, "language a close call ...")."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str) -> None:
         super().__init__(logging.INFO)
+        self.prefix = prefix
         self.count = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        if str(record.msg).startswith("decode in a"):
+        if str(record.msg).startswith(self.prefix):
             self.count += 1
 
 
@@ -177,7 +179,7 @@ def main() -> int:
     beam_size = ServiceConfig().beam_size
     variants = make_variants(args.variants, transcribers, model_path, fitted.device,
                              fitted.compute_type, beam_size)
-    second_passes = _SecondPasses()
+    second_passes = LogCounter("decode in a")  # fitted decodes decoded again in 30 s
     logging.getLogger("asr.whisper").addHandler(second_passes)
     logging.getLogger("asr.whisper").setLevel(logging.INFO)
     passes: dict[str, int] = {}

@@ -41,7 +41,7 @@ import soxr
 from asr.transcript import TranscribeOptions
 from asr.vad import SAMPLE_RATE, SileroVadModel, StreamingVad, VadConfig, VadEventType
 from asr.whisper import Transcriber, TranscriberConfig
-from benchmarks.final_transcript import DEFAULT_CLIPS, normalise, read_clip
+from benchmarks.final_transcript import DEFAULT_CLIPS, LogCounter, normalise, read_clip
 from benchmarks.spoken_commands import COMMANDS
 from voice.config import DEFAULT_LANGUAGES
 from voice.models import ModelKind, ModelStore, default_model_names
@@ -80,18 +80,6 @@ def utterances(clips: Path, mbrola: bool) -> list[tuple[str, str, str, np.ndarra
             audio = soxr.resample(spoken.samples.astype(np.float32) / 32768, RATE, SAMPLE_RATE)
             items.append((label, name, language, np.asarray(audio, np.float32), text))
     return items
-
-
-class _CloseCalls(logging.Handler):
-    """Counts asr.whisper's second decodes."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.count = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if str(record.msg).startswith("language a close call"):
-            self.count += 1
 
 
 def wer(reference: str, text: str) -> float:
@@ -133,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    close_calls = _CloseCalls()
+    close_calls = LogCounter("language a close call")  # asr.whisper's second decodes
     logging.getLogger("asr.whisper").addHandler(close_calls)
     logging.getLogger("asr.whisper").setLevel(logging.INFO)
     logging.getLogger("asr.whisper").propagate = False
