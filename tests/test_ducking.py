@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voice.ducking import RATE, MicLevels, floor_level, stands_out, voice_span_ms
+from voice.ducking import (
+    QUIETEST_FLOOR,
+    RATE,
+    MicLevels,
+    floor_level,
+    stands_out,
+    voice_span_ms,
+)
 
 MS = RATE // 1000
 
@@ -98,3 +105,36 @@ def test_a_quiet_microphone_during_a_silent_reply_says_nothing_of_its_echo() -> 
     silent = np.full(400, -7.0)
     assert floor_level(levels, 2000 * MS, silent, audible_at=0) is None
     assert floor_level(levels, 2000 * MS, SPEECHY, audible_at=0) is not None
+
+
+def test_over_a_silent_canceller_a_leak_of_the_replys_echo_is_no_voice() -> None:
+    # The canceller's output was digital silence while the reply played; then 0.5 s of the
+    # reply leaking through at -46 dBFS (it re-adapts), then a "sim" at -20 dBFS.
+    levels = levels_of((0.00001, 2000), (0.005, 500), (0.1, 300), (0.00001, 500))
+    floor = floor_level(levels, 2000 * MS, SPEECHY, audible_at=0)
+    assert floor == QUIETEST_FLOOR
+    assert not stands_out(levels, 2000 * MS, 2500 * MS, floor)
+    assert stands_out(levels, 2000 * MS, 2800 * MS, floor)
+    assert voice_span_ms(levels, 2000 * MS, 3300 * MS, floor) == pytest.approx(300, abs=20)
+
+
+def echo_following_the_reply(db_below: float) -> tuple[MicLevels, int]:
+    """A microphone whose level rises and falls with the reply's, ``db_below`` under it."""
+    rng = np.random.default_rng(5)
+    levels, now = MicLevels(), 0
+    for value in SPEECHY[:200]:  # 2 s, one 10 ms frame at a time
+        samples = (rng.normal(0, 1, 160) * 10 ** ((value - db_below / 10) / 2)).astype(np.float32)
+        now += 160
+        levels.add(samples, now)
+    return levels, now
+
+
+def test_a_faint_echo_that_follows_the_reply_still_leaves_a_floor() -> None:
+    # What a canceller lets through (-50 to -80 dBFS) follows the reply, but never comes
+    # near a voice's level: a voice over it can still be told from it.
+    faint, now = echo_following_the_reply(30)
+    floor = floor_level(faint, now, SPEECHY, audible_at=0)
+    assert floor is not None
+    # The echo heard without cancelling (-30 to -60 dBFS) leaves none, as before.
+    loud, now = echo_following_the_reply(10)
+    assert floor_level(loud, now, SPEECHY, audible_at=0) is None

@@ -223,6 +223,19 @@ def test_a_short_unsure_word_of_the_users_settles_as_a_backchannel(
     assert settled(look, speech_ms) is verdict
 
 
+@pytest.mark.parametrize(("look", "voice_ms", "verdict"), [
+    # "In the end." made of a "sim" and the echo around it: a voice of 0.4 s
+    (Judgement(Verdict.USER, sure=True), 400, Verdict.BACKCHANNEL),
+    (Judgement(Verdict.USER, sure=True), 900, Verdict.USER),  # a sentence takes longer
+    (Judgement(Verdict.USER, stop=True), 300, Verdict.USER),  # "Stop."
+    (Judgement(Verdict.USER, sure=False), 500, Verdict.BACKCHANNEL),
+    (Judgement(Verdict.ECHO), 300, Verdict.ECHO),
+])
+def test_where_the_voice_is_known_any_words_in_a_voice_that_short_settle_as_a_backchannel(
+        look: Judgement, voice_ms: int, verdict: Verdict) -> None:
+    assert settled(look, voice_ms, voiced=True) is verdict
+
+
 def _enveloped_noise(envelope_db: np.ndarray, rate: int, seed: int) -> np.ndarray:
     """Noise whose loudness follows ``envelope_db`` (one value per 10 ms)."""
     gain = np.repeat(10 ** (envelope_db / 20), rate // 100)

@@ -102,6 +102,46 @@ def test_the_users_words_over_a_held_reply_cut_it() -> None:
     run(scenario)
 
 
+@pytest.mark.parametrize(("seconds", "cut"), [(0.4, False), (1.0, True)])
+def test_a_short_sentence_heard_in_a_short_voice_over_a_held_reply_does_not_cut_it(
+        seconds: float, cut: bool) -> None:
+    # Whisper makes short sentences of a "sim" and the reply's echo around it ("In the
+    # end."): three words of a request take longer to say than the voice lasted.
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("In the end, Rome.", "en")]),
+                    FakeChat([STORY, "Rome is lovely."]))
+        await speaking_over_a_quiet_microphone(h, seconds, {"hold": True})
+        await h.wait_done(2 if cut else 1)
+        statuses = [e.fields["response"]["status"] for e in h.of("response.done")]
+        if cut:
+            assert statuses == ["cancelled", "completed"]
+            assert not h.of("input_audio_buffer.backchannel")
+        else:
+            assert buffer_events(h) == ["input_audio_buffer.speech_started",
+                                        "output_audio_buffer.duck",
+                                        "input_audio_buffer.backchannel",
+                                        "output_audio_buffer.unduck"]
+            assert statuses == ["completed"]
+    run(scenario)
+
+
+def test_a_voice_too_soft_to_stand_out_still_interrupts_with_its_words() -> None:
+    # The room was noisy while the reply played, and the user speaks barely above it: no
+    # voice stands out (nothing is held), and the words decide, as where no level is known.
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("What about Rome then?", "en")]),
+                    FakeChat([STORY, "Rome is lovely."]))
+        await replying(h, {"hold": True})
+        await h.send_audio(noise(1.2, rms=0.03))
+        await h.send_audio(np.concatenate([noise(0.6, rms=0.07), silence(0.8)]), pace_s=0.02)
+        await h.wait_done(2)
+        assert "output_audio_buffer.duck" not in h.types()
+        assert not h.of("input_audio_buffer.backchannel")
+        assert [e.fields["response"]["status"] for e in h.of("response.done")] == [
+            "cancelled", "completed"]
+    run(scenario)
+
+
 def reply_audio_between(h: Harness, first: str, then: str | None) -> int:
     """The first reply's audio deltas the client received after the first ``first`` event
     and before the next ``then`` event after it (None: to the end)."""

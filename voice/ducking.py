@@ -32,6 +32,15 @@ RISE = 1.2  # a frame stands out 12 dB (log10 power units) above the floor ...
 STAND_OUT_MS = 120  # ... for this much of the speech so far
 ECHO_AUDIBLE = 0.5  # the floor's loudness follows the reply's this much: echo is heard
 REPLY_SOUND = -5.0  # the reply made sound: louder than -50 dBFS (log10 power)
+# A floor below -52 dBFS counts as -52 dBFS, so a voice must reach at least -40 dBFS: what an
+# echo canceller lets through of the reply while it re-adapts after the user's sound came to
+# -43..-56 dBFS in the simulated laptop rooms (a "sim" over a reply, docs/benchmarks.md), 25
+# dB above a canceller's digital silence, while the voices over it were at -16..-28 dBFS.
+QUIETEST_FLOOR = -5.2
+# An echo the microphone hears but whose loudest (99th percentile, as much as is kept) stays
+# below this (-45 dBFS) is a canceller's residual: no rise of it reaches a voice's level
+# (:data:`QUIETEST_FLOOR` + :data:`RISE`), so the floor holds where the echo follows the reply.
+ECHO_FAINT = -4.5
 
 
 class MicLevels:
@@ -79,11 +88,12 @@ def floor_level(levels: MicLevels, speech_start: int, reply: np.ndarray,
     """The microphone's level while the reply played, just before speech that began at media
     time ``speech_start`` (the VAD's, padding included) over a reply audible since
     ``audible_at`` (``reply``: its loudness contour from then on): a high percentile of the
-    :data:`FLOOR_MS` before it. None when it cannot tell a sound of its own from the reply:
-    less than :data:`FLOOR_MIN_MS` of it while the reply was audible, or a microphone whose
-    level since the reply became audible (as much as is kept) follows the reply's, or a reply
-    silent all that while (either way the microphone may hear the reply, so a rise may be its
-    next sentence)."""
+    :data:`FLOOR_MS` before it, and at least :data:`QUIETEST_FLOOR`. None when it cannot tell a
+    sound of its own from the reply: less than :data:`FLOOR_MIN_MS` of it while the reply was
+    audible, or a microphone whose level since the reply became audible (as much as is kept)
+    follows the reply's and came near a voice's (:data:`ECHO_FAINT`), or a reply silent all
+    that while (either way the microphone may hear the reply, so a rise may be its next
+    sentence)."""
     heard_from = audible_at + FLOOR_AFTER_AUDIBLE_MS * RATE // 1000
     first = max(speech_start - FLOOR_MS * RATE // 1000, heard_from)
     floor = levels.between(first, speech_start)
@@ -98,9 +108,10 @@ def floor_level(levels: MicLevels, speech_start: int, reply: np.ndarray,
     spoken = reply[max(0, at):max(0, at + history.size)]
     if not spoken.size or spoken.max() < REPLY_SOUND:
         return None
-    if np.ptp(history) >= FLAT and follows(history, reply, at) >= ECHO_AUDIBLE:
+    if (np.ptp(history) >= FLAT and follows(history, reply, at) >= ECHO_AUDIBLE
+            and np.percentile(history, 99) > ECHO_FAINT):
         return None
-    return float(np.percentile(floor, FLOOR_PERCENTILE))
+    return max(float(np.percentile(floor, FLOOR_PERCENTILE)), QUIETEST_FLOOR)
 
 
 def voiced_ms(levels: MicLevels, speech_start: int, now: int, floor: float) -> int:

@@ -27,7 +27,7 @@ import numpy as np
 
 from asr.transcript import TranscribeOptions, Transcript
 from voice.conversation import Conversation, Item
-from voice.ducking import MicLevels, floor_level, voice_span_ms
+from voice.ducking import MicLevels, floor_level, stands_out, voice_span_ms
 from voice.overlap import (
     Judgement,
     Verdict,
@@ -83,6 +83,7 @@ class Overlap:
     decoding: asyncio.Future[object] | None = None
     judgements: list[Judgement] = dataclasses.field(default_factory=list)
     floor: float | None = None  # the microphone's level before it (voice.ducking)
+    voiced: bool = False  # a voice of its own stood out of that level (voice.ducking)
     ducked: Reply | None = None  # the reply whose playback it ducked (or held)
     held: bool = False  # held rather than ducked (session.interruption.hold)
     released_at: int | None = None  # played on at its pause, before it ended (media time)
@@ -109,11 +110,10 @@ class Overlap:
         return max(0, upto - self.quiet_until) * 1000 // ASR_RATE
 
     def user(self, judgement: Judgement, speech_ms: int) -> bool:
-        """Whether this look, after ``speech_ms`` of speech (of a voice that stood out, where
-        the microphone's level during the reply is known), makes it the user's
-        (:func:`voice.overlap.confirms`)."""
+        """Whether this look, after ``speech_ms`` of speech (of the voice, once one stood out:
+        :attr:`voiced`), makes it the user's (:func:`voice.overlap.confirms`)."""
         return confirms(judgement, self.judgements[-1] if self.judgements else None, speech_ms,
-                        voiced=self.floor is not None)
+                        voiced=self.voiced)
 
 
 class Interruptions:
@@ -195,7 +195,8 @@ class Interruptions:
     def _speech_ms(self, overlap: Overlap, upto: int, judgement: Judgement | None = None) -> int:
         """How long the speech over the reply has lasted by media time ``upto``: the VAD's
         speech (to its end, once it ended), or where the microphone was quiet during the
-        reply (``overlap.floor``), its voice's (voice.ducking.voice_span_ms: residual echo
+        reply (``overlap.floor``) and a voice stood out of it (``overlap.voiced``; a voice
+        too soft to is judged by the VAD's), its voice's (voice.ducking.voice_span_ms: residual echo
         after a backchannel keeps the VAD going, and looks hearing words in it would cut);
         and for one or two words (``judgement`` not sure, or none yet), no longer than since
         the looks last heard nothing before the first words (a leak of the reply's own echo
@@ -209,6 +210,10 @@ class Interruptions:
             vad_ms = min(vad_ms, words_ms)
         if overlap.floor is None:
             return vad_ms
+        if not overlap.voiced:
+            overlap.voiced = stands_out(self._mic_levels, overlap.start, upto, overlap.floor)
+            if not overlap.voiced:
+                return vad_ms
         return min(vad_ms, voice_span_ms(self._mic_levels, overlap.start, upto, overlap.floor))
 
     # -- while it lasts ---------------------------------------------------------------------
@@ -295,7 +300,7 @@ class Interruptions:
             verdict = Verdict.USER
         else:
             verdict = settled(self._judge(transcript, audio, ended.start, audio_end),
-                              speech_ms)
+                              speech_ms, voiced=overlap is not None and overlap.voiced)
             if (verdict is Verdict.USER and overlap is not None
                     and overlap.pause_verdict is not None
                     and not self._voiced_since_release(overlap, audio_end)):

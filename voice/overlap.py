@@ -142,11 +142,16 @@ def confirms(judgement: Judgement, previous: Judgement | None, speech_ms: int, *
     return previous is not None and previous.verdict is Verdict.USER and speech_ms >= SHORT_MS
 
 
-def settled(judgement: Judgement, speech_ms: int) -> Verdict:
+def settled(judgement: Judgement, speech_ms: int, *, voiced: bool = False) -> Verdict:
     """The verdict on speech over the reply that stopped (for now) after ``speech_ms``: one
     or two words of the user's, unsure and without a stop word, in under :data:`SHORT_MS`
-    are a backchannel (a misheard "mhm" is likelier than a one- or two-word command)."""
-    if judgement.verdict is Verdict.USER and not judgement.sure and speech_ms < SHORT_MS:
+    are a backchannel (a misheard "mhm" is likelier than a one- or two-word command).
+    ``voiced`` (``speech_ms`` is how long a voice stood out, as for :func:`confirms`): so are
+    more words without a stop word, in a voice that short. Whisper makes short sentences of a
+    "sim" or a "d'accord" and the reply's echo around it ("In the end.", "It's not all."),
+    while three words of a request take most people more than 0.8 s to say."""
+    if (judgement.verdict is Verdict.USER and not judgement.stop and speech_ms < SHORT_MS
+            and (voiced or not judgement.sure)):
         return Verdict.BACKCHANNEL
     return judgement.verdict
 

@@ -142,7 +142,8 @@ class Yielding:
             return
         judgement = self._judge(transcript, audio, max(overlap.start, at - audio.size), at)
         overlap.heard(judgement, at)
-        verdict = settled(judgement, self._speech_ms(overlap, at, judgement))
+        speech_ms = self._speech_ms(overlap, at, judgement)
+        verdict = settled(judgement, speech_ms, voiced=overlap.voiced)
         logger.info("session %s: speech over the held reply paused: %r -> %s", self.id,
                     transcript.text, verdict.value)
         async with self._detector_lock:
