@@ -110,10 +110,14 @@ class Overlap:
         return max(0, upto - self.quiet_until) * 1000 // ASR_RATE
 
     def user(self, judgement: Judgement, speech_ms: int) -> bool:
-        """Whether this look, after ``speech_ms`` of speech (of the voice, once one stood out:
-        :attr:`voiced`), makes it the user's (:func:`voice.overlap.confirms`)."""
+        """Whether this look, after ``speech_ms`` of speech (of the voice, once one stood out
+        of the microphone's level during the reply: :attr:`voiced`), makes it the user's
+        (:func:`voice.overlap.confirms`). Where that level is known, the rules for a voice
+        apply from the start, to the VAD's speech until a voice stands out: a first look at
+        0.35 s may hear a sentence in a "sim" before its voice has stood out for 120 ms, and
+        a voice too soft to stand out still interrupts once it has lasted 0.8 s."""
         return confirms(judgement, self.judgements[-1] if self.judgements else None, speech_ms,
-                        voiced=self.voiced)
+                        voiced=self.floor is not None)
 
 
 class Interruptions:
