@@ -199,9 +199,10 @@ class Interruptions:
     def _speech_ms(self, overlap: Overlap, upto: int, judgement: Judgement | None = None) -> int:
         """How long the speech over the reply has lasted by media time ``upto``: the VAD's
         speech (to its end, once it ended), or where the microphone was quiet during the
-        reply (``overlap.floor``) and a voice stood out of it (``overlap.voiced``; a voice
-        too soft to is judged by the VAD's), its voice's (voice.ducking.voice_span_ms: residual echo
-        after a backchannel keeps the VAD going, and looks hearing words in it would cut);
+        reply (``overlap.floor``) and a voice stood out of it (``overlap.voiced``, noted here;
+        a voice too soft to stand out keeps the VAD's), its voice's (voice.ducking.
+        voice_span_ms: residual echo after a backchannel keeps the VAD going, and looks
+        hearing words in it would cut);
         and for one or two words (``judgement`` not sure, or none yet), no longer than since
         the looks last heard nothing before the first words (a leak of the reply's own echo
         can start the speech, and hold the reply, ~0.5 s before a "sim": the word alone is
