@@ -38,6 +38,17 @@ def contour(values: list[float], ms_each: int) -> np.ndarray:
 SPEECHY = contour([-2, -4, -2.5, -5, -2, -4.5, -2.2, -5, -3, -4] * 4, 100)  # 4 s of reply
 
 
+def echo_following_the_reply(db_below: float) -> tuple[MicLevels, int]:
+    """A microphone whose level rises and falls with the reply's, ``db_below`` under it."""
+    rng = np.random.default_rng(5)
+    levels, now = MicLevels(), 0
+    for value in SPEECHY[:200]:  # 2 s, one 10 ms frame at a time
+        samples = (rng.normal(0, 1, 160) * 10 ** ((value - db_below / 10) / 2)).astype(np.float32)
+        now += 160
+        levels.add(samples, now)
+    return levels, now
+
+
 def test_speech_that_rises_well_above_a_quiet_microphone_stands_out() -> None:
     levels = levels_of((0.001, 2000), (0.1, 200))
     floor = floor_level(levels, 2000 * MS, SPEECHY, audible_at=0)
@@ -62,12 +73,7 @@ def test_speech_no_louder_than_the_microphone_was_during_the_reply_does_not_stan
 
 def test_a_microphone_that_hears_the_reply_never_ducks_it() -> None:
     # The microphone's level rises and falls with the reply's (its echo, no cancelling).
-    rng = np.random.default_rng(5)
-    levels, now = MicLevels(), 0
-    for value in SPEECHY[:200]:  # 2 s, one 10 ms frame at a time
-        samples = (rng.normal(0, 1, 160) * 10 ** ((value - 1) / 2)).astype(np.float32)
-        now += 160
-        levels.add(samples, now)
+    levels, now = echo_following_the_reply(10)
     assert floor_level(levels, now, SPEECHY, audible_at=0) is None
 
 
@@ -118,23 +124,10 @@ def test_over_a_silent_canceller_a_leak_of_the_replys_echo_is_no_voice() -> None
     assert voice_span_ms(levels, 2000 * MS, 3300 * MS, floor) == pytest.approx(300, abs=20)
 
 
-def echo_following_the_reply(db_below: float) -> tuple[MicLevels, int]:
-    """A microphone whose level rises and falls with the reply's, ``db_below`` under it."""
-    rng = np.random.default_rng(5)
-    levels, now = MicLevels(), 0
-    for value in SPEECHY[:200]:  # 2 s, one 10 ms frame at a time
-        samples = (rng.normal(0, 1, 160) * 10 ** ((value - db_below / 10) / 2)).astype(np.float32)
-        now += 160
-        levels.add(samples, now)
-    return levels, now
-
-
 def test_a_faint_echo_that_follows_the_reply_still_leaves_a_floor() -> None:
     # What a canceller lets through (-50 to -80 dBFS) follows the reply, but never comes
     # near a voice's level: a voice over it can still be told from it.
     faint, now = echo_following_the_reply(30)
     floor = floor_level(faint, now, SPEECHY, audible_at=0)
     assert floor is not None
-    # The echo heard without cancelling (-30 to -60 dBFS) leaves none, as before.
-    loud, now = echo_following_the_reply(10)
-    assert floor_level(loud, now, SPEECHY, audible_at=0) is None
+    # (The echo heard without cancelling, 20 dB louder, leaves none: the test above.)
