@@ -19,6 +19,8 @@ instead (no speech recognition): the model's own share of the errors. ``--prompt
 session's ``transcription.prompt`` to the words an app knows it will hear (its rooms, "light"
 and "timer", in the command's language; never the cities of the weather questions).
 ``--pin`` pins each session's language to the command's (``transcription.language``).
+``--room-names`` gives the light function the app's rooms in the command's language as an enum
+(an app set up in its user's language knows its rooms' names), instead of a free-text room.
 """
 
 from __future__ import annotations
@@ -127,6 +129,30 @@ COMMANDS: dict[str, list[tuple[str, tuple[str, dict[str, Any]]]]] = {
            ("Jaka jest pogoda w Warszawie?", weather("Warsaw")),
            ("Włącz światło w salonie.", light("living_room", True))],
 }
+# The rooms as an app set up in the user's language names them (Home Assistant's areas), for
+# ``--room-names``: the light function's room is then one of these.
+ROOM_NAMES = {"en": ["kitchen", "bedroom", "living room"],
+              "de": ["Küche", "Schlafzimmer", "Wohnzimmer"],
+              "fr": ["cuisine", "chambre", "salon"],
+              "es": ["cocina", "dormitorio", "salón"],
+              "it": ["cucina", "camera da letto", "soggiorno"],
+              "nl": ["keuken", "slaapkamer", "woonkamer"],
+              "pt": ["cozinha", "quarto", "sala"],
+              "pl": ["kuchnia", "sypialnia", "salon"]}
+
+
+def tools_for(language: str, room_names: bool) -> list[dict[str, Any]]:
+    """The three functions; with ``room_names`` the light's room is one of the rooms the app
+    knows in ``language`` (a JSON schema enum, which the server checks every call against)."""
+    if not room_names:
+        return TOOLS
+    tools = json.loads(json.dumps(TOOLS))
+    room = tools[0]["parameters"]["properties"]["room"]
+    room["enum"] = ROOM_NAMES[language]
+    room["description"] = "the room"
+    return tools
+
+
 # What an app with these functions could tell the recognizer to expect, per language.
 PROMPTS = {"en": "kitchen, bedroom, living room, light, timer",
            "de": "Küche, Schlafzimmer, Wohnzimmer, Licht, Timer",
@@ -162,12 +188,14 @@ def arguments_match(expected: dict[str, Any], got: dict[str, Any]) -> bool:
 
 async def run_command(url: str, key: str | None, utterance: Utterance, text_only: bool,
                       timeout_s: float, tool_choice: str = "auto",
-                      prompt: str | None = None, pin: bool = False) -> dict[str, Any]:
+                      prompt: str | None = None, pin: bool = False,
+                      room_names: bool = False) -> dict[str, Any]:
     row: dict[str, Any] = {"name": utterance.name, "language": utterance.language,
                            "text": utterance.text, "transcript": None, "calls": [],
                            "errors": [], "call_ms": None, "status": None, "reply": ""}
     async with await VoiceClient.connect(url, api_key=key) as client:
-        await client.configure(tools=TOOLS, tool_choice=tool_choice, output_modalities=["text"],
+        await client.configure(tools=tools_for(utterance.language, room_names),
+                               tool_choice=tool_choice, output_modalities=["text"],
                                transcription_prompt=prompt,
                                language=utterance.language if pin else None)
         if text_only:
@@ -243,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pin", action="store_true",
                         help="pin each session's language to the command's (an app that knows "
                         "its user's language)")
+    parser.add_argument("--room-names", action="store_true",
+                        help="the light's room is one of the app's rooms, named in the "
+                        "command's language (a schema enum) instead of free text")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     languages = args.languages.split(",") if args.languages else list(COMMANDS)
@@ -260,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         row = asyncio.run(run_command(args.url, args.key, utterance, args.text, args.timeout_s,
                                       args.tool_choice,
                                       PROMPTS[utterance.language] if args.prompt else None,
-                                      args.pin))
+                                      args.pin, args.room_names))
         row["expected"] = {"name": expected[0], "arguments": expected[1]}
         row["correct"] = judge(row, expected)
         print(f"  {row['name']}: {'ok' if row['correct'] else 'WRONG'} {row['calls']}",

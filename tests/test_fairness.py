@@ -14,6 +14,7 @@ import pytest
 from tests.fakes import FakeChat, FakeTranscriber, tone
 from tests.test_session import Harness, run
 from voice.audio import InputPacer
+from voice.ports import Activity
 from voice.protocol import (
     AudioAppend,
     AudioCommit,
@@ -133,7 +134,9 @@ def test_frames_shorter_than_a_vad_window_are_buffered_without_a_thread_hop() ->
     assert True in expected and False in expected, threads
 
 
-def test_partials_are_dropped_while_another_sessions_reply_is_being_written() -> None:
+@pytest.mark.parametrize("give_way_ms", [0.0, 2500.0])
+def test_partials_are_dropped_while_another_sessions_reply_is_being_written(
+        give_way_ms: float) -> None:
     chat = FakeChat(["word " * 400, "Okay."], delay_s=0.02)  # a long reply, still writing
     transcriber = FakeTranscriber([("one two three four five six", "en")] * 2)
 
@@ -145,7 +148,8 @@ def test_partials_are_dropped_while_another_sessions_reply_is_being_written() ->
         # A second session on the same engines speaks while the first reply is written.
         other = Harness(transcriber, chat)
         other.session.engines = busy.session.engines
-        other.session.defaults = SessionDefaults(partial_interval_s=0.3)
+        other.session.defaults = SessionDefaults(partial_interval_s=0.3,
+                                                 give_way_ms=give_way_ms)
         await other.send_audio(tone(2.0), pace_s=0.01)
         under_load = len(other.of("conversation.item.input_audio_transcription.delta"))
         await busy.session.handle(ResponseCancel("c1", None))
@@ -157,3 +161,17 @@ def test_partials_are_dropped_while_another_sessions_reply_is_being_written() ->
     under_load, when_free = asyncio.run(asyncio.wait_for(scenario(), 60))
     assert under_load == 0
     assert when_free > 0
+
+
+def test_first_words_awaited_are_counted_per_session_once_each() -> None:
+    activity = Activity()
+    mine = activity.await_first_words("s1")
+    theirs = activity.await_first_words("s2")
+    assert activity.awaited == 2
+    assert activity.others_awaited("s1") and activity.others_awaited("s3")
+    theirs()
+    theirs()  # said twice: counted once
+    assert activity.awaited == 1
+    assert not activity.others_awaited("s1") and activity.others_awaited("s2")
+    mine()
+    assert activity.awaited == 0 and not activity.others_awaited("s2")

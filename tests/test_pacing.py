@@ -14,7 +14,7 @@ import pytest
 from llm.chat import ChatConfig, ChatModel, Message, SamplingOptions
 from tests.fakes import FakeChat, FakeTranscriber
 from tests.test_session import Harness, run
-from voice.pacing import UNTIL_PLAYBACK_S, WritingPace, writing_hold_s
+from voice.pacing import GIVE_WAY_POLL_S, UNTIL_PLAYBACK_S, WritingPace, writing_hold_s
 from voice.protocol import ItemCreate, ResponseCancel, ResponseCreate, ServerEvent
 
 LONG = UNTIL_PLAYBACK_S
@@ -197,4 +197,90 @@ def test_cancelling_a_held_reply_stops_its_writing_at_once() -> None:
         await h.wait_for(lambda: chat.active == 0, timeout=1.0)
         assert chat.tokens_after_cancel <= 1
         await asyncio.sleep(0)
+    run(scenario)
+
+
+def test_a_pace_gives_way_while_others_wait_only_with_enough_audio_ahead() -> None:
+    waiting = [True]
+    pace = WritingPace()
+    pace.give_way(lambda: waiting[0], give_way_ms=1000)
+    assert pace(1) == 0  # not playing yet: the first words are never held back
+    pace.playing_ahead(1500)
+    assert pace(2) == GIVE_WAY_POLL_S  # someone waits and 1.5 s is ahead: wait
+    waiting[0] = False
+    assert pace(2) == 0  # no one waits: write
+    waiting[0] = True
+    pace.playing_ahead(999)
+    assert pace(3) == 0  # the client is down to less than the limit: write, whoever waits
+    pace.playing_ahead(5000)
+    pace.release()
+    assert pace(4) == 0  # released: never held again
+
+
+def test_a_pace_that_gives_way_still_holds_as_its_write_ahead_and_token_limit_say() -> None:
+    pace = WritingPace(hold_after_tokens=4)
+    pace.give_way(lambda: False, give_way_ms=1000)
+    pace.playing_ahead(5000)
+    assert pace(3) == 0 and pace(4) == LONG
+    pace.lift_token_limit()
+    pace.hold_until(time.monotonic() + 5)
+    assert 4 < pace(5) <= 5
+
+
+@pytest.mark.parametrize("another_waits", [True, False])
+def test_a_spoken_reply_far_ahead_of_its_listener_gives_way_while_another_user_waits(
+        another_waits: bool) -> None:
+    async def scenario() -> None:
+        chat = FakeChat([SENTENCES], delay_s=0.02)  # ~2x faster than it is spoken
+        h = Harness(FakeTranscriber([]), chat, give_way_ms=300)
+        activity = h.session.engines.activity
+        came = activity.await_first_words("other") if another_waits else None
+        await h.session.handle(ItemCreate("i1", None, "user", "Tell me."))
+        await h.session.handle(ResponseCreate("r1", None, None))
+        if came is None:
+            await h.wait_done()
+            assert chat.held_s == 0  # no one else waits: never held
+        else:
+            await h.wait_for(lambda: chat.held_s > 0.3)
+            assert h.of("response.output_audio.delta")  # its own first words came first
+            assert not h.of("response.done")
+            came()  # the other user's first words came
+            await h.wait_done()
+        done = h.of("response.done")[0].fields["response"]
+        assert done["status"] == "completed"
+        transcript = h.of("response.output_audio_transcript.done")[0].fields["transcript"]
+        assert transcript == SENTENCES  # nothing dropped while it gave way
+        await h.wait_for(lambda: activity.awaited == 0)  # its own wait was counted once
+    run(scenario)
+
+
+class _Watched(Harness):
+    """Records, at each event sent, its type and how many replies are awaited."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.awaited: list[tuple[str, int]] = []
+
+    async def _send(self, event: ServerEvent) -> None:
+        self.awaited.append((event.type, self.session.engines.activity.awaited))
+        await super()._send(event)
+
+
+@pytest.mark.parametrize("modalities", [None, ("text",)])
+def test_a_reply_is_awaited_until_its_first_audio_is_sent_or_until_its_end(
+        modalities: tuple[str, ...] | None) -> None:
+    async def scenario() -> None:
+        h = _Watched(FakeTranscriber([]), FakeChat([SENTENCES], delay_s=0.002))
+        await h.session.handle(ItemCreate("i1", None, "user", "Tell me."))
+        await h.session.handle(ResponseCreate("r1", None, modalities))
+        await h.wait_done()
+        await h.wait_for(lambda: h.session.engines.activity.awaited == 0)
+        types = [kind for kind, _ in h.awaited]
+        created = types.index("response.created")
+        if modalities is None:  # spoken: awaited until its first audio is sent
+            first_audio = types.index("response.output_audio.delta")
+            assert {n for _, n in h.awaited[created:first_audio + 1]} == {1}
+            assert {n for _, n in h.awaited[first_audio + 1:]} == {0}
+        else:  # text: until its end
+            assert {n for _, n in h.awaited[created:]} == {1}
     run(scenario)

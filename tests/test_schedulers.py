@@ -158,3 +158,36 @@ def test_the_observer_sees_each_wait_and_run(scheduler: Scheduler) -> None:
 
     asyncio.run(main())
     assert seen.count(("wait", "test")) == 3 and seen.count(("run", "test")) == 3
+
+
+def test_urgent_counts_the_urgent_calls_queued_and_running_and_nothing_else(
+    scheduler: Scheduler,
+) -> None:
+    async def main() -> None:
+        gate, started = threading.Event(), threading.Event()
+
+        def final() -> None:
+            started.set()
+            gate.wait(10)
+
+        running = asyncio.ensure_future(scheduler.run("a", final, priority=Priority.URGENT))
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        assert scheduler.urgent == 1  # running
+        queued = [asyncio.ensure_future(scheduler.run("b", lambda: None,
+                                                      priority=Priority.URGENT)),
+                  asyncio.ensure_future(scheduler.run("c", lambda: None,
+                                                      priority=Priority.BACKGROUND)),
+                  asyncio.ensure_future(scheduler.run("d", lambda: None))]
+        cancelled = asyncio.ensure_future(scheduler.run("e", lambda: None,
+                                                        priority=Priority.URGENT))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        await asyncio.sleep(0)
+        assert scheduler.urgent == 2  # one running, one queued: not the partial, the
+        # normal call or the cancelled one
+        gate.set()
+        await asyncio.gather(running, *queued)
+        assert scheduler.urgent == 0
+
+    asyncio.run(main())

@@ -153,7 +153,13 @@ async def _fuzz(ws: ClientConnection, messages: list[str | bytes], beta: bool) -
         assert len(errors) <= 1, context
         is_answer = _is_answer(message)
         if is_answer is not None:
-            assert bool(errors) != any(map(is_answer, window)), context
+            answers = sum(map(is_answer, window))
+            if isinstance(parse_client_event(message), AudioCommit):
+                # Audio appended before may end a turn by itself (server VAD) while this
+                # commit is read: that commit comes after its speech_stopped, and leaves
+                # this one an empty buffer.
+                answers -= types.count("input_audio_buffer.speech_stopped")
+            assert bool(errors) != (answers > 0), context
     if not beta:
         problems = sorted({problem for event in log for problem in ga_problems(event)})
         assert not problems, "\n".join(problems)

@@ -110,3 +110,27 @@ def test_the_final_transcript_gets_the_configured_beam_only_while_no_one_else_wa
         assert h.of("conversation.item.input_audio_transcription.completed")[0].fields[
             "transcript"] == "What is the capital of France?"
     run(scenario)
+
+
+@pytest.mark.parametrize(("give_way_ms", "other", "decoded_at_pause"), [
+    (2500, "speaking", True),   # another reply is only being spoken: it gives way
+    (2500, "awaited", False),   # another session waits for its first words: they come first
+    (0, "speaking", False),     # replies never give way: every reply in progress counts
+])
+def test_the_decode_at_a_pause_waits_only_for_work_others_wait_for(
+        give_way_ms: float, other: str, decoded_at_pause: bool) -> None:
+    async def scenario() -> None:
+        transcriber = FakeTranscriber([("Hello", "en"), ("never used", "en")])
+        h = Harness(transcriber, FakeChat(["Hi."]), give_way_ms=give_way_ms)  # server_vad
+        activity = h.session.engines.activity
+        activity.replies += 1  # another session's reply is in progress...
+        if other == "awaited":  # ...and its user waits for its first words
+            activity.await_first_words("other")
+        transcriber.observe = lambda: "input_audio_buffer.speech_stopped" in h.types()
+        await h.speak(pause=0.8, pace_s=0.02)
+        await h.wait_done()
+        # One final decode: at the pause (before the turn ended at 500 ms), or at the end.
+        assert transcriber.observed == [not decoded_at_pause]
+        assert h.of("conversation.item.input_audio_transcription.completed")[0].fields[
+            "transcript"] == "Hello"
+    run(scenario)

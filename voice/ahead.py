@@ -22,7 +22,7 @@ from voice.ports import Engines
 from voice.protocol import SessionConfig
 from voice.reply import Reply
 from voice.reply_settings import active_tools, model_tools, prompt_messages, sampling_of
-from voice.session_settings import Settings
+from voice.session_settings import SessionDefaults, Settings
 from voice.turns import TurnTaker
 from voice.user_turn import Speculation
 
@@ -32,6 +32,7 @@ class WritingAhead:
 
     id: str
     engines: Engines
+    defaults: SessionDefaults
     settings: Settings
     conversation: Conversation
     mcp: SessionMcp
@@ -67,7 +68,7 @@ class WritingAhead:
         if (self._closed or speculation is not self._speculation or decoding.cancelled()
                 or decoding.exception() is not None or self.turns.paused_at != speculation.at
                 or not self.turns.policy.create_response or self.response is not None
-                or self.engines.asr.depth > 0 or self.engines.activity.replies > 0):
+                or self.engines.asr.depth > 0 or self._replies_ahead_of_us()):
             return
         transcript = decoding.result()
         if not transcript.text:
@@ -125,6 +126,26 @@ class WritingAhead:
         used to wait for in part)."""
         if self.config.language is not None:
             self._language_heard(self.config.language)
+
+    def _replies_ahead_of_us(self) -> bool:
+        """Whether other replies come before this session's optional work for its turn (a
+        decode at a pause, a reply written ahead): those whose first words someone waits
+        for. A reply only being spoken does not count while replies far ahead of their
+        listener give way (``[llm] give_way_s``, voice/pacing.py); without that rule every
+        reply in progress counts."""
+        activity = self.engines.activity
+        if self.defaults.give_way_ms > 0:
+            return activity.others_awaited(self.id)
+        return activity.replies > self._replies_counted
+
+    def _others_waiting(self) -> bool:
+        """Whether others wait for the engines now: transcripts queued or running, or replies
+        ahead of this session's (:meth:`_replies_ahead_of_us`). The decode at a pause and the
+        reply written ahead are left out then: work the user's next words may void would
+        take their processor."""
+        asr = self.engines.asr
+        own_partial = 1 if self._partials is not None and self._partials.decoding else 0
+        return asr.depth > 0 or asr.running > own_partial or self._replies_ahead_of_us()
 
     def _engines_busy(self) -> bool:
         """Whether the engines are working for others: transcripts queued or running, or a

@@ -62,6 +62,7 @@ Example ``voice.toml`` (every key optional)::
     prompt_cache_tokens = 3072      # kept model states of system prompts and conversations
     tools_prompt_cache_tokens = 0   # the tools model's (system turns); 0: a third of the above
     write_ahead_s = 0               # >0: a spoken reply's writing waits this far ahead of playback
+    give_way_s = 2.5                # with this much unplayed, it waits for others' turns; 0: never
 
     [mcp]                      # MCP tools the service runs for clients (session tools "mcp")
     hosts = []                 # hosts ("name" or "name:port") clients may name; empty: MCP off
@@ -176,6 +177,12 @@ class ServiceConfig:
     # reply written at the pace it is played"), and clients that wait for response.done
     # before their next turn wait until near the end of playback.
     llm_write_ahead_s: float = 0.0
+    # A spoken reply's writing waits while someone else waits for a transcript or a reply's
+    # first words, as long as at least this much of its audio is with its client and not yet
+    # played (voice/pacing.py): on a small CPU the other turn gets the cores, and nothing is
+    # heard later. 0: never (docs/benchmarks.md, "A reply far ahead of its listener gives
+    # way").
+    llm_give_way_s: float = 2.5
     # A spoken reply's first piece goes to the voice after at most this many words (never
     # ending on an article, a preposition or a conjunction; tts/segmenter.py), so speech
     # starts before the first sentence is written. 0: the first piece waits for a boundary.
@@ -287,6 +294,8 @@ class ServiceConfig:
             raise ConfigError("tts first_piece_words must be 0 (wait for a boundary) or more")
         if self.llm_write_ahead_s < 0:
             raise ConfigError("llm write_ahead_s must be 0 (no limit) or more")
+        if self.llm_give_way_s < 0:
+            raise ConfigError("llm give_way_s must be 0 (never) or more")
         if self.llm_prompt_cache_tokens < 0:
             raise ConfigError("llm prompt_cache_tokens must be 0 (keep none) or more")
         if self.llm_tools_prompt_cache_tokens < 0:

@@ -31,6 +31,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "max_output_tokens_limit": "max_output_tokens_limit", "replicas": "llm_replicas",
             "tools_replicas": "llm_tools_replicas", "threads": "llm_threads", "batch": "llm_batch",
             "context_tokens": "llm_context_tokens", "write_ahead_s": "llm_write_ahead_s",
+            "give_way_s": "llm_give_way_s",
             "prompt_cache_tokens": "llm_prompt_cache_tokens",
             "tools_prompt_cache_tokens": "llm_tools_prompt_cache_tokens"},
     "tts": {"first_piece_words": "tts_first_piece_words"},

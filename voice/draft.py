@@ -91,6 +91,14 @@ class Draft:
                                            priority=Priority.URGENT)
 
     async def _write(self) -> None:
+        # Its user is likely to wait for these words: replies far ahead give way to them.
+        came = self._engines.activity.await_first_words(self._owner)
+        try:
+            await self._write_first_tokens()
+        finally:
+            came()
+
+    async def _write_first_tokens(self) -> None:
         extra = (self.tools,) if self.tools else ()  # engines without tools take three
         chat = self._engines.chat_for(bool(self.tools))
         self._stream = await self._run(functools.partial(chat.stream, pace=self.pace),

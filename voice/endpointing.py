@@ -196,7 +196,7 @@ class Endpointing(WritingAhead):
                 await self._apply(self.turns.turn_end_scored(at, probability))
 
     def _user_paused(self, pause: UserPaused) -> None:
-        """Start the final decode now (unless the engines are busy for others: a decode the
+        """Start the final decode now (unless others wait for the engines: a decode the
         user's next words void would take their processor), and ask the turn model."""
         if pause.again:
             if self._detector is not None:
@@ -204,7 +204,7 @@ class Endpointing(WritingAhead):
             return
         self._drop_speculation()
         audio = self._pause_audio
-        if not self._engines_busy():
+        if not self._others_waiting():
             started = time.monotonic()
             decoding = self._spawn(self._decode(audio))
             decoding.add_done_callback(lambda done: logger.debug(

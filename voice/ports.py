@@ -5,6 +5,7 @@ All methods here are blocking: the session calls them from worker threads only.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -84,10 +85,36 @@ class Voices(Protocol):
 
 class Activity:
     """How many replies are being written or spoken right now, over all sessions (the
-    session counts its own; read to shed optional work under load). Event-loop only."""
+    session counts its own; read to shed optional work under load), and of them (and of the
+    replies written ahead of a turn's end) how many someone waits for the first words of.
+    Changed on the event loop only; :attr:`awaited` may be read from any thread."""
 
     def __init__(self) -> None:
         self.replies = 0
+        self.awaited = 0  # replies and drafts whose first words (or text) are still awaited
+        self._awaited_by: collections.Counter[str] = collections.Counter()
+
+    def await_first_words(self, owner: str) -> Callable[[], None]:
+        """Count a reply (or draft) of session ``owner`` whose user waits for its first words;
+        returns the function that says they came (or never will; calling it again does
+        nothing)."""
+        self.awaited += 1
+        self._awaited_by[owner] += 1
+        counted = True
+
+        def came() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                self.awaited -= 1
+                self._awaited_by[owner] -= 1
+                if not self._awaited_by[owner]:
+                    del self._awaited_by[owner]
+        return came
+
+    def others_awaited(self, owner: str) -> bool:
+        """Whether a session other than ``owner`` waits for a reply's first words."""
+        return self.awaited > self._awaited_by[owner]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +135,11 @@ class Engines:
     # Writes the replies whose prompt shows tools (None: ``chat`` does): a bigger model calls
     # the right function far more often than the small conversational one.
     tools_chat: StreamsReplies | None = None
+
+    def first_words_awaited(self) -> bool:
+        """Whether someone waits now for a transcript or for a reply's first words: the work
+        a reply far ahead of its own listener gives way to (``voice.pacing``). Any thread."""
+        return self.activity.awaited > 0 or self.asr.urgent > 0
 
     def chat_for(self, tools: bool) -> StreamsReplies:
         """The engine that writes a reply, given whether its prompt shows tools."""

@@ -26,7 +26,6 @@ from voice.conversation import Conversation, Item
 from voice.draft import Draft
 from voice.faults import engine_failure
 from voice.mcp_listing import SessionMcp
-from voice.pacing import WritingPace
 from voice.ports import Engines
 from voice.protocol import (
     AudioDone,
@@ -305,7 +304,7 @@ class Reply(ReplyAudio):
             chat = self._engines.chat_for(bool(tools))
             start = chat.stream
             if self._paced:
-                self._pace = WritingPace()
+                self._pace = self._new_pace()
                 start = functools.partial(chat.stream, pace=self._pace)
             stream = await self._run_engine(llm, start, messages, sampling,
                                             self.cancel_event, *extra)

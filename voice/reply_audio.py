@@ -94,6 +94,7 @@ class ReplyAudio:
     _owner: str
     _draft: Draft | None  # the adopted draft, if any
     _pace: WritingPace | None  # the writing's, while it may be held
+    first_words_came: Callable[[], None]  # the session's accounting (Activity.await_first_words)
     _queued_chars: int  # of the pieces written and not yet synthesized
     _engines: Engines
     _media_now: Callable[[], int]
@@ -115,6 +116,7 @@ class ReplyAudio:
         self._unheld.set()
         self._pace = None  # holds the writing far ahead of playback
         self._queued_chars = 0
+        self.first_words_came = _nothing  # told when the first audio is sent
 
     @property
     def audio_out(self) -> bool:
@@ -126,21 +128,33 @@ class ReplyAudio:
 
     @property
     def _paced(self) -> bool:
-        """Whether the writing waits while far ahead of playback (spoken replies)."""
-        return self.audio_out and self.settings.write_ahead_ms > 0
+        """Whether the writing may wait: while far ahead of playback (``write_ahead_ms``), or
+        for others' turns (``give_way_ms``). Spoken replies only."""
+        return self.audio_out and (self.settings.write_ahead_ms > 0
+                                   or self.settings.give_way_ms > 0)
+
+    def _new_pace(self) -> WritingPace:
+        pace = WritingPace()
+        self._give_way(pace)
+        return pace
+
+    def _give_way(self, pace: WritingPace) -> None:
+        if self.settings.give_way_ms > 0:
+            pace.give_way(self._engines.first_words_awaited, self.settings.give_way_ms)
 
     def _follow(self, pace: WritingPace) -> None:
         """Pace the writing of an adopted draft (it held after its first tokens) as ours."""
         pace.lift_token_limit()
         if self._paced and not self.cancelled:
             self._pace = pace
+            self._give_way(pace)
             self._pace_writing()
         else:
             pace.release()
 
     def _pace_writing(self) -> None:
-        """Tell the writing how long to wait (voice.pacing): after each delta written, each
-        piece synthesized, and when playback starts."""
+        """Tell the writing how long to wait (voice.pacing) and how far ahead of the listener
+        it is: after each delta written, each piece synthesized, and when playback starts."""
         pace = self._pace
         if pace is None:
             return
@@ -156,6 +170,8 @@ class ReplyAudio:
         pace.hold_until(now + writing_hold_s(
             buffered_ms=self.audio_sent_ms - played, queued_ms=self._queued_chars * ms_per_char,
             write_ahead_ms=self.settings.write_ahead_ms, playing=started is not None))
+        if started is not None and not self.held:
+            pace.playing_ahead(self.audio_sent_ms - played)
 
     # -- holds: the client paused playback while speech over it was judged ----------------
 
@@ -214,6 +230,7 @@ class ReplyAudio:
         if self.times.first_audio_sent is None:
             self.times.first_audio_sent = time.monotonic()
             self.audible_at = now
+            self.first_words_came()
             self._pace_writing()  # playback starts: what is ahead now plays down
         elif not self.held and (gap := self._ran_dry(now)) is not None:
             self.gaps.append(gap)
@@ -393,3 +410,7 @@ class ReplyAudio:
             return None
         logger.debug("session %s: the first piece's audio was ready ahead", self._owner)
         return audio
+
+
+def _nothing() -> None:
+    """No one is told (a reply run outside a session's accounting)."""

@@ -63,6 +63,8 @@ class ReplySettings:
     tool_choice: str = "auto"  # auto | none | required | the name of the one tool to call
     metadata: dict[str, str] | None = None  # response.create's, echoed in the response
     write_ahead_ms: float = 0.0  # spoken: the writing waits this far ahead of playback (pacing)
+    # spoken: with this much audio ahead of the listener, the writing waits while others wait
+    give_way_ms: float = 0.0
     # spoken: the first piece goes to the voice after this many words
     first_piece_words: int = FIRST_PIECE_MAX_WORDS
 

@@ -95,9 +95,11 @@ class Replying:
         activity = self.engines.activity
         activity.replies += 1
         self._replies_counted += 1
+        reply.first_words_came = activity.await_first_words(self.id)
         try:
             status = await reply.run(transcript)
         finally:
+            reply.first_words_came()  # a reply that never spoke (text, a call, cancelled)
             activity.replies -= 1
             self._replies_counted -= 1
             self.turns.reply_ended(reply.turn_id)

@@ -106,6 +106,7 @@ class Scheduler:
         self._virtual = 0  # tag of the last call started
         self._seq = itertools.count()
         self._running = 0
+        self._running_urgent = 0
         self._closed = False
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
                          for i in range(workers)]
@@ -120,6 +121,13 @@ class Scheduler:
     @property
     def running(self) -> int:
         return self._running
+
+    @property
+    def urgent(self) -> int:
+        """Urgent calls queued or running (someone waits for them now). Any thread."""
+        with self._condition:
+            return self._running_urgent + sum(
+                1 for job in self._heap if job.priority == Priority.URGENT and not job.cancelled)
 
     async def run(self, owner: str, function: Callable[..., T], *args: Any,
                   priority: Priority = Priority.NORMAL, max_wait_s: float | None = None) -> T:
@@ -197,12 +205,15 @@ class Scheduler:
                 jobs = self._next_jobs()
                 if jobs is None:
                     return
+                urgent = int(jobs[0].priority == Priority.URGENT)
                 self._running += 1
+                self._running_urgent += urgent
             try:
                 self._execute(jobs)
             finally:
                 with self._condition:
                     self._running -= 1
+                    self._running_urgent -= urgent
 
     def _next_jobs(self) -> list[_Job] | None:
         """The next call, or the next batch; None once shut down and empty. Holds the lock."""

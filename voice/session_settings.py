@@ -64,6 +64,7 @@ class SessionDefaults:
     max_output_tokens: int = 200  # a reply's length unless the client sets one
     max_output_tokens_limit: int = 1024  # the most a client may ask for ("inf" means this)
     write_ahead_ms: float = 0.0  # a spoken reply's writing waits this far ahead; 0: never
+    give_way_ms: float = 0.0  # with this much ahead, it waits while others wait; 0: never
     first_piece_words: int = FIRST_PIECE_MAX_WORDS  # a spoken reply's first piece, at most
     sampling: SamplingOptions = REPLY_SAMPLING
     max_history_items: int = 200
@@ -190,6 +191,7 @@ class Settings:
             assistant=self.defaults.assistant,
             output_rate=config.output_rate,
             write_ahead_ms=self.defaults.write_ahead_ms,
+            give_way_ms=self.defaults.give_way_ms,
             first_piece_words=self.defaults.first_piece_words,
             tools=tools, tool_choice=tool_choice,
             metadata=event.metadata if event is not None else None)
@@ -215,6 +217,7 @@ def session_defaults(config: ServiceConfig, names: dict[str, str], *,
         max_output_tokens=config.max_output_tokens,
         max_output_tokens_limit=config.max_output_tokens_limit,
         write_ahead_ms=config.llm_write_ahead_s * 1000,
+        give_way_ms=config.llm_give_way_s * 1000,
         first_piece_words=config.tts_first_piece_words,
         max_item_chars=config.limits.max_item_chars,
         max_history_chars=config.limits.max_history_chars,
