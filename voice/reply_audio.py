@@ -94,7 +94,7 @@ class ReplyAudio:
     _owner: str
     _draft: Draft | None  # the adopted draft, if any
     _pace: WritingPace | None  # the writing's, while it may be held
-    first_words_came: Callable[[], None]  # the session's accounting (Activity.await_first_words)
+    first_words_came: Callable[[], None]
     _queued_chars: int  # of the pieces written and not yet synthesized
     _engines: Engines
     _media_now: Callable[[], int]
@@ -116,7 +116,8 @@ class ReplyAudio:
         self._unheld.set()
         self._pace = None  # holds the writing far ahead of playback
         self._queued_chars = 0
-        self.first_words_came = _nothing  # told when the first audio is sent
+        self.first_words_came = lambda: None  # told when the first audio is sent (a session
+        # sets it: Activity.await_first_words)
 
     @property
     def audio_out(self) -> bool:
@@ -410,7 +411,3 @@ class ReplyAudio:
             return None
         logger.debug("session %s: the first piece's audio was ready ahead", self._owner)
         return audio
-
-
-def _nothing() -> None:
-    """No one is told (a reply run outside a session's accounting)."""
