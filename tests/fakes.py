@@ -127,6 +127,7 @@ class FakeChat:
         self.active = 0
         self.closed = 0
         self.prefilled: list[list[Message]] = []  # the conversations prefill() was given
+        self.prefill_reloads: list[bool] = []  # whether each prefill() could reload the model
         self.system_turns: list[tuple[str, list[str]]] = []  # cache_system_turn(): tool names
         self._lock = threading.Lock()
 
@@ -151,6 +152,7 @@ class FakeChat:
     def prefill(self, messages: Sequence[Message], tools: Sequence[Tool] = (), *,
                 reload: bool = True) -> bool:
         self.prefilled.append(list(messages))
+        self.prefill_reloads.append(reload)
         return True
 
     def cache_system_turn(self, system: str, tools: Sequence[Tool] = (), *,

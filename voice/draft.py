@@ -214,13 +214,13 @@ async def keep_history(engines: Engines, owner: str, conversation: Conversation,
     """After a completed reply, have its language model read the conversation so far, as
     the next reply's prompt will begin, while the user listens and thinks: the next reply
     then reads only the new question (``ChatModel.prefill``; docs/benchmarks.md, "A
-    conversation's history read once"). Only while no other reply is being written and no
-    transcript waits: under load the cores have no idle time to give, and the reloads a full
-    cache costs made four sessions slower."""
-    if engines.activity.replies > 0 or engines.asr.depth > 0 or engines.asr.running > 0:
-        return
+    conversation's history read once"). While another reply is being written or a
+    transcript waits, only if the kept states' budget has room: the reloads a full budget
+    costs made four sessions slower, but the reading itself is work the next reply would do
+    on its turn's critical path (docs/benchmarks.md, "A conversation kept under load")."""
+    busy = engines.activity.replies > 0 or engines.asr.depth > 0 or engines.asr.running > 0
     await keep_conversation(engines, owner, conversation, reply.settings, reply.language,
-                            reply.tools_shown)
+                            reply.tools_shown, reload=not busy)
 
 
 async def keep_conversation(engines: Engines, owner: str, conversation: Conversation,
