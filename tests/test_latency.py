@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from clients import latency
+from clients.latency import server_load
 from tests.fakes import FakeChat, FakeTranscriber, fake_engines
 from tests.live import running_server, url_of
 from voice.config import ServiceConfig
@@ -81,7 +82,29 @@ def test_load_mode_ramps_sessions_and_counts_lost_turns(
     assert list(data["levels"]) == ["1", "2", "4"]
     assert data["turns_lost"] == 0
     assert data["p90_crosses_limit_at_sessions"] == 1  # every turn is slower than 100 ms
-    assert "crosses 100 ms at 1 sessions" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "crosses 100 ms at 1 sessions" in out
+    # How busy the server was at each level, read from its /metrics before and after.
+    for level in data["levels"].values():
+        assert level["server"]["server_cpu_cores"] >= 0
+        assert level["server"]["engine_calls_running"]["fake-llm"] > 0  # every turn was answered
+    assert out.count("server CPU") == 3
+
+
+def test_server_load_is_the_difference_of_two_readings_over_the_time_between() -> None:
+    before = {"cpu_s": 10.0, "engine:asr": 1.0, "engine:llm": 4.0}
+    after = {"cpu_s": 30.0, "engine:asr": 3.0, "engine:llm": 24.0, "engine:tts": 0.5}
+    figures = server_load.busy(before, after, elapsed_s=10.0)
+    assert figures == {"server_cpu_cores": 2.0,
+                       "engine_calls_running": {"asr": 0.2, "llm": 2.0, "tts": 0.05}}
+    assert "2.00 cores busy on average of the 2 here" in server_load.describe(figures, 2)
+    assert server_load.busy(None, after, 10.0) == {}  # no reading before: no figures
+
+
+def test_a_server_without_metrics_gives_no_load_figures_not_an_error() -> None:
+    assert server_load.metrics_url("wss://example.org:8443/v1/realtime?x=1") \
+        == "https://example.org:8443/metrics"
+    assert server_load.read("ws://127.0.0.1:9/v1/realtime", timeout_s=1.0) is None
 
 
 def test_only_loopback_is_targeted_unless_asked(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,14 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 from voice.protocol import LATENCY_STAGES
 from voice.schedulers import Scheduler
@@ -28,6 +35,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_cpu_seconds_total, resident memory, open files (Linux): how busy the
+        # server's cores are under load (voice-latency --load reports it per level).
+        ProcessCollector(registry=self.registry)
         self.sessions_active = Gauge("voice_sessions_active", "Sessions connected now",
                                      registry=self.registry)
         self.sessions_total = Counter("voice_sessions", "Sessions opened",

@@ -24,6 +24,10 @@ language the service's own Whisper hears in the reply audio), and latency.
 ``--load`` ramps sessions up (1, 2, 4, ... up to ``--sessions``) and reports where the p90
 voice-to-voice latency crosses ``--p90-limit-ms``, and how many turns were lost.
 
+Each level also reports how busy the server was, read from its ``/metrics`` before and after:
+the cores its process kept busy on average and each engine's calls running on average
+(``clients.latency.server_load``; nothing where the metrics cannot be read).
+
 Runs are bounded (``--max-minutes``) and, unless ``--allow-remote`` is given, only loopback
 addresses are targeted.
 """
@@ -47,6 +51,7 @@ from clients.latency.accounting import Turn
 from clients.latency.languages import language_table, print_language_table, transcribe_back
 from clients.latency.report import plot, print_summary, summarize
 from clients.latency.runner import run_level, run_session
+from clients.latency.server_load import busy, describe, read
 from clients.latency.speech import QUESTIONS, generate_utterances, load_wav
 
 
@@ -107,7 +112,9 @@ async def _main(args: argparse.Namespace) -> int:
     all_turns: list[Turn] = []
     ramp = ([n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n < sessions] + [sessions]
             if args.load else [sessions])
+    cores_here = os.cpu_count() if is_loopback(args.url) else None
     for level in ramp:
+        before = await asyncio.to_thread(read, args.url)
         if args.suite == "languages":
             # Each question in a fresh session, so no turn carries another's history (a long
             # history slows the first token) or another language's conversation.
@@ -121,11 +128,14 @@ async def _main(args: argparse.Namespace) -> int:
             results, elapsed = await run_level(args.url, args.key, level, turns, utterances,
                                                args.timeout_s, False, deadline)
         summary = summarize(results, elapsed)
+        summary["server"] = busy(before, await asyncio.to_thread(read, args.url), elapsed)
         levels[level] = summary
         all_turns += results
         print_summary(f"{len(utterances)} questions, one session each"
                       if args.suite == "languages"
                       else f"{level} session(s) x {turns} turn(s)", summary)
+        if summary["server"]:
+            print(f"  {describe(summary['server'], cores_here)}")
         if time.monotonic() > deadline:
             print("stopping: --max-minutes reached")
             break
