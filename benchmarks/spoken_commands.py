@@ -8,16 +8,17 @@ Three functions an app would offer (lights with a fixed set of rooms, a kitchen 
 lookup) and five commands in each of en, de, fr, es, it, nl, pt and pl. There are no real
 recordings of such commands, so they are generated: Piper's English voice for English,
 espeak-ng for the other languages (a harder input for Whisper than a person), or with
-``--mbrola`` espeak-ng's MBROLA voices (diphones of real speakers; Debian's non-free section:
-``apt-get install mbrola mbrola-de2 mbrola-fr1 mbrola-es2 mbrola-it3 mbrola-nl2 mbrola-pl1
-mbrola-pt1``). Each command is played at real-time pace into a fresh session with the tools
-set, and the first call of the reply is checked: its name, and every expected argument (rooms
-by their names in the eight languages, as the user says them; cities by name, with the local
-spellings of a few). The delay is from the end of the speech to
+``--mbrola`` espeak-ng's MBROLA voices (diphones of real speakers; Debian's contrib and non-free
+sections: ``apt-get install mbrola mbrola-de2 mbrola-fr1 mbrola-es2 mbrola-it3 mbrola-nl2 mbrola-pl1
+mbrola-pt1``). Each command is played at real-time pace into a fresh session with the tools set, and
+the first call of the reply is checked: its name, and every expected argument (rooms by their names
+in the eight languages, as the user says them; cities by name, with the local spellings of a few).
+The delay is from the end of the speech to
 ``response.function_call_arguments.done`` at the client. ``--text`` sends the commands as text
 instead (no speech recognition): the model's own share of the errors. ``--prompt`` sets the
 session's ``transcription.prompt`` to the words an app knows it will hear (its rooms, "light"
-and "timer", in the command's language; never the cities of the weather questions).
+and "timer", in the command's language; never the cities of the weather questions); with
+``--verbs`` also the words its light commands switch with ("allume, éteins").
 ``--pin`` pins each session's language to the command's (``transcription.language``).
 ``--room-names`` gives the light function the app's rooms in the command's language as an enum
 (an app set up in its user's language knows its rooms' names), instead of a free-text room.
@@ -162,8 +163,27 @@ PROMPTS = {"en": "kitchen, bedroom, living room, light, timer",
            "nl": "keuken, slaapkamer, woonkamer, licht, timer",
            "pt": "cozinha, quarto, sala, luz, temporizador",
            "pl": "kuchnia, sypialnia, salon, światło, minutnik"}
+# The words an app's light commands switch with, for ``--verbs`` (added to the prompt): the
+# imperatives and particles its users say, in each language.
+VERBS = {"en": "turn on, switch off",
+         "de": "einschalten, ausschalten, an, aus",
+         "fr": "allume, éteins",
+         "es": "enciende, apaga",
+         "it": "accendi, spegni",
+         "nl": "aan, uit",
+         "pt": "acende, apaga",
+         "pl": "włącz, wyłącz"}
 CITY_NAMES = {"rome": {"roma", "rom"}, "lisbon": {"lisboa", "lissabon"},
               "warsaw": {"warszawa", "warszawie"}}
+
+
+def prompt_for(language: str, prompt: bool, verbs: bool) -> str | None:
+    """The session's transcription prompt: none, the app's nouns, or its nouns and verbs."""
+    if not prompt:
+        return None
+    # The verbs first: a prompt that ends with "switch off" made Whisper leave the spoken
+    # "Switch off" out of the transcript, as if it continued the prompt.
+    return f"{VERBS[language]}, {PROMPTS[language]}" if verbs else PROMPTS[language]
 
 
 def _plain(text: str) -> str:
@@ -268,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(Debian non-free: mbrola, mbrola-de2 ...) instead of its own")
     parser.add_argument("--prompt", action="store_true",
                         help="set transcription.prompt to the rooms and functions' words")
+    parser.add_argument("--verbs", action="store_true",
+                        help="with --prompt: add the light's on/off words to the prompt")
     parser.add_argument("--pin", action="store_true",
                         help="pin each session's language to the command's (an app that knows "
                         "its user's language)")
@@ -290,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for utterance, (_, _, _, expected) in zip(utterances, items, strict=True):
         row = asyncio.run(run_command(args.url, args.key, utterance, args.text, args.timeout_s,
                                       args.tool_choice,
-                                      PROMPTS[utterance.language] if args.prompt else None,
+                                      prompt_for(utterance.language, args.prompt, args.verbs),
                                       args.pin, args.room_names))
         row["expected"] = {"name": expected[0], "arguments": expected[1]}
         row["correct"] = judge(row, expected)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import jsonschema
@@ -139,10 +139,12 @@ class ToolCallParser:
     Calls are ``<tool_call>{json}</tool_call>`` anywhere in the reply (what Qwen2.5 templates
     ask for; ``<tools>{json}</tools>`` opening a reply too, which the 1.5B coder model
     sometimes writes), or
-    JSON objects that open the reply, bare or in a ```` ``` ```` fence: the 0.5B Qwen2.5
-    models often write a call that way, without the tags. Doubled braces around a call
-    (``{{...}}``, copied from a defective template example) are read as single ones. A reply
-    that opens with ``{`` is held back until the object is complete; a fence is held until it
+    JSON objects that open the reply, bare or in a ```` ``` ```` fence: the 0.5B Qwen2.5 models
+    often write a call that way, without the tags; after words, a bare object that opens with
+    ``{"name": "<one of the tools>"`` (the 1.5B model sometimes writes "Here is the weather in
+    Berlin:" and then such a call), held from its ``{`` only while it may be one. Doubled braces
+    around a call (``{{...}}``, copied from a defective template example) are read as single ones. A
+    reply that opens with ``{`` is held back until the object is complete; a fence is held until it
     closes and is text if it does not hold a JSON object with a ``"name"``.
     """
 
@@ -153,7 +155,7 @@ class ToolCallParser:
         self._pending = ""
         self._mode = _START
         self._end = CALL_END  # the end marker of the tagged call being read
-        self._spoke = False  # whether any text went out (then a bare "{" is text)
+        self._spoke = False  # whether any text went out (then only a known tool's "{" is a call)
         self._finished = False
 
     def feed(self, delta: str) -> list[Output]:
@@ -230,7 +232,7 @@ class ToolCallParser:
                 if rest.lstrip().startswith("}"):
                     rest = rest.lstrip()[1:]
             out.append(self._parse(pending[1 if doubled else 0:end]))
-            self._pending, self._mode = rest, _START
+            self._pending, self._mode = rest, _TEXT if self._spoke else _START
             return True
         if self._mode == _FENCED:
             end = pending.find(FENCE, len(FENCE))
@@ -247,6 +249,14 @@ class ToolCallParser:
             return True
         start = pending.find(CALL_START)
         mistral = pending.find(MISTRAL_CALLS)
+        brace, opens = self._first_call_brace(pending)
+        if brace >= 0 and all(marker < 0 or brace < marker for marker in (start, mistral)):
+            self._text(out, pending[:brace])
+            self._pending = pending[brace:]
+            if opens is None:
+                return False  # held until it shows whether it opens a call
+            self._mode = _BARE
+            return True
         if mistral >= 0 and (start < 0 or mistral < start):
             self._text(out, pending[:mistral])
             self._pending, self._mode = pending[mistral + len(MISTRAL_CALLS):], _MISTRAL
@@ -260,6 +270,19 @@ class ToolCallParser:
         self._text(out, pending[:len(pending) - held])
         self._pending = pending[len(pending) - held:]
         return False
+
+    def _first_call_brace(self, text: str) -> tuple[int, bool | None]:
+        """Where in ``text`` (after words) the first JSON object that opens a call of one of
+        the tools begins, bare (``{"name": "set_light", ...``: models that write their call
+        after a sentence without the tags), and whether it surely does (None: its end may
+        still make it one); (-1, False) where none may."""
+        at = text.find("{")
+        while at >= 0:
+            opens = _opens_call(text[at:], self._tools)
+            if opens is not False:
+                return at, opens
+            at = text.find("{", at + 1)
+        return -1, False
 
     def _mistral_calls(self, out: list[Output]) -> bool:
         """After ``[TOOL_CALLS]``: a JSON list of calls, or ``name[ARGS]{...}`` (with
@@ -353,6 +376,23 @@ def _fence_content(block: str) -> str:
         inner = inner[:-len(FENCE)]
     first, newline, rest = inner.partition("\n")
     return rest if newline and first.strip().isalnum() else inner
+
+
+def _opens_call(text: str, names: Collection[str]) -> bool | None:
+    """Whether ``text``, from a ``{`` (or a template's doubled ``{{``), opens a call of one of
+    ``names`` as ``{"name": "<name>"``: True, False, or None while too little of it is here."""
+    rest = text[2:] if text.startswith("{{") else text[1:]
+    for expected in ('"name"', ":", '"'):
+        rest = rest.lstrip()
+        if len(rest) < len(expected):
+            return None if expected.startswith(rest) else False
+        if not rest.startswith(expected):
+            return False
+        rest = rest[len(expected):]
+    name, quote, _ = rest.partition('"')
+    if not quote:
+        return None if any(known.startswith(name) for known in names) else False
+    return name in names
 
 
 def _looks_like_call(text: str) -> bool:

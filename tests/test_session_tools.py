@@ -119,9 +119,14 @@ def test_replies_that_may_call_tools_are_written_by_the_tools_model() -> None:
     run(scenario)
 
 
-def test_one_response_can_say_a_sentence_and_call_a_function() -> None:
+# The call after the sentence: tagged, or bare on the next lines (as the 1.5B model wrote it).
+BARE_CALL = '\n{\n  "name": "set_light",\n  "arguments": {"room": "kitchen", "on": true}\n}'
+
+
+@pytest.mark.parametrize("call", [CALL, BARE_CALL], ids=["tagged", "bare"])
+def test_one_response_can_say_a_sentence_and_call_a_function(call: str) -> None:
     async def scenario() -> None:
-        h = Harness(FakeTranscriber([]), FakeChat([f"Sure, one moment. {CALL}"]))
+        h = Harness(FakeTranscriber([]), FakeChat([f"Sure, one moment. {call}"]))
         await with_tools(h)
         await h.session.handle(ItemCreate("i1", None, "user", "Kitchen light on, please"))
         await h.session.handle(ResponseCreate("r1", None, None))

@@ -91,6 +91,14 @@ REPLIES: list[tuple[str, list[Output]]] = [
     (f"<tool_call>\n{{{CALL_JSON}}}\n</tool_call> Done.", [KITCHEN_ON, " Done."]),
     ("<tools> are what I use.", ["<tools> are what I use."]),
     ("Say {this} later.", ["Say {this} later."]),  # braces inside text are text
+    # After words, a bare object naming one of the tools is a call (as the 1.5B model wrote
+    # "Hier ist das Wetter in Berlin:" and the call on the next lines); any other is text.
+    ("Here you go:\n" + CALL_JSON.replace(", ", ",\n  ") + "\n",
+     ["Here you go:\n", KITCHEN_ON, "\n"]),
+    (f"Sure: {CALL_JSON} Done. {CALL_JSON}", ["Sure: ", KITCHEN_ON, " Done. ", KITCHEN_ON]),
+    ('A record: {"name": "Ada", "age": 36}.', ['A record: {"name": "Ada", "age": 36}.']),
+    ('Set {"room": "kitchen"} and {"name"= x}.', ['Set {"room": "kitchen"} and {"name"= x}.']),
+    ('Cut off: {"name": "set_li', ['Cut off: {"name": "set_li']),
     ("Wait <tool_", ["Wait <tool_"]),  # a marker the reply never finished is text
 ]
 
@@ -112,6 +120,15 @@ def test_text_that_may_begin_a_call_is_held_until_it_cannot() -> None:
     assert parser.feed("s are fun") == ["<tools are fun"]
     assert parser.feed("<") == []
     assert parser.finish() == ["<"]
+
+
+def test_a_brace_after_words_is_held_only_while_it_may_open_a_call() -> None:
+    parser = ToolCallParser(TOOLS)
+    assert parser.feed("The weather: {") == ["The weather: "]
+    assert parser.feed('\n "name": "set_') == []
+    assert parser.feed('lamp", "x": 1} ok') == ['{\n "name": "set_lamp", "x": 1} ok']
+    assert parser.feed('{"name": "get_time", "arguments": {}}') == [ToolCall("get_time", {})]
+    assert parser.finish() == []
 
 
 def test_a_reply_that_opens_with_a_brace_is_held_until_the_object_closes() -> None:

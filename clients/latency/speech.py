@@ -55,8 +55,9 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
 }
 ESPEAK_VOICES = {"fr": "fr-fr"}
 # espeak-ng's MBROLA voices: diphones of real speakers, nearer to a person than espeak-ng's own
-# formant voices. Debian's non-free section has them (``apt-get install mbrola mbrola-de2
-# ...``); their licence allows non-commercial use, so they only ever make test speech here.
+# formant voices. Debian has them (``apt-get install mbrola mbrola-de2 ...``, with contrib
+# and non-free in the apt sources); their licence allows non-commercial use, so they only
+# ever make test speech here.
 MBROLA_VOICES = {"en": "us1", "de": "de2", "fr": "fr1", "es": "es2", "it": "it3", "nl": "nl2",
                  "pl": "pl1", "pt": "pt1"}
 MBROLA_FOLDER = Path("/usr/share/mbrola")
@@ -103,7 +104,8 @@ def _espeak(language: str, text: str, mbrola: bool = False) -> np.ndarray:
             raise SystemExit(f"error: no MBROLA voice is set for {language!r}")
         if not (MBROLA_FOLDER / name).exists():
             raise SystemExit(f"error: the MBROLA voice {name} is not installed (Debian, "
-                             f"non-free section: apt-get install mbrola mbrola-{name})")
+                             f"contrib and non-free sections: apt-get install mbrola "
+                             f"mbrola-{name})")
         voice = f"mb-{name}"
     raw = subprocess.run([executable, "-v", voice, "-s", "130", "-g", "2", "--stdout", text],
                          capture_output=True, check=True).stdout
