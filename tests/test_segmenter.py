@@ -116,6 +116,7 @@ def test_a_run_on_text_is_cut_at_a_space() -> None:
     ("- Use `hot` water", "Use hot water"),
     ("See [the guide](https://example.org) for more.", "See the guide for more."),
     ("Plain text stays, 3 * 4 = 12.", "Plain text stays, 3 4 = 12."),
+    ("Here it is:\n```json\n", "Here it is:"),  # the fence around a call taken out
 ])
 def test_markdown_is_not_read_aloud(piece: str, spoken: str) -> None:
     from tts.segmenter import speakable

@@ -96,6 +96,8 @@ REPLIES: list[tuple[str, list[Output]]] = [
     ("Here you go:\n" + CALL_JSON.replace(", ", ",\n  ") + "\n",
      ["Here you go:\n", KITCHEN_ON, "\n"]),
     (f"Sure: {CALL_JSON} Done. {CALL_JSON}", ["Sure: ", KITCHEN_ON, " Done. ", KITCHEN_ON]),
+    # (in a fence after words, the fence stays text: speakable() does not read it out)
+    (f"Here:\n```json\n{CALL_JSON}\n```", ["Here:\n```json\n", KITCHEN_ON, "\n```"]),
     ('A record: {"name": "Ada", "age": 36}.', ['A record: {"name": "Ada", "age": 36}.']),
     ('Set {"room": "kitchen"} and {"name"= x}.', ['Set {"room": "kitchen"} and {"name"= x}.']),
     ('Cut off: {"name": "set_li', ['Cut off: {"name": "set_li']),

@@ -292,13 +292,14 @@ class Segmenter:
         return not (word in self._abbreviations or last_part in self._abbreviations)
 
 
-_MARKUP = re.compile(r"(\*\*|__|\*|`+|^#{1,6}\s*|^>\s*|^[-•]\s+)", re.MULTILINE)
+_MARKUP = re.compile(r"(```[\w+-]*|\*\*|__|\*|`+|^#{1,6}\s*|^>\s*|^[-•]\s+)", re.MULTILINE)
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]+\)")
 
 
 def speakable(piece: str) -> str:
     """``piece`` without the markdown a model sometimes writes despite being told not to
-    (emphasis, headings, bullets, code ticks, links), which a synthesizer would read out."""
+    (emphasis, headings, bullets, code ticks and a fence's language, links), which a
+    synthesizer would read out."""
     text = _LINK.sub(r"\1", piece)
     text = _MARKUP.sub("", text)
     return " ".join(text.split())
