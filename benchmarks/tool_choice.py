@@ -7,7 +7,10 @@ in process (no server, no speech), one model at a time.
 Each request is one user turn after the system prompt a spoken turn in its language gets
 (llm.prompts), with the three functions of ``benchmarks.spoken_commands`` shown under
 ``tool_choice`` auto, greedy, as the service writes it; the call rule
-(``llm.prompts.CALL_WHEN_ASKED``) is in the instructions unless ``--no-rule``. Three sets:
+(``llm.prompts.CALL_WHEN_ASKED``) is in the instructions unless ``--no-rule``;
+``--call-when-torn P`` writes a reply as a call where its first token is words but a call's
+openings had P or more (``[llm] call_when_torn``, llm/torn.py; the service's default is 0.2).
+Three sets:
 
 - the 40 commands of ``benchmarks.spoken_commands`` (right function and arguments);
 - 16 more commands in other words (two per language), written after the call rule was chosen
@@ -67,13 +70,15 @@ MORE_QUESTIONS = {
 
 
 def reply(model: ChatModel, tools: Sequence[Tool], text: str, language: str,
-          rule: bool, tokens: int = 80) -> tuple[list[ToolCall], list[ToolCallError], str, float]:
+          rule: bool, tokens: int = 80, torn: float = 0.0,
+          ) -> tuple[list[ToolCall], list[ToolCallError], str, float]:
     messages = [Message("system", system_prompt(language, CALL_WHEN_ASKED if rule else None)),
                 Message("user", text)]
     parser = ToolCallParser(tools)
     outputs: list[str | ToolCall | ToolCallError] = []
     started = time.monotonic()
-    for delta in model.stream(messages, SamplingOptions(max_new_tokens=tokens), tools=tools):
+    options = SamplingOptions(max_new_tokens=tokens, call_when_torn=torn)
+    for delta in model.stream(messages, options, tools=tools):
         outputs += parser.feed(delta)
     outputs += parser.finish()
     return ([o for o in outputs if isinstance(o, ToolCall)],
@@ -87,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="catalog name (prepared) or model folder")
     parser.add_argument("--home", type=Path, default=Path.home() / ".cache/voice-assistant")
     parser.add_argument("--no-rule", action="store_true", help="without CALL_WHEN_ASKED")
+    parser.add_argument("--call-when-torn", type=float, default=0.0, metavar="P",
+                        help="write a reply as a call where its first token is words but a "
+                        "call's openings had at least P ([llm] call_when_torn; 0: off)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -101,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for language, entries in commands.items():
             for text, (name, arguments) in entries:
                 calls, errors, said, seconds = reply(model, tools, text, language,
-                                                     not args.no_rule)
+                                                     not args.no_rule, torn=args.call_when_torn)
                 right = bool(calls) and calls[0].name == name and arguments_match(
                     arguments, dict(calls[0].arguments))
                 rows.append({"set": label, "language": language, "text": text, "right": right,
@@ -112,13 +120,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         asked = [q for kind, q in QUESTIONS[language] if kind != "action"]
         for text in [*asked, *MORE_QUESTIONS[language]]:
             calls, errors, said, seconds = reply(model, tools, text, language, not args.no_rule,
-                                                 tokens=QUESTION_TOKENS)
+                                                 tokens=QUESTION_TOKENS,
+                                                 torn=args.call_when_torn)
             rows.append({"set": "questions", "language": language, "text": text,
                          "right": not calls and not errors,
                          "calls": [[c.name, dict(c.arguments)] for c in calls],
                          "errors": [e.message for e in errors], "said": said,
                          "seconds": seconds})
-    print(f"{args.model}, call rule {'off' if args.no_rule else 'on'}")
+    print(f"{args.model}, call rule {'off' if args.no_rule else 'on'}, call when torn "
+          f"{args.call_when_torn or 'off'}")
     print("| set | right | seconds per reply, median |")
     print("|---|---:|---:|")
     for label in ("commands", "more commands", "questions"):

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from llm.batching import BatchedDecoder, StepOptions
 from llm.chat_types import ChatConfig, Message, Role, SamplingOptions, default_threads
@@ -35,6 +36,7 @@ from llm.paced import Pace, paced_steps
 from llm.prefixes import PromptPrefixes
 from llm.template import ChatTemplate, ChatTemplateError
 from llm.tools import Tool, template_supports_tools, template_tools
+from llm.torn import opening_ids, torn_opening
 
 logger = logging.getLogger(__name__)
 __all__ = ["ChatConfig", "ChatModel", "ChatModelError", "Message", "Role", "SamplingOptions",
@@ -76,6 +78,7 @@ class ChatModel(KeptStates):
         # Whether the model's own chat template describes tools (many small models' do not).
         self.supports_tools = template_supports_tools(self.format.chat_template)
         self._message_overhead = self._measure_message_overhead()
+        self._call_openings = opening_ids(self._tokenizer.get_vocab(with_added_tokens=True))
         self._cached_prompts: set[str] = set()
         self._cache_lock = threading.Lock()  # the generator and what its cache holds
         self._prefixes = PromptPrefixes(config.prompt_cache_tokens)
@@ -231,11 +234,41 @@ class ChatModel(KeptStates):
             end_token=list(self.format.stop_tokens),
         )
         stopped = threading.Event()  # the reader is gone: never hold again
+        if tools and options.call_when_torn > 0 and not options.prefix and self._call_openings:
+            return self._counted(self._torn(generator, prompt[len(static):], settings, options,
+                                            pace, cancel, stopped), stopped)
         steps = (generator.generate_tokens(prompt[len(static):], **settings)
                  if pace is None else
                  paced_steps(generator, prompt[len(static):], pace, cancel=cancel,
                              stopped=stopped, crowded=self._crowded, settings=settings))
         return self._counted(self._deltas(steps, cancel), stopped)
+
+    def _torn(self, generator: Any, tokens: list[str], settings: dict[str, object],
+              options: SamplingOptions, pace: Pace | None, cancel: threading.Event | None,
+              stopped: threading.Event) -> Generator[str]:
+        """The reply's deltas, written again from a call's opening where its first token is
+        words but the model gave the openings ``options.call_when_torn`` or more (llm.torn)."""
+        first_stopped = threading.Event()  # closing the first writing must not stop the next
+        steps = paced_steps(generator, tokens, pace or _unpaced, cancel=cancel,
+                            stopped=first_stopped, crowded=self._crowded,
+                            settings={**settings, "return_logits_vocab": True})
+        first = next(steps, None)
+        torn = None if first is None else torn_opening(
+            first.token, first.logits, self._call_openings,  # type: ignore[attr-defined]
+            options.call_when_torn)
+        if torn is None:
+            yield from self._deltas(_starting_with(first, steps), cancel)
+            return
+        steps.close()
+        opening, share = torn
+        logger.info("the reply's first token %r was words, but a call's openings had %.2f: "
+                    "written again as a call", first.token, share)  # type: ignore[attr-defined]
+        settings = {**settings, "max_length": max(1, options.max_new_tokens - 1)}
+        again = (generator.generate_tokens([*tokens, opening], **settings) if pace is None else
+                 paced_steps(generator, [*tokens, opening], pace, cancel=cancel,
+                             stopped=stopped, crowded=self._crowded, settings=settings))
+        yield self._tokenizer.decode([self._call_openings[opening]], skip_special_tokens=False)
+        yield from self._deltas(again, cancel)
 
     def _crowded(self) -> bool:
         """More replies are being generated than there are copies: one waits for a copy."""
@@ -281,3 +314,16 @@ class ChatModel(KeptStates):
             if close is not None:
                 close()  # stops the generation inside CTranslate2
 
+
+def _unpaced(written: int) -> float:
+    return 0.0  # a writing nobody holds
+
+
+def _starting_with(first: object | None, steps: Generator[object]) -> Generator[object]:
+    """``first`` (taken already), then the rest of ``steps``; closing it closes ``steps``."""
+    try:
+        if first is not None:
+            yield first
+        yield from steps
+    finally:
+        steps.close()

@@ -106,3 +106,6 @@ class SamplingOptions:
     # The reply starts with this text as if the model had written it (it is not yielded): the
     # opening of a tool call forces a call (tool_choice "required" or a named function).
     prefix: str = ""
+    # With tools and no prefix: a reply whose first token is words while the openings of a
+    # call had at least this probability is written again as a call (llm.torn). 0: off.
+    call_when_torn: float = 0.0

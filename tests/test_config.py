@@ -84,6 +84,7 @@ def test_the_file_overrides_defaults_and_flags_override_the_file(tmp_path: Path)
     ('[asr]\nbeam_size = 0\n', "asr beam_size must be 1 .greedy. or more"),
     ('[asr]\nsecond_language_below = 1.5\n', "asr second_language_below must be between"),
     ('[llm]\ntools_prompt_cache_tokens = -1\n', "tools_prompt_cache_tokens must be 0"),
+    ('[llm]\ncall_when_torn = 1.5\n', "call_when_torn must be between 0 .off. and 1"),
     ('[llm]\nmax_output_tokens = 2000\n', "must be between 1 and max_output_tokens_limit"),
     ('[limits]\nmax_item_chars = 100000\n', "must be between 1 and max_history_chars"),
     ('[assistant]\nname = ""\n', "assistant name must be one line of 1 to 64 characters"),

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from llm.chat import Message
+from llm.chat import Message, SamplingOptions
 from llm.prompts import CALL_WHEN_ASKED, system_prompt
 from tests.fakes import FakeChat, FakeTranscriber, FakeTurnModel, silence, tone
 from tests.test_session import Harness, run
@@ -321,4 +321,20 @@ def test_the_tools_model_keeps_its_system_turn_not_the_conversation(
         assert system.split("\n")[0] == system_prompt(language).split("\n")[0]
         assert tools_chat.system_turns == [(system, ["set_light"])] * reads  # and after the reply
         assert tools_chat.prefilled == [] and chat.prefilled == []
+    run(scenario)
+
+
+def test_only_a_reply_free_to_call_may_be_written_as_a_call_when_torn() -> None:
+    # [llm] call_when_torn reaches the model under tool_choice auto (llm/torn.py); a forced
+    # call opens itself, and tool_choice none shows no tools.
+    async def scenario() -> None:
+        torn = SamplingOptions(no_repeat_ngram_size=6, call_when_torn=0.2)
+        h = Harness(FakeTranscriber([]), FakeChat(["Words.", CALL, "Words."]), sampling=torn)
+        await with_tools(h)
+        for index, choice in enumerate(["auto", "required", "none"]):
+            await h.session.handle(ItemCreate(f"i{index}", None, "user", "Kitchen light"))
+            await h.session.handle(ResponseCreate(f"r{index}", None, None,
+                                                  tool_choice=choice))
+            await h.wait_done(index + 1)
+        assert [o.call_when_torn if o else None for o in h.chat.options] == [0.2, 0.0, 0.0]
     run(scenario)

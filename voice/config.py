@@ -63,6 +63,7 @@ Example ``voice.toml`` (every key optional)::
     tools_prompt_cache_tokens = 0   # the tools model's (system turns); 0: a third of the above
     write_ahead_s = 0               # >0: a spoken reply's writing waits this far ahead of playback
     give_way_s = 2.5                # with this much unplayed, it waits for others' turns; 0: never
+    call_when_torn = 0.2            # words first, but a call this likely: write the call; 0: off
 
     [mcp]                      # MCP tools the service runs for clients (session tools "mcp")
     hosts = []                 # hosts ("name" or "name:port") clients may name; empty: MCP off
@@ -170,6 +171,10 @@ class ServiceConfig:
     # read their turn again after each reload (docs/benchmarks.md, "The tools model keeps its
     # system turns").
     llm_tools_prompt_cache_tokens: int = 0
+    # Under tool_choice auto, a reply whose first token is words while the model gave the
+    # openings of a call at least this probability is written as a call (llm/torn.py; the
+    # CPU path only). 0: off (docs/benchmarks.md, "A reply torn between words and a call").
+    llm_call_when_torn: float = 0.2
     # A spoken reply's writing waits while this much of its speech is ahead of what the client
     # has played (voice/pacing.py): the model writes ~4x faster than speech, and a whole reply
     # written at once takes the cores the echo guard and the next piece need. 0 (the default):
@@ -301,6 +306,8 @@ class ServiceConfig:
         if self.llm_tools_prompt_cache_tokens < 0:
             raise ConfigError("llm tools_prompt_cache_tokens must be 0 (a third of "
                               "prompt_cache_tokens) or more")
+        if not 0 <= self.llm_call_when_torn <= 1:
+            raise ConfigError("llm call_when_torn must be between 0 (off) and 1")
         if self.llm_batch < 0:
             raise ConfigError("llm batch must be 0 (automatic) or more")
         if self.llm_context_tokens < self.max_output_tokens_limit + 256:

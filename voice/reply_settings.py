@@ -140,7 +140,8 @@ def sampling_of(settings: ReplySettings, tools_shown: bool | None = None) -> Sam
         # opening tokens (llm/tools.py).
         sampling = dataclasses.replace(sampling, no_repeat_ngram_size=0,
                                        prefix=call_opening(settings.tool_choice))
-    return sampling
+    return sampling if sampling.prefix == "" and settings.tool_choice == "auto" \
+        else dataclasses.replace(sampling, call_when_torn=0.0)
 
 
 def call_opening(tool_choice: str) -> str:
