@@ -78,7 +78,7 @@ class ChatModel(KeptStates):
         # Whether the model's own chat template describes tools (many small models' do not).
         self.supports_tools = template_supports_tools(self.format.chat_template)
         self._message_overhead = self._measure_message_overhead()
-        self._call_openings = opening_ids(self._tokenizer.get_vocab(with_added_tokens=True))
+        self._call_openings = opening_ids(self._tokenizer.token_to_id)
         self._cached_prompts: set[str] = set()
         self._cache_lock = threading.Lock()  # the generator and what its cache holds
         self._prefixes = PromptPrefixes(config.prompt_cache_tokens)

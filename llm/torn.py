@@ -16,7 +16,7 @@ CPU's); batched decoding (CUDA) does not do it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -25,9 +25,11 @@ import numpy as np
 CALL_OPENINGS = ("<tool_call>", "[TOOL_CALLS]", '{"', "{")
 
 
-def opening_ids(vocabulary: Mapping[str, int]) -> dict[str, int]:
-    """The call openings that are single tokens of this vocabulary, with their ids."""
-    return {token: vocabulary[token] for token in CALL_OPENINGS if token in vocabulary}
+def opening_ids(token_id: Callable[[str], int | None]) -> dict[str, int]:
+    """The call openings that are single tokens of a vocabulary (``token_id`` looks a token
+    up, None where it has none), with their ids."""
+    ids = {token: token_id(token) for token in CALL_OPENINGS}
+    return {token: value for token, value in ids.items() if value is not None}
 
 
 def torn_opening(token: str, logits: object, openings: Mapping[str, int],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,14 +55,22 @@ def test_replies_decoded_together_each_answer_their_own_question(smollm2: Path) 
         texts = _collect(streams)
     finally:
         together.close()
-    # Greedy replies decoded in a batch may drift from the same reply decoded alone after a
-    # few words (the longer prompts' tails are decoded step by step; seen after 6 words), so
-    # each reply must open as its own question's reply alone does, on whatever CPU: no tokens
-    # crossed between batch rows. The solo openings differ, so a crossing would show.
-    openings = [text.split()[:3] for text in solo]
-    assert len({" ".join(o) for o in openings}) == len(QUESTIONS), solo
-    assert [text.split()[:3] for text in texts] == openings, (texts, solo)
+    # Greedy replies decoded in a batch may drift from the same reply decoded alone (the
+    # longer prompts' tails are decoded step by step; seen after 6 words on one CPU and after
+    # one word on another: "The sea, the wind ..." for "The wind carried ..."), so each reply
+    # must share more of its words with its own question's reply alone than with any other's,
+    # on whatever CPU: no tokens crossed between batch rows.
+    for index, text in enumerate(texts):
+        own = _shared(text, solo[index])
+        assert all(own > _shared(text, other) for other in solo if other is not solo[index]), (
+            texts, solo)
     assert sizes == [3]
+
+
+def _shared(one: str, other: str) -> float:
+    """The share of two texts' words they have in common (Jaccard)."""
+    first, second = (set(re.findall(r"\w+", text.lower())) for text in (one, other))
+    return len(first & second) / max(1, len(first | second))
 
 
 def test_every_reply_gets_its_own_token_limit_whatever_its_prompt_length(smollm2: Path) -> None:
