@@ -260,6 +260,8 @@ class ChatModel(KeptStates):
             yield from self._deltas(_starting_with(first, steps), cancel)
             return
         steps.close()
+        if cancel is not None and cancel.is_set():
+            return  # cancelled while the first token was written: no call to start
         opening, share = torn
         logger.info("the reply's first token %r was words, but a call's openings had %.2f: "
                     "written again as a call", first.token, share)  # type: ignore[attr-defined]
