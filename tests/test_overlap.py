@@ -67,6 +67,15 @@ def test_the_replys_phrase_is_echo_though_several_of_its_words_are_misheard() ->
                  ("en",)).verdict is Verdict.BACKCHANNEL
 
 
+def test_a_hyphenated_word_of_the_reply_is_echo_written_in_parts_or_joined() -> None:
+    # Seen in a test run: the end of a reply's echo, "and" misheard as "in".
+    spoken = ("The city is home to many famous landmarks, including the Eiffel Tower, the "
+              "Louvre Museum, and the Notre-Dame Cathedral.")
+    for said in ("in the Notre Dame Cathedral.", "in the Notre-Dame Cathedral."):
+        assert judge(said, spoken, ("en",)).verdict is Verdict.ECHO
+    assert judge("Is Notre-Dame open on Sundays?", spoken, ("en",)).verdict is Verdict.USER
+
+
 @pytest.mark.parametrize(("said", "spoken", "language"), [
     # Seen in a run: the reply wrote "1.5 billion", whisper wrote its echo as words.
     ("one five billion people this is", "with a population of over 1.5 billion people.", "en"),

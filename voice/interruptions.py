@@ -192,7 +192,8 @@ class Interruptions:
                                       end + ECHO_AFTER_MS * ASR_RATE // 1000)
         similarity = follows_recent(audio, end, reply.contour(), reply.audible_at, ASR_RATE,
                                     ECHO_WINDOWS_S)
-        logger.debug("session %s: loudness follows the reply's at %.2f", self.id, similarity)
+        logger.debug("session %s: loudness follows the reply's at %.2f; the reply said %r "
+                     "around it", self.id, similarity, spoken)
         return judge(transcript.text, spoken, self._languages(transcript.language),
                      follows_reply=similarity)
 

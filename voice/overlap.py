@@ -217,9 +217,10 @@ def _numbers(text: str) -> list[str]:
 
 
 def _echo_words(spoken: str, languages: Iterable[str]) -> set[str]:
-    """The folded words the reply's echo may be transcribed as: its own, and its numbers
-    spelled out."""
-    words = set(fold(spoken))
+    """The folded words the reply's echo may be transcribed as: its own (a hyphenated one
+    joined and in parts: the reply's "Notre-Dame" comes back as "Notre Dame"), and its
+    numbers spelled out."""
+    words = set(fold(spoken)) | set(fold(spoken.replace("-", " ")))
     for number in _numbers(spoken):
         words = words.union(*_spellings(number, languages))
     return words
