@@ -24,20 +24,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jsonschema
 
-CALL_START = "<tool_call>"
-CALL_END = "</tool_call>"
-MISTRAL_CALLS = "[TOOL_CALLS]"
-MISTRAL_ARGS = "[ARGS]"
-MISTRAL_CALL_ID = "[CALL_ID]"
-# Start and end markers of a call at the start of a reply. Besides Qwen2.5's own tags, its 1.5B
-# coder model sometimes wraps a call in the <tools></tools> tags its prompt lists functions in
-# (only there: later in a reply, "<tools>" is text).
-MARKERS = {CALL_START: CALL_END, "<tools>": "</tools>"}
+from llm.call_markup import (
+    CALL_END,
+    CALL_START,
+    FENCE,
+    MARKERS,
+    MISTRAL_ARGS,
+    MISTRAL_CALL_ID,
+    MISTRAL_CALLS,
+    fence_content,
+    is_proper_prefix,
+    looks_like_call,
+    opens_call,
+    partial_marker_length,
+)
+
+_START, _TEXT, _TAGGED, _BARE, _FENCED, _MISTRAL = (
+    "start", "text", "tagged", "bare", "fenced", "mistral")
+_DECODER = json.JSONDecoder()
+
 
 
 class ToolError(ValueError):
@@ -172,7 +182,7 @@ class ToolCallParser:
         self._finished = True
         out: list[Output] = []
         pending, self._pending = self._pending, ""
-        if self._mode == _TAGGED and self._end != CALL_END and not _looks_like_call(
+        if self._mode == _TAGGED and self._end != CALL_END and not looks_like_call(
                 pending.strip()):
             self._text(out, "<tools>" + pending)  # words about tools, not a call
         elif self._mode == _TAGGED:
@@ -180,8 +190,8 @@ class ToolCallParser:
         elif self._mode == _BARE:
             out.append(self._parse(pending))
         elif self._mode == _FENCED:
-            inner = _fence_content(pending)
-            out.append(self._parse(inner) if _looks_like_call(inner) else pending)
+            inner = fence_content(pending)
+            out.append(self._parse(inner) if looks_like_call(inner) else pending)
         elif self._mode == _MISTRAL:
             out.append(ToolCallError(pending, "the call after [TOOL_CALLS] is unfinished"))
         elif pending.strip() or self._mode == _TEXT:
@@ -193,8 +203,8 @@ class ToolCallParser:
         pending = self._pending
         if self._mode == _START:  # nothing but calls and blank space so far
             text = pending.lstrip()
-            if not text or _is_proper_prefix(text, FENCE) or any(
-                    _is_proper_prefix(text, marker) for marker in (*MARKERS, MISTRAL_CALLS)):
+            if not text or is_proper_prefix(text, FENCE) or any(
+                    is_proper_prefix(text, marker) for marker in (*MARKERS, MISTRAL_CALLS)):
                 return False
             marker = next((m for m in MARKERS if text.startswith(m)), None)
             if text.startswith(MISTRAL_CALLS):
@@ -239,8 +249,8 @@ class ToolCallParser:
             if end < 0:
                 return False
             block, self._pending = pending[:end + len(FENCE)], pending[end + len(FENCE):]
-            inner = _fence_content(block)
-            if _looks_like_call(inner):
+            inner = fence_content(block)
+            if looks_like_call(inner):
                 out.append(self._parse(inner))
                 self._mode = _START
             else:
@@ -266,7 +276,7 @@ class ToolCallParser:
             self._pending, self._mode = pending[start + len(CALL_START):], _TAGGED
             self._end = CALL_END
             return True
-        held = _partial_marker_length(pending)
+        held = partial_marker_length(pending)
         self._text(out, pending[:len(pending) - held])
         self._pending = pending[len(pending) - held:]
         return False
@@ -278,7 +288,7 @@ class ToolCallParser:
         still make it one); (-1, False) where none may."""
         at = text.find("{")
         while at >= 0:
-            opens = _opens_call(text[at:], self._tools)
+            opens = opens_call(text[at:], self._tools)
             if opens is not False:
                 return at, opens
             at = text.find("{", at + 1)
@@ -357,57 +367,3 @@ class ToolCallParser:
             return ToolCallError(text, f"the arguments of {name} do not fit its parameters"
                                        f"{' at ' + where if where else ''}: {problem.message}")
         return ToolCall(name, arguments)
-
-
-FENCE = "```"
-_START, _TEXT, _TAGGED, _BARE, _FENCED, _MISTRAL = (
-    "start", "text", "tagged", "bare", "fenced", "mistral")
-_DECODER = json.JSONDecoder()
-
-
-def _is_proper_prefix(text: str, marker: str) -> bool:
-    return len(text) < len(marker) and marker.startswith(text)
-
-
-def _fence_content(block: str) -> str:
-    """What a ```` ```lang ... ``` ```` block holds, without its fences and language tag."""
-    inner = block[len(FENCE):]
-    if inner.endswith(FENCE):
-        inner = inner[:-len(FENCE)]
-    first, newline, rest = inner.partition("\n")
-    return rest if newline and first.strip().isalnum() else inner
-
-
-def _opens_call(text: str, names: Collection[str]) -> bool | None:
-    """Whether ``text``, from a ``{`` (or a template's doubled ``{{``), opens a call of one of
-    ``names`` as ``{"name": "<name>"``: True, False, or None while too little of it is here."""
-    rest = text[2:] if text.startswith("{{") else text[1:]
-    for expected in ('"name"', ":", '"'):
-        rest = rest.lstrip()
-        if len(rest) < len(expected):
-            return None if expected.startswith(rest) else False
-        if not rest.startswith(expected):
-            return False
-        rest = rest[len(expected):]
-    name, quote, _ = rest.partition('"')
-    if not quote:
-        return None if any(known.startswith(name) for known in names) else False
-    return name in names
-
-
-def _looks_like_call(text: str) -> bool:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    return isinstance(value, dict) and "name" in value
-
-
-def _partial_marker_length(text: str) -> int:
-    """The length of the longest end of ``text`` that is a proper beginning of a call marker
-    (``<tool_call>``, ``[TOOL_CALLS]``)."""
-    for length in range(min(len(text), len(MISTRAL_CALLS) - 1), 0, -1):
-        if any(length < len(marker) and marker.startswith(text[-length:])
-               for marker in (CALL_START, MISTRAL_CALLS)):
-            return length
-    return 0
