@@ -93,6 +93,7 @@ class ChatModel(KeptStates):
                                         end_tokens=list(self.format.stop_tokens),
                                         retries=config.gpu_memory_retries)
                          if self.max_batch > 1 else None)
+        self._said_torn_is_off = False  # logged once: batches do not apply call_when_torn
         logger.info("loaded chat model %s on %s (%s, %d replica(s), batches of up to %d) in "
                     "%.1f s, context %d tokens", folder, self.device, self.compute_type,
                     config.replicas, self.max_batch, time.monotonic() - started,
@@ -216,6 +217,11 @@ class ChatModel(KeptStates):
         if options.prefix:
             prompt = [*prompt, *self._tokens([options.prefix])[0]]
         if self._batched is not None:
+            if tools and options.call_when_torn > 0 and not self._said_torn_is_off:
+                self._said_torn_is_off = True
+                logger.info("replies are decoded in batches: one torn between words and a call "
+                            "is not written again as a call (call_when_torn applies where each "
+                            "copy of the model writes one reply)")
             # Batched replies share no static prompt; on a GPU a prompt's prefill is cheap.
             steps = self._batched.steps(prompt, StepOptions(
                 options.temperature, options.top_k, options.top_p, options.repetition_penalty,

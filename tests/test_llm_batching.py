@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ import pytest
 
 from llm.batching import BatchedDecoder, StepOptions
 from llm.chat import ChatConfig, ChatModel, Message, SamplingOptions
+from llm.tools import Tool
 
 GREEDY = StepOptions(temperature=1.0, top_k=1, top_p=1.0, repetition_penalty=1.0,
                      no_repeat_ngram_size=0)
@@ -71,6 +73,24 @@ def _shared(one: str, other: str) -> float:
     """The share of two texts' words they have in common (Jaccard)."""
     first, second = (set(re.findall(r"\w+", text.lower())) for text in (one, other))
     return len(first & second) / max(1, len(first | second))
+
+
+def test_batched_replies_say_once_that_a_torn_reply_is_not_written_as_a_call(
+        prepared_model: Callable[[str], Path], caplog: pytest.LogCaptureFixture) -> None:
+    qwen = prepared_model("qwen2.5-coder-0.5b-instruct")  # (smollm2's template has no tools)
+    together = ChatModel(ChatConfig(str(qwen), device="cpu", max_batch=4))
+    tool = Tool("get_weather", "The weather in a city.",
+                {"type": "object", "properties": {"city": {"type": "string"}}})
+    options = SamplingOptions(max_new_tokens=4, call_when_torn=0.2)
+    try:
+        with caplog.at_level(logging.INFO, logger="llm.chat"):
+            replies = ["".join(together.stream([Message("user", "Weather in Rome?")], options,
+                                               tools=[tool])) for _ in range(2)]
+    finally:
+        together.close()
+    assert all(replies)
+    said = [r for r in caplog.records if "not written again as a call" in r.getMessage()]
+    assert len(said) == 1
 
 
 def test_every_reply_gets_its_own_token_limit_whatever_its_prompt_length(smollm2: Path) -> None:
