@@ -202,7 +202,7 @@ class ServiceConfig:
     # instead of no reply; shorter sounds (a cough, a door) still get none. 0: never ask.
     ask_again_min_speech_s: float = 1.0
     # The service calls the MCP servers clients name, but only on these hosts: outbound
-    # requests to where a client says are the operator's choice (docs/tools.md).
+    # requests to where a client says are the operator's choice (docs/protocol.md, "MCP tools").
     mcp_hosts: tuple[str, ...] = ()
     mcp_timeout_s: float = 10.0
     wyoming_port: int | None = None  # also serve the Wyoming protocol here (same host)
