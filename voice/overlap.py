@@ -29,6 +29,7 @@ speaks "one point five billion", whose echo whisper may write either way.
 from __future__ import annotations
 
 import enum
+import functools
 import itertools
 import re
 import unicodedata
@@ -212,6 +213,22 @@ def _spellings(number: str, languages: Iterable[str]) -> list[set[str]]:
     return spellings
 
 
+def _number_words(languages: Iterable[str]) -> frozenset[str]:
+    """The folded words that spell the numbers 0-100 in ``languages`` or English."""
+    return frozenset().union(*(_number_words_in(language) for language in {*languages, "en"}))
+
+
+@functools.cache
+def _number_words_in(language: str) -> frozenset[str]:
+    words: set[str] = set()
+    for value in range(101):
+        try:
+            words.update(fold(num2words(value, lang=language)))
+        except (NotImplementedError, OverflowError, ValueError, KeyError):
+            break  # a language num2words does not know
+    return frozenset(words)
+
+
 def _numbers(text: str) -> list[str]:
     return re.findall(r"\d+(?:[.,]\d+)?", text)
 
@@ -327,9 +344,14 @@ def judge(text: str, spoken: str, languages: Iterable[str], *,
         return Judgement(Verdict.ECHO)  # the reply's words, misheard in places
     if len(own) < USER_SHARE * len(words):
         return Judgement(Verdict.ECHO)
-    # What whisper makes of noise and faint echo: lone letters or digits, one word over and
-    # over ("R, R, R, R", "1, 2, 3, 4"). Only distinct words of two letters or more count.
-    distinct = list(dict.fromkeys(word for word in own if len(word) > 1 or word in ("i", "a")))
+    # What whisper makes of noise and faint echo: lone letters, one word over and over ("R,
+    # R, R, R"), a count ("1, 2, 3, 4", "So, three, four, five, six, seven"). Only distinct
+    # words of two letters or more count, and numbers not at all; mostly numbers is a count.
+    numbers = _number_words(languages)
+    counted = [word for word in own if not word.isdigit() and word not in numbers]
+    if len(own) - len(counted) > len(counted):
+        return Judgement(Verdict.NOTHING)
+    distinct = list(dict.fromkeys(word for word in counted if len(word) > 1 or word in ("i", "a")))
     if not distinct:
         return Judgement(Verdict.NOTHING)
     sure = len(distinct) >= SURE_WORDS
