@@ -107,6 +107,20 @@ def test_a_stop_word_interrupts_even_inside_echo(said: str) -> None:
     assert judge(f"capital of Germany {said}", REPLY, ("en",)).verdict is Verdict.USER
 
 
+def test_in_the_replys_echo_only_a_stop_word_of_a_language_in_play_counts() -> None:
+    # Seen in a benchmark run without echo cancelling: the echo of "the Eiffel Tower" heard
+    # as "Halt Tower" (a German stop word) over an English reply, its sound following the
+    # reply's closely.
+    spoken = ("The city is home to many famous landmarks, including the Eiffel Tower, the "
+              "Louvre Museum, and the Notre-Dame Cathedral.")
+    echo = "Halt Tower, the Lou Museum, and the Notre Dame"
+    assert judge(echo, spoken, ("en",), follows_reply=0.84).verdict is Verdict.ECHO
+    assert judge("Halt!", spoken, ("de", "en"), follows_reply=0.84).stop
+    assert judge("Stop!", spoken, ("de",), follows_reply=0.84).stop  # English: always
+    # A voice of its own (it does not follow the reply): a stop word in any language.
+    assert judge(echo, spoken, ("en",), follows_reply=0.3).stop
+
+
 def test_hold_on_asks_to_stop_and_a_lone_hold_does_not() -> None:
     # whisper hears the Dutch backchannel "ja hoor" over a reply as "Yeah hold."
     assert judge("Yeah hold.", REPLY, ("nl", "en")) == Judgement(Verdict.USER, sure=False)

@@ -93,17 +93,21 @@ BACKCHANNELS: dict[str, tuple[str, ...]] = {
            "oczywiscie", "pewnie", "zgadza sie", "no jasne", "dokladnie", "super"),
 }
 
-# Words that ask the assistant to stop: an interruption even when echo is heard with them.
-STOP_WORDS = frozenset({
-    "stop", "wait", "pause", "enough",  # en
-    "halt", "warte", "warten", "moment", "aufhoren", "stopp",  # de
-    "arrete", "arretez", "attends", "attendez", "stoppe",  # fr
-    "para", "parar", "espera", "basta", "alto",  # es
-    "fermati", "aspetta", "ferma",  # it
-    "wacht", "ophouden",  # nl
-    "pare", "espere", "chega",  # pt
-    "czekaj", "przestan", "zaczekaj", "dosc",  # pl
-})
+# Words that ask the assistant to stop, per language: an interruption even when echo is heard
+# with them. Where the sound follows the reply's (its echo, :data:`ECHO_FOLLOWS`), only those
+# of the languages in play (and English) count: whisper makes "Halt" of the echo of "Eiffel"
+# and "moment" of an English reply's.
+STOP_WORDS: dict[str, frozenset[str]] = {
+    "en": frozenset({"stop", "wait", "pause", "enough"}),
+    "de": frozenset({"halt", "warte", "warten", "moment", "aufhoren", "stopp"}),
+    "fr": frozenset({"arrete", "arretez", "attends", "attendez", "stoppe"}),
+    "es": frozenset({"para", "parar", "espera", "basta", "alto"}),
+    "it": frozenset({"fermati", "aspetta", "ferma", "basta"}),
+    "nl": frozenset({"wacht", "ophouden", "moment"}),
+    "pt": frozenset({"pare", "espere", "chega", "para", "basta"}),
+    "pl": frozenset({"czekaj", "przestan", "zaczekaj", "dosc", "moment"}),
+}
+ALL_STOP_WORDS = frozenset().union(*STOP_WORDS.values())
 # ... and phrases whose words alone are not: whisper hears the Dutch backchannel "ja hoor" as
 # "Yeah hold", which is no request to stop; "hold on" is.
 STOP_PHRASES = frozenset({("hold", "on"), ("hold", "it"), ("hang", "on"), ("shut", "up")})
@@ -307,9 +311,10 @@ def follows_recent(audio: np.ndarray, end: int, reply: np.ndarray, audible_at: i
     return min(scores, default=0.0)
 
 
-def _asks_to_stop(words: list[str], reply_words: set[str]) -> bool:
-    """Whether ``words`` hold a stop word or phrase that is not the reply's own."""
-    if any(word in STOP_WORDS and word not in reply_words for word in words):
+def _asks_to_stop(words: list[str], reply_words: set[str], stop_words: frozenset[str]) -> bool:
+    """Whether ``words`` hold one of ``stop_words`` or a stop phrase that is not the reply's
+    own."""
+    if any(word in stop_words and word not in reply_words for word in words):
         return True
     return any(pair in STOP_PHRASES and not set(pair) <= reply_words
                for pair in itertools.pairwise(words))
@@ -320,14 +325,18 @@ def judge(text: str, spoken: str, languages: Iterable[str], *,
     """What ``text`` (a transcript of speech heard over the reply) is, given ``spoken`` (the
     reply's words playing around that moment), the ``languages`` in play (the transcript's
     and the reply's) and how closely its sound follows the reply's (:func:`follows`: from
-    :data:`ECHO_FOLLOWS` on it is echo whatever the words, unless it holds a stop word; from
-    :data:`ECHO_FOLLOWS_WEAK` on, if it has only a word or two of its own)."""
+    :data:`ECHO_FOLLOWS` on it is echo whatever the words, unless it holds a stop word of a
+    language in play; from :data:`ECHO_FOLLOWS_WEAK` on, if it has only a word or two of its
+    own)."""
     words = fold(text)
     if not words:
         return Judgement(Verdict.NOTHING)
     languages = tuple(languages)
     reply_words = _echo_words(spoken, languages)
-    if _asks_to_stop(words, reply_words):
+    stop_words = (frozenset().union(*(STOP_WORDS.get(language, ()) for language in
+                                      {*languages, "en"}))
+                  if follows_reply >= ECHO_FOLLOWS else ALL_STOP_WORDS)
+    if _asks_to_stop(words, reply_words, stop_words):
         return Judgement(Verdict.USER, stop=True)  # (a "wait" the reply says is its echo)
     if follows_reply >= ECHO_FOLLOWS:
         return Judgement(Verdict.ECHO)
