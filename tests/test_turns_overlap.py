@@ -112,6 +112,39 @@ def test_no_resume_when_the_user_speaks_again_or_the_policy_says_not_to() -> Non
     play([*cut, ("nothing_heard", ("reply2",), [], S, IDLE)], TurnPolicy(resume=False))
 
 
+def test_a_look_at_speech_that_stopped_with_the_replys_echo_cuts_nothing() -> None:
+    # reply1 plays until 170 000 (its echo 4 800 more); the speech over its last words
+    # stopped with its echo. A look once it is over hears the echo again, garbled: no turn
+    # from it; the whole is judged when the speech ends.
+    play([*REPLYING,
+          ("reply_ended", ("reply1",), [], S, IDLE),
+          ("speech_started", (150_000,), [OverlapStarted(150_000)], L, IDLE),
+          ("overlap_heard", (False, 600), [], L, IDLE),  # the looks so far heard echo
+          ("speech_paused", (172_000,), [OverlapPaused(150_000, 172_000)], L, IDLE),
+          ("audio", (160_000,), [], L, IDLE),  # now 176 000
+          ("overlap_heard", (True, 26_000), [], L, IDLE),
+          ("speech_stopped", (172_000,), [OverlapEnded(150_000, 172_000)], S, IDLE),
+          ("overlap_judged", (150_000, 172_000, "echo"), [], S, IDLE)], GUARD)
+
+
+def test_a_look_at_speech_that_goes_on_after_the_replys_echo_makes_it_a_turn() -> None:
+    play([*REPLYING,
+          ("reply_ended", ("reply1",), [], S, IDLE),
+          ("speech_started", (150_000,), [OverlapStarted(150_000)], L, IDLE),
+          ("overlap_heard", (False, 600), [], L, IDLE),  # the looks so far heard echo
+          ("speech_paused", (190_000,), [OverlapPaused(150_000, 190_000)], L, IDLE),
+          ("audio", (180_000,), [], L, IDLE),  # now 196 000
+          ("overlap_heard", (True, 46_000), [UserTurnStarted(150_000)], L, IDLE)], GUARD)
+
+
+def test_a_look_while_the_reply_is_heard_still_cuts_it() -> None:
+    play([*REPLYING,  # now 16 000, reply1 audible
+          ("speech_started", (14_000,), [OverlapStarted(14_000)], L, SPEAKING),
+          ("speech_paused", (15_000,), [OverlapPaused(14_000, 15_000)], L, SPEAKING),
+          ("overlap_heard", (True, 2_000), [CancelReply("reply1", "turn_detected", 14_000),
+                                            UserTurnStarted(14_000)], L, IDLE)], GUARD)
+
+
 def test_an_acknowledgement_after_the_reply_ended_answers_it() -> None:
     play([*REPLYING,
           ("reply_ended", ("reply1",), [], S, IDLE),

@@ -209,9 +209,20 @@ class TurnTaker:
         if self.overlap is None:
             return []
         self._overlap_judged = True
-        if user and heard_ms >= self.policy.min_overlap_ms:
+        if user and heard_ms >= self.policy.min_overlap_ms and not self._echo_only(self.now):
             return self._confirm_overlap()
         return []
+
+    def _echo_only(self, at: int) -> bool:
+        """Whether the speech over the reply stopped with the reply's echo and the reply is
+        no longer heard at ``at``: a look then hears the echo over again, in a window
+        whisper garbles as it slides off it ("and the not ordained to people" for "and
+        the Notre-Dame Cathedral"), with nothing left to cut. The whole is judged when the
+        speech ends (``overlap_judged``); speech that goes on past the echo is judged as
+        before."""
+        paused = self.overlap_paused_at
+        return (paused is not None and paused <= self.playing_until + 2 * ECHO_TAIL
+                and not self._audible(at))
 
     def overlap_judged(self, start: int, at: int, verdict: str) -> list[Effect]:
         """The verdict on the whole overlap that ended at ``at`` (``OverlapEnded``):
