@@ -201,11 +201,16 @@ async def scenario(lb: int, ports: Sequence[int], processes: Sequence[subprocess
     victim = max(range(len(ports)), key=lambda i: before[ports[i]] or 0)
     processes[victim].send_signal(signal.SIGTERM)
     await asyncio.wait_for(asyncio.gather(*(p.finished.wait() for p in people)), 600)
-    await asyncio.to_thread(processes[victim].wait, 60)  # drained and gone; its clients moved
-    await asyncio.sleep(1.0)
+    await asyncio.to_thread(processes[victim].wait, 60)  # drained and gone; its clients move
     survivor = ports[1 - victim]
-    after = ((await asyncio.to_thread(health, survivor)) or {}).get(
-        "sessions_active")  # every client is on it now
+    # Every client on the survivor, once those closed at the victim's exit have reconnected
+    # (a reconnection may first be refused by the dying replica and retried after a pause).
+    after = None
+    for _ in range(40):
+        await asyncio.sleep(0.25)
+        after = ((await asyncio.to_thread(health, survivor)) or {}).get("sessions_active")
+        if after == clients:
+            break
     for person in people:
         person.leave.set()
     await asyncio.wait_for(asyncio.gather(*tasks), 60)
