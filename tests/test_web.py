@@ -44,7 +44,10 @@ TRAILING_SILENCE_S = 4.0
 TURN_TIMEOUT_MS = 120_000
 SCREENSHOT_COPY = Path("/tmp/web_page.png")
 BARGE_IN_SCREENSHOT_COPY = Path("/tmp/web_page_barge_in.png")
-INTERRUPTION = "Actually, tell me about Paris instead."
+# Said without a pause in it: a lone "Actually," before a comma's pause is a word the guard
+# may take for an acknowledgement and play the held reply on (docs/protocol.md), and this
+# test is about the page holding and truncating a reply that the user's words cut.
+INTERRUPTION = "Tell me about Paris and its museums instead."
 STATE_JS = """() => {
     const s = window.voiceState;
     return {connection: s.connection, language: s.language, errors: s.errors,
