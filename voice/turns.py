@@ -100,6 +100,9 @@ PAUSE_MS = 200  # the silence that counts as a pause (Smart Turn is trained on 2
 
 SAMPLE_RATE = 16_000  # media time is counted in samples of 16 kHz audio
 ECHO_TAIL = SAMPLE_RATE * 300 // 1000  # a room's reverberation after the last reply audio played
+# Speech over a reply that paused by this long after its last audio stopped with its echo
+# (the VAD's speech end lags the sound by up to about as long again as the tail).
+ECHO_SPEECH_END = 2 * ECHO_TAIL
 
 
 class TurnError(Exception):
@@ -221,7 +224,7 @@ class TurnTaker:
         speech ends (``overlap_judged``); speech that goes on past the echo is judged as
         before."""
         paused = self.overlap_paused_at
-        return (paused is not None and paused <= self.playing_until + 2 * ECHO_TAIL
+        return (paused is not None and paused <= self.playing_until + ECHO_SPEECH_END
                 and not self._audible(at))
 
     def overlap_judged(self, start: int, at: int, verdict: str) -> list[Effect]:
