@@ -8,7 +8,8 @@ impulse response, 20-200 ms later, 6-20 dB quieter, half the replies with backgr
 -45 dBFS), optionally through voice-mic's echo canceller (:class:`clients.mic.echo.
 EchoCanceller`), and it stops playback on ``input_audio_buffer.speech_started`` as Realtime
 clients do. Each reply answers a spoken question (Piper English; a real recording in the
-other languages); then, 1.5 s into the reply's playback, the scenario adds:
+other languages); then, 1.5 s into the reply's playback (``--event-after``: earlier, while
+the echo canceller of a fresh client is still converging), the scenario adds:
 
 - ``echo``: nothing. Any speech_started or turn_detected cancel is a self-interruption.
 - ``interrupt``: the user talks over the reply (2 s of a real recording in the reply's
@@ -57,7 +58,7 @@ from websockets.asyncio.client import connect
 from benchmarks.laptop import FRAME, RATE, Room, noises, spoken, voice_onset
 from clients.mic.echo import EchoCanceller
 
-EVENT_AFTER_S = 1.5  # into the reply's playback
+EVENT_AFTER_S = 1.5  # into the reply's playback (default of --event-after)
 INSTRUCTIONS = "Answer in three or four full sentences."
 BACKCHANNELS = {"en": "yeah", "de": "genau", "fr": "d'accord", "es": "vale", "it": "certo",
                 "nl": "ja hoor", "pt": "sim", "pl": "tak"}
@@ -111,7 +112,8 @@ def pcm(audio: np.ndarray) -> bytes:
 
 async def one_reply(url: str, config: Config, scenario: str, language: str,
                     question: np.ndarray, event: np.ndarray | None, detail: str,
-                    rng: random.Random, noisy: bool) -> Outcome:
+                    rng: random.Random, noisy: bool,
+                    event_after_s: float = EVENT_AFTER_S) -> Outcome:
     delay_ms, gain_db = rng.randint(20, 200), rng.uniform(-20, -6)
     reverb = rng.choice((30, 50, 70))
     room = Room(delay_ms, gain_db, reverb)
@@ -207,9 +209,9 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
                 if take and state["first_play"] is None:
                     state["first_play"] = tick
                 outcome.played_s += take / RATE
-                # The event's sound, 1.5 s into the playback.
+                # The event's sound, event_after_s into the playback.
                 if (event is not None and event_at is None and state["first_play"] is not None
-                        and tick - state["first_play"] >= EVENT_AFTER_S * 50):
+                        and tick - state["first_play"] >= event_after_s * 50):
                     event_at = position  # the question was sent before the reply came
                     user = np.concatenate([np.zeros(position, np.float32), event])
                     onset = event_onset or 0
@@ -290,7 +292,7 @@ async def main_async(args: argparse.Namespace) -> int:
                   detail: str, noisy: bool) -> None:
         question = english if language == "en" else spoken(language, QUESTIONS[language])
         outcome = await one_reply(args.url, config, scenario, language, question, event,
-                                  detail, rng, noisy)
+                                  detail, rng, noisy, args.event_after)
         outcomes.append(outcome)
         print(f"{outcome.config:18} {scenario:11} {language} {detail:12} {outcome.room:22} "
               f"self={outcome.self_interruptions} cut={outcome.interrupted} "
@@ -379,6 +381,9 @@ def main() -> int:
                         choices=["interrupt", "backchannel", "noise"],
                         help="which events to play over replies (default: all three)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--event-after", type=float, default=EVENT_AFTER_S, metavar="S",
+                        help="seconds into the reply's playback at which the event starts "
+                             "(default: %(default)s)")
     return asyncio.run(main_async(parser.parse_args()))
 
 

@@ -10,7 +10,9 @@ from voice.ducking import (
     RATE,
     MicLevels,
     floor_level,
+    near_voice,
     stands_out,
+    voice_level,
     voice_span_ms,
 )
 
@@ -131,3 +133,22 @@ def test_a_faint_echo_that_follows_the_reply_still_leaves_a_floor() -> None:
     floor = floor_level(faint, now, SPEECHY, audible_at=0)
     assert floor is not None
     # (The echo heard without cancelling, 20 dB louder, leaves none: the test above.)
+
+
+def test_a_voice_is_as_loud_as_the_loud_part_of_a_turn_and_a_short_turn_tells_nothing() -> None:
+    rng = np.random.default_rng(2)
+    turn = np.concatenate([rng.normal(0, 0.001, 8000), rng.normal(0, 0.1, 16000),
+                           rng.normal(0, 0.001, 8000)]).astype(np.float32)
+    assert voice_level(turn) == pytest.approx(-2.0, abs=0.1)  # -20 dBFS, pauses aside
+    assert voice_level(turn[:4000]) is None
+
+
+@pytest.mark.parametrize(("amplitude", "near"), [
+    (0.1, True),  # the voice itself
+    (0.02, True),  # 14 dB below it
+    (0.005, False),  # 26 dB below it: a canceller's leak of the reply
+])
+def test_a_sound_is_near_the_users_voice_within_fifteen_db_of_it(amplitude: float,
+                                                                 near: bool) -> None:
+    levels = levels_of((0.001, 500), (amplitude, 400))
+    assert near_voice(levels, 0, 900 * MS, voice=-2.0) is near

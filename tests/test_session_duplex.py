@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
 from asr.transcript import TranscribeOptions
 from tests.fakes import FakeChat, FakeTranscriber, silence, tone
@@ -315,4 +316,29 @@ def test_a_backchannel_whose_echo_keeps_the_vad_going_is_still_a_backchannel() -
         assert speech_starts(h) == 1
         assert h.of("input_audio_buffer.backchannel")
         assert h.of("response.done")[0].fields["response"]["status"] == "completed"
+    run(scenario)
+
+
+@pytest.mark.parametrize(("rms", "cut"), [
+    (0.06, False),  # 25 dB below the question's voice: the reply's own leak
+    (0.3, True),  # the user's voice
+])
+def test_in_the_replys_first_moments_only_a_sound_near_the_users_voice_cuts_it(
+        rms: float, cut: bool) -> None:
+    """No quiet level is known yet while the reply starts (nor where the microphone hears
+    it): whisper made "That's what we're doing." of what a canceller still converging let
+    through of the reply, 20-28 dB below the question's voice."""
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"),
+                                     ("That's what we're doing.", "en"), ("", "en")]),
+                    FakeChat([STORY, "We are talking."]))
+        await h.send_audio(np.concatenate([tone(0.6, amplitude=0.9), silence(0.7)]))
+        await h.wait_for(lambda: len(h.of("response.output_audio.delta")) >= 3)
+        await h.send_audio(np.concatenate([noise(1.0, rms), silence(0.8)]))
+        await h.wait_done(2 if cut else 1)
+        statuses = [d.fields["response"]["status"] for d in h.of("response.done")]
+        assert statuses[0] == ("cancelled" if cut else "completed")
+        assert speech_starts(h) == (2 if cut else 1)
+        users = [i.text for i in h.session.history if i.role == "user"]
+        assert users[-1] == ("That's what we're doing." if cut else "Tell me a story")
     run(scenario)

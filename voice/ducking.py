@@ -41,6 +41,13 @@ QUIETEST_FLOOR = -5.2
 # below this (-45 dBFS) is a canceller's residual: no rise of it reaches a voice's level
 # (:data:`QUIETEST_FLOOR` + :data:`RISE`), so the floor holds where the echo follows the reply.
 ECHO_FAINT = -4.5
+# Where no floor is known (the reply's first moments, or a microphone that hears the reply),
+# a voice over the reply comes within this much (15 dB) of the user's own voice in their last
+# turn: what a canceller still converging let through of the reply came 20-28 dB below the
+# question's voice in the simulated laptop rooms, the voices over it within 10 dB
+# (docs/benchmarks.md).
+VOICE_RANGE = 1.5
+VOICE_MIN_MS = 300  # a turn shorter than this says nothing of the user's voice
 
 
 class MicLevels:
@@ -135,3 +142,22 @@ def stands_out(levels: MicLevels, speech_start: int, now: int, floor: float) -> 
     """Whether the speech that began at media time ``speech_start`` has, by ``now``, held
     :data:`STAND_OUT_MS` of sound at least :data:`RISE` above ``floor``."""
     return voiced_ms(levels, speech_start, now, floor) >= STAND_OUT_MS
+
+
+def voice_level(samples: np.ndarray) -> float | None:
+    """The level of a voice in a turn's audio (``samples`` at :data:`RATE`): a high
+    percentile of its loudness (its pauses and padding are quieter), or None for a turn too
+    short to tell."""
+    levels = loudness(samples, RATE)
+    if levels.size * 1000 < VOICE_MIN_MS * LOUDNESS_HZ:
+        return None
+    return float(np.percentile(levels, FLOOR_PERCENTILE))
+
+
+def near_voice(levels: MicLevels, speech_start: int, now: int, voice: float) -> bool:
+    """Whether the speech that began at media time ``speech_start`` has, by ``now``, held
+    :data:`STAND_OUT_MS` of sound within :data:`VOICE_RANGE` of ``voice`` (the user's voice,
+    :func:`voice_level`)."""
+    speech = levels.between(speech_start, now)
+    loud_ms = int(np.count_nonzero(speech >= voice - VOICE_RANGE)) * 1000 // LOUDNESS_HZ
+    return loud_ms >= STAND_OUT_MS

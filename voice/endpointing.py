@@ -26,6 +26,7 @@ from voice.ahead import WritingAhead
 from voice.audio import ASR_RATE
 from voice.conversation import Conversation, Item
 from voice.draft import Draft
+from voice.ducking import voice_level
 from voice.faults import engine_failure
 from voice.listening import UserAudio
 from voice.mcp_listing import SessionMcp
@@ -79,6 +80,7 @@ class Endpointing(WritingAhead):
     _pause_audio: np.ndarray
     _score_audio: np.ndarray
     _turn_audio: np.ndarray
+    _voice_level: float | None
     _last_turn: UserTurn | None
     _emit: Callable[[ServerEvent], Awaitable[None]]
     error: Callable[[ProtocolError], Awaitable[None]]
@@ -308,6 +310,9 @@ class Endpointing(WritingAhead):
         await self._emit(AudioCommitted(item.item_id, previous))
         await self._emit(ItemAdded(item.to_json(transcribed=False), previous))
         start, self._speech_start = self._speech_start, None
+        # The user's voice, for judging speech over the reply where the microphone's level
+        # during it is not known (voice.interruptions).
+        self._voice_level = voice_level(self._turn_audio) or self._voice_level
         turn = UserTurn(item, self._turn_audio, times,
                         speech_s=None if start is None else (at - start) / ASR_RATE)
         speculation, self._speculation = self._speculation, None

@@ -27,7 +27,7 @@ import numpy as np
 
 from asr.transcript import TranscribeOptions, Transcript
 from voice.conversation import Conversation, Item
-from voice.ducking import MicLevels, floor_level, stands_out, voice_span_ms
+from voice.ducking import MicLevels, floor_level, near_voice, stands_out, voice_span_ms
 from voice.overlap import (
     Judgement,
     Verdict,
@@ -83,6 +83,10 @@ class Overlap:
     decoding: asyncio.Future[object] | None = None
     judgements: list[Judgement] = dataclasses.field(default_factory=list)
     floor: float | None = None  # the microphone's level before it (voice.ducking)
+    # Without that level: the user's voice in their last turn, and whether a sound near it
+    # was heard (voice.ducking.near_voice).
+    voice: float | None = None
+    near_voice: bool = False
     voiced: bool = False  # a voice of its own stood out of that level (voice.ducking)
     ducked: Reply | None = None  # the reply whose playback it ducked (or held)
     held: bool = False  # held rather than ducked (session.interruption.hold)
@@ -141,6 +145,7 @@ class Interruptions:
     _release: Callable[[Overlap], None]  # voice.yielding
     _voiced_since_release: Callable[[Overlap, int], bool]
     _mic_levels: MicLevels
+    _voice_level: float | None  # the user's voice in their last turn (voice.ducking)
     _spawn: Callable[[Awaitable[object]], asyncio.Future[object]]
     _apply: Callable[[list[Effect]], Awaitable[None]]
     _emit: Callable[[ServerEvent], Awaitable[None]]
@@ -222,6 +227,17 @@ class Interruptions:
                 return vad_ms
         return min(vad_ms, voice_span_ms(self._mic_levels, overlap.start, upto, overlap.floor))
 
+    def _as_loud_as_the_user(self, overlap: Overlap, upto: int) -> bool:
+        """Whether the speech over the reply may be the user's by its loudness: where no
+        floor is known, some of it by ``upto`` came near the user's voice in their last turn
+        (``overlap.voice``; whisper makes sentences of what a canceller that has not
+        converged yet lets through of the reply, "That's what we're doing.", 20-28 dB below
+        the user's voice). Without a floor or a voice known, any speech may be."""
+        if overlap.voice is None or overlap.near_voice:
+            return True
+        overlap.near_voice = near_voice(self._mic_levels, overlap.start, upto, overlap.voice)
+        return overlap.near_voice
+
     # -- while it lasts ---------------------------------------------------------------------
 
     def _overlap_started(self, at: int) -> None:
@@ -229,8 +245,10 @@ class Interruptions:
         reply = self._playing_reply()
         if reply is not None and reply.audible_at is not None:
             overlap.floor = floor_level(self._mic_levels, at, reply.contour(), reply.audible_at)
+        if overlap.floor is None:
+            overlap.voice = self._voice_level
         logger.debug("session %s: speech over the reply at %d; judging it (level before "
-                     "it %s)", self.id, at, overlap.floor)
+                     "it %s, the user's voice %s)", self.id, at, overlap.floor, overlap.voice)
 
     def _poll_overlap(self) -> None:
         """After each audio frame: send the overlap so far to be judged, when due."""
@@ -264,10 +282,13 @@ class Interruptions:
         overlap.heard(judgement, upto)
         heard_ms = (upto - overlap.start) * 1000 // ASR_RATE
         user = overlap.user(judgement, self._speech_ms(overlap, upto, judgement)) \
-            and self._voiced_since_release(overlap, upto)
+            and self._voiced_since_release(overlap, upto) and self._as_loud_as_the_user(
+                overlap, upto)
         overlap.judgements.append(judgement)
-        logger.info("session %s: over the reply after %d ms: %r -> %s%s", self.id, heard_ms,
-                    transcript.text, judgement.verdict.value, "" if judgement.sure else "?")
+        logger.info("session %s: over the reply after %d ms: %r (log p %.2f, no speech %.2f) "
+                    "-> %s%s", self.id, heard_ms, transcript.text,
+                    transcript.avg_log_probability, transcript.no_speech_probability,
+                    judgement.verdict.value, "" if judgement.sure else "?")
         async with self._detector_lock:
             if detector is self._detector and self.turns.overlap == overlap.start:
                 await self._apply(self.turns.overlap_heard(user, heard_ms))
@@ -311,6 +332,11 @@ class Interruptions:
                     and overlap.pause_verdict is not None
                     and not self._voiced_since_release(overlap, audio_end)):
                 verdict = overlap.pause_verdict
+            if (verdict is Verdict.USER and overlap is not None
+                    and not self._as_loud_as_the_user(overlap, audio_end)):
+                logger.info("session %s: %r came nowhere near the user's voice: the reply's "
+                            "echo", self.id, transcript.text)
+                verdict = Verdict.ECHO
         logger.info("session %s: speech over the reply ended: %r -> %s", self.id,
                     transcript.text if transcript else None, verdict.value)
         async with self._detector_lock:

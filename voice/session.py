@@ -118,6 +118,7 @@ class Session(Endpointing, Interruptions, Yielding, Replying):
         self._overlap: Overlap | None = None  # speech over the reply, being judged
         self._judging_held: Overlap | None = None  # ended over a held reply, being judged
         self._mic_levels = MicLevels()  # the microphone's loudness, for ducking the reply
+        self._voice_level: float | None = None  # the user's voice in their last turn
         self._last_turn: UserTurn | None = None  # committed, not yet answered
         self._turn_audio = np.zeros(0, np.float32)  # audio of the user turn ending now
         self._detector: SpeechDetector | None = None
