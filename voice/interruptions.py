@@ -283,7 +283,7 @@ class Interruptions:
         heard_ms = (upto - overlap.start) * 1000 // ASR_RATE
         user = overlap.user(judgement, self._speech_ms(overlap, upto, judgement)) \
             and self._voiced_since_release(overlap, upto) and self._as_loud_as_the_user(
-                overlap, upto)
+                overlap, self.turns.now)  # its loudness is known up to now, past the look's
         overlap.judgements.append(judgement)
         logger.info("session %s: over the reply after %d ms: %r (log p %.2f, no speech %.2f) "
                     "-> %s%s", self.id, heard_ms, transcript.text,
