@@ -312,7 +312,8 @@ class Endpointing(WritingAhead):
         start, self._speech_start = self._speech_start, None
         # The user's voice, for judging speech over the reply where the microphone's level
         # during it is not known (voice.interruptions).
-        self._voice_level = voice_level(self._turn_audio) or self._voice_level
+        level = voice_level(self._turn_audio)
+        self._voice_level = self._voice_level if level is None else level
         turn = UserTurn(item, self._turn_audio, times,
                         speech_s=None if start is None else (at - start) / ASR_RATE)
         speculation, self._speculation = self._speculation, None
