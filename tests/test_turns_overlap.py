@@ -112,14 +112,18 @@ def test_no_resume_when_the_user_speaks_again_or_the_policy_says_not_to() -> Non
     play([*cut, ("nothing_heard", ("reply2",), [], S, IDLE)], TurnPolicy(resume=False))
 
 
+# Speech over reply1's last words (it plays until 170 000); the looks so far heard echo.
+OVER_THE_LAST_WORDS = [*REPLYING,
+                       ("reply_ended", ("reply1",), [], S, IDLE),
+                       ("speech_started", (150_000,), [OverlapStarted(150_000)], L, IDLE),
+                       ("overlap_heard", (False, 600), [], L, IDLE)]
+
+
 def test_a_look_at_speech_that_stopped_with_the_replys_echo_cuts_nothing() -> None:
     # reply1 plays until 170 000 (its echo 4 800 more); the speech over its last words
     # stopped with its echo. A look once it is over hears the echo again, garbled: no turn
     # from it; the whole is judged when the speech ends.
-    play([*REPLYING,
-          ("reply_ended", ("reply1",), [], S, IDLE),
-          ("speech_started", (150_000,), [OverlapStarted(150_000)], L, IDLE),
-          ("overlap_heard", (False, 600), [], L, IDLE),  # the looks so far heard echo
+    play([*OVER_THE_LAST_WORDS,
           ("speech_paused", (172_000,), [OverlapPaused(150_000, 172_000)], L, IDLE),
           ("audio", (160_000,), [], L, IDLE),  # now 176 000
           ("overlap_heard", (True, 26_000), [], L, IDLE),
@@ -128,10 +132,7 @@ def test_a_look_at_speech_that_stopped_with_the_replys_echo_cuts_nothing() -> No
 
 
 def test_a_look_at_speech_that_goes_on_after_the_replys_echo_makes_it_a_turn() -> None:
-    play([*REPLYING,
-          ("reply_ended", ("reply1",), [], S, IDLE),
-          ("speech_started", (150_000,), [OverlapStarted(150_000)], L, IDLE),
-          ("overlap_heard", (False, 600), [], L, IDLE),  # the looks so far heard echo
+    play([*OVER_THE_LAST_WORDS,
           ("speech_paused", (190_000,), [OverlapPaused(150_000, 190_000)], L, IDLE),
           ("audio", (180_000,), [], L, IDLE),  # now 196 000
           ("overlap_heard", (True, 46_000), [UserTurnStarted(150_000)], L, IDLE)], GUARD)
