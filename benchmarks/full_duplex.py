@@ -35,7 +35,8 @@ reply audio sent"; 0 when all of it had come before the sound).
 
 Configurations: today's behaviour (``guard off, no AEC``) against ``AEC + guard``, in the same
 run, on the same server, and a few others with ``--configs`` (``noduck``: AEC + guard with
-``duck_db: 0``, the guard as it was before ducking; ``hold``: AEC + guard, holding). Prints
+``duck_db: 0``, the guard as it was before ducking; ``hold``: AEC + guard, holding;
+``holdnoaec``: the guard holding on laptop speakers without a canceller). Prints
 one line per reply and a summary table (medians, p90).
 """
 
@@ -137,6 +138,7 @@ async def one_reply(url: str, config: Config, scenario: str, language: str,
         await ws.send(json.dumps({"type": "session.update", "session": {
             "type": "realtime", "instructions": INSTRUCTIONS, "max_output_tokens": 80,
             "interruption": {"guard": config.guard, "hold": config.hold,
+                             "echo_cancelled": config.aec or config.headset,
                              **({} if config.duck else {"duck_db": 0})}}}))
 
         async def receive() -> None:
@@ -284,7 +286,8 @@ async def main_async(args: argparse.Namespace) -> int:
                "guard": Config("guard, no AEC", False, True),
                "aec": Config("AEC, guard off", True, False),
                "noduck": Config("AEC + guard, no duck", True, True, duck=False),
-               "hold": Config("AEC + guard, hold", True, True, hold=True)}
+               "hold": Config("AEC + guard, hold", True, True, hold=True),
+               "holdnoaec": Config("guard, no AEC, hold", False, True, hold=True)}
     english = spoken("en", QUESTIONS["en"])
     outcomes: list[Outcome] = []
 
@@ -359,7 +362,7 @@ def summarize(outcomes: list[Outcome]) -> None:
               f"| {last_timing} |")
 
 
-CONFIG_NAMES = ("today", "both", "guard", "aec", "noduck", "hold")
+CONFIG_NAMES = ("today", "both", "guard", "aec", "noduck", "hold", "holdnoaec")
 
 
 def played_on(group: list[Outcome]) -> str:

@@ -139,11 +139,14 @@ def test_interruption_settings_are_checked_and_shown_once_changed() -> None:
         assert "interruption" not in h.of("session.updated")[-1].fields["session"]
         await h.session.handle(SessionUpdate("e2", {"interruption": {"min_speech_ms": -1}}))
         await h.session.handle(SessionUpdate("e3", {"interruption": {"backchannels": "x"}}))
+        await h.session.handle(SessionUpdate("e3b", {"interruption": {"echo_cancelled": 1}}))
         assert [e.fields["error"]["param"] for e in h.of("error")] == [
-            "session.interruption.min_speech_ms", "session.interruption.backchannels"]
+            "session.interruption.min_speech_ms", "session.interruption.backchannels",
+            "session.interruption.echo_cancelled"]
         await h.session.handle(SessionUpdate("e4", {"interruption": {"guard": False}}))
         shown = h.of("session.updated")[-1].fields["session"]["interruption"]
         assert shown["guard"] is False and shown["resume"] is True
+        assert shown["echo_cancelled"] is False
         assert h.session.turns.policy.guard is False
     run(scenario)
 

@@ -15,6 +15,7 @@ from tests.test_session import Harness, run
 from tests.test_session_duplex import (
     STORY,
     noise,
+    speech_starts,
     replying,
     speaking_over_a_quiet_microphone,
 )
@@ -292,3 +293,34 @@ def test_only_one_or_two_words_count_from_the_last_look_that_heard_nothing() -> 
     assert guard._speech_ms(overlap, RATE, Judgement(Verdict.USER, sure=True)) == 1000
     assert guard._speech_ms(overlap, RATE, Judgement(Verdict.USER, sure=False)) == 200
     assert guard._speech_ms(overlap, RATE) == 200  # the whole speech's, before its words
+
+
+@pytest.mark.parametrize(("rms", "echo_cancelled", "held"), [
+    (0.3, True, True),  # the user's voice, in a microphone that does not hear the reply
+    (0.3, False, False),  # ... that may: on laptop speakers the reply's echo comes as near
+    (0.06, True, False),  # 25 dB below the question's voice: a canceller's leak of the reply
+])
+def test_in_the_replys_first_moments_a_voice_near_the_users_holds_it_where_echo_is_cancelled(
+        rms: float, echo_cancelled: bool, held: bool) -> None:
+    # No quiet level is known in the reply's first 0.8 s: the user's own voice, heard in
+    # their question, says what a voice of its own is.
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"),
+                                     ("That's what we're doing.", "en"), ("", "en")]),
+                    FakeChat([STORY, "We are talking."]))
+        await h.session.handle(SessionUpdate("e1", {"type": "realtime", "interruption": {
+            "hold": True, "echo_cancelled": echo_cancelled}}))
+        await h.send_audio(np.concatenate([tone(0.6, amplitude=0.9), silence(0.7)]))
+        await h.wait_for(lambda: len(h.of("response.output_audio.delta")) >= 3)
+        await h.send_audio(np.concatenate([noise(1.0, rms), silence(0.8)]))
+        cut = rms > 0.1
+        await h.wait_done(2 if cut else 1)
+        assert speech_starts(h) == (2 if cut else 1)
+        if held:  # held at once, then cut by the words
+            assert buffer_events(h) == ["input_audio_buffer.speech_started",
+                                        "output_audio_buffer.duck",
+                                        "input_audio_buffer.speech_started"]
+            assert h.of("output_audio_buffer.duck")[0].fields["hold"] is True
+        else:
+            assert "output_audio_buffer.duck" not in h.types()
+    run(scenario)

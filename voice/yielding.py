@@ -2,13 +2,15 @@
 
 A mixin of :class:`~voice.session.Session`, beside :class:`~voice.interruptions.Interruptions`
 (which judges the sound). Where the microphone was quiet while the reply played, a voice that
-stands out from that level (``voice.ducking``) makes the session ask the client to duck the
-reply (``output_audio_buffer.duck``), or, where the client asked for it
-(``session.interruption.hold``), to hold it: playback pauses where it is, and the server's
-count of what was played stops with it. The reply is restored (``unduck``) once the sound is
-judged no interruption: a ducked one when the speech ends, a held one once its words are
-judged, or sooner, at the speech's first pause, when a look at it so far hears nothing of the
-user's. After such a release only a voice that rises again can make the overlap the user's.
+stands out from that level (``voice.ducking``), or before that level is known (the reply's
+first 0.8 s), one that comes near the user's own voice where the client cancels the reply's
+echo, makes the session ask the client to duck the reply (``output_audio_buffer.duck``),
+or, where the client asked for it (``session.interruption.hold``), to hold it: playback
+pauses where it is, and the server's count of what was played stops with it. The reply is
+restored (``unduck``) once the sound is judged no interruption: a ducked one when the speech
+ends, a held one once its words are judged, or sooner, at the speech's first pause, when a
+look at it so far hears nothing of the user's. After such a release only a voice that rises
+again can make the overlap the user's.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Yielding:
     _quick_options: Callable[[], TranscribeOptions]
     _judge: Callable[[Transcript, np.ndarray, int, int], Judgement]
     _speech_ms: Callable[[Overlap, int, Judgement | None], int]
+    _as_loud_as_the_user: Callable[[Overlap, int], bool]
 
     @property
     def config(self) -> SessionConfig:
@@ -61,14 +64,16 @@ class Yielding:
         """After each audio frame: ask the client to duck the reply once the speech over it
         stands out from what the microphone heard while the reply played (voice.ducking)."""
         overlap = self._overlap
-        if (overlap is None or overlap.floor is None or overlap.ducked is not None
-                or overlap.released_at is not None
+        if (overlap is None or overlap.ducked is not None or overlap.released_at is not None
                 or not self.config.interruption.duck_db or self.turns.overlap != overlap.start):
             return
-        if not stands_out(self._mic_levels, overlap.start, self.turns.now, overlap.floor):
-            return
         reply = self._playing_reply()
-        if reply is None:
+        if reply is None or reply.audible_at is None:
+            return
+        if overlap.floor is not None:
+            if not stands_out(self._mic_levels, overlap.start, self.turns.now, overlap.floor):
+                return
+        elif not self._near_voice_alone(overlap):
             return
         overlap.ducked = reply
         hold = overlap.held = self.config.interruption.hold
@@ -80,6 +85,16 @@ class Yielding:
         await self._emit(OutputAudioDuck(
             reply.response_id, -float(self.config.interruption.duck_db),
             (overlap.start - self._detector_origin) * 1000 // ASR_RATE, hold))
+
+    def _near_voice_alone(self, overlap: Overlap) -> bool:
+        """Where no floor is known (the reply's first moments): whether the speech over it
+        came near the user's voice in their last turn (voice.ducking.near_voice), in a
+        microphone the client says does not hear the reply (``session.interruption.
+        echo_cancelled``: on laptop speakers without a canceller the reply's echo comes as
+        near, and each hold would pause the reply for its own echo). Without a voice known,
+        nothing tells a sound of its own from the reply's yet."""
+        return (self.config.interruption.echo_cancelled and overlap.voice is not None
+                and self._as_loud_as_the_user(overlap, self.turns.now))
 
     def _keep_held(self) -> None:
         """After each audio frame: a reply the client holds plays on later by as much."""

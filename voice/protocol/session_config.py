@@ -73,7 +73,10 @@ class Interruption:
     the client is asked to play the reply this many dB quieter (``output_audio_buffer.duck``;
     0: never). ``hold``: the client says it pauses the reply instead (the duck event then
     says ``hold``) and goes on from where it paused once the speech was no interruption; the
-    server's count of what was played stops meanwhile."""
+    server's count of what was played stops meanwhile. ``echo_cancelled``: the client says
+    its microphone does not hear the reply (an echo canceller, or a headset), so in the
+    reply's first moments, before a quiet level is known, speech as loud as the user's own
+    voice ducks or holds it too."""
 
     guard: bool = True
     min_speech_ms: int = 250
@@ -82,6 +85,7 @@ class Interruption:
     resume: bool = True
     duck_db: int = 18
     hold: bool = False
+    echo_cancelled: bool = False
 
     def to_json(self) -> JsonObject:
         return dataclasses.asdict(self)
@@ -215,8 +219,9 @@ def _interruption(value: Any, current: Interruption, event_id: str | None) -> In
         raise ProtocolError("invalid_type", f"{path} must be an object", event_id=event_id,
                             param=path)
     changes: dict[str, Any] = {}
-    for key, kind in (("guard", bool), ("resume", bool), ("hold", bool), ("min_speech_ms", int),
-                      ("max_wait_ms", int), ("backchannels", str), ("duck_db", int)):
+    for key, kind in (("guard", bool), ("resume", bool), ("hold", bool),
+                      ("echo_cancelled", bool), ("min_speech_ms", int), ("max_wait_ms", int),
+                      ("backchannels", str), ("duck_db", int)):
         found = get_field(value, key, kind, event_id, f"{path}.{key}")
         if found is not UNSET:
             changes[key] = found
