@@ -108,3 +108,20 @@ def test_a_held_playback_buffer_fades_out_over_one_block_then_keeps_its_place() 
     assert out[0] == 0 and out[-1] == 1000 and (np.diff(out) >= 0).all()
     buffer.read_into(out)
     assert (out == 1000).all() and buffer.pending == 0
+
+
+@pytest.mark.parametrize("cancelled", [True, False])
+def test_voice_mic_tells_the_service_whether_it_cancels_the_replys_echo(cancelled: bool) -> None:
+    # The service then holds the reply for a voice over its first moments too.
+    with fake_server([], []) as server:
+        async def scenario() -> None:
+            audio = FakeAudio(rate=RATE)
+            audio.echo_cancelled = cancelled
+            async with running_app(Options(url=url_of(server)), audio) as run_:
+                await until(lambda: any(e.type == "session.updated" for e in run_.events), 10,
+                            "the session's settings")
+                updated = next(e for e in run_.events if e.type == "session.updated")
+                interruption = updated.fields["session"]["interruption"]
+                assert interruption["echo_cancelled"] is cancelled
+                assert interruption["hold"] is True
+        run(scenario)

@@ -19,10 +19,12 @@ from tests.test_session_duplex import (
     replying,
     speaking_over_a_quiet_microphone,
 )
+from voice.ducking import MicLevels
 from voice.interruptions import Interruptions, Overlap
 from voice.overlap import LOUDNESS_HZ, SILENT, Judgement, Verdict
 from voice.protocol import SessionUpdate
 from voice.reply_audio import ReplyAudio
+from voice.yielding import Yielding
 
 RATE = 16_000  # media time: samples at 16 kHz
 
@@ -324,3 +326,22 @@ def test_in_the_replys_first_moments_a_voice_near_the_users_holds_it_where_echo_
         else:
             assert "output_audio_buffer.duck" not in h.types()
     run(scenario)
+
+
+@pytest.mark.parametrize(("after_release", "voiced"), [
+    (0.005, False),  # 26 dB under the user's voice: the leak of the reply playing on
+    (0.1, True),  # the user's voice again
+])
+def test_after_a_held_reply_plays_on_in_its_first_moments_only_the_users_voice_again_counts(
+        after_release: float, voiced: bool) -> None:
+    # No floor known: a "sim" near the user's voice held the reply, which played on at its
+    # pause; what the canceller lets through of it after that is not more of the user.
+    rng = np.random.default_rng(4)
+    levels = MicLevels()
+    sound = np.concatenate([rng.normal(0, 0.1, 6400), rng.normal(0, after_release, 9600)])
+    for end in range(320, sound.size + 1, 320):
+        levels.add(sound[end - 320:end].astype(np.float32), end)
+    yielding = Yielding()
+    yielding._mic_levels = levels
+    overlap = Overlap(start=0, voice=-2.0, released_at=6400)  # -20 dBFS, released at 0.4 s
+    assert yielding._voiced_since_release(overlap, sound.size) is voiced

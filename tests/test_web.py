@@ -54,6 +54,7 @@ STATE_JS = """() => {
             transcripts: s.transcripts, replyAudioSamples: s.replyAudioSamples,
             sentAudioMs: s.sentAudioMs, partials: s.partials.length,
             truncations: s.truncations, truncated: s.truncated, ducks: s.ducks,
+            interruption: s.interruption,
             turns: s.turns.map(t => ({responseId: t.responseId, status: t.status,
                                      language: t.language, text: t.text, itemId: t.itemId,
                                      latency: t.latency, audioSamples: t.audioSamples,
@@ -205,6 +206,9 @@ def test_a_spoken_question_gets_a_spoken_reply_in_the_page(
         # The browser applies the echo cancellation and noise suppression the page asks for.
         detail = page.get_by_test_id("audio-detail").inner_text()
         assert "echo cancellation on" in detail and "noise suppression on" in detail, detail
+        # ... and tells the service so: a voice over a reply's first moments pauses it too.
+        assert state["interruption"]["echo_cancelled"] is True, context_info
+        assert state["interruption"]["hold"] is True, context_info
 
         page.get_by_test_id("start-button").click()  # Stop
         page.wait_for_function("() => window.voiceState.connection === 'closed'")

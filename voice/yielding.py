@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 
 from asr.transcript import TranscribeOptions, Transcript
-from voice.ducking import MicLevels, stands_out
+from voice.ducking import MicLevels, near_voice, stands_out
 from voice.interruptions import ASR_RATE, LOOK_S, Overlap
 from voice.overlap import Judgement, Verdict, settled
 from voice.ports import Engines, SpeechDetector
@@ -170,8 +170,13 @@ class Yielding:
 
     def _voiced_since_release(self, overlap: Overlap, upto: int) -> bool:
         """Whether a voice stood out again (voice.ducking) since the held reply played on at
-        the overlap's pause; if not, what was heard since is the reply's residual echo (the
-        client's canceller re-adapting after the user's sound), not more of the user."""
-        if overlap.released_at is None or overlap.floor is None:
+        the overlap's pause, or where no floor is known, came near the user's voice again;
+        if not, what was heard since is the reply's residual echo (the client's canceller
+        re-adapting after the user's sound), not more of the user."""
+        if overlap.released_at is None:
             return True
-        return stands_out(self._mic_levels, overlap.released_at, upto, overlap.floor)
+        if overlap.floor is not None:
+            return stands_out(self._mic_levels, overlap.released_at, upto, overlap.floor)
+        if overlap.voice is not None:
+            return near_voice(self._mic_levels, overlap.released_at, upto, overlap.voice)
+        return True

@@ -187,7 +187,8 @@ class MicApp:
                                    language=options.language, instructions=options.instructions,
                                    tools=[*(self.tools.definitions() if self.tools else []),
                                           *mcp_servers(options.mcp)] or None,
-                                   interruption={"hold": options.hold})
+                                   interruption={"hold": options.hold,
+                                                 "echo_cancelled": self.audio.echo_cancelled})
         except Exception as error:  # the connection closed right away
             return describe_close(client, error)
         while not self._mic.empty():  # nothing recorded while offline is sent

@@ -34,10 +34,12 @@ class AudioDevice(Protocol):
     drops everything queued and returns ``played_samples`` at that moment. ``duck`` sets the
     volume of what plays from now on (1.0: full; the server's ``output_audio_buffer.duck``);
     ``hold`` pauses playback where it is (a short fade, nothing dropped) or goes on.
+    ``echo_cancelled``: what the speaker plays is taken out of what the microphone hears.
     """
 
     input_rate: int
     output_rate: int
+    echo_cancelled: bool
 
     def start(self, on_input: InputCallback) -> None: ...
 
@@ -210,6 +212,7 @@ class BufferedOutput:
     """Playback through a :class:`PlaybackBuffer` that an output callback drains."""
 
     _buffer: PlaybackBuffer
+    echo_cancelled = False
 
     def play(self, samples: np.ndarray) -> int:
         return self._buffer.push(samples)
@@ -266,6 +269,7 @@ class SoundDeviceAudio(BufferedOutput):
             decibels = self_test(self.input_rate)
             if decibels >= 10:
                 self.echo = EchoCanceller(self.input_rate)
+                self.echo_cancelled = True
                 self.echo_note = (f"echo cancellation on (WebRTC; {decibels:.0f} dB off a test "
                                   "echo)")
             else:

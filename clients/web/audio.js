@@ -27,10 +27,10 @@ export async function startAudio(onChunk) {
   sink.gain.value = 0;
   source.connect(node).connect(sink).connect(ctx.destination);
   if (ctx.state !== "running") await ctx.resume();
-  audio = {ctx, stream, source, node, sink};
   // Whether the browser really applies its echo cancellation and noise suppression (asked for
   // above): on laptop speakers the reply must not come back as the user talking.
   const settings = stream.getAudioTracks()[0]?.getSettings?.() ?? {};
+  audio = {ctx, stream, source, node, sink, echoCancelled: settings.echoCancellation === true};
   const onOff = (value) => (value ? "on" : "off");
   $("audio-detail").textContent = `microphone at ${ctx.sampleRate / 1000} kHz, resampled here; `
     + `echo cancellation ${onOff(settings.echoCancellation)}, `

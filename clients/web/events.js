@@ -25,6 +25,7 @@ export function onEvent(event) {
       voiceState.sessionId = event.session && event.session.id;
       break;
     case "session.updated":
+      voiceState.interruption = event.session?.interruption ?? null;
       if (markSessionReady()) setActivity("listening");
       break;
     case "input_audio_buffer.speech_started":

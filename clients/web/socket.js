@@ -1,6 +1,7 @@
 // The websocket to /v1/realtime: connecting (and explaining a refusal), sending client events,
 // and sending microphone audio, queued while the session is being set up.
 
+import {audio} from "./audio.js";
 import {base64FromBytes, BINARY, openSocket, RATE} from "./protocol.js";
 import {voiceState} from "./state.js";
 import {setConnection} from "./view.js";
@@ -68,8 +69,9 @@ export function connect(key, {onEvent, onDropped}) {
           output: {format: {type: "audio/pcm", rate: RATE}},
         },
         // Pause the reply while a sound over it is judged; on from there if it was no
-        // interruption (docs/protocol.md, "Speech over a reply").
-        interruption: {hold: true},
+        // interruption. With the browser's echo cancellation on, a voice as loud as the
+        // user's pauses it in its first moments too (docs/protocol.md, "Speech over a reply").
+        interruption: {hold: true, echo_cancelled: Boolean(audio?.echoCancelled)},
       }});
       resolve();
     };

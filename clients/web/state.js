@@ -16,6 +16,7 @@ export const voiceState = {
   truncated: [], // confirmed by the server: {itemId, audioEndMs}
   backchannels: [], // said over a reply without interrupting it: {transcript, language}
   ducks: [], // output_audio_buffer.duck events: {responseId, gainDb}
+  interruption: null, // the session's interruption settings, as session.updated shows them
   replyAudioSamples: 0,
   sentAudioMs: 0,
   events: 0,
