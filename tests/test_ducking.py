@@ -11,6 +11,7 @@ from voice.ducking import (
     MicLevels,
     floor_level,
     near_voice,
+    near_voice_span_ms,
     stands_out,
     voice_level,
     voice_span_ms,
@@ -152,3 +153,9 @@ def test_a_sound_is_near_the_users_voice_within_fifteen_db_of_it(amplitude: floa
                                                                  near: bool) -> None:
     levels = levels_of((0.001, 500), (amplitude, 400))
     assert near_voice(levels, 0, 900 * MS, voice=-2.0) is near
+
+
+def test_a_voice_near_the_users_lasts_from_its_first_to_its_last_loud_moment() -> None:
+    # A "certo" (0.3 s, 6 dB under the user's voice) and the quiet leak around it.
+    levels = levels_of((0.005, 500), (0.05, 300), (0.005, 900))
+    assert near_voice_span_ms(levels, 0, 1700 * MS, voice=-2.0) == pytest.approx(300, abs=20)

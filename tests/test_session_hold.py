@@ -15,15 +15,15 @@ from tests.test_session import Harness, run
 from tests.test_session_duplex import (
     STORY,
     noise,
-    speech_starts,
     replying,
     speaking_over_a_quiet_microphone,
+    speech_starts,
 )
 from voice.ducking import MicLevels
-from voice.interruptions import Interruptions, Overlap
 from voice.overlap import LOUDNESS_HZ, SILENT, Judgement, Verdict
 from voice.protocol import SessionUpdate
 from voice.reply_audio import ReplyAudio
+from voice.speech_over import Overlap
 from voice.yielding import Yielding
 
 RATE = 16_000  # media time: samples at 16 kHz
@@ -286,15 +286,13 @@ def test_the_words_over_a_reply_count_from_the_last_look_that_heard_nothing(
 def test_only_one_or_two_words_count_from_the_last_look_that_heard_nothing() -> None:
     # A sentence's first looks often hear nothing too; its words, once three or more, are
     # as long as the speech (the VAD's here: no quiet level was measured).
-    guard = Interruptions()
-    guard.turns = SimpleNamespace(  # type: ignore[assignment]
-        overlap=0, overlap_speech_ms=lambda upto: upto * 1000 // RATE)
     overlap = Overlap(start=0)
     overlap.heard(Judgement(Verdict.NOTHING), int(0.8 * RATE))
     overlap.heard(Judgement(Verdict.USER, sure=True), RATE)
-    assert guard._speech_ms(overlap, RATE, Judgement(Verdict.USER, sure=True)) == 1000
-    assert guard._speech_ms(overlap, RATE, Judgement(Verdict.USER, sure=False)) == 200
-    assert guard._speech_ms(overlap, RATE) == 200  # the whole speech's, before its words
+    levels, vad_ms = MicLevels(), 1000
+    assert overlap.speech_ms(levels, RATE, vad_ms, Judgement(Verdict.USER, sure=True)) == 1000
+    assert overlap.speech_ms(levels, RATE, vad_ms, Judgement(Verdict.USER, sure=False)) == 200
+    assert overlap.speech_ms(levels, RATE, vad_ms) == 200  # the whole speech's, before its words
 
 
 @pytest.mark.parametrize(("rms", "echo_cancelled", "held"), [
@@ -345,3 +343,24 @@ def test_after_a_held_reply_plays_on_in_its_first_moments_only_the_users_voice_a
     yielding._mic_levels = levels
     overlap = Overlap(start=0, voice=-2.0, released_at=6400)  # -20 dBFS, released at 0.4 s
     assert yielding._voiced_since_release(overlap, sound.size) is voiced
+
+
+@pytest.mark.parametrize(("seconds", "cut"), [(0.4, False), (1.0, True)])
+def test_in_the_replys_first_moments_a_short_sentence_in_a_short_voice_does_not_cut_it(
+        seconds: float, cut: bool) -> None:
+    # As where a floor is known: whisper made "Here we go." of a "certo" and the leak of a
+    # reply's first words around it; the voice near the user's lasted 0.4 s.
+    async def scenario() -> None:
+        h = Harness(FakeTranscriber([("Tell me a story", "en"), ("In the end, Rome.", "en")]),
+                    FakeChat([STORY, "Rome is lovely."]))
+        await h.session.handle(SessionUpdate("e1", {"type": "realtime", "interruption": {
+            "hold": True, "echo_cancelled": True}}))
+        await h.send_audio(np.concatenate([tone(0.6, amplitude=0.9), silence(0.7)]))
+        await h.wait_for(lambda: len(h.of("response.output_audio.delta")) >= 3)
+        await h.send_audio(np.concatenate([noise(seconds, 0.3), silence(0.8)]))
+        await h.wait_done(2 if cut else 1)
+        statuses = [e.fields["response"]["status"] for e in h.of("response.done")]
+        assert statuses == (["cancelled", "completed"] if cut else ["completed"])
+        assert bool(h.of("input_audio_buffer.backchannel")) is not cut
+        assert h.of("output_audio_buffer.duck")[0].fields["hold"] is True
+    run(scenario)

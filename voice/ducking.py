@@ -128,14 +128,20 @@ def voiced_ms(levels: MicLevels, speech_start: int, now: int, floor: float) -> i
     return int(np.count_nonzero(speech >= floor + RISE)) * 1000 // LOUDNESS_HZ
 
 
+def _span_ms(levels: MicLevels, speech_start: int, now: int, threshold: float) -> int:
+    """From the first to the end of the last 10 ms at least ``threshold`` loud in the speech
+    that began at media time ``speech_start``, by ``now``."""
+    loud = np.flatnonzero(levels.between(speech_start, now) >= threshold)
+    return int(loud[-1] + 1 - loud[0]) * 1000 // LOUDNESS_HZ if loud.size else 0
+
+
 def voice_span_ms(levels: MicLevels, speech_start: int, now: int, floor: float) -> int:
     """How long a voice of its own lasted in the speech that began at media time
     ``speech_start`` (the VAD's, padding included), by ``now``: from the first to the end of
     the last 10 ms that stood :data:`RISE` above ``floor``. The VAD's speech starts with its
     padding and may go on for seconds after a "genau" (the echo canceller lets some of the
     reply through while it re-adapts to the room after the user's sound); this does not."""
-    loud = np.flatnonzero(levels.between(speech_start, now) >= floor + RISE)
-    return int(loud[-1] + 1 - loud[0]) * 1000 // LOUDNESS_HZ if loud.size else 0
+    return _span_ms(levels, speech_start, now, floor + RISE)
 
 
 def stands_out(levels: MicLevels, speech_start: int, now: int, floor: float) -> bool:
@@ -161,3 +167,10 @@ def near_voice(levels: MicLevels, speech_start: int, now: int, voice: float) -> 
     speech = levels.between(speech_start, now)
     loud_ms = int(np.count_nonzero(speech >= voice - VOICE_RANGE)) * 1000 // LOUDNESS_HZ
     return loud_ms >= STAND_OUT_MS
+
+
+def near_voice_span_ms(levels: MicLevels, speech_start: int, now: int, voice: float) -> int:
+    """How long a voice near the user's (:func:`near_voice`) lasted in the speech that began
+    at media time ``speech_start``, by ``now``, as :func:`voice_span_ms` where no floor is
+    known."""
+    return _span_ms(levels, speech_start, now, voice - VOICE_RANGE)

@@ -27,11 +27,10 @@ import numpy as np
 
 from asr.transcript import TranscribeOptions, Transcript
 from voice.conversation import Conversation, Item
-from voice.ducking import MicLevels, floor_level, near_voice, stands_out, voice_span_ms
+from voice.ducking import MicLevels, floor_level
 from voice.overlap import (
     Judgement,
     Verdict,
-    confirms,
     fold,
     follows_recent,
     is_backchannel,
@@ -50,6 +49,7 @@ from voice.protocol import (
 from voice.reply import Reply, Resume
 from voice.reply_settings import ReplySettings
 from voice.schedulers import Priority
+from voice.speech_over import Overlap
 from voice.turn_effects import (
     Backchannel,
     Effect,
@@ -72,56 +72,6 @@ ECHO_BEFORE_MS, ECHO_AFTER_MS = 2000, 1500
 # least the shortest came after the reply's first audio (voice.overlap.follows_recent).
 ECHO_WINDOWS_S = (0.6, 1.5)
 LOOK_S = 3  # a quick look hears at most the latest seconds of the speech
-
-
-@dataclasses.dataclass
-class Overlap:
-    """Unconfirmed speech over the reply, and the quick decodes of it."""
-
-    start: int
-    judged_until: int = 0  # media time up to which audio was last sent to be judged
-    decoding: asyncio.Future[object] | None = None
-    judgements: list[Judgement] = dataclasses.field(default_factory=list)
-    floor: float | None = None  # the microphone's level before it (voice.ducking)
-    # Without that level: the user's voice in their last turn, and whether a sound near it
-    # was heard (voice.ducking.near_voice).
-    voice: float | None = None
-    near_voice: bool = False
-    voiced: bool = False  # a voice of its own stood out of that level (voice.ducking)
-    ducked: Reply | None = None  # the reply whose playback it ducked (or held)
-    held: bool = False  # held rather than ducked (session.interruption.hold)
-    released_at: int | None = None  # played on at its pause, before it ended (media time)
-    pause_verdict: Verdict | None = None  # ... for what was said up to that pause
-    # Media time up to which every look heard nothing, until one heard words (0: none yet).
-    quiet_until: int = 0
-    words_heard: bool = False
-
-    def heard(self, judgement: Judgement, upto: int) -> None:
-        """Note a look at the speech up to media time ``upto``: while the looks hear nothing
-        (a leak of the reply's echo, noise, a breath), the words to come have not begun."""
-        if self.words_heard:
-            return
-        if judgement.verdict is Verdict.NOTHING:
-            self.quiet_until = max(self.quiet_until, upto)
-        else:
-            self.words_heard = True
-
-    def words_ms(self, upto: int) -> int | None:
-        """How long the words can have lasted by ``upto``: since the last look that heard
-        nothing before them (None: no look heard nothing first)."""
-        if not self.quiet_until:
-            return None
-        return max(0, upto - self.quiet_until) * 1000 // ASR_RATE
-
-    def user(self, judgement: Judgement, speech_ms: int) -> bool:
-        """Whether this look, after ``speech_ms`` of speech (of the voice, once one stood out
-        of the microphone's level during the reply: :attr:`voiced`), makes it the user's
-        (:func:`voice.overlap.confirms`). Where that level is known, the rules for a voice
-        apply from the start, to the VAD's speech until a voice stands out: a first look at
-        0.35 s may hear a sentence in a "sim" before its voice has stood out for 120 ms, and
-        a voice too soft to stand out still interrupts once it has lasted 0.8 s."""
-        return confirms(judgement, self.judgements[-1] if self.judgements else None, speech_ms,
-                        voiced=self.floor is not None)
 
 
 class Interruptions:
@@ -203,40 +153,11 @@ class Interruptions:
                      follows_reply=similarity)
 
     def _speech_ms(self, overlap: Overlap, upto: int, judgement: Judgement | None = None) -> int:
-        """How long the speech over the reply has lasted by media time ``upto``: the VAD's
-        speech (to its end, once it ended), or where the microphone was quiet during the
-        reply (``overlap.floor``) and a voice stood out of it (``overlap.voiced``, noted here;
-        a voice too soft to stand out keeps the VAD's), its voice's (voice.ducking.
-        voice_span_ms: residual echo after a backchannel keeps the VAD going, and looks
-        hearing words in it would cut);
-        and for one or two words (``judgement`` not sure, or none yet), no longer than since
-        the looks last heard nothing before the first words (a leak of the reply's own echo
-        can start the speech, and hold the reply, ~0.5 s before a "sim": the word alone is
-        short; a sentence's first look often hears nothing, and its words are sure:
-        docs/benchmarks.md)."""
+        """How long the speech over the reply has lasted by media time ``upto``
+        (:meth:`Overlap.speech_ms`; the VAD's speech, or its voice's where that is known)."""
         vad_ms = (self.turns.overlap_speech_ms(upto) if self.turns.overlap == overlap.start
                   else (upto - overlap.start) * 1000 // ASR_RATE)
-        words_ms = overlap.words_ms(upto)
-        if words_ms is not None and (judgement is None or not judgement.sure):
-            vad_ms = min(vad_ms, words_ms)
-        if overlap.floor is None:
-            return vad_ms
-        if not overlap.voiced:
-            overlap.voiced = stands_out(self._mic_levels, overlap.start, upto, overlap.floor)
-            if not overlap.voiced:
-                return vad_ms
-        return min(vad_ms, voice_span_ms(self._mic_levels, overlap.start, upto, overlap.floor))
-
-    def _as_loud_as_the_user(self, overlap: Overlap, upto: int) -> bool:
-        """Whether the speech over the reply may be the user's by its loudness: where no
-        floor is known, some of it by ``upto`` came near the user's voice in their last turn
-        (``overlap.voice``; whisper makes sentences of what a canceller that has not
-        converged yet lets through of the reply, "That's what we're doing.", 20-28 dB below
-        the user's voice). Without a floor or a voice known, any speech may be."""
-        if overlap.voice is None or overlap.near_voice:
-            return True
-        overlap.near_voice = near_voice(self._mic_levels, overlap.start, upto, overlap.voice)
-        return overlap.near_voice
+        return overlap.speech_ms(self._mic_levels, upto, vad_ms, judgement)
 
     # -- while it lasts ---------------------------------------------------------------------
 
@@ -247,6 +168,7 @@ class Interruptions:
             overlap.floor = floor_level(self._mic_levels, at, reply.contour(), reply.audible_at)
         if overlap.floor is None:
             overlap.voice = self._voice_level
+            overlap.cancelled = self.config.interruption.echo_cancelled
         logger.debug("session %s: speech over the reply at %d; judging it (level before "
                      "it %s, the user's voice %s)", self.id, at, overlap.floor, overlap.voice)
 
@@ -281,9 +203,10 @@ class Interruptions:
         judgement = self._judge(transcript, audio, max(overlap.start, upto - audio.size), upto)
         overlap.heard(judgement, upto)
         heard_ms = (upto - overlap.start) * 1000 // ASR_RATE
+        # (its loudness is known up to now, past the look's)
         user = overlap.user(judgement, self._speech_ms(overlap, upto, judgement)) \
-            and self._voiced_since_release(overlap, upto) and self._as_loud_as_the_user(
-                overlap, self.turns.now)  # its loudness is known up to now, past the look's
+            and self._voiced_since_release(overlap, upto) \
+            and overlap.loud_as_user(self._mic_levels, self.turns.now)
         overlap.judgements.append(judgement)
         logger.info("session %s: over the reply after %d ms: %r (log p %.2f, no speech %.2f) "
                     "-> %s%s", self.id, heard_ms, transcript.text,
@@ -333,7 +256,7 @@ class Interruptions:
                     and not self._voiced_since_release(overlap, audio_end)):
                 verdict = overlap.pause_verdict
             if (verdict is Verdict.USER and overlap is not None
-                    and not self._as_loud_as_the_user(overlap, audio_end)):
+                    and not overlap.loud_as_user(self._mic_levels, audio_end)):
                 logger.info("session %s: %r came nowhere near the user's voice: the reply's "
                             "echo", self.id, transcript.text)
                 verdict = Verdict.ECHO

@@ -28,7 +28,7 @@ from voice.conversation import Conversation, Item
 from voice.draft import Draft
 from voice.ducking import MicLevels
 from voice.endpointing import Endpointing
-from voice.interruptions import Interruptions, Overlap
+from voice.interruptions import Interruptions
 from voice.listening import BufferTooLongError, UserAudio
 from voice.mcp_client import McpConnector
 from voice.mcp_listing import SessionMcp
@@ -68,6 +68,7 @@ from voice.reply_audio import Gap
 from voice.reply_settings import ReplySettings
 from voice.replying import Replying
 from voice.session_settings import SessionDefaults, SessionLimitError, Settings
+from voice.speech_over import Overlap
 from voice.turn_effects import (
     CancelReply,
     Effect,

@@ -23,12 +23,13 @@ import numpy as np
 
 from asr.transcript import TranscribeOptions, Transcript
 from voice.ducking import MicLevels, near_voice, stands_out
-from voice.interruptions import ASR_RATE, LOOK_S, Overlap
+from voice.interruptions import ASR_RATE, LOOK_S
 from voice.overlap import Judgement, Verdict, settled
 from voice.ports import Engines, SpeechDetector
 from voice.protocol import OutputAudioDuck, OutputAudioUnduck, ServerEvent, SessionConfig
 from voice.reply import Reply
 from voice.schedulers import Priority
+from voice.speech_over import Overlap
 from voice.turn_effects import OverlapPaused
 from voice.turns import TurnTaker
 
@@ -54,7 +55,6 @@ class Yielding:
     _quick_options: Callable[[], TranscribeOptions]
     _judge: Callable[[Transcript, np.ndarray, int, int], Judgement]
     _speech_ms: Callable[[Overlap, int, Judgement | None], int]
-    _as_loud_as_the_user: Callable[[Overlap, int], bool]
 
     @property
     def config(self) -> SessionConfig:
@@ -93,8 +93,8 @@ class Yielding:
         echo_cancelled``: on laptop speakers without a canceller the reply's echo comes as
         near, and each hold would pause the reply for its own echo). Without a voice known,
         nothing tells a sound of its own from the reply's yet."""
-        return (self.config.interruption.echo_cancelled and overlap.voice is not None
-                and self._as_loud_as_the_user(overlap, self.turns.now))
+        return (overlap.cancelled and overlap.voice is not None
+                and overlap.loud_as_user(self._mic_levels, self.turns.now))
 
     def _keep_held(self) -> None:
         """After each audio frame: a reply the client holds plays on later by as much."""
