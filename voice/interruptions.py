@@ -13,7 +13,8 @@ transcript: the user's words become a turn (that transcript is kept for it), a b
 reported (``input_audio_buffer.backchannel``) and kept in the history if the client asked,
 echo and noise are dropped. ``ResumeReply`` starts a response that speaks the rest of a reply
 cut off by a turn that transcribed to nothing. A mixin of :class:`~voice.session.Session`;
-what the reply does meanwhile (ducked or held) is ``voice/yielding.py``.
+what the reply does meanwhile (ducked or held) is ``voice/yielding.py``, and what is known
+of one overlap (how long its voice has lasted) ``voice/speech_over.py``.
 """
 
 from __future__ import annotations
