@@ -121,11 +121,17 @@ def floor_level(levels: MicLevels, speech_start: int, reply: np.ndarray,
     return max(float(np.percentile(floor, FLOOR_PERCENTILE)), QUIETEST_FLOOR)
 
 
+def _loud_ms(levels: MicLevels, speech_start: int, now: int, threshold: float) -> int:
+    """How much of the speech that began at media time ``speech_start`` was, by ``now``, at
+    least ``threshold`` loud."""
+    speech = levels.between(speech_start, now)
+    return int(np.count_nonzero(speech >= threshold)) * 1000 // LOUDNESS_HZ
+
+
 def voiced_ms(levels: MicLevels, speech_start: int, now: int, floor: float) -> int:
     """How much of the speech that began at media time ``speech_start`` was, by ``now``, at
     least :data:`RISE` above ``floor`` (:func:`floor_level`)."""
-    speech = levels.between(speech_start, now)
-    return int(np.count_nonzero(speech >= floor + RISE)) * 1000 // LOUDNESS_HZ
+    return _loud_ms(levels, speech_start, now, floor + RISE)
 
 
 def _span_ms(levels: MicLevels, speech_start: int, now: int, threshold: float) -> int:
@@ -164,9 +170,7 @@ def near_voice(levels: MicLevels, speech_start: int, now: int, voice: float) -> 
     """Whether the speech that began at media time ``speech_start`` has, by ``now``, held
     :data:`STAND_OUT_MS` of sound within :data:`VOICE_RANGE` of ``voice`` (the user's voice,
     :func:`voice_level`)."""
-    speech = levels.between(speech_start, now)
-    loud_ms = int(np.count_nonzero(speech >= voice - VOICE_RANGE)) * 1000 // LOUDNESS_HZ
-    return loud_ms >= STAND_OUT_MS
+    return _loud_ms(levels, speech_start, now, voice - VOICE_RANGE) >= STAND_OUT_MS
 
 
 def near_voice_span_ms(levels: MicLevels, speech_start: int, now: int, voice: float) -> int:
