@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from clients.mic.console import (
 )
 from clients.mic.devices import AudioDevice, DeviceError, Resampler
 from clients.mic.options import Options
+from clients.mic.playback import Interruption, ReplyPlayback
 from clients.mic.tools import LocalTools, mcp_note, mcp_servers, ring_tone
 from voice.protocol import (
     AUDIO_RATES,
@@ -43,21 +43,6 @@ from voice.protocol import (
     TranscriptCompleted,
     TranscriptDelta,
 )
-
-
-@dataclasses.dataclass
-class _Reply:
-    response_id: str
-    start: int | None = None  # device position (played_samples) of its first sample
-    samples: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class Interruption:
-    response_id: str
-    played_ms: float  # how much of the reply the user heard
-    played_samples: int  # the device's played_samples when playback stopped
-
 
 _START, _STOP = "start", "stop"  # push-to-talk markers on the microphone queue
 _MAX_QUEUED_BLOCKS = 250  # 5 s of microphone audio; older blocks are dropped beyond that
@@ -88,11 +73,9 @@ class MicApp:
         self._talking = False  # push-to-talk: the user pressed Enter to talk
         self._turn_samples = 0
         self._mute_until = 0.0
-        self._reply: _Reply | None = None
+        self.playback = ReplyPlayback(audio, options.rate)
         self._active_response: str | None = None
-        self._dropped: set[str] = set()  # interrupted responses whose late audio is ignored
         self._expected_errors: collections.Counter[str] = collections.Counter()
-        self._out_resampler = Resampler(options.rate, audio.output_rate)
         self.tools = None if options.tools is None else LocalTools(options.tools, self._ring)
         # Observable state.
         self.connections = 0
@@ -178,7 +161,7 @@ class MicApp:
         options = self.options
         self.connections += 1
         self.session_ids.append(client.session_id)
-        self._reply = None
+        self.playback.new_connection()
         self._active_response = None
         self._talking = False
         try:
@@ -312,24 +295,17 @@ class MicApp:
         own estimate on cancel would otherwise overwrite the client's figure.
         """
         if cancel and self._active_response is not None:
-            self._dropped.add(self._active_response)
+            self.playback.drop(self._active_response)
             self._expected_errors["response_cancel_not_active"] += 1
             await client.cancel()
-        reply = self._reply
-        if reply is None or reply.start is None:
-            return
-        self._reply = None
-        self._dropped.add(reply.response_id)
-        if self.audio.played_samples >= reply.start + reply.samples:
-            return  # it had finished playing
-        played = self.audio.stop_playback()
-        heard = min(max(played - reply.start, 0), reply.samples)
-        played_ms = heard * 1000 / self.audio.output_rate
-        self.interruptions.append(Interruption(reply.response_id, played_ms, played))
+        interruption = self.playback.stop()
+        if interruption is None:
+            return  # nothing was playing
+        self.interruptions.append(interruption)
         self._expected_errors["item_not_found"] += 1  # the server may have dropped an empty item
-        await client.interrupt(played_ms)
+        await client.interrupt(interruption.played_ms)
         self.console.reply_end()
-        self.console.note(f"interrupted after {played_ms / 1000:.1f} s of the reply")
+        self.console.note(f"interrupted after {interruption.played_ms / 1000:.1f} s of the reply")
 
     async def _receive(self, client: VoiceClient) -> None:
         async for event in client.events():
@@ -362,18 +338,14 @@ class MicApp:
         elif isinstance(event, ResponseCreated):
             self._active_response = response_id_of(event)
         elif isinstance(event, AudioTranscriptDelta | TextDelta):
-            if event.response_id not in self._dropped:
+            if not self.playback.dropped(event.response_id):
                 console.reply_delta(event.delta)
         elif isinstance(event, AudioDelta):
-            self._play(event, client.output_rate)
+            self.playback.play(event, client.output_rate)
         elif isinstance(event, OutputAudioDuck | OutputAudioUnduck):
-            # Paused (or quieter, --duck) while the server judges a sound over the reply (the
-            # user, or only a backchannel, echo or noise); speech_started stops it if it was
-            # the user, unduck plays on from where it paused.
-            if self._reply is not None and self._reply.response_id == event.response_id:
-                duck = event if isinstance(event, OutputAudioDuck) else None
-                self.audio.hold(duck is not None and duck.hold)
-                self.audio.duck(1.0 if duck is None or duck.hold else 10 ** (duck.gain_db / 20))
+            # The server judges a sound over the reply (the user, or only a backchannel, echo
+            # or noise); speech_started stops the reply if it was the user.
+            self.playback.follow(event)
         elif isinstance(event, ResponseDone):
             self._finish(event)
         elif isinstance(event, Error):
@@ -385,22 +357,6 @@ class MicApp:
         elif isinstance(event, ItemTruncated):
             self.truncations.append(event.audio_end_ms)
 
-    def _play(self, event: AudioDelta, rate: int) -> None:
-        """Queue a piece of reply audio (PCM16 at ``rate``, the session's output rate)."""
-        if event.response_id in self._dropped:
-            return
-        reply = self._reply
-        if reply is None or reply.response_id != event.response_id:
-            reply = self._reply = _Reply(event.response_id)
-            self._out_resampler = Resampler(rate, self.audio.output_rate)
-            self.audio.duck(1.0)  # a new reply plays at full volume
-            self.audio.hold(False)
-        samples = self._out_resampler(event.samples())
-        position = self.audio.play(samples)
-        if reply.start is None:
-            reply.start = position
-        reply.samples += samples.size
-
     def _finish(self, event: ResponseDone) -> None:
         self.responses.append(event)
         response_id = response_id_of(event)
@@ -410,6 +366,6 @@ class MicApp:
         if event.status == "completed":
             if event.latency:
                 self.console.line(format_latency(event.latency))
-        elif response_id not in self._dropped:  # else "interrupted" was shown
+        elif not self.playback.dropped(response_id):  # else "interrupted" was shown
             reason = f": {event.reason.replace('_', ' ')}" if event.reason else ""
             self.console.note(f"reply {event.status}{reason}")
