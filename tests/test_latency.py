@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,8 @@ import pytest
 
 from clients import latency
 from clients.latency import server_load
+from clients.latency.runner import run_session
+from clients.latency.speech import Utterance
 from tests.fakes import FakeChat, FakeTranscriber, fake_engines
 from tests.live import running_server, url_of
 from voice.config import ServiceConfig
@@ -28,11 +32,15 @@ def fake_server() -> Iterator[VoiceServer]:
         yield server
 
 
+def tone(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (np.sin(2 * np.pi * 220 * t) * 0.5 * 32767).astype("<i2")
+
+
 @pytest.fixture(scope="module")
 def tone_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("wav") / "tone.wav"
-    t = np.arange(int(0.8 * 16000)) / 16000
-    samples = (np.sin(2 * np.pi * 220 * t) * 0.5 * 32767).astype("<i2")
+    samples = tone(0.8)
     with wave.open(str(path), "wb") as writer:
         writer.setnchannels(1)
         writer.setsampwidth(2)
@@ -208,3 +216,25 @@ def test_the_language_suite_runs_end_to_end_on_the_real_models(
     assert rows["en"]["reply_language_text"] == 1.0
     assert rows["en"]["reply_language_audio"] == 1.0
     assert code in (0, 1)  # a language whose speech is not understood gets no reply
+
+
+@pytest.mark.parametrize("pause_s", [0.5, None])
+def test_a_session_speaks_again_only_after_hearing_the_reply_out_unless_it_talks_over(
+    pause_s: float | None,
+) -> None:
+    # A reply of 3 s of audio (10 ms per character), written at once.
+    engines = fake_engines(FakeTranscriber([("What is the time?", "en")] * 4),
+                           FakeChat(["It is noon now. " * 19] * 4))
+    clip = Utterance("tone.wav", tone(0.8).astype(np.int16), speech_end=int(0.8 * 16000))
+    with running_server(ServiceConfig(port=0), engines,
+                        SessionDefaults(partial_interval_s=0)) as server:
+        first, second = asyncio.run(run_session(url_of(server), None, 0, [clip], 2, 10.0,
+                                                False, time.monotonic() + 60,
+                                                pause_s=pause_s))
+    assert first.outcome == second.outcome == "completed"
+    played = first.played_until()
+    assert played is not None and played > first.started_at
+    if pause_s is None:  # the next clip begins while the reply still plays
+        assert second.started_at < played
+    else:
+        assert second.started_at >= played + pause_s

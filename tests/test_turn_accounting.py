@@ -7,7 +7,12 @@ import base64
 
 import pytest
 
-from clients.latency.accounting import SessionLedger, playback_stalls, summarize_turns
+from clients.latency.accounting import (
+    SessionLedger,
+    playback_stalls,
+    played_until,
+    summarize_turns,
+)
 from tests.server_script import audio, created, done, replay, speech, started, stopped
 from voice.protocol import AudioDelta, Error, ProtocolError
 
@@ -210,3 +215,9 @@ def test_playback_stalls_ignore_gaps_shorter_than_a_frame_and_count_each_longer_
     # Gaps of 50 ms and 550 ms.
     assert playback_stalls([(0.0, 0.2), (0.25, 0.2), (1.0, 0.1)]) == (2, pytest.approx(600.0))
     assert playback_stalls([(0.0, 1.0), (0.1, 0.1), (0.2, 0.1)]) == (0, 0.0)
+
+
+def test_a_reply_has_played_when_its_last_delta_has_after_any_wait_for_a_late_one() -> None:
+    assert played_until([(1.0, 0.5)]) == pytest.approx(1.5)
+    assert played_until([(1.0, 0.5), (1.2, 0.5)]) == pytest.approx(2.0)  # queued behind
+    assert played_until([(1.0, 0.5), (3.0, 0.5)]) == pytest.approx(3.5)  # after a stall

@@ -97,6 +97,12 @@ class Turn:
         """Finished without a completed reply."""
         return self.outcome is not None and self.outcome != "completed"
 
+    def played_until(self) -> float | None:
+        """When a client that plays every audio delta as it comes (see ``playback_stalls``)
+        has played the last of this turn's reply audio; None if none came."""
+        ends = [played_until(arrivals) for arrivals in self.audio_arrivals.values() if arrivals]
+        return max(ends) if ends else None
+
     @property
     def transcript(self) -> str:
         """Everything the server heard in the clip (several parts if it split it)."""
@@ -267,6 +273,15 @@ def playback_stalls(arrivals: Sequence[tuple[float, float]],
             count, total_ms = count + 1, total_ms + gap_ms
         playing_until = arrived + seconds
     return count, round(total_ms, 1)
+
+
+def played_until(arrivals: Sequence[tuple[float, float]]) -> float:
+    """When the last of ``arrivals`` (as for ``playback_stalls``, at least one) has played."""
+    until: float | None = None
+    for arrived, seconds in arrivals:
+        until = (arrived if until is None else max(until, arrived)) + seconds
+    assert until is not None
+    return until
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:

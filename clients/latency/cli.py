@@ -1,7 +1,7 @@
 """voice-latency: latency, load and language tests of a running voice service.
 
     voice-latency --url URL [--key KEY] [--sessions N] [--turns M] [--suite languages]
-                  [--json PATH] [--plot PATH] [WAV ...]
+                  [--pause-s S | --talk-over] [--json PATH] [--plot PATH] [WAV ...]
 
 Replays speech at real-time pace over N concurrent sessions, M turns each, and measures at the
 client the **voice-to-voice** latency of every turn: from the end of the user's speech (the last
@@ -12,6 +12,11 @@ reasons from ``response.done`` ``status_details``), failed, or no reply. A clip 
 as two turns (a pause inside it) is one turn, completed if any of its replies completed. A turn
 without a completed reply is **lost**, and any lost turn makes the exit status 1. ``--json``
 writes every figure and ``--plot`` a PNG of the latency distribution and the stage breakdown.
+
+Each session hears a reply out before it speaks again: its next clip starts ``--pause-s``
+(0.5 s) after the reply's audio has played at real-time pace, as it would for a person. With
+``--talk-over`` it starts as soon as the reply is written, over the rest of its playback (the
+server's echo guard then judges every clip as speech over a reply and truncates the reply).
 
 Speech comes from the WAV files given (PCM16, any rate), or else from a generated set of
 spoken questions (Piper for English, espeak-ng for the other languages).
@@ -50,7 +55,7 @@ from urllib.parse import urlsplit
 from clients.latency.accounting import Turn
 from clients.latency.languages import language_table, print_language_table, transcribe_back
 from clients.latency.report import plot, print_summary, summarize
-from clients.latency.runner import run_level, run_session
+from clients.latency.runner import PAUSE_S, run_level, run_session
 from clients.latency.server_load import busy, describe, read
 from clients.latency.speech import QUESTIONS, generate_utterances, load_wav
 
@@ -87,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "clip was sent is lost")
     parser.add_argument("--max-minutes", type=float, default=20.0,
                         help="stop starting new turns after this long")
+    parser.add_argument("--pause-s", type=float, default=PAUSE_S,
+                        help="a session speaks its next clip this long after the reply's "
+                             "audio has played at its pace (default %(default)s)")
+    parser.add_argument("--talk-over", action="store_true",
+                        help="speak the next clip as soon as the reply is written, over its "
+                             "playback (every clip is then speech over a reply, judged by the "
+                             "server's echo guard; load runs before 2026-11-29 did this)")
     parser.add_argument("--piper-voice", help="Piper .onnx voice for generated English speech")
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow a non-loopback URL (only for your own servers)")
@@ -107,7 +119,9 @@ async def _main(args: argparse.Namespace) -> int:
     else:
         utterances = await asyncio.to_thread(generate_utterances, ["en"], 5, args.piper_voice)
         turns, sessions = args.turns, args.sessions
-    report: dict[str, Any] = {"url": args.url, "sessions": sessions, "turns": turns}
+    pause_s = None if args.talk_over else args.pause_s
+    report: dict[str, Any] = {"url": args.url, "sessions": sessions, "turns": turns,
+                              "pause_s": pause_s}
     levels: dict[int, dict[str, Any]] = {}
     all_turns: list[Turn] = []
     ramp = ([n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n < sessions] + [sessions]
@@ -126,7 +140,8 @@ async def _main(args: argparse.Namespace) -> int:
             elapsed = time.monotonic() - started
         else:
             results, elapsed = await run_level(args.url, args.key, level, turns, utterances,
-                                               args.timeout_s, False, deadline)
+                                               args.timeout_s, False, deadline,
+                                               pause_s=pause_s)
         summary = summarize(results, elapsed)
         summary["server"] = busy(before, await asyncio.to_thread(read, args.url), elapsed)
         levels[level] = summary

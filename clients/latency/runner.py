@@ -20,6 +20,10 @@ from clients.latency.accounting import SessionLedger, Turn
 from clients.latency.speech import RATE, Utterance
 from voice.protocol import AudioDelta
 
+# A user's pause between hearing a reply out and speaking again; longer than the server's
+# allowance for a room's echo after the reply's last audio (voice.turns.ECHO_TAIL, 0.3 s).
+PAUSE_S = 0.5
+
 
 async def hold_line(client: VoiceClient, seconds: float, until: Callable[[], bool],
                     frame_ms: int = 20) -> bool:
@@ -61,9 +65,15 @@ async def play_turn(client: VoiceClient, ledger: SessionLedger, receiver: asynci
 
 async def run_session(url: str, key: str | None, session: int, utterances: Sequence[Utterance],
                       turns: int, timeout_s: float, keep_audio: bool,
-                      deadline: float) -> list[Turn]:
+                      deadline: float, *, pause_s: float | None = PAUSE_S) -> list[Turn]:
     """``turns`` turns on one connection (fewer once ``deadline`` passes or the connection
-    closes). With ``keep_audio``, each completed turn keeps its reply's audio."""
+    closes). With ``keep_audio``, each completed turn keeps its reply's audio.
+
+    Like a person, the session hears each reply out and speaks its next clip ``pause_s``
+    after the reply's audio has played (sending silence meanwhile); with ``pause_s`` None it
+    speaks as soon as the reply is written, over the rest of its playback: the server then
+    takes every clip for speech over its reply (its echo guard judges it, the reply is
+    truncated where the clip began)."""
     ledger = SessionLedger(session)
     try:
         client = await VoiceClient.connect(url, api_key=key)
@@ -92,6 +102,10 @@ async def run_session(url: str, key: str | None, session: int, utterances: Seque
                 if completed:
                     turn.reply_audio = np.concatenate(completed[0])
                 audio.clear()
+                played = turn.played_until()
+                if pause_s is not None and played is not None and index + 1 < turns:
+                    await hold_line(client, max(0.0, played - time.monotonic()) + pause_s,
+                                    receiver.done)
         except ConnectionClosed as error:
             if ledger.current is not None:
                 ledger.finish(closed=f"connection closed while sending ({error})")
@@ -104,10 +118,13 @@ async def run_session(url: str, key: str | None, session: int, utterances: Seque
 
 async def run_level(url: str, key: str | None, sessions: int, turns: int,
                     utterances: Sequence[Utterance], timeout_s: float, keep_audio: bool,
-                    deadline: float) -> tuple[list[Turn], float]:
-    """``sessions`` concurrent sessions; their turns and the seconds they took."""
+                    deadline: float, *, pause_s: float | None = PAUSE_S,
+                    ) -> tuple[list[Turn], float]:
+    """``sessions`` concurrent sessions (see ``run_session``); their turns and the seconds
+    they took."""
     started = time.monotonic()
     groups = await asyncio.gather(*(
-        run_session(url, key, s, utterances, turns, timeout_s, keep_audio, deadline)
+        run_session(url, key, s, utterances, turns, timeout_s, keep_audio, deadline,
+                    pause_s=pause_s)
         for s in range(sessions)))
     return [t for group in groups for t in group], time.monotonic() - started
