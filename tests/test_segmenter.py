@@ -263,30 +263,3 @@ def test_a_sentence_still_being_written_can_be_cut_early(written: str, piece: st
     assert segmenter.feed(written) == ["I know the city well."]
     assert segmenter.cut_early(min_words=3) == ([piece] if piece else [])
     assert segmenter.flush() == [left]
-
-
-LONG_WORDS = [  # four words at most, or fewer once past 16 characters (the defaults)
-    # (language, reply, first piece): long words are several of the model's tokens each, so
-    # the first piece ends as early in characters as four short words would
-    ("de", "Die Teilbarkeit von ganzen Zahlen wird mit dem Rest untersucht.", "Die Teilbarkeit"),
-    ("pl", "Wielkość fizyczna opisuje właściwość ciała.", "Wielkość fizyczna"),
-    ("nl", "Ruimtelijke verhoudingen worden nauwkeurig berekend.", "Ruimtelijke verhoudingen"),
-    ("it", "Naturalmente possiamo calcolarlo insieme.", "Naturalmente possiamo"),
-    ("en", "The capital of France is Paris.", "The capital of France"),  # short words: four
-    ("en", "I think that you would like it.", "I think that you"),
-]
-
-
-@pytest.mark.parametrize(("language", "reply", "first"), LONG_WORDS,
-                         ids=[f"{c[0]}-{i}" for i, c in enumerate(LONG_WORDS)])
-@pytest.mark.parametrize("step", [1, 3, 1000])
-def test_a_first_piece_of_long_words_ends_after_as_many_characters_as_four_short_ones(
-        language: str, reply: str, first: str, step: int) -> None:
-    defaults = SegmenterConfig()
-    pieces = segment(reply, language, step, first_piece_min_words=defaults.first_piece_min_words,
-                     first_piece_max_words=defaults.first_piece_max_words)
-    assert pieces[0] == first
-    assert " ".join(pieces) == reply
-    words_only = segment(reply, language, step, first_piece_min_words=2,
-                         first_piece_max_words=4, first_piece_chars_per_word=0)
-    assert len(words_only[0].split()) >= len(first.split())

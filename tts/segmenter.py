@@ -120,11 +120,6 @@ _WORDS = re.compile(r"\w+", re.UNICODE)
 # cores than six; with the second piece held to twice as many words, the rest is ready as
 # often as after six (docs/benchmarks.md, "Four words first, eight next").
 FIRST_PIECE_MAX_WORDS = 4
-# ... or fewer, once they pass this many characters a word: four English words are ~16
-# characters and ~4 of the language model's tokens, four German ones ~28 and ~8, four Polish
-# ones ~30 and ~11 (the real recordings' transcripts), so long words start speech about as
-# early as short ones (docs/benchmarks.md, "A first piece of long words").
-FIRST_PIECE_CHARS_PER_WORD = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,9 +128,6 @@ class SegmenterConfig:
     first_piece_min_words: int = 2
     # 0: the first piece waits for a boundary like the others
     first_piece_max_words: int = FIRST_PIECE_MAX_WORDS
-    # ... or ends at the first word past this many characters for each of those words
-    # (0: words alone)
-    first_piece_chars_per_word: int = FIRST_PIECE_CHARS_PER_WORD
     # The second piece: a clause boundary after first_piece_max_words words, at most this many
     # (None: twice first_piece_max_words; 0: a sentence boundary like the later pieces).
     second_piece_max_words: int | None = None
@@ -202,9 +194,7 @@ class Segmenter:
     def _find_cut(self) -> int | None:
         text = self._buffer
         short = self._short_piece()
-        chars = (self.config.first_piece_chars_per_word * self.config.first_piece_max_words
-                 if self._pieces_out == 0 else 0)
-        cap = self._after_words(text, short[1], chars) if short and short[1] else None
+        cap = self._after_words(text, short[1]) if short and short[1] else None
         for index, char in enumerate(text):
             if cap is not None and index >= cap:
                 return cap  # no boundary within the first words: cut after them
@@ -245,20 +235,14 @@ class Segmenter:
             return None
         return first_most, second_most
 
-    def _after_words(self, text: str, count: int, chars: int = 0) -> int | None:
+    def _after_words(self, text: str, count: int) -> int | None:
         """Where a short (first or second) piece of about ``count`` words ends: after the first
         word from the ``count``-th on that a space follows, once more text follows the space
-        (so the word is known to be complete); with ``chars``, from the first word that ends
-        more than that many characters in, if sooner (and not before the
-        ``first_piece_min_words``-th); else None. A piece that would end on words
+        (so the word is known to be complete); else None. A piece that would end on words
         leading into the next (``_LEADS_IN``) ends before them if at least
         ``first_piece_min_words`` words stay, else on the word after them (at most two words
         later)."""
         words = list(_WORDS.finditer(text))
-        if chars > 0:
-            long_at = next((i for i, word in enumerate(words) if word.end() > chars), None)
-            if long_at is not None:
-                count = min(count, max(long_at + 1, self.config.first_piece_min_words))
         for index in range(count - 1, len(words)):
             end = words[index].end()
             if end >= len(text) or text[end] != " ":

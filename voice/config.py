@@ -44,8 +44,7 @@ Example ``voice.toml`` (every key optional)::
     threads = 0                # threads per decode; 0: CTranslate2's default (up to 4)
 
     [tts]
-    first_piece_words = 4      # speech starts after this many words of a reply (fewer long
-                               # ones: 4 characters a word); 0: a boundary
+    first_piece_words = 4      # speech starts after this many words of a reply; 0: a boundary
 
     [assistant]
     name = "Nova"              # what the assistant calls itself
