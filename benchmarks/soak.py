@@ -56,9 +56,6 @@ from clients.latency.accounting import SessionLedger, percentiles, summarize_tur
 from clients.latency.cli import is_loopback
 from clients.latency.runner import hold_line, play_turn
 from clients.latency.speech import RATE, Utterance, load_wav
-from voice.protocol import AudioDelta
-
-OUTPUT_RATE = 24_000  # the reply audio's rate (the sessions keep the default)
 
 DEFAULT_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "real"
 READY = re.compile(rb"ready on (ws://\S+)")
@@ -87,15 +84,9 @@ async def converse(client: VoiceClient, ledger: SessionLedger, clips: list[Utter
     """Turns on one connection until ``stop_at``, the connection closes, or (True) the
     conversation has its ``--turns-per-connection`` turns."""
 
-    playing_until = 0.0  # when the reply audio received so far would have been played
-
     async def receive() -> None:
-        nonlocal playing_until
         async for event in client.events():
-            now = time.monotonic()
-            ledger.observe(event, now)
-            if isinstance(event, AudioDelta):
-                playing_until = max(playing_until, now) + event.samples().size / OUTPUT_RATE
+            ledger.observe(event, time.monotonic())
 
     receiver = asyncio.ensure_future(receive())
     turns = 0
@@ -105,14 +96,15 @@ async def converse(client: VoiceClient, ledger: SessionLedger, clips: list[Utter
                 return True  # a new conversation on a new connection
             turns += 1
             clip = clips[next_clip()]
-            await play_turn(client, ledger, receiver, clip, timeout_s=args.turn_timeout_s,
-                            frame_ms=args.frame_ms,
-                            trailing_silence_s=args.trailing_silence_s)
+            turn = await play_turn(client, ledger, receiver, clip,
+                                   timeout_s=args.turn_timeout_s, frame_ms=args.frame_ms,
+                                   trailing_silence_s=args.trailing_silence_s)
             if receiver.done():
                 break  # the connection closed; the turn was finished as lost
             # With --listen the user hears the reply out before the pause; otherwise the next
             # clip may start while it still plays (speech over the reply, every turn).
-            listening = max(0.0, playing_until - time.monotonic()) if args.listen else 0.0
+            played = turn.played_until() if args.listen else None
+            listening = max(0.0, played - time.monotonic()) if played is not None else 0.0
             await hold_line(client, listening + rng.uniform(*args.pause_s), receiver.done,
                             args.frame_ms)
     except ConnectionClosed as error:
