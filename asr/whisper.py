@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -51,7 +52,9 @@ class TranscriberConfig:
     model_path: str
     device: str = "auto"  # "auto": CUDA when CTranslate2 sees a GPU, else CPU
     compute_type: str = "auto"  # "auto": float16 on CUDA, int8 on CPU
-    cpu_threads: int = 0  # 0: CTranslate2's default
+    # 0: default_cpu_threads() on the CPU (one per decode on up to seven cores); CTranslate2's
+    # default on CUDA.
+    cpu_threads: int = 0
     num_workers: int = 1  # model replicas that can decode in parallel
     # The encoder's input for an utterance of up to 30 s: "fitted" to the utterance plus a
     # margin (asr/window.py; several times faster on a CPU), or Whisper's "full" 30 s window;
@@ -71,6 +74,15 @@ def whisper_languages() -> frozenset[str]:
     from faster_whisper.tokenizer import _LANGUAGE_CODES
 
     return frozenset(_LANGUAGE_CODES)
+
+
+def default_cpu_threads(cores: int) -> int:
+    """Threads of one decode on the CPU when none are set: a quarter of the cores, at least
+    one and at most CTranslate2's own default of four. On two cores one thread decodes
+    whisper-base faster than two: 274 against 418 ms p50 for the decode at the pause on an
+    Intel Xeon (MKL), as fast on an AMD EPYC; and the second core is left to the turn model and
+    the language model working beside it (docs/benchmarks.md, "One thread a Whisper decode")."""
+    return max(1, min(4, cores // 4))
 
 
 def resolve_device(device: str, compute_type: str) -> tuple[str, str]:
@@ -124,14 +136,18 @@ class Transcriber:
         self.device, self.compute_type = resolve_device(config.device, config.compute_type)
         self.fitted_window = (config.encoder_window == "fitted"
                               or (config.encoder_window == "auto" and self.device == "cpu"))
+        threads = config.cpu_threads
+        if threads == 0 and self.device == "cpu":
+            threads = default_cpu_threads(os.cpu_count() or 1)
         started = time.monotonic()
         self._model = _whisper_model_class()(
             config.model_path, device=self.device, compute_type=self.compute_type,
-            cpu_threads=config.cpu_threads, num_workers=config.num_workers,
+            cpu_threads=threads, num_workers=config.num_workers,
         )
-        logger.info("loaded whisper model %s on %s (%s) in %.1f s, %s encoder window",
+        logger.info("loaded whisper model %s on %s (%s) in %.1f s, %s encoder window%s",
                     config.model_path, self.device, self.compute_type,
-                    time.monotonic() - started, "fitted" if self.fitted_window else "30 s")
+                    time.monotonic() - started, "fitted" if self.fitted_window else "30 s",
+                    f", {threads} thread(s) a decode" if self.device == "cpu" else "")
 
     @property
     def is_multilingual(self) -> bool:

@@ -41,7 +41,7 @@ Example ``voice.toml`` (every key optional)::
     partial_interval_s = 1.0   # 0 turns partial transcripts off
     beam_size = 1              # a final transcript's beam while no other session waits
     second_language_below = 0.6  # a first turn's language this unsure is decoded twice; 0: never
-    threads = 0                # threads per decode; 0: CTranslate2's default (up to 4)
+    threads = 0                # threads per decode; 0: a quarter of the cores (1-4)
 
     [tts]
     first_piece_words = 4      # speech starts after this many words of a reply; 0: a boundary
@@ -142,7 +142,8 @@ class ServiceConfig:
     # A session's first turn whose detected language is less probable than this is decoded
     # again in the runner-up language (asr.transcript.TranscribeOptions); 0: never.
     second_language_below: float = 0.6
-    # Threads of one Whisper decode (two decode at once); 0: CTranslate2's default.
+    # Threads of one Whisper decode (two decode at once); 0: on the CPU a quarter of the cores,
+    # one to four (asr.whisper.default_cpu_threads), CTranslate2's default on a GPU.
     asr_threads: int = 0
     max_output_tokens: int = 200
     # Four, even on two cores: four replies start at once instead of two waiting for whole
