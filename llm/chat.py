@@ -228,6 +228,8 @@ class ChatModel(KeptStates):
                 options.no_repeat_ngram_size), options.max_new_tokens)
             return self._deltas(steps, cancel)
         generator, static = self._generator_and_static(kept, prompt, tools)
+        logger.debug("a reply reads %d new prompt tokens after %d kept", len(prompt) - len(static),
+                     len(static))
         settings: dict[str, object] = dict(
             static_prompt=static or None,
             cache_static_prompt=bool(static),
