@@ -7,10 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from asr import whisper
 from asr.streaming import PartialTranscriber, agreed_prefix
 from asr.transcript import TranscribeOptions, Transcript, surer
-from asr.whisper import SAMPLE_RATE, Transcriber, TranscriberConfig, default_cpu_threads
+from asr.whisper import SAMPLE_RATE
 from tests.prerequisites import missing
 from tests.speech import (
     ALLOWED_LANGUAGES,
@@ -289,25 +288,3 @@ def test_a_language_guessed_on_the_first_half_second_is_not_kept_for_later_parti
 def test_agreed_prefix_ignores_case_and_punctuation() -> None:
     assert agreed_prefix(["Hello,", "world"], ["hello", "World!", "again"]) == 2
     assert agreed_prefix([], ["a"]) == 0
-
-
-@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (4, 1), (7, 1), (8, 2),
-                                                (16, 4), (64, 4)])
-def test_a_cpu_decode_gets_a_quarter_of_the_cores_one_to_four(cores: int, threads: int) -> None:
-    assert default_cpu_threads(cores) == threads
-
-
-def test_the_transcriber_loads_whisper_with_the_default_threads_on_a_cpu(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    loaded: dict[str, object] = {}
-
-    class Recorded:
-        def __init__(self, path: str, **settings: object) -> None:
-            loaded.update(settings)
-
-    monkeypatch.setattr(whisper, "_whisper_model_class", lambda: Recorded)
-    monkeypatch.setattr(whisper.os, "cpu_count", lambda: 2)
-    Transcriber(TranscriberConfig("unused", device="cpu", compute_type="int8", num_workers=2))
-    assert loaded["cpu_threads"] == 1 and loaded["num_workers"] == 2
-    Transcriber(TranscriberConfig("unused", device="cpu", compute_type="int8", cpu_threads=3))
-    assert loaded["cpu_threads"] == 3  # a configured count is kept

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from asr import whisper
 from asr.transcript import TranscribeOptions
-from asr.whisper import SAMPLE_RATE, Transcriber, TranscriberConfig
+from asr.whisper import SAMPLE_RATE, Transcriber, TranscriberConfig, default_cpu_threads
 from asr.window import (
     FULL_WINDOW_FRAMES,
     WINDOW_MARGIN_S,
@@ -180,3 +180,25 @@ def test_a_batch_in_one_fitted_window_gives_each_utterance_its_transcript_alone(
         assert transcript.avg_log_probability == pytest.approx(alone.avg_log_probability,
                                                                abs=1e-3)
         assert transcript.language == name[:2]
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (4, 1), (7, 1), (8, 2),
+                                                (16, 4), (64, 4)])
+def test_a_cpu_decode_gets_a_quarter_of_the_cores_one_to_four(cores: int, threads: int) -> None:
+    assert default_cpu_threads(cores) == threads
+
+
+def test_the_transcriber_loads_whisper_with_the_default_threads_on_a_cpu(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded: dict[str, object] = {}
+
+    class Recorded:
+        def __init__(self, path: str, **settings: object) -> None:
+            loaded.update(settings)
+
+    monkeypatch.setattr(whisper, "_whisper_model_class", lambda: Recorded)
+    monkeypatch.setattr(whisper.os, "cpu_count", lambda: 2)
+    Transcriber(TranscriberConfig("unused", device="cpu", compute_type="int8", num_workers=2))
+    assert loaded["cpu_threads"] == 1 and loaded["num_workers"] == 2
+    Transcriber(TranscriberConfig("unused", device="cpu", compute_type="int8", cpu_threads=3))
+    assert loaded["cpu_threads"] == 3  # a configured count is kept
