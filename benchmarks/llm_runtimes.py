@@ -43,6 +43,7 @@ QUESTIONS = {
     "pl": "Jaka jest najdłuższa rzeka w Polsce?",
     "en": "What is the capital of France and why is it famous?",
 }
+ENDS = ("<|im_end|>", "<|endoftext|>")
 DEFAULT_CT2 = Path.home() / ".cache" / "voice-assistant" / "models" / "llm" / \
     "qwen2.5-coder-0.5b-instruct"
 
@@ -86,9 +87,10 @@ class Ct2:
         ids: list[int] = []
         for step in self.generator.generate_tokens(
                 self.tokens(user), static_prompt=static, cache_static_prompt=True,
-                max_length=limit, sampling_topk=1, end_token=["<|im_end|>", "<|endoftext|>"]):
+                max_length=limit, sampling_topk=1, end_token=list(ENDS)):
             stamps.append(time.perf_counter())
-            ids.append(step.token_id)
+            if step.token not in ENDS:  # CTranslate2 yields the end token; llama.cpp's is cut
+                ids.append(step.token_id)
         return stamps[0] - started, (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1), ids
 
 
