@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from llm.batching import BatchedDecoder, StepOptions
-from llm.chat_types import ChatConfig, Message, Role, SamplingOptions, default_threads
+from llm.chat_types import (
+    ChatConfig,
+    Message,
+    Role,
+    SamplingOptions,
+    ctranslate2_uses_mkl,
+    default_threads,
+)
 from llm.detokenizer import TextDeltas
 from llm.gguf import TOKENIZER_FILE, ChatFormat
 from llm.kept_states import KeptStates
@@ -40,7 +47,7 @@ from llm.torn import opening_ids, torn_opening
 
 logger = logging.getLogger(__name__)
 __all__ = ["ChatConfig", "ChatModel", "ChatModelError", "Message", "Role", "SamplingOptions",
-           "default_threads"]
+           "ctranslate2_uses_mkl", "default_threads"]
 
 class ChatModelError(Exception):
     pass
@@ -66,7 +73,9 @@ class ChatModel(KeptStates):
             self.compute_type = "float16" if self.device == "cuda" else "int8"
         started = time.monotonic()
         self._tokenizer = tokenizers.Tokenizer.from_file(str(folder / TOKENIZER_FILE))
-        threads = config.cpu_threads or default_threads(os.cpu_count() or 1, config.replicas)
+        threads = config.cpu_threads or default_threads(
+            os.cpu_count() or 1, config.replicas, mkl=ctranslate2_uses_mkl())
+        self.threads = threads if self.device == "cpu" else 0
         self._load_generator = functools.partial(
             ctranslate2.Generator, str(folder), device=self.device,
             compute_type=self.compute_type, inter_threads=config.replicas, intra_threads=threads)
@@ -94,10 +103,11 @@ class ChatModel(KeptStates):
                                         retries=config.gpu_memory_retries)
                          if self.max_batch > 1 else None)
         self._said_torn_is_off = False  # logged once: batches do not apply call_when_torn
-        logger.info("loaded chat model %s on %s (%s, %d replica(s), batches of up to %d) in "
+        logger.info("loaded chat model %s on %s (%s, %d replica(s)%s, batches of up to %d) in "
                     "%.1f s, context %d tokens", folder, self.device, self.compute_type,
-                    config.replicas, self.max_batch, time.monotonic() - started,
-                    self.context_tokens)
+                    config.replicas,
+                    f" of {self.threads} thread(s)" if self.device == "cpu" else "",
+                    self.max_batch, time.monotonic() - started, self.context_tokens)
 
     def report_batches(self, observe: Callable[[int], None]) -> None:
         """Call ``observe(size)`` for every batch decoded together (none on the CPU path)."""

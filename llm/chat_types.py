@@ -6,6 +6,11 @@ Plain frozen dataclasses, importable without CTranslate2 (:mod:`llm.chat` re-exp
 from __future__ import annotations
 
 import dataclasses
+import os
+import platform
+import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
 from llm.tools import ToolCall, template_call_id
@@ -49,12 +54,42 @@ class Message:
                                       for call in self.tool_calls)
 
 
-def default_threads(cores: int, replicas: int) -> int:
+def default_threads(cores: int, replicas: int, *, mkl: bool = False) -> int:
     """Threads per model copy on the CPU when none are set: the cores shared among the copies,
-    and at least two where there are two cores. Four copies on two cores with one thread each
-    wrote a reply alone on one core; with two each, it writes 26 % faster, and four at once
-    lose ~6 % a token (docs/benchmarks.md, "The first words sooner on two cores")."""
+    and with oneDNN (CTranslate2's backend on AMD processors) at least two where there are two
+    cores. There, four copies on two cores with one thread each wrote a reply alone on one
+    core; with two each, it writes 26 % faster, and four at once lose ~6 % a token
+    (docs/benchmarks.md, "The first words sooner on two cores"). With Intel MKL (``mkl``:
+    :func:`ctranslate2_uses_mkl`) one thread a copy writes as fast alone, and in the service,
+    beside Whisper, the turn model and the speech synthesis, the first audio came 36-83 ms
+    sooner (docs/benchmarks.md, "One thread a language model copy on Intel's MKL")."""
+    if mkl:
+        return max(1, cores // max(1, replicas))
     return max(min(2, cores), cores // max(1, replicas))
+
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def ctranslate2_uses_mkl(environ: Mapping[str, str] | None = None,
+                         cpuinfo: str | None = None) -> bool:
+    """Whether CTranslate2 does its CPU matrix products with Intel MKL, as it decides: the
+    ``CT2_USE_MKL`` variable if set, else on an x86-64 processor whose vendor is
+    GenuineIntel (the published wheels carry MKL; others get oneDNN). ``cpuinfo``: the text
+    of ``/proc/cpuinfo`` (read when not given; where there is none, False)."""
+    environ = os.environ if environ is None else environ
+    chosen = environ.get("CT2_USE_MKL", "").strip().lower()
+    if chosen:
+        return chosen in _TRUE
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    vendor = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo, re.MULTILINE)
+    return vendor is not None and vendor.group(1) == "GenuineIntel"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +99,8 @@ class ChatConfig:
     model_path: str
     device: str = "auto"  # "auto": CUDA when CTranslate2 sees a GPU, else CPU
     compute_type: str = "auto"  # "auto": float16 on CUDA, int8 on CPU
-    # 0: the machine's cores shared among the replicas, but at least two per replica (where
-    # there are two cores): a reply alone, the usual case, then writes on both cores.
+    # 0: the machine's cores shared among the replicas; with oneDNN (AMD) at least two per
+    # replica where there are two cores, so a reply alone writes on both (default_threads).
     cpu_threads: int = 0
     # Copies of the model that generate at once (CTranslate2 ``inter_threads``; the weights are
     # shared). With one, a short reply waits for a long one of another session to finish.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 
-from llm.chat import default_threads
+from llm.chat import ctranslate2_uses_mkl, default_threads
 
 
 @pytest.mark.parametrize(("cores", "replicas", "threads"), [
@@ -14,6 +16,40 @@ from llm.chat import default_threads
     (16, 1, 16),
     (3, 2, 2),
 ])
-def test_each_copy_gets_the_cores_shared_and_at_least_two_where_there_are(
+def test_with_onednn_each_copy_gets_the_cores_shared_and_at_least_two_where_there_are(
         cores: int, replicas: int, threads: int) -> None:
     assert default_threads(cores, replicas) == threads
+    assert default_threads(cores, replicas, mkl=False) == threads
+
+
+@pytest.mark.parametrize(("cores", "replicas", "threads"), [
+    (2, 4, 1),   # the development machine's Intel Xeon: one thread a copy
+    (1, 4, 1),
+    (16, 4, 4),
+    (16, 1, 16),
+    (3, 2, 1),
+])
+def test_with_mkl_each_copy_gets_the_cores_shared_without_a_floor_of_two(
+        cores: int, replicas: int, threads: int) -> None:
+    assert default_threads(cores, replicas, mkl=True) == threads
+
+
+INTEL = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n"
+AMD = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n"
+x86_64 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                            reason="CTranslate2 chooses MKL on x86-64 processors only")
+
+
+@x86_64
+def test_ctranslate2_uses_mkl_on_an_intel_processor_and_onednn_on_others() -> None:
+    assert ctranslate2_uses_mkl({}, INTEL)
+    assert not ctranslate2_uses_mkl({}, AMD)
+    assert not ctranslate2_uses_mkl({}, "")  # no vendor line: not assumed
+
+
+@pytest.mark.parametrize(("value", "mkl"), [("1", True), ("true", True), ("ON", True),
+                                            ("0", False), ("false", False)])
+def test_ct2_use_mkl_decides_whatever_the_processor(value: str, mkl: bool) -> None:
+    assert ctranslate2_uses_mkl({"CT2_USE_MKL": value}, INTEL) is mkl
+    assert ctranslate2_uses_mkl({"CT2_USE_MKL": value}, AMD) is mkl
+

@@ -56,7 +56,7 @@ Example ``voice.toml`` (every key optional)::
     max_output_tokens_limit = 1024  # the most a client may ask for ("inf" means this)
     replicas = 4                    # model copies generating at once (share the weights)
     tools_replicas = 0              # copies of the tools model; 0: one per two CPU cores
-    threads = 0                     # threads per copy; 0: the cores shared, at least two each
+    threads = 0                     # threads per copy; 0: the cores shared (AMD: 2 at least)
     batch = 0                       # replies decoded together per copy; 0: 32 on CUDA, 1 on CPU
     context_tokens = 2048           # prompt + reply; older turns are left out beyond it
     prompt_cache_tokens = 3072      # kept model states of system prompts and conversations
@@ -149,10 +149,12 @@ class ServiceConfig:
     # Four, even on two cores: four replies start at once instead of two waiting for whole
     # replies (docs/benchmarks.md, "LLM concurrency": first token p90 3.0 vs 11.2 s).
     llm_replicas: int = 4
-    # Threads per replica; 0: the machine's cores shared among replicas, at least two each
-    # (llm.chat.default_threads): a reply alone writes 26 % faster on two cores than with one
-    # thread per copy (docs/benchmarks.md, "The first words sooner on two cores", and "Four
-    # words on two threads" for the echo guard's figures with it).
+    # Threads per replica; 0: the machine's cores shared among replicas (llm.chat.default_threads),
+    # at least two each where CTranslate2 uses oneDNN (AMD processors): there a reply alone
+    # writes 26 % faster on two cores than with one thread per copy (docs/benchmarks.md, "The
+    # first words sooner on two cores", "Four words on two threads"); with Intel's MKL one
+    # thread a copy gave the first audio sooner ("One thread a language model copy on Intel's
+    # MKL").
     llm_threads: int = 0
     # Copies of the tools model (tools_llm); 0: one per two cores on the CPU (two threads
     # each), llm_replicas on a GPU. On two cores one copy wrote a call in 3.0 s (median) where
