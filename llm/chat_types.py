@@ -61,8 +61,9 @@ def default_threads(cores: int, replicas: int, *, mkl: bool = False) -> int:
     core; with two each, it writes 26 % faster, and four at once lose ~6 % a token
     (docs/benchmarks.md, "The first words sooner on two cores"). With Intel MKL (``mkl``:
     :func:`ctranslate2_uses_mkl`) one thread a copy writes as fast alone, and in the service,
-    beside Whisper, the turn model and the speech synthesis, the first audio came 36-83 ms
-    sooner (docs/benchmarks.md, "One thread a language model copy on Intel's MKL")."""
+    beside Whisper, the turn model and the speech synthesis, the first audio came 94-194 ms
+    sooner, paired clip by clip (docs/benchmarks.md, "One thread a language model copy on
+    Intel's MKL")."""
     if mkl:
         return max(1, cores // max(1, replicas))
     return max(min(2, cores), cores // max(1, replicas))
@@ -71,17 +72,19 @@ def default_threads(cores: int, replicas: int, *, mkl: bool = False) -> int:
 _TRUE = ("1", "true", "yes", "on")
 
 
-def ctranslate2_uses_mkl(environ: Mapping[str, str] | None = None,
-                         cpuinfo: str | None = None) -> bool:
+def ctranslate2_uses_mkl(environ: Mapping[str, str] | None = None, cpuinfo: str | None = None,
+                         machine: str | None = None) -> bool:
     """Whether CTranslate2 does its CPU matrix products with Intel MKL, as it decides: the
     ``CT2_USE_MKL`` variable if set, else on an x86-64 processor whose vendor is
     GenuineIntel (the published wheels carry MKL; others get oneDNN). ``cpuinfo``: the text
-    of ``/proc/cpuinfo`` (read when not given; where there is none, False)."""
+    of ``/proc/cpuinfo`` (read when not given; where there is none, False); ``machine``:
+    :func:`platform.machine` unless given."""
     environ = os.environ if environ is None else environ
     chosen = environ.get("CT2_USE_MKL", "").strip().lower()
     if chosen:
         return chosen in _TRUE
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    machine = platform.machine() if machine is None else machine
+    if machine.lower() not in ("x86_64", "amd64"):
         return False
     if cpuinfo is None:
         try:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import platform
-
 import pytest
 
 from llm.chat import ctranslate2_uses_mkl, default_threads
@@ -36,15 +34,13 @@ def test_with_mkl_each_copy_gets_the_cores_shared_without_a_floor_of_two(
 
 INTEL = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n"
 AMD = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n"
-x86_64 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
-                            reason="CTranslate2 chooses MKL on x86-64 processors only")
 
 
-@x86_64
 def test_ctranslate2_uses_mkl_on_an_intel_processor_and_onednn_on_others() -> None:
-    assert ctranslate2_uses_mkl({}, INTEL)
-    assert not ctranslate2_uses_mkl({}, AMD)
-    assert not ctranslate2_uses_mkl({}, "")  # no vendor line: not assumed
+    assert ctranslate2_uses_mkl({}, INTEL, "x86_64")
+    assert not ctranslate2_uses_mkl({}, AMD, "x86_64")
+    assert not ctranslate2_uses_mkl({}, "", "x86_64")  # no vendor line: not assumed
+    assert not ctranslate2_uses_mkl({}, INTEL, "aarch64")  # no MKL off x86-64
 
 
 @pytest.mark.parametrize(("value", "mkl"), [("1", True), ("true", True), ("ON", True),
