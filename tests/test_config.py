@@ -82,6 +82,7 @@ def test_the_file_overrides_defaults_and_flags_override_the_file(tmp_path: Path)
     ('[asr]\nlanguages = ["en", "xx"]\n', "unknown language code.s. xx in languages"),
     ('[asr]\nthreads = -1\n', "asr threads must be 0 .automatic. or more"),
     ('[asr]\nbeam_size = 0\n', "asr beam_size must be 1 .greedy. or more"),
+    ('[asr]\nrefine_beam_size = -1\n', "asr refine_beam_size must be 0 .none. or more"),
     ('[asr]\nsecond_language_below = 1.5\n', "asr second_language_below must be between"),
     ('[llm]\ntools_prompt_cache_tokens = -1\n', "tools_prompt_cache_tokens must be 0"),
     ('[llm]\ncall_when_torn = 1.5\n', "call_when_torn must be between 0 .off. and 1"),

@@ -350,6 +350,10 @@ class ReplyAudio:
                 continue
             if self.times.first_audio_ready is None:
                 self.times.first_audio_ready = time.monotonic()
+                logger.debug("session %s: first piece %r written %.0f ms after the first "
+                             "token, its audio ready %.0f ms later", self._owner, piece,
+                             (written_at - (self.times.llm_first_token or written_at)) * 1000,
+                             (self.times.first_audio_ready - written_at) * 1000)
             await self._unless_held()
             if self.cancelled:
                 return

@@ -60,6 +60,7 @@ class SessionDefaults:
     max_buffer_s: float = 120.0  # manual-commit input buffer
     partial_interval_s: float = 1.0  # 0 disables partial transcripts
     beam_size: int = 1
+    refine_beam_size: int = 0  # a second, wider decode at a pause (CPU); 0: none
     second_language_below: float | None = None  # a first turn's close call decoded twice
     max_output_tokens: int = 200  # a reply's length unless the client sets one
     max_output_tokens_limit: int = 1024  # the most a client may ask for ("inf" means this)
@@ -213,6 +214,7 @@ def session_defaults(config: ServiceConfig, names: dict[str, str], *,
         max_buffer_s=config.limits.max_buffer_s,
         partial_interval_s=config.partial_interval_s,
         beam_size=config.beam_size,
+        refine_beam_size=config.refine_beam_size,
         second_language_below=config.second_language_below or None,
         max_output_tokens=config.max_output_tokens,
         max_output_tokens_limit=config.max_output_tokens_limit,
