@@ -17,6 +17,11 @@ service's Whisper model: the accuracy to match.
     .venv/bin/voice serve &   # the service under test, default models
     .venv/bin/python -m benchmarks.real_turns --url ws://127.0.0.1:8765/v1/realtime \\
         [--json out.json] [--languages de,fr]
+
+Two services compared (``--url`` twice, e.g. two settings of one checkout on two ports): each
+clip is played to both, one after the other, the order swapped every clip, so that a change in
+the machine's speed over the run hits both alike; a table for each, then the differences clip
+by clip (the second minus the first: median, quartiles, and in how many clips it was sooner).
 """
 
 from __future__ import annotations
@@ -103,29 +108,57 @@ def faster_whisper_shipped(clips: Sequence[Utterance], model: str) -> dict[str, 
     return texts
 
 
-async def run_turns(url: str, key: str | None, clips: Sequence[Utterance],
-                    timeout_s: float) -> list[dict[str, Any]]:
-    rows = []
+async def run_turns(urls: Sequence[str], key: str | None, clips: Sequence[Utterance],
+                    timeout_s: float) -> list[list[dict[str, Any]]]:
+    """Each clip in a fresh session of every service (the order rotated clip by clip); the
+    rows of each service."""
+    runs: list[list[dict[str, Any]]] = [[] for _ in urls]
     for index, clip in enumerate(clips):
-        [turn] = await run_session(url, key, index, [clip], 1, timeout_s, False,
-                                   time.monotonic() + 3600)
-        end = turn.speech_end
+        order = [(index + shift) % len(urls) for shift in range(len(urls))]
+        for which in order:
+            runs[which].append(await run_clip(urls[which], key, index, clip, timeout_s))
+    return runs
 
-        def after(stamps: list[float], end: float | None = end) -> float | None:
-            return None if end is None or not stamps else (stamps[0] - end) * 1000
 
-        rows.append({
-            "clip": clip.name, "language": clip.language, "reference": clip.text,
-            "outcome": turn.outcome, "turns": len(turn.speech_stopped_at),
-            "transcript": " ".join(t for t in turn.transcripts if t),
-            "detected": turn.language, "end_of_turn_ms": after(turn.speech_stopped_at),
-            "transcript_ms": after(turn.transcript_at[-1:]),
-            "voice_to_voice_ms": turn.voice_to_voice_ms,
-            "stalls": turn.stalls, "stall_ms": turn.stall_ms,
-            "server": turn.server_latency})
-        print(f"  {clip.name}: {rows[-1]['outcome']}, v2v {rows[-1]['voice_to_voice_ms']}",
-              file=sys.stderr)
-    return rows
+async def run_clip(url: str, key: str | None, index: int, clip: Utterance,
+                   timeout_s: float) -> dict[str, Any]:
+    [turn] = await run_session(url, key, index, [clip], 1, timeout_s, False,
+                               time.monotonic() + 3600)
+    end = turn.speech_end
+
+    def after(stamps: list[float], end: float | None = end) -> float | None:
+        return None if end is None or not stamps else (stamps[0] - end) * 1000
+
+    row = {
+        "clip": clip.name, "language": clip.language, "reference": clip.text,
+        "outcome": turn.outcome, "turns": len(turn.speech_stopped_at),
+        "transcript": " ".join(t for t in turn.transcripts if t),
+        "detected": turn.language, "end_of_turn_ms": after(turn.speech_stopped_at),
+        "transcript_ms": after(turn.transcript_at[-1:]),
+        "voice_to_voice_ms": turn.voice_to_voice_ms,
+        "stalls": turn.stalls, "stall_ms": turn.stall_ms,
+        "server": turn.server_latency}
+    print(f"  {clip.name} ({url}): {row['outcome']}, v2v {row['voice_to_voice_ms']}",
+          file=sys.stderr)
+    return row
+
+
+def print_paired(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> None:
+    """Clip by clip, the second service's figures minus the first's."""
+    stages = {"voice to voice (client)": lambda r: r["voice_to_voice_ms"],
+              "transcript (client)": lambda r: r["transcript_ms"],
+              "first token (server)": lambda r: r["server"].get("llm_first_token_ms"),
+              "first audio ready (server)": lambda r: r["server"].get("first_audio_ready_ms")}
+    print("\n| second minus first, clip by clip | median | quartiles | sooner in |")
+    print("|---|---:|---:|---:|")
+    for name, value in stages.items():
+        pairs = [(value(a), value(b)) for a, b in zip(first, second, strict=True)]
+        differences = [b - a for a, b in pairs if a is not None and b is not None]
+        if len(differences) < 2:
+            continue
+        low, _, high = statistics.quantiles(differences, n=4)
+        print(f"| {name} | {statistics.median(differences):+.0f} ms | {low:+.0f} / {high:+.0f} "
+              f"| {sum(d < 0 for d in differences)} of {len(differences)} |")
 
 
 def _p(values: Sequence[float | None], q: float) -> str:
@@ -171,7 +204,9 @@ def print_table(rows: list[dict[str, Any]], shipped: dict[str, str | None]) -> N
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="ws://127.0.0.1:8765/v1/realtime")
+    parser.add_argument("--url", action="append",
+                        help="the service (default ws://127.0.0.1:8765/v1/realtime); twice: "
+                             "two services compared, clip by clip")
     parser.add_argument("--key")
     parser.add_argument("--clips", type=Path, default=DEFAULT_CLIPS)
     parser.add_argument("--languages", help="comma-separated, e.g. de,fr (default: all)")
@@ -188,17 +223,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                        args.per_language)
     if not clips:
         raise SystemExit(f"error: no clips in {args.clips}")
-    rows = asyncio.run(run_turns(args.url, args.key, clips, args.timeout_s))
+    urls = args.url or ["ws://127.0.0.1:8765/v1/realtime"]
+    if len(urls) > 2:
+        parser.error("at most two services (--url twice)")
+    runs = asyncio.run(run_turns(urls, args.key, clips, args.timeout_s))
     shipped: dict[str, str | None] = {clip.name: None for clip in clips}
     if args.reference:
         print("faster-whisper as shipped, same clips...", file=sys.stderr)
         shipped = dict(faster_whisper_shipped(clips, args.asr_model))
-    print(f"\n{len(clips)} real recordings, one fresh session each, "
-          f"{platform.processor() or platform.machine()}\n")
-    print_table(rows, shipped)
+    for url, rows in zip(urls, runs, strict=True):
+        print(f"\n{url}: {len(clips)} real recordings, one fresh session each, "
+              f"{platform.processor() or platform.machine()}\n")
+        print_table(rows, shipped)
+    if len(runs) == 2:
+        print_paired(*runs)
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "faster_whisper_beam5": shipped},
-                                        indent=1, ensure_ascii=False))
+        args.json.write_text(json.dumps(
+            {"rows": runs[0], "faster_whisper_beam5": shipped, "urls": urls,
+             "runs": runs}, indent=1, ensure_ascii=False))
     return 0
 
 

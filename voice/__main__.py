@@ -244,7 +244,8 @@ def run_service(config: ServiceConfig, store: ModelStore) -> int:
                         config.memory_mmap_threshold_kib)
     engines, names = build_engines(config, store)
     defaults = session_defaults(config, names, tools_supported=bool(
-        getattr(engines.chat_for(tools=True), "supports_tools", True)))
+        getattr(engines.chat_for(tools=True), "supports_tools", True)),
+        asr_device=getattr(engines.transcriber, "device", "cpu"))
     server = VoiceServer(config, engines, defaults, names)
     # Joined before exit: a native thread still decoding as Python shuts down aborts it.
     stop_prefill = threading.Event()

@@ -59,22 +59,19 @@ class WritingAhead:
             self._spawn(self._draft.discard())
             self._draft = None
 
-    def _write_ahead(self, speculation: Speculation, *, again: bool = False) -> None:
+    def _write_ahead(self, speculation: Speculation) -> None:
         """The paused turn's transcript is ready before the turn is confirmed over: start the
-        reply's first tokens now (sent only once the turn ends with these words). ``again``:
-        a wider beam's decode of the pause is done; only if it heard other words is the reply
-        written anew, on them."""
-        transcript = speculation.ready()
+        reply's first tokens now (sent only once the turn ends with these words)."""
+        decoding = speculation.decoding
         # Others' queued decodes or replies come first. (Not _engines_busy: the decode that
         # just finished may still count as running on the scheduler.)
-        if (self._closed or speculation is not self._speculation or transcript is None
-                or (again and not speculation.refined_differs())
-                or self.turns.paused_at != speculation.at
+        if (self._closed or speculation is not self._speculation or decoding.cancelled()
+                or decoding.exception() is not None or self.turns.paused_at != speculation.at
                 or not self.turns.policy.create_response or self.response is not None
                 or self.engines.asr.depth > 0 or self._replies_ahead_of_us()):
             return
+        transcript = decoding.result()
         if not transcript.text:
-            self._drop_draft()  # written on words the wider beam did not hear
             return
         settings = self.settings.for_response(None, self.last_language)
         language = settings.language if settings.language_pinned else transcript.language

@@ -39,8 +39,7 @@ Example ``voice.toml`` (every key optional)::
     [asr]
     languages = ["en", "de", "fr", "es", "it", "nl", "pt", "pl"]
     partial_interval_s = 1.0   # 0 turns partial transcripts off
-    beam_size = 1              # a final transcript's beam while no other session waits
-    refine_beam_size = 2       # CPU: a second decode at a pause, beside a greedy one; 0: none
+    beam_size = 0              # a final transcript's beam while no other session waits; 0: auto
     second_language_below = 0.6  # a first turn's language this unsure is decoded twice; 0: never
     threads = 0                # threads per decode; 0: a quarter of the cores (1-4)
 
@@ -139,12 +138,10 @@ class ServiceConfig:
     vad_silence_duration_ms: int = 500
     languages: tuple[str, ...] | None = DEFAULT_LANGUAGES
     partial_interval_s: float = 1.0
-    beam_size: int = 1
-    # On a CPU (two decodes at once), a turn paused while the engines work for no one else is
-    # decoded twice at once: greedily, for the reply written ahead, and with this beam, whose
-    # words are the final transcript where they differ (voice.endpointing._refine_beam);
-    # 0 or at most beam_size: one decode, with beam_size.
-    refine_beam_size: int = 2
+    # A final transcript's beam while the engines work for no one else; 0: two on a CPU where
+    # CTranslate2 uses Intel's MKL (as fast as greedy there), else one (asr.whisper.
+    # default_beam_size).
+    beam_size: int = 0
     # A session's first turn whose detected language is less probable than this is decoded
     # again in the runner-up language (asr.transcript.TranscribeOptions); 0: never.
     second_language_below: float = 0.6
@@ -292,10 +289,8 @@ class ServiceConfig:
                               "or auto")
         if self.limits.max_sessions < 1:
             raise ConfigError("max_sessions must be at least 1")
-        if self.beam_size < 1:
-            raise ConfigError("asr beam_size must be 1 (greedy) or more")
-        if self.refine_beam_size < 0:
-            raise ConfigError("asr refine_beam_size must be 0 (none) or more")
+        if self.beam_size < 0:
+            raise ConfigError("asr beam_size must be 0 (automatic) or more")
         if not 0 <= self.second_language_below <= 1:
             raise ConfigError("asr second_language_below must be between 0 (never) and 1")
         if self.asr_threads < 0:

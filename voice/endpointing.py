@@ -142,7 +142,7 @@ class Endpointing(WritingAhead):
 
     def _drop_speculation(self) -> None:
         if self._speculation is not None:
-            self._speculation.cancel()
+            self._speculation.decoding.cancel()
             self._speculation = None
         self._drop_draft()
 
@@ -207,16 +207,16 @@ class Endpointing(WritingAhead):
         self._drop_speculation()
         audio = self._pause_audio
         if not self._others_waiting():
-            options = self._final_options()
-            refine = self._refine_beam(options)
-            greedy = options if refine is None else dataclasses.replace(options, beam_size=1)
-            decoding = self._timed_decode(audio, greedy, "decode at the pause")
-            speculation = Speculation(pause.at, audio, decoding)
+            started = time.monotonic()
+            decoding = self._spawn(self._decode(audio))
+            decoding.add_done_callback(lambda done: logger.debug(
+                "session %s: decode at the pause %s %.0f ms", self.id,
+                "dropped after" if done.cancelled() else "took",
+                (time.monotonic() - started) * 1000))
+            decoding.add_done_callback(retrieve)
+            speculation = Speculation(pause.at, audio, decoding)  # type: ignore[arg-type]
             self._speculation = speculation
             decoding.add_done_callback(lambda _: self._write_ahead(speculation))
-            if refine is not None:
-                wider = dataclasses.replace(options, beam_size=refine)
-                decoding.add_done_callback(lambda _: self._refine(speculation, wider))
             if self._detector is not None and self.turns.policy.sentence_ms is not None:
                 detector = self._detector
                 decoding.add_done_callback(
@@ -235,53 +235,11 @@ class Endpointing(WritingAhead):
             if detector is self._detector:
                 await self._apply(self.turns.sentence_heard(speculation.at))
 
-    def _timed_decode(self, audio: np.ndarray, options: TranscribeOptions,
-                      what: str) -> asyncio.Future[Transcript]:
-        started = time.monotonic()
-        decoding: asyncio.Future[Transcript] = self._spawn(  # type: ignore[assignment]
-            self._decode(audio, options))
-        decoding.add_done_callback(lambda done: logger.debug(
-            "session %s: %s %s %.0f ms", self.id, what,
-            "dropped after" if done.cancelled() else "took",
-            (time.monotonic() - started) * 1000))
-        decoding.add_done_callback(retrieve)
-        return decoding
-
-    def _refine_beam(self, options: TranscribeOptions) -> int | None:
-        """The beam of a second decode of a paused turn after the first, beside the reply
-        written ahead, where the ASR engine decodes two utterances at once (the CPU's two
-        workers; a GPU batches instead) and works for no one else; None: no second decode.
-        The first decode is then greedy, so the reply written ahead starts as early as without
-        it, and the wider beam's words (docs/benchmarks.md, "A wider beam after the greedy
-        decode") replace the greedy ones where they differ."""
-        beam = self.defaults.refine_beam_size
-        if beam <= max(1, options.beam_size) or self.engines.asr.workers < 2 \
-                or self._engines_busy():
-            return None
-        return beam
-
-    def _refine(self, speculation: Speculation, options: TranscribeOptions) -> None:
-        """The greedy decode of the pause is done: decode its audio again with a wider beam,
-        on the other worker while the reply is written ahead on the first. Not when the turn
-        has ended meanwhile (its reply waits for the transcript) or the greedy decode failed
-        or heard nothing. The two decodes run one after the other, not at once: beside each
-        other and the turn model, on two cores, the greedy one took as long as the wider."""
-        greedy = speculation.decoding
-        if (speculation is not self._speculation or greedy.cancelled()
-                or greedy.exception() is not None or not greedy.result().text):
-            return
-        refining = self._timed_decode(speculation.audio, options,
-                                      f"beam-{options.beam_size} decode at the pause")
-        speculation.refining = refining
-        # Other words than the greedy decode's: the reply is written again on them.
-        refining.add_done_callback(lambda _: self._write_ahead(speculation, again=True))
-
-    async def _decode(self, audio: np.ndarray,
-                      options: TranscribeOptions | None = None) -> Transcript:
+    async def _decode(self, audio: np.ndarray) -> Transcript:
         # Batched with other sessions' finals where the engine is set up to (GPU).
         return await self.engines.asr.run_batched(
             self.id, self.engines.transcriber.transcribe_batch,
-            (audio, options or self._final_options()), priority=Priority.URGENT)
+            (audio, self._final_options()), priority=Priority.URGENT)
 
     def _transcribe_options(self, beam_size: int = 1) -> TranscribeOptions:
         """How this session's speech is transcribed; greedy unless told (partials and the
@@ -359,14 +317,14 @@ class Endpointing(WritingAhead):
         turn = UserTurn(item, self._turn_audio, times,
                         speech_s=None if start is None else (at - start) / ASR_RATE)
         speculation, self._speculation = self._speculation, None
-        decoding: Awaitable[Transcript] | None = None
+        decoding: asyncio.Future[Transcript] | None = None
         if speculation is not None:
             if speculation.at == at:
                 # Nothing was said since the pause: keep it (its audio may end in a shorter
                 # tail of silence, EARLY_PAUSE_MS, than the turn's).
-                decoding = speculation.best()
+                decoding = speculation.decoding
             else:
-                speculation.cancel()
+                speculation.decoding.cancel()
         turn.transcript = self._spawn(  # type: ignore[assignment]
             self._transcribe(turn, decoding))
         self._last_turn = turn

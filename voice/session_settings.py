@@ -9,8 +9,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from asr.whisper import whisper_languages
+from asr.whisper import default_beam_size, whisper_languages
 from llm.chat import SamplingOptions
+from llm.chat_types import ctranslate2_uses_mkl
 from llm.prompts import Assistant, system_prompt
 from tts.segmenter import FIRST_PIECE_MAX_WORDS
 from voice.config import ServiceConfig
@@ -60,7 +61,6 @@ class SessionDefaults:
     max_buffer_s: float = 120.0  # manual-commit input buffer
     partial_interval_s: float = 1.0  # 0 disables partial transcripts
     beam_size: int = 1
-    refine_beam_size: int = 0  # a second, wider decode at a pause (CPU); 0: none
     second_language_below: float | None = None  # a first turn's close call decoded twice
     max_output_tokens: int = 200  # a reply's length unless the client sets one
     max_output_tokens_limit: int = 1024  # the most a client may ask for ("inf" means this)
@@ -199,9 +199,14 @@ class Settings:
 
 
 def session_defaults(config: ServiceConfig, names: dict[str, str], *,
-                     tools_supported: bool = True) -> SessionDefaults:
+                     tools_supported: bool = True, asr_device: str = "cpu") -> SessionDefaults:
     """Every session's starting settings from the service's configuration; ``names`` are the
-    loaded models' (``llm`` is the one ``session.created`` reports)."""
+    loaded models' (``llm`` is the one ``session.created`` reports), ``asr_device`` where
+    Whisper runs (an automatic beam depends on it)."""
+    beam_size = config.beam_size or default_beam_size(asr_device, mkl=ctranslate2_uses_mkl())
+    if not config.beam_size:
+        logger.info("final transcripts: beam %d (automatic, %s)", beam_size,
+                    "Intel MKL" if beam_size > 1 else f"{asr_device}, not MKL")
     return SessionDefaults(
         config=SessionConfig(
             turn_detection=TurnDetection(type=config.vad_type, eagerness=config.vad_eagerness,
@@ -213,8 +218,7 @@ def session_defaults(config: ServiceConfig, names: dict[str, str], *,
         max_vad_utterance_s=config.limits.max_utterance_s,
         max_buffer_s=config.limits.max_buffer_s,
         partial_interval_s=config.partial_interval_s,
-        beam_size=config.beam_size,
-        refine_beam_size=config.refine_beam_size,
+        beam_size=beam_size,
         second_language_below=config.second_language_below or None,
         max_output_tokens=config.max_output_tokens,
         max_output_tokens_limit=config.max_output_tokens_limit,

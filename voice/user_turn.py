@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
-import re
 from typing import Any
 
 import numpy as np
@@ -16,71 +14,14 @@ from asr.transcript import Transcript
 from voice.conversation import Item
 from voice.reply_settings import TurnTimes
 
-logger = logging.getLogger(__name__)
-
 
 @dataclasses.dataclass
 class Speculation:
-    """The final decode of a paused turn, started before the turn is known to be over; on a
-    CPU that decodes two utterances at once, with a wider beam's decode of the same audio
-    beside it (``refining``): the reply written ahead starts on the greedy words, and the
-    wider beam's words replace them where they differ (:meth:`best`)."""
+    """The final decode of a paused turn, started before the turn is known to be over."""
 
     at: int  # media time where the speech stopped
     audio: np.ndarray
     decoding: asyncio.Future[Transcript]
-    refining: asyncio.Future[Transcript] | None = None
-
-    def cancel(self) -> None:
-        """The user went on: neither transcript is wanted (a decode already running still
-        runs to its end on its worker)."""
-        self.decoding.cancel()
-        if self.refining is not None:
-            self.refining.cancel()
-
-    def ready(self) -> Transcript | None:
-        """The best transcript decoded so far: the wider beam's where it is ready and its
-        words differ from the greedy decode's, else the greedy one; None before the greedy
-        decode is done, or if it failed."""
-        greedy = _result(self.decoding)
-        if greedy is None:
-            return None
-        refined = _result(self.refining)
-        return refined if refined is not None and not same_words(refined.text,
-                                                                 greedy.text) else greedy
-
-    def refined_differs(self) -> bool:
-        """Whether the wider beam's decode is done and heard other words than the greedy one
-        (so a reply written ahead on the greedy words answers the wrong ones)."""
-        return self.ready() is not _result(self.decoding)
-
-    async def best(self) -> Transcript:
-        """The turn's final transcript: the greedy decode's, unless the wider beam's (awaited,
-        if there is one) heard other words. A failed wider decode leaves the greedy words."""
-        greedy = await self.decoding
-        if self.refining is not None:
-            try:
-                await self.refining
-            except Exception as error:  # the greedy words stand
-                logger.warning("the wider beam's decode failed (%s); keeping the greedy "
-                               "transcript", error)
-        return self.ready() or greedy
-
-
-def _result(future: asyncio.Future[Transcript] | None) -> Transcript | None:
-    if future is None or not future.done() or future.cancelled() or future.exception():
-        return None
-    return future.result()
-
-
-def same_words(first: str, second: str) -> bool:
-    """Whether two transcripts hold the same words, whatever their case and punctuation (a
-    reply written on the one answers the other)."""
-    return _words(first) == _words(second)
-
-
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^\w\s]|_", " ", text.casefold()).split()
 
 
 def retrieve(future: asyncio.Future[Any]) -> None:
