@@ -3,18 +3,30 @@
 Each event is validated by the pydantic model the SDK's ``RealtimeServerEvent`` union holds
 for its ``type``. The SDK's models accept unknown keys, so every key they do not declare is
 then looked for, and only our documented extensions (``docs/protocol.md``) may be among them:
-they are taken out first. Beta event names (``OpenAI-Beta: realtime=v1``) are not GA events
-and are not checked here.
+they are taken out first. Our documented extension events (speech over a reply: duck, unduck,
+backchannel, resumed) are not GA types: clients skip types they do not know (the SDK, pipecat
+and LiveKit do), and those events are checked against the fields our protocol declares for
+them instead. Beta event names (``OpenAI-Beta: realtime=v1``) are not GA events and are not
+checked here.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import typing
 from typing import Any
 
 from openai.types.realtime import RealtimeServerEvent
 from pydantic import BaseModel, ValidationError
+
+from voice.protocol import ServerEvent
+from voice.protocol.duplex import (
+    BackchannelHeard,
+    OutputAudioDuck,
+    OutputAudioUnduck,
+    ResponseResumed,
+)
 
 # Our extensions, by event type: dotted paths of keys the GA types do not have.
 EXTENSION_KEYS: dict[str, tuple[str, ...]] = {
@@ -32,6 +44,10 @@ GA_KEYS_NOT_IN_SDK: dict[str, tuple[str, ...]] = {
     "session.created": ("session.id", "session.object"),
     "session.updated": ("session.id", "session.object"),
 }
+# Our extension event types (docs/protocol.md, "Speech over a reply").
+EXTENSION_EVENTS: dict[str, type[ServerEvent]] = {
+    kind.type: kind for kind in (BackchannelHeard, OutputAudioDuck, OutputAudioUnduck,
+                                 ResponseResumed)}
 # Extension values: GA PCM is 24 kHz only; we also take 16 and 48 kHz.
 EXTENSION_RATES = {16_000, 48_000}
 RATE_PATHS = ("session.audio.input.format.rate", "session.audio.output.format.rate")
@@ -92,6 +108,10 @@ def ga_problems(event: dict[str, Any]) -> list[str]:
     data = copy.deepcopy({key: value for key, value in event.items()
                           if not key.startswith("_")})  # tests.live adds "_received"
     kind = data.get("type")
+    extension = EXTENSION_EVENTS.get(kind)  # type: ignore[arg-type]
+    if extension is not None:
+        declared = {"type", "event_id"} | {f.name for f in dataclasses.fields(extension)}
+        return [f"{kind}: key {key} is not declared" for key in sorted(set(data) ^ declared)]
     model = MODELS.get(kind)  # type: ignore[arg-type]
     if model is None:
         return [f"{kind!r} is not a GA server event type"]

@@ -26,6 +26,7 @@ from tests.fakes import FakeChat, FakeTranscriber, fake_engines, silence, tone
 from tests.live import receive_until, running_server, url_of
 from tests.realtime_types import ga_problems
 from voice.config import ServiceConfig
+from voice.protocol.duplex import BackchannelHeard, OutputAudioDuck
 from voice.server import VoiceServer
 from voice.session import SessionDefaults
 
@@ -193,3 +194,13 @@ def test_every_server_event_validates_against_the_openai_sdk_types(
             "error"} <= kinds
     problems = sorted({problem for event in events for problem in ga_problems(event)})
     assert not problems, "\n".join(problems)
+
+
+def test_our_extension_events_pass_with_their_declared_fields_and_nothing_else() -> None:
+    heard = json.loads(BackchannelHeard(100, 500, "mhm", "en").to_json())
+    ducked = json.loads(OutputAudioDuck("resp_1", -18.0, 100).to_json())
+    assert ga_problems(heard) == ga_problems(ducked) == []
+    assert ga_problems({**heard, "speaker": "user"}) == [
+        "input_audio_buffer.backchannel: key speaker is not declared"]
+    assert ga_problems({"type": "input_audio_buffer.shrug", "event_id": "e"}) == [
+        "'input_audio_buffer.shrug' is not a GA server event type"]

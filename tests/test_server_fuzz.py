@@ -154,10 +154,12 @@ async def _fuzz(ws: ClientConnection, messages: list[str | bytes], beta: bool) -
         is_answer = _is_answer(message)
         if is_answer is not None:
             answers = sum(map(is_answer, window))
-            if isinstance(parse_client_event(message), AudioCommit):
+            if isinstance(parse_client_event(message), AudioCommit) and errors:
                 # Audio appended before may end a turn by itself (server VAD) while this
-                # commit is read: that commit comes after its speech_stopped, and leaves
-                # this one an empty buffer.
+                # commit is read: that turn's commit comes after its speech_stopped, and
+                # leaves this one an empty buffer. (A commit that ends speech in progress
+                # has a speech_stopped of its own, so without an error a committed is all
+                # that is asked.)
                 answers -= types.count("input_audio_buffer.speech_stopped")
             assert bool(errors) != (answers > 0), context
     if not beta:

@@ -12,7 +12,7 @@ from asr.transcript import TranscribeOptions
 from tests.fakes import FakeChat, FakeTranscriber, silence, tone
 from tests.test_session import Harness, run
 from voice.interruptions import JUDGE_TOKENS
-from voice.protocol import SessionUpdate
+from voice.protocol import AudioCommit, SessionUpdate
 
 STORY = " ".join(f"Sentence number {n} is here." for n in range(40))
 
@@ -93,6 +93,35 @@ def test_the_users_words_cut_the_reply_from_the_moment_they_began() -> None:
         assert started[1].fields["audio_start_ms"] >= 1000
         assert [i.text for i in h.session.history if i.role == "user"][-1] == \
             "Stop, what about Rome?"
+    run(scenario)
+
+
+def test_a_client_commit_of_speech_over_the_reply_is_the_users_turn_whatever_its_words(
+        ) -> None:
+    async def scenario() -> None:
+        # Words the guard alone would take for the reply's echo and ignore.
+        h = Harness(FakeTranscriber([("Tell me a story", "en"),
+                                     ("Sentence number two is here?", "en")]),
+                    FakeChat([STORY, "It is."]))
+        await replying(h, {"min_speech_ms": 3000, "max_wait_ms": 5000})  # no look yet
+        await h.send_audio(tone(0.4))
+        await h.wait_for(lambda: h.session.turns.overlap is not None)
+        before = len(h.events)
+        await h.session.handle(AudioCommit("e2"))
+        # The commit's own answer: the speech became a turn, and was committed (the reply it
+        # cut winds down meanwhile).
+        assert h.types()[before:] == ["input_audio_buffer.speech_started",
+                                      "input_audio_buffer.speech_stopped",
+                                      "input_audio_buffer.committed", "conversation.item.added"]
+        await h.wait_done(2)
+        first, second = (d.fields["response"] for d in h.of("response.done"))
+        assert (first["status"], first["status_details"]["reason"]) == \
+            ("cancelled", "turn_detected")
+        assert second["status"] == "completed"
+        assert speech_starts(h) == 2 and len(h.of("input_audio_buffer.committed")) == 2
+        assert not h.of("input_audio_buffer.backchannel") and not h.error_codes
+        assert [i.text for i in h.session.history if i.role == "user"][-1] == \
+            "Sentence number two is here?"
     run(scenario)
 
 

@@ -64,6 +64,17 @@ def test_a_short_interruption_judged_once_it_ended_becomes_a_turn() -> None:
             UserTurnEnded(20_000), StartReply("reply2")], S, THINKING)], GUARD)
 
 
+def test_a_commit_of_speech_over_the_reply_cuts_it_and_ends_the_users_turn() -> None:
+    play([*REPLYING,
+          ("speech_started", (14_000,), [OverlapStarted(14_000)], L, SPEAKING),
+          ("audio", (3_000,), [], L, SPEAKING),  # now 19 000, not judged yet
+          ("commit", (), [CancelReply("reply1", "turn_detected", 14_000),
+                          UserTurnStarted(14_000), UserTurnEnded(19_000), StartReply("reply2")],
+           S, THINKING),
+          # A verdict on it that comes late changes nothing.
+          ("overlap_judged", (14_000, 19_000, "backchannel"), [], S, THINKING)], GUARD)
+
+
 def test_an_overlap_nobody_could_judge_in_time_interrupts() -> None:
     play([*REPLYING,
           ("speech_started", (20_000,), [OverlapStarted(20_000)], L, SPEAKING),

@@ -326,9 +326,13 @@ class TurnTaker:
 
     def commit(self) -> list[Effect]:
         """The client committed the input audio. Under automatic turns it ends the turn like
-        the VAD would; under manual turns it only ends the turn (the client asks for a reply)."""
+        the VAD would; under manual turns it only ends the turn (the client asks for a reply).
+        Speech over a reply that the guard is still judging is the user's turn once the
+        client commits it (a client commits only what it takes for the user's words), so the
+        reply is cut where that speech began and every commit gets its user item."""
         if self.policy.automatic:
-            return self.speech_stopped(self.now)
+            confirmed = self._confirm_overlap() if self.overlap is not None else []
+            return [*confirmed, *self.speech_stopped(self.now)]
         return [UserTurnEnded(self.now)]
 
     def clear(self) -> None:
